@@ -1,0 +1,32 @@
+//! The bucket: where a key falls in 0..10000, the same on every replica.
+//!
+//! `bucket(salt, key)` = the first 8 bytes of SHA-256(salt ‖ 0x00 ‖ key), read
+//! as a big-endian u64, modulo 10000. docs/assignment.md has the test vectors.
+//!
+//! ```
+//! assert_eq!(policy_core::bucket(b"", b""), policy_core::bucket(b"", b""));
+//! assert!(policy_core::bucket(b"my-salt", b"user-42") < 10_000);
+//! ```
+
+use sha2::{Digest, Sha256};
+
+use crate::config::TOTAL_BASIS_POINTS;
+
+/// Hashes a key with a salt into a bucket in `0..10000`.
+pub fn bucket(salt: &[u8], key: &[u8]) -> u16 {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update([0u8]);
+    hasher.update(key);
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+    (u64::from_be_bytes(first) % u64::from(TOTAL_BASIS_POINTS)) as u16
+}
+
+/// A bucket from 8 random bytes, for the per-request weighted pick.
+pub(crate) fn random_bucket(random: [u8; 16]) -> u16 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(random.get(..8).unwrap_or(&[0; 8]));
+    (u64::from_be_bytes(first) % u64::from(TOTAL_BASIS_POINTS)) as u16
+}

@@ -1,0 +1,78 @@
+//! Reading one cookie out of a `Cookie` request header, as browsers send it.
+//!
+//! RFC 6265 §4.2 / §5.4: `name=value` pairs separated by `;` and optional white
+//! space. Names are case-sensitive. When a name appears more than once the
+//! **first** one wins: browsers list the cookie with the longest (most specific)
+//! Path first. Values are taken byte for byte, quotes included; white space
+//! around a value is dropped; an empty value counts as no cookie. Pairs without
+//! `=` and bytes a browser would not send are skipped over, never an error.
+//!
+//! ```
+//! use policy_core::cookie::find;
+//! let header = b"theme=dark; session=\"abc\"; session=older";
+//! assert_eq!(find(header, b"session"), Some(&b"\"abc\""[..]));
+//! assert_eq!(find(header, b"Session"), None);
+//! ```
+
+fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// The value of the first non-empty cookie called `name` in a Cookie header value.
+pub fn find<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    for pair in header.split(|&b| b == b';') {
+        let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (pair_name, rest) = pair.split_at(eq);
+        if trim(pair_name) != name {
+            continue;
+        }
+        let value = trim(rest.get(1..).unwrap_or_default());
+        if !value.is_empty() {
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find;
+
+    #[test]
+    fn browser_shapes() {
+        assert_eq!(find(b"a=1", b"a"), Some(&b"1"[..]));
+        assert_eq!(find(b"a=1;b=2", b"b"), Some(&b"2"[..]));
+        assert_eq!(find(b"  a = 1 ;  b\t=\t2  ", b"b"), Some(&b"2"[..]));
+        assert_eq!(find(b"a=\"quoted value\"", b"a"), Some(&b"\"quoted value\""[..]));
+        assert_eq!(find(b"a=x=y", b"a"), Some(&b"x=y"[..]));
+    }
+
+    #[test]
+    fn first_non_empty_duplicate_wins() {
+        assert_eq!(find(b"id=first; id=second", b"id"), Some(&b"first"[..]));
+        assert_eq!(find(b"id=; id=second", b"id"), Some(&b"second"[..]));
+        assert_eq!(find(b"id=", b"id"), None);
+    }
+
+    #[test]
+    fn names_are_case_sensitive_and_exact() {
+        assert_eq!(find(b"ID=1; id=2", b"id"), Some(&b"2"[..]));
+        assert_eq!(find(b"xid=1; idx=2", b"id"), None);
+        assert_eq!(find(b"id", b"id"), None);
+        assert_eq!(find(b"", b"id"), None);
+        assert_eq!(find(b";;;", b"id"), None);
+    }
+
+    #[test]
+    fn invalid_bytes_are_carried_not_rejected() {
+        assert_eq!(find(b"id=\xff\xfe; z=1", b"id"), Some(&b"\xff\xfe"[..]));
+    }
+}

@@ -1,0 +1,352 @@
+//! Per request: which route, and which version serves it.
+//!
+//! The host is reached only through [`Request`], asked lazily and in key-chain
+//! order, so a returning client costs one header read. Nothing here allocates
+//! except the Set-Cookie of a new client.
+//!
+//! ```
+//! use policy_core::{Policy, Request, KeySource};
+//! struct Req(&'static [u8]);
+//! impl Request for Req {
+//!     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+//!         (name == "cookie").then(|| self.0.to_vec())
+//!     }
+//!     fn client_address(&mut self) -> Option<Vec<u8>> { None }
+//!     fn random(&mut self) -> Option<[u8; 16]> { None }
+//! }
+//! let policy = Policy::from_json(br#"{"routes": [{"name": "shop", "hosts": ["shop.example.com"],
+//!   "salt": "s1", "versions": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
+//!   "key_chain": [{"cookie": "session"}]}]}"#).unwrap();
+//! let route = policy.find_route(b"Shop.Example.com:443", b"/cart").unwrap();
+//! let decision = route.decide(&mut Req(b"session=abc"));
+//! assert_eq!(decision.source, KeySource::Cookie);
+//! let bucket = policy_core::bucket(b"s1", b"abc");
+//! let expected = if bucket < 5000 { "v2" } else { "v1" };
+//! assert_eq!(route.versions()[decision.version].name(), expected);
+//! ```
+
+use crate::bucket::{bucket, random_bucket};
+use crate::config::{KeySpec, NoKey, Policy, Route};
+use crate::cookie;
+
+/// What the decision needs from the request. Names are lowercase.
+pub trait Request {
+    /// The value of a request header, or `None` when absent.
+    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    /// The downstream address (`ip:port`, `[v6]:port` or a bare ip), or `None`.
+    fn client_address(&mut self) -> Option<Vec<u8>>;
+    /// 16 random bytes (a new client id, or a per-request weighted pick), or `None` when unavailable.
+    fn random(&mut self) -> Option<[u8; 16]>;
+}
+
+/// Which source gave the key that decided the version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeySource {
+    Cookie,
+    Header,
+    NewId,
+    Override,
+    Address,
+    None,
+}
+
+impl KeySource {
+    pub const ALL: [KeySource; 6] = [
+        KeySource::Cookie,
+        KeySource::Header,
+        KeySource::NewId,
+        KeySource::Override,
+        KeySource::Address,
+        KeySource::None,
+    ];
+
+    /// The label used in metrics and by `sticky-canary assign`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Cookie => "cookie",
+            KeySource::Header => "header",
+            KeySource::NewId => "new_id",
+            KeySource::Override => "override",
+            KeySource::Address => "address",
+            KeySource::None => "none",
+        }
+    }
+
+    /// Position in [`KeySource::ALL`], for per-source counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Index into the route's versions.
+    pub version: usize,
+    pub source: KeySource,
+    /// The key's bucket, when a key decided (not for override, nor a stable fallback).
+    pub bucket: Option<u16>,
+    /// A Set-Cookie header value to send on the response (new clients only).
+    pub set_cookie: Option<String>,
+}
+
+/// Lowercases an authority into `buf` and drops its port; `None` when too long to be a host.
+fn host_of<'b>(authority: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
+    let host = if authority.first() == Some(&b'[') {
+        // IPv6 literal: keep the brackets, drop the port after them.
+        let end = authority.iter().position(|&b| b == b']').map_or(authority.len(), |i| i + 1);
+        authority.get(..end).unwrap_or(authority)
+    } else {
+        let end = authority.iter().position(|&b| b == b':').unwrap_or(authority.len());
+        authority.get(..end).unwrap_or(authority)
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    let out = buf.get_mut(..host.len())?;
+    for (o, b) in out.iter_mut().zip(host) {
+        *o = b.to_ascii_lowercase();
+    }
+    Some(out)
+}
+
+fn path_matches(route: &Route, path: &[u8]) -> bool {
+    match &route.path_prefix {
+        None => true,
+        Some(prefix) => {
+            let end = path.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(path.len());
+            path.get(..end).unwrap_or(path).starts_with(prefix.as_bytes())
+        }
+    }
+}
+
+impl Policy {
+    /// The route for a request: exact host first, then the longest `*.suffix`,
+    /// then `*`; within a host the longest matching path prefix. Host matching
+    /// ignores case, a port and a trailing dot. Pass an empty path when
+    /// [`Policy::needs_path`] is false.
+    pub fn find_route(&self, authority: &[u8], path: &[u8]) -> Option<&Route> {
+        let mut buf = [0u8; 256];
+        let first = |list: &[usize]| {
+            list.iter()
+                .filter_map(|&i| self.routes.get(i))
+                .find(|route| path_matches(route, path))
+        };
+        if let Some(host) = host_of(authority, &mut buf) {
+            if let Some(route) = self.exact_hosts.get(host).and_then(|list| first(list)) {
+                return Some(route);
+            }
+            // Each '.' starts a suffix, longest first: a.b.example.com -> .b.example.com, .example.com, .com
+            for (i, _) in host.iter().enumerate().filter(|(_, &b)| b == b'.') {
+                let suffix = host.get(i..).unwrap_or_default();
+                if let Some(route) = self.wildcard_hosts.get(suffix).and_then(|list| first(list)) {
+                    return Some(route);
+                }
+            }
+        }
+        first(&self.any_host)
+    }
+}
+
+fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// Drops the port from `ip:port` or `[v6]:port`; a bare address is kept whole.
+fn address_without_port(address: &[u8]) -> &[u8] {
+    if let Some(rest) = address.strip_prefix(b"[") {
+        let end = rest.iter().position(|&b| b == b']').unwrap_or(rest.len());
+        return rest.get(..end).unwrap_or(rest);
+    }
+    let colons = address.iter().filter(|&&b| b == b':').count();
+    if colons == 1 {
+        let end = address.iter().position(|&b| b == b':').unwrap_or(address.len());
+        address.get(..end).unwrap_or(address)
+    } else {
+        address
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal the secret.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_id(random: [u8; 16]) -> String {
+    let mut out = String::with_capacity(32);
+    for byte in random {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+impl Route {
+    /// The version serving a key's bucket: canaries take `[0, w2)`, `[w2, w2+w3)`, ...; stable the rest.
+    pub fn version_for_bucket(&self, bucket: u16) -> usize {
+        if bucket >= self.canary_end {
+            return 0;
+        }
+        self.versions
+            .iter()
+            .enumerate()
+            .skip(1)
+            .find(|(_, v)| bucket >= v.start && bucket < v.end)
+            .map_or(0, |(i, _)| i)
+    }
+
+    /// The version for a key, as the filter would decide it when that key is found.
+    pub fn assign(&self, key: &[u8]) -> (u16, usize) {
+        let b = bucket(&self.salt, key);
+        (b, self.version_for_bucket(b))
+    }
+
+    fn keyed(&self, source: KeySource, key: &[u8]) -> Decision {
+        let (b, version) = self.assign(key);
+        Decision {
+            version,
+            source,
+            bucket: Some(b),
+            set_cookie: None,
+        }
+    }
+
+    /// The honoured override version, if the request asks for an allowed one and proves the secret.
+    fn override_version(&self, request: &mut impl Request) -> Option<usize> {
+        let rule = self.override_.as_ref()?;
+        let asked = request.header(&rule.header)?;
+        let asked = trim(&asked);
+        let version = rule
+            .allow
+            .iter()
+            .copied()
+            .find(|&i| self.versions.get(i).is_some_and(|v| v.name.as_bytes() == asked))?;
+        if let Some(secret) = &rule.secret {
+            let given = request.header(&secret.header)?;
+            if !same_secret(trim(&given), &secret.value) {
+                return None;
+            }
+        }
+        Some(version)
+    }
+
+    /// Decides the version for one request: override, then the key chain in order, then the no-key rule.
+    pub fn decide(&self, request: &mut impl Request) -> Decision {
+        if let Some(version) = self.override_version(request) {
+            return Decision {
+                version,
+                source: KeySource::Override,
+                bucket: None,
+                set_cookie: None,
+            };
+        }
+        // The Cookie header is read at most once, however many cookie sources the chain has.
+        let mut cookies: Option<Option<Vec<u8>>> = None;
+        for spec in &self.key_chain {
+            match spec {
+                KeySpec::Cookie(name) => {
+                    let header = cookies.get_or_insert_with(|| request.header("cookie"));
+                    if let Some(value) = header.as_deref().and_then(|h| cookie::find(h, name.as_bytes())) {
+                        return self.keyed(KeySource::Cookie, value);
+                    }
+                }
+                KeySpec::Header(name) => {
+                    if let Some(value) = request.header(name) {
+                        let value = trim(&value);
+                        if !value.is_empty() {
+                            return self.keyed(KeySource::Header, value);
+                        }
+                    }
+                }
+                KeySpec::NewClientId(settings) => {
+                    let header = cookies.get_or_insert_with(|| request.header("cookie"));
+                    if let Some(value) = header.as_deref().and_then(|h| cookie::find(h, settings.cookie.as_bytes())) {
+                        return self.keyed(KeySource::Cookie, value);
+                    }
+                    if let Some(random) = request.random() {
+                        let id = hex_id(random);
+                        let mut decision = self.keyed(KeySource::NewId, id.as_bytes());
+                        decision.set_cookie = Some(settings.set_cookie(&id));
+                        return decision;
+                    }
+                }
+                KeySpec::ClientAddress => {
+                    if let Some(address) = request.client_address() {
+                        let address = address_without_port(&address);
+                        if !address.is_empty() {
+                            return self.keyed(KeySource::Address, address);
+                        }
+                    }
+                }
+            }
+        }
+        match self.no_key {
+            NoKey::Weighted => match request.random() {
+                Some(random) => {
+                    let b = random_bucket(random);
+                    Decision {
+                        version: self.version_for_bucket(b),
+                        source: KeySource::None,
+                        bucket: Some(b),
+                        set_cookie: None,
+                    }
+                }
+                None => self.stable(),
+            },
+            NoKey::Stable => self.stable(),
+        }
+    }
+
+    fn stable(&self) -> Decision {
+        Decision {
+            version: 0,
+            source: KeySource::None,
+            bucket: None,
+            set_cookie: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_normalisation() {
+        let mut buf = [0u8; 256];
+        assert_eq!(host_of(b"Example.COM:8080", &mut buf), Some(&b"example.com"[..]));
+        assert_eq!(host_of(b"example.com.", &mut buf), Some(&b"example.com"[..]));
+        assert_eq!(host_of(b"[::1]:80", &mut buf), Some(&b"[::1]"[..]));
+        assert_eq!(host_of(&[b'a'; 300], &mut buf), None);
+    }
+
+    #[test]
+    fn address_ports_are_dropped() {
+        assert_eq!(address_without_port(b"10.0.0.1:5555"), b"10.0.0.1");
+        assert_eq!(address_without_port(b"[2001:db8::1]:443"), b"2001:db8::1");
+        assert_eq!(address_without_port(b"2001:db8::1"), b"2001:db8::1");
+        assert_eq!(address_without_port(b"10.0.0.1"), b"10.0.0.1");
+    }
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abd", b"abc"));
+        assert!(!same_secret(b"ab", b"abc"));
+    }
+
+    #[test]
+    fn ids_are_32_hex_digits() {
+        assert_eq!(hex_id([0xab; 16]), "ab".repeat(16));
+        assert_eq!(hex_id([0; 16]).len(), 32);
+    }
+}

@@ -1,0 +1,26 @@
+//! Sticky canary assignment: which version serves a request, the same on every gateway replica.
+//!
+//! Pure: no host calls and no I/O, so the same code runs natively (CLI, tests,
+//! benchmarks) and inside the proxy-wasm filter. Config JSON becomes a
+//! validated [`Policy`]; per request, [`Policy::find_route`] picks the route and
+//! [`Route::decide`] the version. The algorithm is specified in
+//! docs/assignment.md, the config in docs/config.md.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+mod bucket;
+mod config;
+pub mod cookie;
+mod decide;
+pub mod json;
+
+pub use bucket::bucket;
+pub use config::{
+    format_percent, is_label, is_token, ConfigError, ConfigErrors, KeySpec, NewClientId, NoKey, Override,
+    OverrideSecret, Policy, Route, SameSite, Version, DEFAULT_ROUTING_HEADER, MAX_COOKIE_AGE_SECONDS,
+    TOTAL_BASIS_POINTS,
+};
+pub use decide::{Decision, KeySource, Request};

@@ -1,0 +1,41 @@
+//! `sticky-canary assign`: predict which version each key lands on.
+
+use std::io::{BufRead, Write};
+
+use policy_core::{Policy, Route};
+
+/// Picks the route for `host`, or the only route when no host is given.
+pub fn pick_route<'a>(policy: &'a Policy, host: Option<&str>) -> Result<&'a Route, String> {
+    match host {
+        Some(host) => policy
+            .find_route(host.as_bytes(), b"")
+            .or_else(|| {
+                // A route with a path prefix still serves this host for prediction purposes.
+                policy.routes().iter().find(|r| {
+                    r.hosts().iter().any(|h| {
+                        h == host || h == "*" || h.strip_prefix('*').is_some_and(|s| host.ends_with(s))
+                    })
+                })
+            })
+            .ok_or_else(|| format!("no route serves host {host:?}")),
+        None => match policy.routes() {
+            [only] => Ok(only),
+            _ => Err("the config has several routes: name one with --host".to_owned()),
+        },
+    }
+}
+
+/// For each key line: `key<TAB>bucket<TAB>version`. Keys are taken byte for byte (without the line end).
+pub fn run(route: &Route, input: impl BufRead, mut out: impl Write) -> std::io::Result<()> {
+    for line in input.split(b'\n') {
+        let mut key = line?;
+        if key.last() == Some(&b'\r') {
+            key.pop();
+        }
+        let (bucket, version) = route.assign(&key);
+        let name = route.versions().get(version).map_or("", |v| v.name());
+        out.write_all(&key)?;
+        writeln!(out, "\t{bucket}\t{name}")?;
+    }
+    out.flush()
+}

@@ -1,0 +1,50 @@
+//! `sticky-canary check CONFIG`: validate a filter config and list every problem.
+
+use std::path::Path;
+
+use policy_core::{format_percent, KeySpec, Policy};
+
+/// Reads and validates a config file. Errors are ready to print, one per line.
+pub fn load(path: &Path) -> Result<Policy, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    Policy::from_json(&bytes).map_err(|errors| {
+        errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// A short human summary of a valid policy.
+pub fn summary(policy: &Policy) -> String {
+    let mut out = String::new();
+    for route in policy.routes() {
+        let versions: Vec<String> = route
+            .versions()
+            .iter()
+            .map(|v| format!("{} {}%", v.name(), format_percent(u32::from(v.weight_basis_points()))))
+            .collect();
+        let chain: Vec<String> = route
+            .key_chain()
+            .iter()
+            .map(|k| match k {
+                KeySpec::Cookie(n) => format!("cookie {n}"),
+                KeySpec::Header(n) => format!("header {n}"),
+                KeySpec::NewClientId(c) => format!("new client id cookie {}", c.cookie),
+                KeySpec::ClientAddress => "client address".to_owned(),
+            })
+            .collect();
+        out.push_str(&format!(
+            "route {}: hosts {} -> {} (stable {}); keys: {}; routing header {}\n",
+            route.name(),
+            route.hosts().join(", "),
+            versions.join(", "),
+            route.versions().first().map_or("", |v| v.name()),
+            chain.join(" > "),
+            route.routing_header(),
+        ));
+    }
+    out
+}
