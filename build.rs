@@ -14,20 +14,37 @@ const TARGET: &str = "wasm32-wasip1";
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["filter/src", "filter/Cargo.toml", "policy-core/src", "policy-core/Cargo.toml", "Cargo.lock"] {
+    for watched in [
+        "filter/src",
+        "filter/Cargo.toml",
+        "policy-core/src",
+        "policy-core/Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={watched}");
     }
     println!("cargo:rerun-if-env-changed=STICKY_CANARY_NO_WASM_OPT");
-    println!("cargo:rustc-env=STICKY_CANARY_GIT={}", git_hash(&manifest_dir));
+    let git = git_hash(&manifest_dir);
+    println!("cargo:rustc-env=STICKY_CANARY_GIT={git}");
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     check_target_installed();
     let target_dir = manifest_dir.join("target").join("filter-wasm");
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&manifest_dir)
-        .args(["build", "--locked", "-p", "sticky-canary-filter", "--target", TARGET, "--profile", "wasm"])
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "sticky-canary-filter",
+            "--target",
+            TARGET,
+            "--profile",
+            "wasm",
+        ])
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(&target_dir)
+        .env("STICKY_CANARY_GIT", &git);
     // Do not leak the outer build's settings (rustflags for the host, jobserver, coverage...) into the wasm build.
     for (key, _) in env::vars() {
         if key.starts_with("CARGO_ENCODED_RUSTFLAGS")

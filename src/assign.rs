@@ -12,9 +12,9 @@ pub fn pick_route<'a>(policy: &'a Policy, host: Option<&str>) -> Result<&'a Rout
             .or_else(|| {
                 // A route with a path prefix still serves this host for prediction purposes.
                 policy.routes().iter().find(|r| {
-                    r.hosts().iter().any(|h| {
-                        h == host || h == "*" || h.strip_prefix('*').is_some_and(|s| host.ends_with(s))
-                    })
+                    r.hosts()
+                        .iter()
+                        .any(|h| h == host || h == "*" || h.strip_prefix('*').is_some_and(|s| host.ends_with(s)))
                 })
             })
             .ok_or_else(|| format!("no route serves host {host:?}")),

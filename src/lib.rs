@@ -3,6 +3,9 @@
 
 pub mod assign;
 pub mod check;
+pub mod harness;
+pub mod oci;
+pub mod render;
 
 /// The gateway filter, built by build.rs for wasm32-wasip1 and embedded at compile time.
 pub static FILTER_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sticky_canary_filter.wasm"));

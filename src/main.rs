@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use sticky_canary::{assign, check};
 
 #[derive(Parser)]
-#[command(name = "sticky-canary", version, about = "Sticky canary routing for Istio gateways (AKS Istio add-on)")]
+#[command(
+    name = "sticky-canary",
+    version,
+    about = "Sticky canary routing for Istio gateways (AKS Istio add-on)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,6 +42,41 @@ enum Command {
         /// Where to write the module.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Push the embedded filter to an OCI registry as an image Istio can pull; prints the manifest digest.
+    ///
+    /// Credentials: STICKY_CANARY_REGISTRY_USERNAME and STICKY_CANARY_REGISTRY_PASSWORD, else the
+    /// Docker config ($DOCKER_CONFIG or ~/.docker/config.json, e.g. after `az acr login`), else anonymous.
+    Push {
+        /// Where to push: oci://REGISTRY/REPOSITORY:TAG, e.g. oci://myacr.azurecr.io/sticky-canary:1.0.0
+        reference: String,
+        /// Use plain HTTP; allowed only for a registry on localhost, 127.0.0.1 or [::1].
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Render every Kubernetes and Istio object for one app from its spec (YAML).
+    Render {
+        /// The app spec (see docs/manifests.md).
+        spec: PathBuf,
+        /// Write one file per resource group (and a kustomization.yaml) here; only changed
+        /// files are rewritten. Without it, print one YAML stream for `kubectl apply -f -`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Render the plugin in this form instead of the spec's: wasmplugin, envoyfilter or envoyfilter-inline.
+        #[arg(long)]
+        plugin_form: Option<String>,
+    },
+    /// Set a canary's weight in the spec (the stable version takes the rest) and re-render.
+    SetWeight {
+        /// The app spec; rewritten in place (comments kept) only if the result is valid.
+        spec: PathBuf,
+        /// The canary version to change.
+        version: String,
+        /// Its new share of the traffic, in percent (0 to 100, at most two decimals).
+        percent: f64,
+        /// The directory `render --out` writes; only the files that change are rewritten.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -85,5 +124,97 @@ fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Push { reference, insecure } => push(&reference, insecure),
+        Command::Render { spec, out, plugin_form } => render(&spec, out.as_deref(), plugin_form.as_deref()),
+        Command::SetWeight {
+            spec,
+            version,
+            percent,
+            out,
+        } => set_weight(&spec, &version, percent, out.as_deref()),
     }
+}
+
+fn push(reference: &str, insecure: bool) -> Result<(), String> {
+    use sticky_canary::oci;
+    let reference = oci::ImageReference::parse(reference).map_err(|e| format!("push: {e}"))?;
+    let pushed = oci::push(
+        &reference,
+        sticky_canary::FILTER_WASM,
+        oci::TransportOptions { insecure },
+    )
+    .map_err(|e| format!("push: {e}"))?;
+    let pinned = oci::pin(&pushed.reference, &pushed.digest);
+    println!("{}", pushed.digest);
+    eprintln!(
+        "pushed {} ({} bytes of wasm in a {}-byte layer; credentials from {}).\nWasmPlugin:\n  url: {}\n  sha256: {}",
+        pushed.reference,
+        sticky_canary::FILTER_WASM.len(),
+        pushed.layer_size,
+        pushed.credentials,
+        pinned.url,
+        pinned.sha256
+    );
+    Ok(())
+}
+
+fn render(spec: &std::path::Path, out: Option<&std::path::Path>, form: Option<&str>) -> Result<(), String> {
+    use sticky_canary::render;
+    let (_, app) = render::load(spec)?;
+    let form = match form {
+        None => app.plugin.form,
+        Some(text) => render::PluginForm::parse(text).ok_or_else(|| {
+            format!("--plugin-form: {text:?} is not one of wasmplugin, envoyfilter, envoyfilter-inline")
+        })?,
+    };
+    let rendered = render::render_with_form(&app, form, &spec.to_string_lossy());
+    for note in &rendered.notes {
+        eprintln!("{note}");
+    }
+    match out {
+        None => {
+            print!("{}", rendered.stream());
+            Ok(())
+        }
+        Some(dir) => {
+            let report = render::write(dir, &rendered)?;
+            print_report(dir, &report);
+            Ok(())
+        }
+    }
+}
+
+fn print_report(dir: &std::path::Path, report: &sticky_canary::render::WriteReport) {
+    for name in &report.written {
+        println!("wrote {}", dir.join(name).display());
+    }
+    for name in &report.removed {
+        println!("removed {} (no longer produced by the spec)", dir.join(name).display());
+    }
+    if report.written.is_empty() && report.removed.is_empty() {
+        println!("{}: up to date", dir.display());
+    }
+}
+
+fn set_weight(
+    spec: &std::path::Path,
+    version: &str,
+    percent: f64,
+    out: Option<&std::path::Path>,
+) -> Result<(), String> {
+    use sticky_canary::render;
+    let app = render::set_weight(spec, version, percent)?;
+    let weights: Vec<String> = app
+        .versions
+        .iter()
+        .map(|v| format!("{} {}%", v.name, v.weight))
+        .collect();
+    println!("{}: {}", spec.display(), weights.join(", "));
+    if let Some(dir) = out {
+        let rendered = render::render(&app, &spec.to_string_lossy());
+        let report = render::write(dir, &rendered)?;
+        print_report(dir, &report);
+        println!("apply with: kubectl apply -k {}", dir.display());
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@
 //!   "routes": [{
 //!     "name": "my-app",
 //!     "hosts": ["app.example.com"],
+//!     "salt": "my-app-2026",
 //!     "versions": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
 //!     "key_chain": [{"cookie": "session"}]
 //!   }]
@@ -26,7 +27,6 @@
 //! assert!(text.contains("routes[0].colour: unknown field"));
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::json::{self, Value};
@@ -232,14 +232,41 @@ impl Route {
     }
 }
 
+/// Host (lowercase bytes) -> route indices, sorted by host. A sorted Vec keeps
+/// lookups O(log n) like a map, at a fraction of a BTreeMap's wasm size.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct HostTable(Vec<(Vec<u8>, Vec<usize>)>);
+
+impl HostTable {
+    pub(crate) fn get(&self, host: &[u8]) -> Option<&[usize]> {
+        let i = self.0.binary_search_by(|(key, _)| key.as_slice().cmp(host)).ok()?;
+        self.0.get(i).map(|(_, routes)| routes.as_slice())
+    }
+
+    fn add(&mut self, host: &[u8], route: usize) {
+        match self.0.binary_search_by(|(key, _)| key.as_slice().cmp(host)) {
+            Ok(i) => {
+                if let Some((_, routes)) = self.0.get_mut(i) {
+                    routes.push(route);
+                }
+            }
+            Err(i) => self.0.insert(i, (host.to_vec(), vec![route])),
+        }
+    }
+
+    fn lists_mut(&mut self) -> impl Iterator<Item = &mut Vec<usize>> {
+        self.0.iter_mut().map(|(_, routes)| routes)
+    }
+}
+
 /// A validated config: the routes and how to find them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub(crate) routes: Vec<Route>,
-    /// Exact host -> route indices in config order.
-    pub(crate) exact_hosts: BTreeMap<Vec<u8>, Vec<usize>>,
-    /// Wildcard suffix (with its leading dot, `.example.com`) -> route indices.
-    pub(crate) wildcard_hosts: BTreeMap<Vec<u8>, Vec<usize>>,
+    /// Exact host -> route indices, sorted by host for binary search.
+    pub(crate) exact_hosts: HostTable,
+    /// Wildcard suffix (with its leading dot, `.example.com`) -> route indices, sorted likewise.
+    pub(crate) wildcard_hosts: HostTable,
     /// Routes with host `*`.
     pub(crate) any_host: Vec<usize>,
     pub(crate) needs_path: bool,
@@ -395,7 +422,20 @@ pub fn is_token(name: &str) -> bool {
             b.is_ascii_alphanumeric()
                 || matches!(
                     b,
-                    b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
                 )
         })
 }
@@ -405,7 +445,9 @@ pub fn is_label(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes.first() != Some(&b'-')
         && bytes.last() != Some(&b'-')
 }
@@ -507,7 +549,9 @@ fn weight_basis_points(text: &str) -> Result<u16, String> {
         }
     };
     if dropped.bytes().any(|b| b != b'0') {
-        return Err(format!("{text} has more than two decimals (weights have 0.01% resolution)"));
+        return Err(format!(
+            "{text} has more than two decimals (weights have 0.01% resolution)"
+        ));
     }
     let zeros = shift.max(0);
     if kept.len() as i64 + zeros > 6 {
@@ -532,7 +576,7 @@ pub fn format_percent(basis_points: u32) -> String {
     let frac = basis_points % 100;
     if frac == 0 {
         format!("{whole}")
-    } else if frac % 10 == 0 {
+    } else if frac.is_multiple_of(10) {
         format!("{whole}.{}", frac / 10)
     } else {
         format!("{whole}.{frac:02}")
@@ -566,38 +610,41 @@ fn compile(value: &Value, errors: &mut Errors) -> Option<Policy> {
 
     let mut policy = Policy {
         routes: Vec::new(),
-        exact_hosts: BTreeMap::new(),
-        wildcard_hosts: BTreeMap::new(),
+        exact_hosts: HostTable::default(),
+        wildcard_hosts: HostTable::default(),
         any_host: Vec::new(),
         needs_path: false,
         response_header,
         routing_headers: Vec::new(),
     };
-    let mut names: BTreeMap<String, usize> = BTreeMap::new();
-    let mut taken: BTreeMap<(String, String), usize> = BTreeMap::new();
+    // (host, path prefix) -> the route that claimed it first.
+    let mut taken: Vec<(&str, &str, usize)> = Vec::new();
     for (i, route) in routes.iter().enumerate() {
-        if let Some(first) = names.insert(route.name.clone(), i) {
+        if let Some(first) = routes.iter().take(i).position(|r| r.name == route.name) {
             errors.add(
                 &format!("routes[{i}].name"),
                 format!("{:?} is already the name of routes[{first}]", route.name),
             );
         }
-        let prefix = route.path_prefix.clone().unwrap_or_default();
+        let prefix = route.path_prefix.as_deref().unwrap_or_default();
         for (h, host) in route.hosts.iter().enumerate() {
-            if let Some(first) = taken.insert((host.clone(), prefix.clone()), i) {
-                if first != i {
-                    errors.add(
-                        &format!("routes[{i}].hosts[{h}]"),
-                        format!("{host:?} with this path prefix is already served by routes[{first}], so this route would never match"),
-                    );
-                }
+            let claimed = taken
+                .iter()
+                .find(|(t_host, t_prefix, _)| t_host == host && *t_prefix == prefix);
+            if let Some(&(_, _, first)) = claimed {
+                errors.add(
+                    &format!("routes[{i}].hosts[{h}]"),
+                    format!("{host:?} with this path prefix is already served by routes[{first}], so this route would never match"),
+                );
+            } else {
+                taken.push((host, prefix, i));
             }
             if host == "*" {
                 policy.any_host.push(i);
             } else if let Some(suffix) = host.strip_prefix('*') {
-                policy.wildcard_hosts.entry(suffix.as_bytes().to_vec()).or_default().push(i);
+                policy.wildcard_hosts.add(suffix.as_bytes(), i);
             } else {
-                policy.exact_hosts.entry(host.as_bytes().to_vec()).or_default().push(i);
+                policy.exact_hosts.add(host.as_bytes(), i);
             }
         }
         policy.needs_path |= route.path_prefix.is_some();
@@ -608,12 +655,15 @@ fn compile(value: &Value, errors: &mut Errors) -> Option<Policy> {
     // Within one host, a longer path prefix is more specific: try it first.
     for list in policy
         .exact_hosts
-        .values_mut()
-        .chain(policy.wildcard_hosts.values_mut())
+        .lists_mut()
+        .chain(policy.wildcard_hosts.lists_mut())
         .chain(std::iter::once(&mut policy.any_host))
     {
         list.sort_by_key(|&r| {
-            let len = routes.get(r).and_then(|route| route.path_prefix.as_ref()).map_or(0, String::len);
+            let len = routes
+                .get(r)
+                .and_then(|route| route.path_prefix.as_ref())
+                .map_or(0, String::len);
             std::cmp::Reverse(len)
         });
         list.dedup();
@@ -638,7 +688,10 @@ fn compile_host(path: &str, value: &Value, errors: &mut Errors) -> Option<String
     }
     let name = host.strip_prefix("*.").unwrap_or(&host);
     if host.contains(':') {
-        errors.add(path, format!("{raw:?} has a port: give the host name only (any port matches)"));
+        errors.add(
+            path,
+            format!("{raw:?} has a port: give the host name only (any port matches)"),
+        );
         None
     } else if !is_dns_name(name) {
         errors.add(
@@ -690,7 +743,10 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
     let path_prefix = string_field(&mut fields, "path_prefix", errors);
     if let Some(p) = &path_prefix {
         if !p.starts_with('/') || p.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#') {
-            errors.add(&prefix_path, format!("{p:?} must start with '/' and hold no spaces, '?' or '#'"));
+            errors.add(
+                &prefix_path,
+                format!("{p:?} must start with '/' and hold no spaces, '?' or '#'"),
+            );
         }
     }
 
@@ -702,8 +758,17 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
 
     let salt_path = fields.child("salt");
     let salt = string_field(&mut fields, "salt", errors);
+    if salt.as_deref().is_some_and(|s| s.contains('\0')) {
+        errors.add(
+            &salt_path,
+            "holds a NUL character, which the hash uses as the separator between salt and key",
+        );
+    }
     if fields.take("salt").is_none() {
-        errors.add(&salt_path, "is required (any string; changing it reshuffles every user)");
+        errors.add(
+            &salt_path,
+            "is required (any string; changing it reshuffles every user)",
+        );
     }
 
     let versions_path = fields.child("versions");
@@ -737,7 +802,10 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
         None | Some("stable") => NoKey::Stable,
         Some("weighted") => NoKey::Weighted,
         Some(other) => {
-            errors.add(&no_key_path, format!("{other:?} is not one of \"stable\", \"weighted\""));
+            errors.add(
+                &no_key_path,
+                format!("{other:?} is not one of \"stable\", \"weighted\""),
+            );
             NoKey::Stable
         }
     };
@@ -745,14 +813,8 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
     let override_path = fields.child("override");
     let override_ = fields
         .take("override")
-        .and_then(|v| compile_override(&override_path, v, &versions, errors));
+        .and_then(|v| compile_override(&override_path, v, &versions, routing_header.as_deref(), errors));
     fields.finish(errors);
-
-    if let (Some(rule), Some(header)) = (&override_, &routing_header) {
-        if &rule.header == header {
-            errors.add(&format!("{override_path}.header"), "must differ from the routing header");
-        }
-    }
 
     if errors.0.len() != before {
         return None;
@@ -778,6 +840,7 @@ fn compile_versions(path: &str, items: &[Value], errors: &mut Errors) -> Vec<Ver
         return Vec::new();
     }
     let mut versions = Vec::new();
+    let mut seen_names: Vec<String> = Vec::new();
     let mut sum: u32 = 0;
     let mut all_weights = true;
     for (i, item) in items.iter().enumerate() {
@@ -794,15 +857,19 @@ fn compile_versions(path: &str, items: &[Value], errors: &mut Errors) -> Vec<Ver
                 &name_path,
                 format!("{n:?} is not a valid version name (lowercase letters, digits and '-', at most 63, as Istio subset names)"),
             ),
-            Some(n) if versions.iter().any(|v: &Version| &v.name == n) => {
-                errors.add(&name_path, format!("{n:?} is listed twice"))
-            }
+            Some(n) if seen_names.contains(n) => errors.add(&name_path, format!("{n:?} is listed twice")),
             _ => {}
+        }
+        if let Some(n) = &name {
+            seen_names.push(n.clone());
         }
         let weight_path = fields.child("weight");
         let weight = match fields.take("weight") {
             None => {
-                errors.add(&weight_path, "is required (a percentage, 0 to 100, at most two decimals)");
+                errors.add(
+                    &weight_path,
+                    "is required (a percentage, 0 to 100, at most two decimals)",
+                );
                 None
             }
             Some(Value::Number(text)) => match weight_basis_points(text) {
@@ -866,11 +933,17 @@ fn compile_key_chain(path: &str, items: &[Value], errors: &mut Errors) -> Vec<Ke
                         compile_new_client_id(&inner_path, settings, errors).map(KeySpec::NewClientId)
                     }
                     ("cookie" | "header", other) => {
-                        errors.add(&inner_path, format!("must be a string (the name), not {}", other.kind()));
+                        errors.add(
+                            &inner_path,
+                            format!("must be a string (the name), not {}", other.kind()),
+                        );
                         None
                     }
                     _ => {
-                        errors.add(&inner_path, "unknown key source (cookie, header, new_client_id or \"client_address\")");
+                        errors.add(
+                            &inner_path,
+                            "unknown key source (cookie, header, new_client_id or \"client_address\")",
+                        );
                         None
                     }
                 }
@@ -912,7 +985,11 @@ fn compile_new_client_id(path: &str, value: &Value, errors: &mut Errors) -> Opti
     };
     let cookie_path_attr = fields.child("path");
     let path_attr = string_field(&mut fields, "path", errors).unwrap_or_else(|| "/".to_owned());
-    if !path_attr.starts_with('/') || path_attr.bytes().any(|b| b < 0x20 || b == 0x7f || b == b';' || b >= 0x80) {
+    if !path_attr.starts_with('/')
+        || path_attr
+            .bytes()
+            .any(|b| b < 0x20 || b == 0x7f || b == b';' || b >= 0x80)
+    {
         errors.add(
             &cookie_path_attr,
             format!("{path_attr:?} must start with '/' and hold no ';' or control characters"),
@@ -955,12 +1032,18 @@ fn compile_new_client_id(path: &str, value: &Value, errors: &mut Errors) -> Opti
         Some("Strict") => SameSite::Strict,
         Some("None") => SameSite::None,
         Some(other) => {
-            errors.add(&same_site_path, format!("{other:?} is not one of \"Strict\", \"Lax\", \"None\""));
+            errors.add(
+                &same_site_path,
+                format!("{other:?} is not one of \"Strict\", \"Lax\", \"None\""),
+            );
             SameSite::Lax
         }
     };
     if same_site == SameSite::None && !secure {
-        errors.add(&same_site_path, "\"None\" needs secure: true (browsers drop the cookie otherwise)");
+        errors.add(
+            &same_site_path,
+            "\"None\" needs secure: true (browsers drop the cookie otherwise)",
+        );
     }
     fields.finish(errors);
     if errors.0.len() != before {
@@ -992,7 +1075,13 @@ fn compile_new_client_id(path: &str, value: &Value, errors: &mut Errors) -> Opti
     })
 }
 
-fn compile_override(path: &str, value: &Value, versions: &[Version], errors: &mut Errors) -> Option<Override> {
+fn compile_override(
+    path: &str,
+    value: &Value,
+    versions: &[Version],
+    routing_header: Option<&str>,
+    errors: &mut Errors,
+) -> Option<Override> {
     let before = errors.0.len();
     let mut fields = Fields::new(path, value, errors)?;
     let header_path = fields.child("header");
@@ -1000,10 +1089,15 @@ fn compile_override(path: &str, value: &Value, versions: &[Version], errors: &mu
         Some(h) => header_name(&header_path, &h, errors),
         None => Some("x-canary-force".to_owned()),
     };
+    if header.is_some() && header.as_deref() == routing_header {
+        errors.add(&header_path, "must differ from the routing header");
+    }
     let allow_path = fields.child("allow");
     let mut allow = Vec::new();
     match array_field(&mut fields, "allow", errors) {
-        None if fields.take("allow").is_none() => errors.add(&allow_path, "is required: the versions testers may force"),
+        None if fields.take("allow").is_none() => {
+            errors.add(&allow_path, "is required: the versions testers may force")
+        }
         None => {}
         Some([]) => errors.add(&allow_path, "is empty: list the versions testers may force"),
         Some(items) => {
@@ -1011,7 +1105,9 @@ fn compile_override(path: &str, value: &Value, versions: &[Version], errors: &mu
                 let item_path = format!("{allow_path}[{i}]");
                 match item {
                     Value::String(name) => match versions.iter().position(|v| &v.name == name) {
-                        Some(index) if allow.contains(&index) => errors.add(&item_path, format!("{name:?} is listed twice")),
+                        Some(index) if allow.contains(&index) => {
+                            errors.add(&item_path, format!("{name:?} is listed twice"))
+                        }
                         Some(index) => allow.push(index),
                         None => errors.add(&item_path, format!("{name:?} is not one of this route's versions")),
                     },
@@ -1021,8 +1117,8 @@ fn compile_override(path: &str, value: &Value, versions: &[Version], errors: &mu
         }
     }
     let secret_header_path = fields.child("secret_header");
-    let secret_header = string_field(&mut fields, "secret_header", errors)
-        .and_then(|h| header_name(&secret_header_path, &h, errors));
+    let secret_header =
+        string_field(&mut fields, "secret_header", errors).and_then(|h| header_name(&secret_header_path, &h, errors));
     let secret_path = fields.child("secret");
     let secret = string_field(&mut fields, "secret", errors);
     fields.finish(errors);

@@ -94,7 +94,10 @@ pub struct Decision {
 fn host_of<'b>(authority: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
     let host = if authority.first() == Some(&b'[') {
         // IPv6 literal: keep the brackets, drop the port after them.
-        let end = authority.iter().position(|&b| b == b']').map_or(authority.len(), |i| i + 1);
+        let end = authority
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(authority.len(), |i| i + 1);
         authority.get(..end).unwrap_or(authority)
     } else {
         let end = authority.iter().position(|&b| b == b':').unwrap_or(authority.len());
@@ -124,21 +127,26 @@ impl Policy {
     /// ignores case, a port and a trailing dot. Pass an empty path when
     /// [`Policy::needs_path`] is false.
     pub fn find_route(&self, authority: &[u8], path: &[u8]) -> Option<&Route> {
+        self.find_route_index(authority, path).and_then(|i| self.routes.get(i))
+    }
+
+    /// Like [`Policy::find_route`], giving the route's index in [`Policy::routes`].
+    pub fn find_route_index(&self, authority: &[u8], path: &[u8]) -> Option<usize> {
         let mut buf = [0u8; 256];
         let first = |list: &[usize]| {
             list.iter()
-                .filter_map(|&i| self.routes.get(i))
-                .find(|route| path_matches(route, path))
+                .copied()
+                .find(|&i| self.routes.get(i).is_some_and(|route| path_matches(route, path)))
         };
         if let Some(host) = host_of(authority, &mut buf) {
-            if let Some(route) = self.exact_hosts.get(host).and_then(|list| first(list)) {
-                return Some(route);
+            if let Some(index) = self.exact_hosts.get(host).and_then(first) {
+                return Some(index);
             }
             // Each '.' starts a suffix, longest first: a.b.example.com -> .b.example.com, .example.com, .com
             for (i, _) in host.iter().enumerate().filter(|(_, &b)| b == b'.') {
                 let suffix = host.get(i..).unwrap_or_default();
-                if let Some(route) = self.wildcard_hosts.get(suffix).and_then(|list| first(list)) {
-                    return Some(route);
+                if let Some(index) = self.wildcard_hosts.get(suffix).and_then(first) {
+                    return Some(index);
                 }
             }
         }
@@ -179,13 +187,15 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+fn hex_digit(nibble: u8) -> char {
+    char::from(if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 })
+}
 
 fn hex_id(random: [u8; 16]) -> String {
     let mut out = String::with_capacity(32);
     for byte in random {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        out.push(hex_digit(byte >> 4));
+        out.push(hex_digit(byte & 0x0f));
     }
     out
 }
@@ -269,7 +279,10 @@ impl Route {
                 }
                 KeySpec::NewClientId(settings) => {
                     let header = cookies.get_or_insert_with(|| request.header("cookie"));
-                    if let Some(value) = header.as_deref().and_then(|h| cookie::find(h, settings.cookie.as_bytes())) {
+                    if let Some(value) = header
+                        .as_deref()
+                        .and_then(|h| cookie::find(h, settings.cookie.as_bytes()))
+                    {
                         return self.keyed(KeySource::Cookie, value);
                     }
                     if let Some(random) = request.random() {

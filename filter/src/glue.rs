@@ -1,0 +1,270 @@
+//! The filter's pure parts: metric names, per-route counter tables, and the
+//! adapter from host header reads to policy-core's [`Request`]. No host calls
+//! here, so all of it is unit tested natively.
+
+use policy_core::{KeySource, KeySpec, Policy, Request, Route};
+
+/// Prefix of the assignment counters; docs/config.md gives the `stats_tags` that turn the rest into labels.
+pub const ASSIGNMENTS: &str = "sticky_canary_assignments_total";
+/// Counter of configurations the filter refused.
+pub const CONFIG_REJECTIONS: &str = "sticky_canary_config_rejections_total";
+
+/// `sticky_canary_assignments_total.route.R.version.V.source.S`: dotted so `stats_tags` can label it.
+pub fn assignment_metric(route: &str, version: &str, source: KeySource) -> String {
+    format!(
+        "{ASSIGNMENTS}.route.{route}.version.{version}.source.{}",
+        source.as_str()
+    )
+}
+
+/// The key sources a route can report, so only counters that can move are defined.
+pub fn possible_sources(route: &Route) -> Vec<KeySource> {
+    let mut sources = Vec::new();
+    let mut add = |s: KeySource| {
+        if !sources.contains(&s) {
+            sources.push(s);
+        }
+    };
+    if route.override_rule().is_some() {
+        add(KeySource::Override);
+    }
+    for spec in route.key_chain() {
+        match spec {
+            KeySpec::Cookie(_) => add(KeySource::Cookie),
+            KeySpec::Header(_) => add(KeySource::Header),
+            KeySpec::NewClientId(_) => {
+                add(KeySource::Cookie);
+                add(KeySource::NewId);
+            }
+            KeySpec::ClientAddress => add(KeySource::Address),
+        }
+    }
+    add(KeySource::None);
+    sources
+}
+
+/// Counter ids for every (route, version, source), looked up by index on the hot path.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Per route: `version * SOURCES + source` -> counter id.
+    ids: Vec<Vec<Option<u32>>>,
+}
+
+const SOURCES: usize = KeySource::ALL.len();
+
+impl Counters {
+    /// Defines every counter through `define` (a host call in the filter). The first failure is returned.
+    pub fn define<E>(policy: &Policy, mut define: impl FnMut(&str) -> Result<u32, E>) -> Result<Counters, E> {
+        let mut ids = Vec::with_capacity(policy.routes().len());
+        for route in policy.routes() {
+            let mut table = vec![None; route.versions().len() * SOURCES];
+            let sources = possible_sources(route);
+            for (v, version) in route.versions().iter().enumerate() {
+                for &source in &sources {
+                    let id = define(&assignment_metric(route.name(), version.name(), source))?;
+                    if let Some(slot) = table.get_mut(v * SOURCES + source.index()) {
+                        *slot = Some(id);
+                    }
+                }
+            }
+            ids.push(table);
+        }
+        Ok(Counters { ids })
+    }
+
+    /// The counter for one decision, if defined.
+    pub fn get(&self, route: usize, version: usize, source: KeySource) -> Option<u32> {
+        self.ids
+            .get(route)
+            .and_then(|table| table.get(version * SOURCES + source.index()))
+            .copied()
+            .flatten()
+    }
+}
+
+/// What the filter needs from the host for one request.
+pub trait RequestHost {
+    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    fn client_address(&mut self) -> Option<Vec<u8>>;
+    fn random(&mut self) -> Option<[u8; 16]>;
+}
+
+/// Adapts a [`RequestHost`] to policy-core and remembers which override
+/// headers the client sent, so the filter strips them before the request goes upstream.
+pub struct View<'r, H> {
+    pub host: H,
+    route: &'r Route,
+    override_sent: bool,
+    secret_sent: bool,
+}
+
+impl<'r, H: RequestHost> View<'r, H> {
+    pub fn new(host: H, route: &'r Route) -> Self {
+        View {
+            host,
+            route,
+            override_sent: false,
+            secret_sent: false,
+        }
+    }
+
+    /// Override and secret headers seen on the request: never forwarded upstream.
+    pub fn headers_to_strip(&self) -> impl Iterator<Item = &'r str> {
+        let rule = self.route.override_rule();
+        let override_header = rule.filter(|_| self.override_sent).map(|r| r.header.as_str());
+        let secret_header = rule
+            .and_then(|r| r.secret.as_ref())
+            .filter(|_| self.secret_sent)
+            .map(|s| s.header.as_str());
+        override_header.into_iter().chain(secret_header)
+    }
+}
+
+impl<H: RequestHost> Request for View<'_, H> {
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        let value = self.host.header(name);
+        if value.is_some() {
+            if let Some(rule) = self.route.override_rule() {
+                if rule.header == name {
+                    self.override_sent = true;
+                }
+                if rule.secret.as_ref().is_some_and(|s| s.header == name) {
+                    self.secret_sent = true;
+                }
+            }
+        }
+        value
+    }
+
+    fn client_address(&mut self) -> Option<Vec<u8>> {
+        self.host.client_address()
+    }
+
+    fn random(&mut self) -> Option<[u8; 16]> {
+        self.host.random()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Fake {
+        headers: HashMap<&'static str, &'static [u8]>,
+        reads: Vec<String>,
+    }
+
+    impl RequestHost for &mut Fake {
+        fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+            self.reads.push(name.to_owned());
+            self.headers.get(name).map(|v| v.to_vec())
+        }
+        fn client_address(&mut self) -> Option<Vec<u8>> {
+            Some(b"10.1.2.3:4567".to_vec())
+        }
+        fn random(&mut self) -> Option<[u8; 16]> {
+            Some([7; 16])
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy::from_json(
+            br#"{"routes": [{"name": "shop", "hosts": ["*"], "salt": "s",
+              "versions": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
+              "key_chain": [{"cookie": "session"}, {"new_client_id": {"cookie": "sc"}}],
+              "override": {"header": "x-canary-force", "allow": ["v2"],
+                           "secret_header": "x-canary-secret", "secret": "0123456789abcdef"}}]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn metric_names_carry_route_version_and_source() {
+        assert_eq!(
+            assignment_metric("shop", "v2", KeySource::NewId),
+            "sticky_canary_assignments_total.route.shop.version.v2.source.new_id"
+        );
+    }
+
+    #[test]
+    fn counters_cover_exactly_the_possible_sources() {
+        let policy = policy();
+        let mut names = Vec::new();
+        let counters = Counters::define(&policy, |name| {
+            names.push(name.to_owned());
+            Ok::<u32, ()>(names.len() as u32)
+        })
+        .unwrap();
+        // 2 versions x (override, cookie, new_id, none)
+        assert_eq!(names.len(), 8);
+        assert!(counters.get(0, 1, KeySource::Override).is_some());
+        assert!(counters.get(0, 0, KeySource::Header).is_none());
+        assert!(counters.get(1, 0, KeySource::Cookie).is_none());
+        let id = counters.get(0, 1, KeySource::NewId).unwrap();
+        assert_eq!(
+            names[id as usize - 1],
+            "sticky_canary_assignments_total.route.shop.version.v2.source.new_id"
+        );
+    }
+
+    #[test]
+    fn returning_client_costs_one_header_read_besides_the_override() {
+        let policy = policy();
+        let route = &policy.routes()[0];
+        let mut fake = Fake {
+            headers: HashMap::from([("cookie", &b"session=abc"[..])]),
+            reads: Vec::new(),
+        };
+        let mut view = View::new(&mut fake, route);
+        let decision = route.decide(&mut view);
+        assert_eq!(decision.source, KeySource::Cookie);
+        assert_eq!(view.headers_to_strip().count(), 0);
+        assert_eq!(fake.reads, ["x-canary-force", "cookie"]);
+    }
+
+    #[test]
+    fn override_headers_are_marked_for_stripping_even_when_refused() {
+        let policy = policy();
+        let route = &policy.routes()[0];
+        let mut fake = Fake {
+            headers: HashMap::from([
+                ("x-canary-force", &b"v2"[..]),
+                ("x-canary-secret", &b"wrong-secret-000"[..]),
+                ("cookie", &b"sc=feedface"[..]),
+            ]),
+            reads: Vec::new(),
+        };
+        let mut view = View::new(&mut fake, route);
+        let decision = route.decide(&mut view);
+        assert_eq!(decision.source, KeySource::Cookie);
+        assert_eq!(
+            view.headers_to_strip().collect::<Vec<_>>(),
+            ["x-canary-force", "x-canary-secret"]
+        );
+    }
+
+    #[test]
+    fn new_client_gets_a_cookie_that_decides_the_same_way_next_time() {
+        let policy = policy();
+        let route = &policy.routes()[0];
+        let mut fake = Fake {
+            headers: HashMap::new(),
+            reads: Vec::new(),
+        };
+        let first = route.decide(&mut View::new(&mut fake, route));
+        assert_eq!(first.source, KeySource::NewId);
+        let cookie = first.set_cookie.clone().unwrap();
+        assert!(cookie.starts_with(
+            "sc=07070707070707070707070707070707; Path=/; Max-Age=2592000; HttpOnly; Secure; SameSite=Lax"
+        ));
+        let pair: &'static str = Box::leak(cookie.split(';').next().unwrap().to_owned().into_boxed_str());
+        let mut fake = Fake {
+            headers: HashMap::from([("cookie", pair.as_bytes())]),
+            reads: Vec::new(),
+        };
+        let second = route.decide(&mut View::new(&mut fake, route));
+        assert_eq!(second.source, KeySource::Cookie);
+        assert_eq!(second.version, first.version);
+    }
+}

@@ -1,0 +1,251 @@
+//! The few host calls the filter makes, each returning `Result` and never panicking.
+//!
+//! Why not `proxy_wasm::hostcalls`: those `panic!` on any status they do not
+//! expect, and a panic inside the gateway takes traffic down. This module calls
+//! the proxy-wasm ABI directly and maps every status to [`HostError`]. Memory
+//! the host hands back was allocated through the SDK's exported
+//! `proxy_on_memory_allocate` (a boxed byte slice), so it is taken back as a Vec.
+//! Natively (unit tests) the imports are stubs that report `Unavailable`.
+
+/// A non-OK status from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError(pub u32);
+
+pub type HostResult<T> = Result<T, HostError>;
+
+const STATUS_OK: u32 = 0;
+const STATUS_NOT_FOUND: u32 = 1;
+
+const MAP_REQUEST_HEADERS: u32 = 0;
+const MAP_RESPONSE_HEADERS: u32 = 2;
+const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+const METRIC_COUNTER: u32 = 0;
+
+/// Proxy-wasm log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug = 1,
+    Info = 2,
+    Error = 4,
+    Critical = 5,
+}
+
+/// Which header map a call addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Headers {
+    Request,
+    Response,
+}
+
+impl Headers {
+    fn map(self) -> u32 {
+        match self {
+            Headers::Request => MAP_REQUEST_HEADERS,
+            Headers::Response => MAP_RESPONSE_HEADERS,
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod abi {
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        pub fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+        pub fn proxy_get_buffer_bytes(
+            buffer: u32,
+            start: usize,
+            max_size: usize,
+            out_data: *mut *mut u8,
+            out_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_get_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            out_data: *mut *mut u8,
+            out_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_replace_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_add_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+        pub fn proxy_get_property(
+            path: *const u8,
+            path_size: usize,
+            out_data: *mut *mut u8,
+            out_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
+        pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    }
+
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        pub fn random_get(buf: i32, len: i32) -> i32;
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
+mod abi {
+    //! Native stand-ins so the crate's pure parts can be unit tested off-wasm.
+    const UNAVAILABLE: u32 = 12;
+    pub unsafe fn proxy_log(_: u32, _: *const u8, _: usize) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_get_buffer_bytes(_: u32, _: usize, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_get_header_map_value(_: u32, _: *const u8, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_replace_header_map_value(_: u32, _: *const u8, _: usize, _: *const u8, _: usize) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_add_header_map_value(_: u32, _: *const u8, _: usize, _: *const u8, _: usize) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_remove_header_map_value(_: u32, _: *const u8, _: usize) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_get_property(_: *const u8, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_define_metric(_: u32, _: *const u8, _: usize, _: *mut u32) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn random_get(_: i32, _: i32) -> i32 {
+        52 // ENOSYS
+    }
+}
+
+fn status(code: u32) -> HostResult<()> {
+    if code == STATUS_OK {
+        Ok(())
+    } else {
+        Err(HostError(code))
+    }
+}
+
+/// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
+///
+/// # Safety
+/// `data` must be null, or point to `size` bytes allocated by the SDK's allocator and not yet owned.
+unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    Vec::from_raw_parts(data, size, size)
+}
+
+/// Logs a message; a failing log call is ignored (there is nowhere else to report it).
+pub fn log(level: Level, message: &str) {
+    // SAFETY: pointer and length come from a live &str.
+    let _ = unsafe { abi::proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+/// The plugin configuration bytes (empty when none was given).
+pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut len: usize = 0;
+    // SAFETY: out-pointers are valid locals; the returned buffer is owned by us afterwards.
+    let code = unsafe { abi::proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut data, &mut len) };
+    match code {
+        STATUS_OK => Ok(unsafe { take_host_bytes(data, len) }),
+        STATUS_NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostError(other)),
+    }
+}
+
+/// One header's value (the host joins repeated headers), `None` when absent.
+pub fn header(map: Headers, name: &str) -> HostResult<Option<Vec<u8>>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut len: usize = 0;
+    // SAFETY: as above.
+    let code = unsafe { abi::proxy_get_header_map_value(map.map(), name.as_ptr(), name.len(), &mut data, &mut len) };
+    match code {
+        STATUS_OK => Ok(Some(unsafe { take_host_bytes(data, len) })),
+        STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Sets a header, replacing every existing value under that name (any casing, any count).
+pub fn replace_header(map: Headers, name: &str, value: &[u8]) -> HostResult<()> {
+    // SAFETY: pointers and lengths come from live slices.
+    status(unsafe {
+        abi::proxy_replace_header_map_value(map.map(), name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Adds one more value under a header name (Set-Cookie must never replace the app's own).
+pub fn add_header(map: Headers, name: &str, value: &[u8]) -> HostResult<()> {
+    // SAFETY: pointers and lengths come from live slices.
+    status(unsafe {
+        abi::proxy_add_header_map_value(map.map(), name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Removes every value of a header.
+pub fn remove_header(map: Headers, name: &str) -> HostResult<()> {
+    // SAFETY: pointer and length come from a live &str.
+    status(unsafe { abi::proxy_remove_header_map_value(map.map(), name.as_ptr(), name.len()) })
+}
+
+/// A property such as `source.address`, given as its path segments.
+pub fn property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+    // The ABI takes the path as NUL-separated segments.
+    let mut encoded = Vec::with_capacity(path.iter().map(|s| s.len() + 1).sum());
+    for segment in path {
+        encoded.extend_from_slice(segment.as_bytes());
+        encoded.push(0);
+    }
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut len: usize = 0;
+    // SAFETY: as above.
+    let code = unsafe { abi::proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut len) };
+    match code {
+        STATUS_OK => Ok(Some(unsafe { take_host_bytes(data, len) })),
+        STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Defines a counter and returns its id.
+pub fn define_counter(name: &str) -> HostResult<u32> {
+    let mut id = 0u32;
+    // SAFETY: pointer and length come from a live &str; id is a valid local.
+    status(unsafe { abi::proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+/// Adds one to a counter; a failure is ignored (a lost count must not fail a request).
+pub fn increment(id: u32) {
+    // SAFETY: plain value call.
+    let _ = unsafe { abi::proxy_increment_metric(id, 1) };
+}
+
+/// 16 bytes from WASI `random_get`, or `None` when the host cannot supply them.
+pub fn random16() -> Option<[u8; 16]> {
+    let mut buf = [0u8; 16];
+    // SAFETY: the buffer is a live local of the length given.
+    let errno = unsafe { abi::random_get(buf.as_mut_ptr() as usize as i32, buf.len() as i32) };
+    (errno == 0).then_some(buf)
+}

@@ -1,0 +1,94 @@
+//! Property tests of the invariants users rely on (native only: proptest needs an OS RNG).
+#![cfg(not(target_arch = "wasm32"))]
+
+use policy_core::Policy;
+use proptest::prelude::*;
+
+fn two_versions(canary_basis_points: u32, salt: &str) -> Policy {
+    let canary = policy_core::format_percent(canary_basis_points);
+    let stable = policy_core::format_percent(10_000 - canary_basis_points);
+    let doc = format!(
+        r#"{{"routes": [{{"name": "app", "hosts": ["*"], "salt": {salt:?},
+            "versions": [{{"name": "v1", "weight": {stable}}}, {{"name": "v2", "weight": {canary}}}],
+            "key_chain": [{{"header": "x-user"}}]}}]}}"#
+    );
+    Policy::from_json(doc.as_bytes()).unwrap()
+}
+
+fn three_versions(w2: u32, w3: u32) -> Policy {
+    let doc = format!(
+        r#"{{"routes": [{{"name": "app", "hosts": ["*"], "salt": "s",
+            "versions": [{{"name": "v1", "weight": {}}}, {{"name": "v2", "weight": {}}}, {{"name": "v3", "weight": {}}}],
+            "key_chain": [{{"header": "x-user"}}]}}]}}"#,
+        policy_core::format_percent(10_000 - w2 - w3),
+        policy_core::format_percent(w2),
+        policy_core::format_percent(w3),
+    );
+    Policy::from_json(doc.as_bytes()).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn same_key_same_version(key in proptest::collection::vec(any::<u8>(), 0..256), canary in 0u32..=10_000, salt in "[a-z0-9-]{0,20}") {
+        let a = two_versions(canary, &salt);
+        let b = two_versions(canary, &salt);
+        prop_assert_eq!(a.routes()[0].assign(&key), b.routes()[0].assign(&key));
+        prop_assert_eq!(a.routes()[0].assign(&key), a.routes()[0].assign(&key));
+    }
+
+    #[test]
+    fn raising_the_canary_never_moves_a_canary_user_back(
+        keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 1..200),
+        low in 0u32..=10_000, raise in 0u32..=10_000,
+    ) {
+        let high = (low + raise).min(10_000);
+        let before = two_versions(low, "ramp");
+        let after = two_versions(high, "ramp");
+        for key in &keys {
+            if before.routes()[0].assign(key).1 == 1 {
+                prop_assert_eq!(after.routes()[0].assign(key).1, 1, "key {:?} left the canary at {} -> {}", key, low, high);
+            }
+        }
+    }
+
+    #[test]
+    fn raising_the_last_of_several_canaries_only_takes_from_stable(
+        keys in proptest::collection::vec("[a-z0-9]{1,16}", 1..200),
+        w2 in 0u32..=5_000, w3 in 0u32..=5_000, raise in 0u32..=5_000,
+    ) {
+        let before = three_versions(w2, w3);
+        let after = three_versions(w2, (w3 + raise).min(10_000 - w2));
+        for key in &keys {
+            let (_, was) = before.routes()[0].assign(key.as_bytes());
+            let (_, now) = after.routes()[0].assign(key.as_bytes());
+            if was != 0 {
+                prop_assert_eq!(was, now);
+            }
+        }
+    }
+
+    #[test]
+    fn any_bytes_as_config_never_panic(doc in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Policy::from_json(&doc);
+    }
+}
+
+proptest! {
+    // Each case hashes 10,000 keys: fewer cases keep the debug-build run short.
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn the_share_follows_the_weight(canary in 0u32..=10_000, seed in any::<u64>()) {
+        let policy = two_versions(canary, "split");
+        let route = &policy.routes()[0];
+        let on_canary = (0..10_000u64)
+            .filter(|i| route.assign(format!("{seed:x}-{i}").as_bytes()).1 == 1)
+            .count();
+        let share = on_canary as f64 / 100.0;
+        let target = f64::from(canary) / 100.0;
+        prop_assert!((share - target).abs() <= 1.5, "{}% vs target {}%", share, target);
+    }
+
+}
