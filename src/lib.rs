@@ -3,6 +3,7 @@
 
 pub mod assign;
 pub mod check;
+pub mod demo;
 pub mod harness;
 pub mod oci;
 pub mod render;

@@ -20,6 +20,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The local demo: plain weights bounce users; sticky-canary keeps them through a 0→10→50→100% ramp and a rollback.
+    Demo {
+        /// A short run with fewer users (what CI runs); the same checks.
+        #[arg(long)]
+        quick: bool,
+        /// Number of simulated users (each with its own cookie jar).
+        #[arg(long)]
+        users: Option<usize>,
+        /// Afterwards, keep Envoy with the filter serving on a printed localhost port until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+    },
     /// Validate a filter config (JSON) and print every error with its field path.
     Check {
         /// The filter config file (JSON, as carried in the WasmPlugin pluginConfig).
@@ -93,6 +105,22 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), String> {
     match command {
+        Command::Demo { quick, users, serve } => {
+            let mut options = if quick {
+                sticky_canary::demo::Options::quick()
+            } else {
+                sticky_canary::demo::Options::full()
+            };
+            options.serve = serve;
+            if let Some(users) = users {
+                options.users = users.max(1);
+            }
+            if sticky_canary::demo::run(&options)? {
+                Ok(())
+            } else {
+                Err("demo: some checks failed".to_owned())
+            }
+        }
         Command::Check { config } => {
             let policy = check::load(&config)?;
             print!("{}", check::summary(&policy));

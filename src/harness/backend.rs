@@ -1,0 +1,204 @@
+//! Upstream app versions: tiny HTTP/1.1 servers that say which version they are
+//! and echo back every request header they received.
+//!
+//! Each response has `x-served-version: <version>` and a body like
+//!
+//! ```text
+//! Host: app.example.com, Version: v2
+//! seen x-canary-version: v2
+//! seen host: app.example.com
+//! ```
+//!
+//! one `seen` line per request header line as the upstream got it, so a test can
+//! check that a spoofed routing header was replaced (see [`seen_headers`]).
+
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::client::{read_body, read_head, MessageHead};
+use super::{io_error, HarnessError};
+
+/// One upstream version listening on a free loopback port; stopped on `Drop`.
+pub struct Backend {
+    version: String,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    version: String,
+    stop: AtomicBool,
+    requests: AtomicU64,
+}
+
+impl Backend {
+    /// Starts the server for `version` (also the Envoy cluster name).
+    pub fn start(version: &str) -> Result<Backend, HarnessError> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("bind a backend port"))?;
+        let addr = listener.local_addr().map_err(io_error("read a backend port"))?;
+        let shared = Arc::new(Shared {
+            version: version.to_owned(),
+            stop: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+        });
+        let accept_shared = Arc::clone(&shared);
+        let accept_thread = std::thread::Builder::new()
+            .name(format!("backend-{version}"))
+            .spawn(move || accept_loop(listener, accept_shared))
+            .map_err(io_error("start a backend thread"))?;
+        Ok(Backend {
+            version: version.to_owned(),
+            addr,
+            shared,
+            accept_thread: Some(accept_thread),
+        })
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(thread) = self.accept_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        let connection_shared = Arc::clone(&shared);
+        // Connection threads stop on their own: at the peer's close, or within
+        // a read timeout once `stop` is set.
+        let _ = std::thread::Builder::new()
+            .name(format!("backend-{}-conn", shared.version))
+            .spawn(move || serve(stream, &connection_shared));
+    }
+}
+
+fn serve(stream: TcpStream, shared: &Shared) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = stream.set_nodelay(true);
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let head = match read_head(&mut reader) {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(HarnessError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        };
+        let MessageHead {
+            start_line: request_line,
+            headers,
+        } = head;
+        if read_body(&mut reader, &headers, false).is_err() {
+            return;
+        }
+        shared.requests.fetch_add(1, Ordering::Relaxed);
+        let host = headers
+            .iter()
+            .find(|(n, _)| n == "host")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let mut body = format!("Host: {host}, Version: {}\n", shared.version).into_bytes();
+        body.extend_from_slice(b"request: ");
+        body.extend_from_slice(&request_line);
+        body.push(b'\n');
+        for (name, value) in &headers {
+            body.extend_from_slice(b"seen ");
+            body.extend_from_slice(name.as_bytes());
+            body.extend_from_slice(b": ");
+            body.extend_from_slice(value);
+            body.push(b'\n');
+        }
+        let close = headers
+            .iter()
+            .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case(b"close"));
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-served-version: {}\r\ncontent-length: {}\r\n{}\r\n",
+            shared.version,
+            body.len(),
+            if close { "connection: close\r\n" } else { "" }
+        )
+        .into_bytes();
+        response.extend_from_slice(&body);
+        if writer.write_all(&response).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// The values the upstream saw for a request header (lowercase name), from a backend's body.
+pub fn seen_headers(body: &[u8], name: &str) -> Vec<Vec<u8>> {
+    let mut prefix = b"seen ".to_vec();
+    prefix.extend_from_slice(name.to_ascii_lowercase().as_bytes());
+    prefix.extend_from_slice(b": ");
+    body.split(|b| *b == b'\n')
+        .filter_map(|line| line.strip_prefix(prefix.as_slice()))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::{Client, Request};
+
+    #[test]
+    fn answers_with_its_version_and_echoes_headers() {
+        let backend = Backend::start("v2").unwrap();
+        let mut client = Client::connect(backend.addr()).unwrap();
+        for _ in 0..3 {
+            let reply = client
+                .send(
+                    &Request::get("/")
+                        .host("app")
+                        .header("X-Canary-Version", "v9")
+                        .header("x-canary-version", "v8"),
+                )
+                .unwrap();
+            assert_eq!(reply.header("x-served-version"), Some(&b"v2"[..]));
+            assert_eq!(
+                seen_headers(&reply.body, "x-canary-version"),
+                vec![b"v9".to_vec(), b"v8".to_vec()]
+            );
+            assert!(reply.body_text().starts_with("Host: app, Version: v2\n"));
+        }
+        assert_eq!(client.connections_opened, 1, "keep-alive");
+        assert_eq!(backend.requests(), 3);
+    }
+}

@@ -1,0 +1,449 @@
+//! The Envoy bootstrap the harness starts: one HTTP listener, a route table like
+//! the generated Istio VirtualService, an optional sticky-canary wasm filter
+//! served over file-based ECDS, and stats tags for the filter's counters.
+//!
+//! The route table is data ([`RouteTable`]), so the header routes of a rendered
+//! VirtualService can be fed in unchanged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::json::{object, string, Json};
+use super::Backend;
+
+/// The name of the filter in the HTTP filter chain, its ECDS resource and its stats.
+pub const FILTER_NAME: &str = "sticky-canary";
+
+/// `stats_config.stats_tags` that turn the filter's dotted counter names
+/// (`wasmcustom.sticky_canary_assignments_total.route.R.version.V.source.S`)
+/// into one metric with `route`, `version` and `source` labels. Each regex runs
+/// on the full stat name; its first group is cut out of the name, its second is
+/// the label value.
+pub const STATS_TAGS: &[(&str, &str)] = &[
+    (
+        "route",
+        r"^wasmcustom\.sticky_canary_assignments_total(\.route\.([^.]+))",
+    ),
+    (
+        "version",
+        r"^wasmcustom\.sticky_canary_assignments_total\.route\.[^.]+(\.version\.([^.]+))",
+    ),
+    (
+        "source",
+        r"^wasmcustom\.sticky_canary_assignments_total\.route\.[^.]+\.version\.[^.]+(\.source\.([^.]+))$",
+    ),
+];
+
+/// One header match of the route table: `header` equal to `value` goes to `cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRoute {
+    pub header: String,
+    pub value: String,
+    pub cluster: String,
+}
+
+/// How Envoy picks the upstream cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTable {
+    /// What the generated VirtualService does: the first matching header route
+    /// wins (exact match); a request matching none goes to `default_cluster` (stable).
+    ByHeader {
+        matches: Vec<HeaderRoute>,
+        default_cluster: String,
+    },
+    /// Plain Istio weights: a random cluster per request (for contrast and benchmarks).
+    Weighted(Vec<(String, u32)>),
+}
+
+/// What Envoy does when the filter's VM cannot serve (Envoy's `failure_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Requests fail with 503 while the filter is broken.
+    FailClosed,
+    /// Requests pass through without the filter.
+    FailOpen,
+    /// The VM is reloaded, requests fail closed meanwhile.
+    FailReload,
+}
+
+impl FailurePolicy {
+    fn as_envoy(self) -> &'static str {
+        match self {
+            FailurePolicy::FailClosed => "FAIL_CLOSED",
+            FailurePolicy::FailOpen => "FAIL_OPEN",
+            FailurePolicy::FailReload => "FAIL_RELOAD",
+        }
+    }
+}
+
+/// Where the filter's .wasm comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WasmCode {
+    /// [`crate::FILTER_WASM`], written into Envoy's temp dir.
+    Embedded,
+    /// A module on disk.
+    File(PathBuf),
+}
+
+/// The sticky-canary filter: its code and its config JSON (the WasmPlugin `pluginConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterSpec {
+    pub code: WasmCode,
+    pub configuration: String,
+    pub failure_policy: FailurePolicy,
+}
+
+impl FilterSpec {
+    /// The embedded filter with this config, failing closed.
+    pub fn embedded(configuration: impl Into<String>) -> FilterSpec {
+        FilterSpec {
+            code: WasmCode::Embedded,
+            configuration: configuration.into(),
+            failure_policy: FailurePolicy::FailClosed,
+        }
+    }
+}
+
+/// Everything needed to start one Envoy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvoyConfig {
+    /// Upstream clusters: name and address (one endpoint each).
+    pub clusters: Vec<(String, SocketAddr)>,
+    pub routes: RouteTable,
+    /// `None`: no wasm filter at all (plain Envoy routing).
+    pub filter: Option<FilterSpec>,
+    /// Envoy worker threads (`--concurrency`).
+    pub concurrency: u32,
+    /// Envoy's `-l` log level; `info` shows the filter's config errors.
+    pub log_level: String,
+}
+
+impl EnvoyConfig {
+    /// Routes by `header` (exact version name) to each backend's cluster; no header
+    /// goes to the first backend (stable). No filter.
+    pub fn by_header(header: &str, backends: &[&Backend]) -> EnvoyConfig {
+        let clusters: Vec<(String, SocketAddr)> = backends.iter().map(|b| (b.version().to_owned(), b.addr())).collect();
+        let matches = clusters
+            .iter()
+            .map(|(name, _)| HeaderRoute {
+                header: header.to_owned(),
+                value: name.clone(),
+                cluster: name.clone(),
+            })
+            .collect();
+        let default_cluster = clusters.first().map(|(name, _)| name.clone()).unwrap_or_default();
+        EnvoyConfig {
+            clusters,
+            routes: RouteTable::ByHeader {
+                matches,
+                default_cluster,
+            },
+            filter: None,
+            concurrency: 2,
+            log_level: "info".to_owned(),
+        }
+    }
+
+    /// A random backend per request, in proportion to the weights. No filter.
+    pub fn weighted(backends: &[(&Backend, u32)]) -> EnvoyConfig {
+        let clusters: Vec<(String, SocketAddr)> = backends
+            .iter()
+            .map(|(b, _)| (b.version().to_owned(), b.addr()))
+            .collect();
+        let weights = backends.iter().map(|(b, w)| (b.version().to_owned(), *w)).collect();
+        EnvoyConfig {
+            clusters,
+            routes: RouteTable::Weighted(weights),
+            filter: None,
+            concurrency: 2,
+            log_level: "info".to_owned(),
+        }
+    }
+
+    pub fn with_filter(mut self, filter: FilterSpec) -> EnvoyConfig {
+        self.filter = Some(filter);
+        self
+    }
+
+    pub fn with_concurrency(mut self, concurrency: u32) -> EnvoyConfig {
+        self.concurrency = concurrency;
+        self
+    }
+}
+
+/// Ports and file paths of one Envoy run.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub listener_port: u16,
+    pub admin_port: u16,
+    /// The ECDS file Envoy watches (replaced by rename on updates).
+    pub ecds_path: PathBuf,
+    pub wasm_path: PathBuf,
+    pub access_log: PathBuf,
+}
+
+fn socket_address(address: &str, port: u16) -> Json {
+    object([(
+        "socket_address",
+        object([("address", string(address)), ("port_value", Json::Number(port.into()))]),
+    )])
+}
+
+fn typed(type_name: &str, mut members: Vec<(String, Json)>) -> Json {
+    members.insert(
+        0,
+        ("@type".to_owned(), string(format!("type.googleapis.com/{type_name}"))),
+    );
+    Json::Object(members)
+}
+
+fn route_entries(routes: &RouteTable) -> Json {
+    let prefix = || object([("prefix", string("/"))]);
+    match routes {
+        RouteTable::ByHeader {
+            matches,
+            default_cluster,
+        } => {
+            let mut entries: Vec<Json> = matches
+                .iter()
+                .map(|m| {
+                    object([
+                        (
+                            "match",
+                            object([
+                                ("prefix", string("/")),
+                                (
+                                    "headers",
+                                    Json::Array(vec![object([
+                                        ("name", string(m.header.as_str())),
+                                        ("string_match", object([("exact", string(m.value.as_str()))])),
+                                    ])]),
+                                ),
+                            ]),
+                        ),
+                        ("route", object([("cluster", string(m.cluster.as_str()))])),
+                    ])
+                })
+                .collect();
+            entries.push(object([
+                ("match", prefix()),
+                ("route", object([("cluster", string(default_cluster.as_str()))])),
+            ]));
+            Json::Array(entries)
+        }
+        RouteTable::Weighted(weights) => {
+            let clusters = weights
+                .iter()
+                .map(|(name, weight)| {
+                    object([
+                        ("name", string(name.as_str())),
+                        ("weight", Json::Number((*weight).into())),
+                    ])
+                })
+                .collect();
+            Json::Array(vec![object([
+                ("match", prefix()),
+                (
+                    "route",
+                    object([("weighted_clusters", object([("clusters", Json::Array(clusters))]))]),
+                ),
+            ])])
+        }
+    }
+}
+
+/// The ECDS resource file: a DiscoveryResponse holding the wasm filter config.
+pub(crate) fn ecds_document(filter: &FilterSpec, wasm_path: &Path) -> String {
+    let wasm = typed(
+        "envoy.extensions.filters.http.wasm.v3.Wasm",
+        vec![(
+            "config".to_owned(),
+            object([
+                ("name", string(FILTER_NAME)),
+                ("root_id", string("")),
+                (
+                    "vm_config",
+                    object([
+                        ("vm_id", string(FILTER_NAME)),
+                        ("runtime", string("envoy.wasm.runtime.v8")),
+                        (
+                            "code",
+                            object([("local", object([("filename", string(wasm_path.to_string_lossy()))]))]),
+                        ),
+                    ]),
+                ),
+                (
+                    "configuration",
+                    typed(
+                        "google.protobuf.StringValue",
+                        vec![("value".to_owned(), string(filter.configuration.as_str()))],
+                    ),
+                ),
+                ("failure_policy", string(filter.failure_policy.as_envoy())),
+            ]),
+        )],
+    );
+    let resource = typed(
+        "envoy.config.core.v3.TypedExtensionConfig",
+        vec![
+            ("name".to_owned(), string(FILTER_NAME)),
+            ("typed_config".to_owned(), wasm),
+        ],
+    );
+    object([("resources", Json::Array(vec![resource]))]).to_string()
+}
+
+/// The bootstrap document (JSON, which Envoy reads as YAML).
+pub(crate) fn bootstrap_document(config: &EnvoyConfig, layout: &Layout) -> String {
+    let mut http_filters = Vec::new();
+    if config.filter.is_some() {
+        let ecds_dir = layout.ecds_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        http_filters.push(object([
+            ("name", string(FILTER_NAME)),
+            (
+                "config_discovery",
+                object([
+                    (
+                        "config_source",
+                        object([(
+                            "path_config_source",
+                            object([
+                                ("path", string(layout.ecds_path.to_string_lossy())),
+                                (
+                                    "watched_directory",
+                                    object([("path", string(ecds_dir.to_string_lossy()))]),
+                                ),
+                            ]),
+                        )]),
+                    ),
+                    (
+                        "type_urls",
+                        Json::Array(vec![string(
+                            "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                        )]),
+                    ),
+                ]),
+            ),
+        ]));
+    }
+    http_filters.push(object([
+        ("name", string("envoy.filters.http.router")),
+        (
+            "typed_config",
+            typed("envoy.extensions.filters.http.router.v3.Router", Vec::new()),
+        ),
+    ]));
+    let access_log = object([
+        ("name", string("envoy.access_loggers.file")),
+        (
+            "typed_config",
+            typed(
+                "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                vec![
+                    ("path".to_owned(), string(layout.access_log.to_string_lossy())),
+                    (
+                        "log_format".to_owned(),
+                        object([(
+                            "text_format_source",
+                            object([(
+                                "inline_string",
+                                string(
+                                    "[%START_TIME%] %REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER%\n",
+                                ),
+                            )]),
+                        )]),
+                    ),
+                ],
+            ),
+        ),
+    ]);
+    let connection_manager = typed(
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        vec![
+            ("stat_prefix".to_owned(), string("ingress")),
+            ("access_log".to_owned(), Json::Array(vec![access_log])),
+            (
+                "route_config".to_owned(),
+                object([
+                    ("name", string("sticky-canary-e2e")),
+                    (
+                        "virtual_hosts",
+                        Json::Array(vec![object([
+                            ("name", string("all")),
+                            ("domains", Json::Array(vec![string("*")])),
+                            ("routes", route_entries(&config.routes)),
+                        ])]),
+                    ),
+                ]),
+            ),
+            ("http_filters".to_owned(), Json::Array(http_filters)),
+        ],
+    );
+    let listener = object([
+        ("name", string("main")),
+        ("address", socket_address("127.0.0.1", layout.listener_port)),
+        (
+            "filter_chains",
+            Json::Array(vec![object([(
+                "filters",
+                Json::Array(vec![object([
+                    ("name", string("envoy.filters.network.http_connection_manager")),
+                    ("typed_config", connection_manager),
+                ])]),
+            )])]),
+        ),
+    ]);
+    let clusters = config
+        .clusters
+        .iter()
+        .map(|(name, addr)| {
+            object([
+                ("name", string(name.as_str())),
+                ("type", string("STATIC")),
+                ("connect_timeout", string("1s")),
+                (
+                    "load_assignment",
+                    object([
+                        ("cluster_name", string(name.as_str())),
+                        (
+                            "endpoints",
+                            Json::Array(vec![object([(
+                                "lb_endpoints",
+                                Json::Array(vec![object([(
+                                    "endpoint",
+                                    object([("address", socket_address(&addr.ip().to_string(), addr.port()))]),
+                                )])]),
+                            )])]),
+                        ),
+                    ]),
+                ),
+            ])
+        })
+        .collect();
+    let stats_tags = STATS_TAGS
+        .iter()
+        .map(|(name, regex)| object([("tag_name", string(*name)), ("regex", string(*regex))]))
+        .collect();
+    object([
+        (
+            "node",
+            object([
+                ("id", string("sticky-canary-e2e")),
+                ("cluster", string("sticky-canary-e2e")),
+            ]),
+        ),
+        (
+            "admin",
+            object([("address", socket_address("127.0.0.1", layout.admin_port))]),
+        ),
+        ("stats_config", object([("stats_tags", Json::Array(stats_tags))])),
+        (
+            "static_resources",
+            object([
+                ("listeners", Json::Array(vec![listener])),
+                ("clusters", Json::Array(clusters)),
+            ]),
+        ),
+    ])
+    .to_string()
+}

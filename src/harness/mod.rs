@@ -1,0 +1,142 @@
+//! A real Envoy, upstream versions and a raw HTTP client on loopback, for the
+//! end-to-end tests (`tests/e2e.rs`) and the `sticky-canary demo` command.
+//!
+//! ```no_run
+//! use sticky_canary::harness::{Backend, Client, Envoy, EnvoyConfig, Request};
+//!
+//! # fn main() -> Result<(), sticky_canary::harness::HarnessError> {
+//! let v1 = Backend::start("v1")?;
+//! let v2 = Backend::start("v2")?;
+//! let config = EnvoyConfig::by_header("x-canary-version", &[&v1, &v2]);
+//! let envoy = Envoy::start(&config)?;
+//! let mut client = Client::connect(envoy.listener())?;
+//! let reply = client.send(&Request::get("/").header("x-canary-version", "v2"))?;
+//! assert_eq!(reply.header("x-served-version"), Some(&b"v2"[..]));
+//! # Ok(()) }
+//! ```
+//!
+//! Everything binds loopback port 0 (the kernel picks a free port), and every
+//! process, thread and temporary directory is stopped or removed on `Drop`,
+//! also when a test fails half-way.
+
+pub mod backend;
+pub mod bootstrap;
+pub mod client;
+pub mod envoy;
+mod json;
+pub mod load;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use backend::Backend;
+pub use bootstrap::{EnvoyConfig, FailurePolicy, FilterSpec, HeaderRoute, RouteTable, STATS_TAGS};
+pub use client::{Client, CookieJar, Request, Response, SetCookie};
+pub use envoy::{find_envoy, Envoy, UpdateOutcome};
+
+/// What went wrong while setting up or talking to Envoy and the backends.
+#[derive(Debug)]
+pub enum HarnessError {
+    /// No Envoy binary, and installing one failed: says how to install it by hand.
+    EnvoyMissing(String),
+    /// Envoy exited or never became ready; carries the end of its log.
+    EnvoyStart { reason: String, log_tail: String },
+    /// A file or socket operation failed; `what` says which.
+    Io { what: String, source: std::io::Error },
+    /// A peer (Envoy or a backend) sent something that is not valid HTTP/1.1.
+    Protocol(String),
+    /// Waited too long for something (readiness, a config update, a response).
+    Timeout(String),
+}
+
+impl fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HarnessError::EnvoyMissing(how) => write!(f, "Envoy not found: {how}"),
+            HarnessError::EnvoyStart { reason, log_tail } => {
+                write!(
+                    f,
+                    "Envoy did not start: {reason}\n--- Envoy log (last lines) ---\n{log_tail}"
+                )
+            }
+            HarnessError::Io { what, source } => write!(f, "{what}: {source}"),
+            HarnessError::Protocol(message) => write!(f, "HTTP protocol error: {message}"),
+            HarnessError::Timeout(message) => write!(f, "timed out: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for HarnessError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HarnessError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Wraps an I/O error with what was being done.
+pub(crate) fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
+    let what = what.into();
+    move |source| HarnessError::Io { what, source }
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, then released).
+///
+/// Envoy binds its own sockets, so its ports are picked this way; a collision
+/// in the short gap is possible but shows up as a clear start error.
+pub fn free_port() -> Result<u16, HarnessError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_error("bind 127.0.0.1:0"))?;
+    let port = listener.local_addr().map_err(io_error("read a bound port"))?.port();
+    Ok(port)
+}
+
+/// A directory under the system temp dir, removed with its contents on `Drop`.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `$TMPDIR/sticky-canary-<prefix>-<pid>-<n>`.
+    pub fn new(prefix: &str) -> Result<TempDir, HarnessError> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!("sticky-canary-{prefix}-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).map_err(io_error(format!("create {}", path.display())))?;
+        Ok(TempDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps the directory after `Drop` (for looking at a failed run); returns its path.
+    pub fn keep(self) -> PathBuf {
+        let path = self.path.clone();
+        std::mem::forget(self);
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Writes `contents` to `path` atomically: a temp file beside it, then a rename,
+/// so a watcher never reads a half-written file.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), HarnessError> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".{file_name}.tmp"));
+    std::fs::write(&temp, contents).map_err(io_error(format!("write {}", temp.display())))?;
+    std::fs::rename(&temp, path).map_err(io_error(format!("rename {} to {}", temp.display(), path.display())))
+}

@@ -1,0 +1,446 @@
+//! The Kubernetes and Istio objects rendered from a checked [`App`], one function per kind.
+//!
+//! Field order follows what people write by hand (apiVersion, kind, metadata,
+//! spec), so the output reads like the seeds' YAML. Nothing here decides which
+//! version serves a request: that is policy-core's job, reached through the
+//! filter config carried by the plugin object.
+
+use base64::Engine as _;
+use serde_yaml_ng::{Mapping, Value as Yaml};
+
+use super::spec::{App, AppVersion, Dependent, FailStrategy, ModuleSource, PluginForm, INGRESS_NAMESPACE};
+
+/// The Envoy filter name and type of the proxy-wasm HTTP filter.
+pub const WASM_FILTER_NAME: &str = "envoy.filters.http.wasm";
+pub const WASM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+fn metadata(name: &str, namespace: &str, labels: Option<Yaml>) -> Yaml {
+    let mut m = Mapping::new();
+    m.insert("name".into(), name.into());
+    m.insert("namespace".into(), namespace.into());
+    if let Some(labels) = labels {
+        m.insert("labels".into(), labels);
+    }
+    Yaml::Mapping(m)
+}
+
+fn app_labels(app: &App, version: Option<&str>) -> Yaml {
+    let mut m = Mapping::new();
+    m.insert("app".into(), app.name.as_str().into());
+    if let Some(v) = version {
+        m.insert("version".into(), v.into());
+    }
+    Yaml::Mapping(m)
+}
+
+pub fn namespace(app: &App) -> Yaml {
+    map! {
+        "apiVersion" => "v1",
+        "kind" => "Namespace",
+        "metadata" => map! {
+            "name" => app.namespace.as_str(),
+            // The add-on injects sidecars by revision label only; istio-injection=enabled does nothing.
+            "labels" => map! {"istio.io/rev" => app.revision.as_str()},
+        },
+    }
+}
+
+pub fn deployment(app: &App, version: &AppVersion) -> Yaml {
+    let mut container = Mapping::new();
+    container.insert("name".into(), app.name.as_str().into());
+    container.insert("image".into(), version.image.as_str().into());
+    container.insert(
+        "ports".into(),
+        Yaml::Sequence(vec![map! {"name" => "http", "containerPort" => version.port}]),
+    );
+    if !version.env.is_empty() {
+        container.insert(
+            "env".into(),
+            Yaml::Sequence(
+                version
+                    .env
+                    .iter()
+                    .map(|(k, v)| map! {"name" => k.as_str(), "value" => v.as_str()})
+                    .collect(),
+            ),
+        );
+    }
+    // The HPA scales on CPU utilisation, which is relative to the request: without one it cannot scale.
+    container.insert(
+        "resources".into(),
+        map! {"requests" => map! {"cpu" => app.cpu_request.as_str(), "memory" => app.memory_request.as_str()}},
+    );
+    if let Some(probes) = &app.probes {
+        if let Some(path) = &probes.liveness_path {
+            container.insert(
+                "livenessProbe".into(),
+                map! {
+                    "httpGet" => map! {"path" => path.as_str(), "port" => probes.port},
+                    "initialDelaySeconds" => 5u32,
+                    "periodSeconds" => 5u32,
+                },
+            );
+        }
+        if let Some(path) = &probes.readiness_path {
+            container.insert(
+                "readinessProbe".into(),
+                map! {
+                    "httpGet" => map! {"path" => path.as_str(), "port" => probes.port},
+                    "periodSeconds" => 5u32,
+                },
+            );
+        }
+    }
+    map! {
+        "apiVersion" => "apps/v1",
+        "kind" => "Deployment",
+        "metadata" => metadata(&app.deployment_name(&version.name), &app.namespace, Some(app_labels(app, Some(&version.name)))),
+        // No `replicas`: the HPA owns it, and `kubectl apply` would otherwise reset it on every ramp.
+        "spec" => map! {
+            "selector" => map! {"matchLabels" => app_labels(app, Some(&version.name))},
+            "template" => map! {
+                "metadata" => map! {"labels" => app_labels(app, Some(&version.name))},
+                "spec" => map! {"containers" => vec![Yaml::Mapping(container)]},
+            },
+        },
+    }
+}
+
+pub fn service(app: &App) -> Yaml {
+    map! {
+        "apiVersion" => "v1",
+        "kind" => "Service",
+        "metadata" => metadata(&app.service_name(), &app.namespace, Some(app_labels(app, None))),
+        "spec" => map! {
+            // Selects every version: the DestinationRule subsets split them by the version label.
+            "selector" => app_labels(app, None),
+            // The port name tells Istio the protocol is HTTP.
+            "ports" => vec![map! {"name" => "http", "port" => app.service_port, "targetPort" => "http"}],
+        },
+    }
+}
+
+pub fn hpa(app: &App, version: &AppVersion) -> Yaml {
+    let a = version.autoscaling;
+    map! {
+        "apiVersion" => "autoscaling/v2",
+        "kind" => "HorizontalPodAutoscaler",
+        "metadata" => metadata(&app.hpa_name(&version.name), &app.namespace, Some(app_labels(app, Some(&version.name)))),
+        "spec" => map! {
+            "scaleTargetRef" => map! {
+                "apiVersion" => "apps/v1",
+                "kind" => "Deployment",
+                "name" => app.deployment_name(&version.name),
+            },
+            "minReplicas" => a.min_replicas,
+            "maxReplicas" => a.max_replicas,
+            "metrics" => vec![map! {
+                "type" => "Resource",
+                "resource" => map! {
+                    "name" => "cpu",
+                    "target" => map! {"type" => "Utilization", "averageUtilization" => a.cpu_utilization},
+                },
+            }],
+        },
+    }
+}
+
+pub fn gateway(app: &App) -> Yaml {
+    let hosts: Vec<Yaml> = app.hosts.iter().map(|h| Yaml::from(h.as_str())).collect();
+    let mut servers = Vec::new();
+    match &app.tls {
+        None => servers.push(map! {
+            "port" => map! {"number" => 80u32, "name" => "http", "protocol" => "HTTP"},
+            "hosts" => hosts.clone(),
+        }),
+        Some(tls) => {
+            servers.push(map! {
+                "port" => map! {"number" => 443u32, "name" => "https", "protocol" => "HTTPS"},
+                // The Secret lives where the gateway pods run (aks-istio-ingress), not in the app's namespace.
+                "tls" => map! {"mode" => tls.mode.as_str(), "credentialName" => tls.credential_name.as_str()},
+                "hosts" => hosts.clone(),
+            });
+            if tls.redirect_http {
+                servers.push(map! {
+                    "port" => map! {"number" => 80u32, "name" => "http", "protocol" => "HTTP"},
+                    "tls" => map! {"httpsRedirect" => true},
+                    "hosts" => hosts.clone(),
+                });
+            }
+        }
+    }
+    map! {
+        "apiVersion" => "networking.istio.io/v1",
+        "kind" => "Gateway",
+        "metadata" => metadata(&app.gateway_name(), &app.namespace, None),
+        "spec" => map! {
+            "selector" => map! {"istio" => app.ingress_selector()},
+            "servers" => servers,
+        },
+    }
+}
+
+fn destination(host: &str, subset: &str, port: Option<u32>) -> Yaml {
+    let mut d = Mapping::new();
+    d.insert("host".into(), host.into());
+    d.insert("subset".into(), subset.into());
+    if let Some(p) = port {
+        d.insert("port".into(), map! {"number" => p});
+    }
+    map! {"destination" => Yaml::Mapping(d)}
+}
+
+/// HTTP routes: one per non-stable version on the routing header, then stable for the rest.
+///
+/// Never a route on the override header: the filter checks the allow-list and
+/// the secret, then writes the routing header; a route on the raw override
+/// header would skip both.
+fn header_routes(
+    name_prefix: &str,
+    header: &str,
+    versions: &[&str],
+    host: &str,
+    port: Option<u32>,
+    path_prefix: Option<&str>,
+) -> Vec<Yaml> {
+    let uri = path_prefix.map(|p| map! {"prefix" => p});
+    let mut routes = Vec::new();
+    for version in versions.iter().skip(1) {
+        let mut m = Mapping::new();
+        let mut headers = Mapping::new();
+        headers.insert(header.into(), map! {"exact" => *version});
+        m.insert("headers".into(), Yaml::Mapping(headers));
+        if let Some(uri) = &uri {
+            m.insert("uri".into(), uri.clone());
+        }
+        routes.push(map! {
+            "name" => format!("{name_prefix}{version}"),
+            "match" => vec![Yaml::Mapping(m)],
+            "route" => vec![destination(host, version, port)],
+        });
+    }
+    if let Some(stable) = versions.first() {
+        let mut route = Mapping::new();
+        route.insert("name".into(), format!("{name_prefix}{stable}-default").into());
+        if let Some(uri) = uri {
+            route.insert("match".into(), Yaml::Sequence(vec![map! {"uri" => uri}]));
+        }
+        route.insert("route".into(), Yaml::Sequence(vec![destination(host, stable, port)]));
+        routes.push(Yaml::Mapping(route));
+    }
+    routes
+}
+
+pub fn virtual_service(app: &App) -> Yaml {
+    let names: Vec<&str> = app.versions.iter().map(|v| v.name.as_str()).collect();
+    let host = app.service_host();
+    map! {
+        "apiVersion" => "networking.istio.io/v1",
+        "kind" => "VirtualService",
+        "metadata" => metadata(&app.virtual_service_name(), &app.namespace, None),
+        "spec" => map! {
+            "hosts" => app.hosts.iter().map(|h| Yaml::from(h.as_str())).collect::<Vec<_>>(),
+            "gateways" => vec![Yaml::from(app.gateway_name())],
+            "http" => header_routes("", &app.routing_header, &names, &host, Some(app.service_port), app.path_prefix.as_deref()),
+        },
+    }
+}
+
+fn subsets(versions: &[&str]) -> Vec<Yaml> {
+    versions
+        .iter()
+        .map(|v| map! {"name" => *v, "labels" => map! {"version" => *v}})
+        .collect()
+}
+
+pub fn destination_rule(app: &App) -> Yaml {
+    let names: Vec<&str> = app.versions.iter().map(|v| v.name.as_str()).collect();
+    map! {
+        "apiVersion" => "networking.istio.io/v1",
+        "kind" => "DestinationRule",
+        "metadata" => metadata(&app.destination_rule_name(), &app.namespace, None),
+        "spec" => map! {
+            "host" => app.service_host(),
+            "subsets" => subsets(&names),
+        },
+    }
+}
+
+/// Mesh VirtualService and DestinationRule for a backend that routes by the same header.
+pub fn dependent(app: &App, dep: &Dependent) -> [Yaml; 2] {
+    let host = format!("{}.{}.svc.cluster.local", dep.service, dep.namespace);
+    let names: Vec<&str> = dep.versions.iter().map(String::as_str).collect();
+    let vs = map! {
+        "apiVersion" => "networking.istio.io/v1",
+        "kind" => "VirtualService",
+        "metadata" => metadata(&format!("vs-{}", dep.service), &dep.namespace, None),
+        "spec" => map! {
+            // No `gateways`: the default, `mesh`, applies it to sidecars calling the backend.
+            "hosts" => vec![Yaml::from(host.as_str())],
+            "http" => header_routes(&format!("{}-", dep.service), &app.routing_header, &names, &host, dep.port, None),
+        },
+    };
+    let dr = map! {
+        "apiVersion" => "networking.istio.io/v1",
+        "kind" => "DestinationRule",
+        "metadata" => metadata(&format!("dr-{}", dep.service), &dep.namespace, None),
+        "spec" => map! {
+            "host" => host.as_str(),
+            "subsets" => subsets(&names),
+        },
+    };
+    [vs, dr]
+}
+
+fn plugin_labels(app: &App) -> Yaml {
+    map! {"app.kubernetes.io/managed-by" => "sticky-canary", "sticky-canary/app" => app.name.as_str()}
+}
+
+pub fn wasm_plugin(app: &App) -> Yaml {
+    let (url, sha256) = match &app.plugin.source {
+        ModuleSource::Oci { url, digest } => (url.clone(), digest.clone()),
+        ModuleSource::Url { url, sha256 } => (url.clone(), sha256.clone()),
+        // Inline is an EnvoyFilter form; a WasmPlugin always fetches.
+        ModuleSource::Inline => (String::new(), crate::sha256_hex(crate::FILTER_WASM)),
+    };
+    let mut spec = Mapping::new();
+    spec.insert(
+        "selector".into(),
+        map! {"matchLabels" => map! {"istio" => app.ingress_selector()}},
+    );
+    spec.insert("url".into(), url.into());
+    spec.insert("sha256".into(), sha256.into());
+    if let Some(policy) = &app.plugin.image_pull_policy {
+        spec.insert("imagePullPolicy".into(), policy.as_str().into());
+    }
+    if let Some(secret) = &app.plugin.image_pull_secret {
+        spec.insert("imagePullSecret".into(), secret.as_str().into());
+    }
+    spec.insert("phase".into(), app.plugin.phase.as_str().into());
+    spec.insert("failStrategy".into(), app.plugin.fail_strategy.as_str().into());
+    spec.insert("type".into(), "HTTP".into());
+    spec.insert("pluginConfig".into(), app.filter_config.clone());
+    map! {
+        "apiVersion" => "extensions.istio.io/v1alpha1",
+        "kind" => "WasmPlugin",
+        "metadata" => metadata(&app.plugin_name(), INGRESS_NAMESPACE, Some(plugin_labels(app))),
+        "spec" => Yaml::Mapping(spec),
+    }
+}
+
+/// The `typed_config` of the `envoy.filters.http.wasm` filter, as Envoy reads it.
+pub fn wasm_typed_config(app: &App, form: PluginForm) -> Yaml {
+    let code = match (&app.plugin.source, form) {
+        (_, PluginForm::EnvoyFilterInline) | (ModuleSource::Inline, _) => map! {
+            "local" => map! {
+                "inline_bytes" => base64::engine::general_purpose::STANDARD.encode(crate::FILTER_WASM),
+            },
+        },
+        (ModuleSource::Oci { url, digest }, _) => remote_code(url, digest),
+        (ModuleSource::Url { url, sha256 }, _) => remote_code(url, sha256),
+    };
+    let mut config = Mapping::new();
+    config.insert("name".into(), app.plugin_name().into());
+    config.insert(
+        "vm_config".into(),
+        map! {
+            "vm_id" => app.plugin_name(),
+            "runtime" => "envoy.wasm.runtime.v8",
+            "code" => code,
+        },
+    );
+    config.insert(
+        "configuration".into(),
+        map! {
+            "@type" => "type.googleapis.com/google.protobuf.StringValue",
+            "value" => app.filter_config_json(),
+        },
+    );
+    match app.plugin.fail_strategy {
+        // istio-agent reads fail_open too: with it, a failed module fetch is passed on, not refused.
+        FailStrategy::FailOpen => {
+            config.insert("fail_open".into(), true.into());
+        }
+        FailStrategy::FailClose => {
+            config.insert("fail_open".into(), false.into());
+        }
+        FailStrategy::FailReload => {
+            config.insert("failure_policy".into(), "FAIL_RELOAD".into());
+        }
+    }
+    map! {
+        "@type" => WASM_TYPE_URL,
+        "config" => Yaml::Mapping(config),
+    }
+}
+
+fn remote_code(url: &str, sha256: &str) -> Yaml {
+    map! {
+        "remote" => map! {
+            // istio-agent fetches this (oci:// or https://), checks sha256 (for oci://, the manifest
+            // digest) and hands Envoy a local file; Envoy never fetches it itself.
+            "http_uri" => map! {"uri" => url, "timeout" => "30s"},
+            "sha256" => sha256,
+        },
+    }
+}
+
+/// The EnvoyFilter: the Wasm filter as an extension config (ECDS), inserted before the router.
+///
+/// Delivering the filter config by ECDS (as WasmPlugin does) means a weight
+/// change updates the filter alone, without draining the gateway's listeners.
+pub fn envoy_filter(app: &App, form: PluginForm) -> Yaml {
+    let name = app.plugin_name();
+    let extension = map! {
+        "applyTo" => "EXTENSION_CONFIG",
+        "patch" => map! {
+            "operation" => "ADD",
+            "value" => map! {
+                "name" => name.as_str(),
+                "typed_config" => wasm_typed_config(app, form),
+            },
+        },
+    };
+    let insert = map! {
+        "applyTo" => "HTTP_FILTER",
+        "match" => map! {
+            "context" => "GATEWAY",
+            "listener" => map! {
+                "filterChain" => map! {
+                    "filter" => map! {
+                        "name" => "envoy.filters.network.http_connection_manager",
+                        "subFilter" => map! {"name" => "envoy.filters.http.router"},
+                    },
+                },
+            },
+        },
+        "patch" => map! {
+            "operation" => "INSERT_BEFORE",
+            "value" => map! {
+                "name" => name.as_str(),
+                "config_discovery" => map! {
+                    // Wait for the module rather than serve without it (Istio's own choice for Wasm).
+                    "config_source" => map! {"ads" => map! {}, "initial_fetch_timeout" => "0s"},
+                    "type_urls" => vec![Yaml::from(WASM_TYPE_URL)],
+                },
+            },
+        },
+    };
+    map! {
+        "apiVersion" => "networking.istio.io/v1alpha3",
+        "kind" => "EnvoyFilter",
+        "metadata" => metadata(&name, INGRESS_NAMESPACE, Some(plugin_labels(app))),
+        "spec" => map! {
+            "workloadSelector" => map! {"labels" => map! {"istio" => app.ingress_selector()}},
+            "configPatches" => vec![extension, insert],
+        },
+    }
+}
+
+/// The plugin object in the form the spec chose.
+pub fn plugin(app: &App, form: PluginForm) -> Yaml {
+    match form {
+        PluginForm::WasmPlugin => wasm_plugin(app),
+        PluginForm::EnvoyFilter | PluginForm::EnvoyFilterInline => envoy_filter(app, form),
+    }
+}

@@ -1,0 +1,968 @@
+//! The app spec: one small YAML file per app, parsed and checked into an [`App`].
+//!
+//! Two stages, as everywhere in this project: serde reads the YAML into plain
+//! structs (unknown fields are refused there), then [`App::from_spec`] checks
+//! every field, fills the defaults of the AKS Istio add-on, builds the filter
+//! config and runs it through policy-core. Every problem comes back at once,
+//! each with its field path in the spec (`versions[1].weight`). The reference
+//! for every field is docs/manifests.md.
+//!
+//! ```
+//! let app = sticky_canary::render::App::from_yaml(r#"
+//! app: my-app
+//! namespace: ns-canary-istio
+//! revision: asm-1-28
+//! hosts: [my-app.example.com]
+//! versions:
+//!   - {name: v1, image: containersol/k8s-deployment-strategies, weight: 90}
+//!   - {name: v2, image: containersol/k8s-deployment-strategies, weight: 10}
+//! routing: {salt: my-app-2024}
+//! plugin: {url: "oci://myregistry.azurecr.io/sticky-canary:0.1.0", sha256: "sha256:0000000000000000000000000000000000000000000000000000000000000000"}
+//! "#).unwrap();
+//! assert_eq!(app.stable().name, "v1");
+//! assert_eq!(app.ingress_selector(), "aks-istio-ingressgateway-external");
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value as Yaml;
+
+/// The namespace where the AKS add-on runs its ingress gateways (and where plugins go).
+pub const INGRESS_NAMESPACE: &str = "aks-istio-ingress";
+/// Kubernetes refuses objects above about 1.5 MiB (the etcd request limit, 1.5 MiB by default).
+pub const KUBERNETES_OBJECT_LIMIT: usize = 1_572_864;
+
+// ---------------------------------------------------------------------------
+// Stage 1: the YAML as written.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    app: String,
+    namespace: Option<String>,
+    revision: String,
+    hosts: Vec<String>,
+    path_prefix: Option<String>,
+    #[serde(default)]
+    ingress: Option<String>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    service_port: Option<u32>,
+    versions: Vec<RawVersion>,
+    autoscaling: Option<RawAutoscaling>,
+    resources: Option<RawResources>,
+    probes: Option<RawProbes>,
+    routing: RawRouting,
+    plugin: RawPlugin,
+    #[serde(default)]
+    dependent_services: Vec<RawDependent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    credential_name: String,
+    mode: Option<String>,
+    redirect_http: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVersion {
+    name: String,
+    image: String,
+    weight: f64,
+    port: Option<u32>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    autoscaling: Option<RawAutoscaling>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawAutoscaling {
+    min_replicas: Option<u32>,
+    max_replicas: Option<u32>,
+    cpu_utilization: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    cpu: Option<String>,
+    memory: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbes {
+    port: Option<u32>,
+    liveness_path: Option<String>,
+    readiness_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    salt: Option<String>,
+    routing_header: Option<String>,
+    key_chain: Option<Vec<Yaml>>,
+    no_key: Option<String>,
+    #[serde(rename = "override")]
+    override_: Option<Yaml>,
+    response_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    form: Option<String>,
+    url: Option<String>,
+    sha256: Option<String>,
+    phase: Option<String>,
+    fail_strategy: Option<String>,
+    image_pull_policy: Option<String>,
+    image_pull_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDependent {
+    service: String,
+    namespace: Option<String>,
+    port: Option<u32>,
+    versions: Option<Vec<String>>,
+}
+
+// ---------------------------------------------------------------------------
+// Errors.
+// ---------------------------------------------------------------------------
+
+/// One problem in a spec: its field path (`versions[1].weight`) and what is wrong.
+/// The same shape as policy-core's config errors, whose paths are mapped onto the spec's.
+pub type SpecError = policy_core::ConfigError;
+/// Every problem found in one spec, in field order.
+pub type SpecErrors = policy_core::ConfigErrors;
+
+#[derive(Default)]
+struct Errors(Vec<SpecError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(SpecError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stage 2: the checked app.
+// ---------------------------------------------------------------------------
+
+/// Which add-on ingress gateway serves the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    External,
+    Internal,
+}
+
+/// How the filter is installed on the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginForm {
+    /// An Istio WasmPlugin (the default; blocked by the AKS add-on's admission webhook).
+    WasmPlugin,
+    /// An EnvoyFilter whose Wasm filter config names the module by url (fetched by istio-agent).
+    EnvoyFilter,
+    /// An EnvoyFilter carrying the module itself, base64 in `inline_bytes`.
+    EnvoyFilterInline,
+}
+
+impl PluginForm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginForm::WasmPlugin => "wasmplugin",
+            PluginForm::EnvoyFilter => "envoyfilter",
+            PluginForm::EnvoyFilterInline => "envoyfilter-inline",
+        }
+    }
+
+    /// Parses the spelling used in the spec and on the command line.
+    pub fn parse(text: &str) -> Option<PluginForm> {
+        match text {
+            "wasmplugin" => Some(PluginForm::WasmPlugin),
+            "envoyfilter" => Some(PluginForm::EnvoyFilter),
+            "envoyfilter-inline" => Some(PluginForm::EnvoyFilterInline),
+            _ => None,
+        }
+    }
+}
+
+/// What the gateway does when the plugin cannot run (Istio's `failStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailStrategy {
+    /// Requests pass without the filter: they carry no routing header and land on stable.
+    FailOpen,
+    /// Requests fail (every host on that gateway, not only this app's).
+    FailClose,
+    /// A crashed VM is reloaded (Istio 1.27 and later, i.e. asm-1-27 and later).
+    FailReload,
+}
+
+impl FailStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailStrategy::FailOpen => "FAIL_OPEN",
+            FailStrategy::FailClose => "FAIL_CLOSE",
+            FailStrategy::FailReload => "FAIL_RELOAD",
+        }
+    }
+}
+
+/// Where the module comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// `oci://` with the image manifest digest (hex, no `sha256:` prefix).
+    Oci { url: String, digest: String },
+    /// `https://` or `file://` with the SHA-256 of the .wasm itself.
+    Url { url: String, sha256: String },
+    /// The embedded module, inline.
+    Inline,
+}
+
+/// TLS on the gateway, as in seed 003: a Secret named by `credentialName`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub credential_name: String,
+    pub mode: String,
+    pub redirect_http: bool,
+}
+
+/// HPA bounds for one Deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Autoscaling {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub cpu_utilization: u32,
+}
+
+/// Liveness and readiness probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probes {
+    pub port: u32,
+    pub liveness_path: Option<String>,
+    pub readiness_path: Option<String>,
+}
+
+/// One version of the app (= one Deployment, one HPA, one subset).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppVersion {
+    pub name: String,
+    pub image: String,
+    /// Percent, as written (at most two decimals; checked by policy-core).
+    pub weight: f64,
+    pub port: u32,
+    pub env: BTreeMap<String, String>,
+    pub autoscaling: Autoscaling,
+}
+
+/// A backend that routes by the same routing header (seed 004's dependent services).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependent {
+    pub service: String,
+    pub namespace: String,
+    pub port: Option<u32>,
+    /// The app's versions this backend also runs, stable first.
+    pub versions: Vec<String>,
+}
+
+/// The plugin settings after defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plugin {
+    pub form: PluginForm,
+    pub source: ModuleSource,
+    pub phase: String,
+    pub fail_strategy: FailStrategy,
+    pub image_pull_policy: Option<String>,
+    pub image_pull_secret: Option<String>,
+}
+
+/// A checked spec: everything the renderer needs, defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub name: String,
+    pub namespace: String,
+    pub revision: String,
+    pub hosts: Vec<String>,
+    pub path_prefix: Option<String>,
+    pub ingress: Ingress,
+    pub tls: Option<Tls>,
+    pub service_port: u32,
+    pub versions: Vec<AppVersion>,
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub probes: Option<Probes>,
+    pub routing_header: String,
+    pub plugin: Plugin,
+    pub dependents: Vec<Dependent>,
+    /// The filter config (policy-core's JSON, fields in their documented order), already validated.
+    pub filter_config: Yaml,
+    /// Things that are allowed but probably wrong, printed by the CLI.
+    pub warnings: Vec<String>,
+}
+
+const PHASES: &[&str] = &["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"];
+const PULL_POLICIES: &[&str] = &["IfNotPresent", "Always"];
+
+impl App {
+    /// Parses and checks a spec; `Err` holds every problem with its field path.
+    pub fn from_yaml(text: &str) -> Result<App, SpecErrors> {
+        let raw: RawSpec = serde_yaml_ng::from_str(text).map_err(|e| {
+            SpecErrors(vec![SpecError {
+                path: String::new(),
+                message: e.to_string(),
+            }])
+        })?;
+        let mut errors = Errors::default();
+        let app = check(raw, &mut errors);
+        match app {
+            Some(app) if errors.0.is_empty() => Ok(app),
+            _ => Err(SpecErrors(errors.0)),
+        }
+    }
+
+    /// The stable version: the first listed.
+    pub fn stable(&self) -> &AppVersion {
+        // `check` refuses an empty version list, so there is always a first.
+        &self.versions[0]
+    }
+
+    /// The `istio` label value of the add-on gateway this app uses.
+    pub fn ingress_selector(&self) -> &'static str {
+        match self.ingress {
+            Ingress::External => "aks-istio-ingressgateway-external",
+            Ingress::Internal => "aks-istio-ingressgateway-internal",
+        }
+    }
+
+    /// The in-mesh name of the app's Service.
+    pub fn service_host(&self) -> String {
+        format!("{}.{}.svc.cluster.local", self.service_name(), self.namespace)
+    }
+
+    pub fn service_name(&self) -> String {
+        format!("svc-{}", self.name)
+    }
+
+    pub fn deployment_name(&self, version: &str) -> String {
+        format!("deployment-{}-{}", self.name, version)
+    }
+
+    pub fn hpa_name(&self, version: &str) -> String {
+        format!("hpa-{}-{}", self.name, version)
+    }
+
+    pub fn gateway_name(&self) -> String {
+        format!("gateway-{}", self.name)
+    }
+
+    pub fn virtual_service_name(&self) -> String {
+        format!("vs-{}", self.name)
+    }
+
+    pub fn destination_rule_name(&self) -> String {
+        format!("dr-{}", self.name)
+    }
+
+    /// Name of the plugin object (WasmPlugin or EnvoyFilter) in aks-istio-ingress.
+    pub fn plugin_name(&self) -> String {
+        format!("sticky-canary-{}", self.name)
+    }
+
+    /// The filter config as compact JSON: what the filter receives.
+    pub fn filter_config_json(&self) -> String {
+        serde_json::to_string(&self.filter_config).unwrap_or_default()
+    }
+
+    /// The Istio minor version of the add-on revision (`asm-1-28` is 28).
+    pub fn minor_revision(&self) -> Option<u32> {
+        revision_minor(&self.revision)
+    }
+}
+
+fn revision_minor(revision: &str) -> Option<u32> {
+    revision.strip_prefix("asm-1-")?.parse().ok()
+}
+
+/// DNS-1035 label: lowercase letters, digits, '-', starting with a letter, at most `max`.
+fn is_dns1035(name: &str, max: usize) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= max
+        && b.first().is_some_and(u8::is_ascii_lowercase)
+        && b.last() != Some(&b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A Kubernetes quantity such as `100m`, `0.5`, `128Mi`, `1G`.
+fn is_quantity(q: &str) -> bool {
+    let number_end = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(number_end);
+    !number.is_empty()
+        && number.bytes().filter(|b| *b == b'.').count() <= 1
+        && number != "."
+        && [
+            "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+        ]
+        .contains(&suffix)
+}
+
+fn port_ok(path: &str, port: u32, errors: &mut Errors) {
+    if !(1..=65535).contains(&port) {
+        errors.add(path, format!("{port} is not a port (1 to 65535)"));
+    }
+}
+
+fn check_autoscaling(path: &str, raw: Option<RawAutoscaling>, base: Autoscaling, errors: &mut Errors) -> Autoscaling {
+    let Some(raw) = raw else { return base };
+    let a = Autoscaling {
+        min_replicas: raw.min_replicas.unwrap_or(base.min_replicas),
+        max_replicas: raw.max_replicas.unwrap_or(base.max_replicas),
+        cpu_utilization: raw.cpu_utilization.unwrap_or(base.cpu_utilization),
+    };
+    if a.min_replicas < 1 {
+        errors.add(format!("{path}.min_replicas"), "must be at least 1");
+    }
+    if a.max_replicas < a.min_replicas {
+        errors.add(
+            format!("{path}.max_replicas"),
+            format!("{} is below min_replicas {}", a.max_replicas, a.min_replicas),
+        );
+    }
+    if !(1..=100).contains(&a.cpu_utilization) {
+        errors.add(
+            format!("{path}.cpu_utilization"),
+            format!(
+                "{} is not a percentage of the CPU request (1 to 100)",
+                a.cpu_utilization
+            ),
+        );
+    }
+    a
+}
+
+/// A weight as a number that policy-core reads exactly once written: `90`, `12.5`, `33.33`.
+pub fn weight_yaml(weight: f64) -> Yaml {
+    if weight.fract() == 0.0 && (0.0..=1e15).contains(&weight) {
+        Yaml::from(weight as u64)
+    } else {
+        Yaml::from(weight)
+    }
+}
+
+/// Maps a policy-core field path (`routes[0].versions[1].weight`) to the spec's.
+fn spec_path(filter_path: &str) -> String {
+    let Some(rest) = filter_path.strip_prefix("routes[0]") else {
+        return match filter_path {
+            "response_header" => "routing.response_header".to_owned(),
+            other => format!("routing ({other})"),
+        };
+    };
+    let rest = rest.strip_prefix('.').unwrap_or(rest);
+    let top = rest.split(['.', '[']).next().unwrap_or("");
+    match top {
+        "name" => "app".to_owned(),
+        "hosts" | "path_prefix" | "versions" => rest.to_owned(),
+        "" => "routing".to_owned(),
+        _ => format!("routing.{rest}"),
+    }
+}
+
+fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
+    // app, namespace, revision
+    if !is_dns1035(&raw.app, 40) {
+        errors.add(
+            "app",
+            format!(
+                "{:?} is not a valid app name (lowercase letters, digits and '-', starting with a letter, at most 40: it names the Service svc-APP and the Deployments)",
+                raw.app
+            ),
+        );
+    }
+    let namespace = raw.namespace.clone().unwrap_or_else(|| raw.app.clone());
+    if !is_dns1035(&namespace, 63) && !policy_core::is_label(&namespace) {
+        errors.add("namespace", format!("{namespace:?} is not a valid namespace name"));
+    }
+    if namespace == INGRESS_NAMESPACE || namespace == "aks-istio-system" || namespace == "kube-system" {
+        errors.add(
+            "namespace",
+            format!("{namespace:?} belongs to the add-on or the cluster: give the app its own namespace"),
+        );
+    }
+    let minor = revision_minor(&raw.revision);
+    if minor.is_none() {
+        errors.add(
+            "revision",
+            format!(
+                "{:?} is not an add-on revision: give it as asm-1-NN (see `az aks show --query serviceMeshProfile.istio.revisions`); the add-on ignores istio-injection=enabled",
+                raw.revision
+            ),
+        );
+    }
+
+    // hosts: checked by policy-core as part of the filter config; the Gateway needs no more.
+    let ingress = match raw.ingress.as_deref() {
+        None | Some("external") => Ingress::External,
+        Some("internal") => Ingress::Internal,
+        Some(other) => {
+            errors.add("ingress", format!("{other:?} is not one of \"external\", \"internal\""));
+            Ingress::External
+        }
+    };
+
+    let tls = raw.tls.map(|t| {
+        if !policy_core::is_label(&t.credential_name) && !is_subdomain(&t.credential_name) {
+            errors.add(
+                "tls.credential_name",
+                format!("{:?} is not a Secret name", t.credential_name),
+            );
+        }
+        let mode = t.mode.unwrap_or_else(|| "SIMPLE".to_owned());
+        if mode != "SIMPLE" && mode != "MUTUAL" {
+            errors.add("tls.mode", format!("{mode:?} is not one of \"SIMPLE\", \"MUTUAL\""));
+        }
+        Tls {
+            credential_name: t.credential_name,
+            mode,
+            redirect_http: t.redirect_http.unwrap_or(true),
+        }
+    });
+
+    let service_port = raw.service_port.unwrap_or(80);
+    port_ok("service_port", service_port, errors);
+
+    let base_scaling = check_autoscaling(
+        "autoscaling",
+        raw.autoscaling,
+        Autoscaling {
+            min_replicas: 1,
+            max_replicas: 10,
+            cpu_utilization: 50,
+        },
+        errors,
+    );
+
+    if raw.versions.is_empty() {
+        errors.add("versions", "is empty: give at least the stable version");
+    }
+    let mut versions = Vec::new();
+    for (i, v) in raw.versions.into_iter().enumerate() {
+        let path = format!("versions[{i}]");
+        if v.image.trim().is_empty() || v.image.contains(char::is_whitespace) {
+            errors.add(
+                format!("{path}.image"),
+                format!("{:?} is not an image reference", v.image),
+            );
+        }
+        let port = v.port.unwrap_or(8080);
+        port_ok(&format!("{path}.port"), port, errors);
+        for name in v.env.keys() {
+            if name.is_empty() || name.contains('=') || name.contains(char::is_whitespace) {
+                errors.add(format!("{path}.env.{name}"), "is not an environment variable name");
+            }
+        }
+        if !is_dns1035(&v.name, 20) && policy_core::is_label(&v.name) {
+            errors.add(
+                format!("{path}.name"),
+                format!(
+                    "{:?} must start with a letter and be at most 20 long (it names Deployments and HPAs)",
+                    v.name
+                ),
+            );
+        }
+        let autoscaling = check_autoscaling(&format!("{path}.autoscaling"), v.autoscaling, base_scaling, errors);
+        versions.push(AppVersion {
+            name: v.name,
+            image: v.image,
+            weight: v.weight,
+            port,
+            env: v.env,
+            autoscaling,
+        });
+    }
+
+    let resources = raw.resources.unwrap_or(RawResources {
+        cpu: None,
+        memory: None,
+    });
+    let cpu_request = resources.cpu.unwrap_or_else(|| "100m".to_owned());
+    let memory_request = resources.memory.unwrap_or_else(|| "128Mi".to_owned());
+    if !is_quantity(&cpu_request) {
+        errors.add(
+            "resources.cpu",
+            format!("{cpu_request:?} is not a Kubernetes quantity (e.g. 100m)"),
+        );
+    }
+    if !is_quantity(&memory_request) {
+        errors.add(
+            "resources.memory",
+            format!("{memory_request:?} is not a Kubernetes quantity (e.g. 128Mi)"),
+        );
+    }
+
+    let probes = raw.probes.map(|p| {
+        let port = p.port.unwrap_or_else(|| versions.first().map_or(8080, |v| v.port));
+        port_ok("probes.port", port, errors);
+        for (field, value) in [
+            ("liveness_path", &p.liveness_path),
+            ("readiness_path", &p.readiness_path),
+        ] {
+            if let Some(path) = value {
+                if !path.starts_with('/') {
+                    errors.add(format!("probes.{field}"), format!("{path:?} must start with '/'"));
+                }
+            }
+        }
+        if p.liveness_path.is_none() && p.readiness_path.is_none() {
+            errors.add("probes", "names neither liveness_path nor readiness_path");
+        }
+        Probes {
+            port,
+            liveness_path: p.liveness_path,
+            readiness_path: p.readiness_path,
+        }
+    });
+
+    // The filter config, built from the spec and validated by policy-core.
+    let routing = raw.routing;
+    let routing_header = routing
+        .routing_header
+        .clone()
+        .unwrap_or_else(|| policy_core::DEFAULT_ROUTING_HEADER.to_owned())
+        .to_ascii_lowercase();
+    let mut route = serde_yaml_ng::Mapping::new();
+    route.insert("name".into(), raw.app.clone().into());
+    route.insert("hosts".into(), raw.hosts.clone().into());
+    if let Some(prefix) = &raw.path_prefix {
+        route.insert("path_prefix".into(), prefix.clone().into());
+    }
+    match &routing.salt {
+        Some(salt) => {
+            route.insert("salt".into(), salt.clone().into());
+        }
+        None => errors.add(
+            "routing.salt",
+            "is required: any string, kept for the life of the app (changing it reshuffles every user), e.g. the app name and a year",
+        ),
+    }
+    route.insert("routing_header".into(), routing_header.clone().into());
+    route.insert(
+        "versions".into(),
+        Yaml::Sequence(
+            versions
+                .iter()
+                .map(|v| map! {"name" => v.name.clone(), "weight" => weight_yaml(v.weight)})
+                .collect(),
+        ),
+    );
+    let key_chain = match &routing.key_chain {
+        Some(chain) => Yaml::Sequence(chain.clone()),
+        None => Yaml::Sequence(vec![map! {"new_client_id" => map! {}}]),
+    };
+    route.insert("key_chain".into(), key_chain);
+    if let Some(no_key) = &routing.no_key {
+        route.insert("no_key".into(), no_key.clone().into());
+    }
+    if let Some(rule) = &routing.override_ {
+        route.insert("override".into(), rule.clone());
+    }
+    let mut config = serde_yaml_ng::Mapping::new();
+    config.insert("routes".into(), Yaml::Sequence(vec![Yaml::Mapping(route)]));
+    if let Some(header) = &routing.response_header {
+        config.insert("response_header".into(), header.clone().into());
+    }
+    let filter_config = Yaml::Mapping(config);
+    let filter_config_text = serde_json::to_string(&filter_config).unwrap_or_default();
+    let mut policy = None;
+    if routing.salt.is_some() {
+        match policy_core::Policy::from_json(filter_config_text.as_bytes()) {
+            Ok(p) => policy = Some(p),
+            Err(policy_errors) => {
+                for e in policy_errors.0 {
+                    errors.add(spec_path(&e.path), e.message);
+                }
+            }
+        }
+    }
+
+    let mut warnings = Vec::new();
+    if let Some(policy) = &policy {
+        if let Some(route) = policy.routes().first() {
+            for key in route.key_chain() {
+                if let policy_core::KeySpec::NewClientId(cookie) = key {
+                    if cookie.secure && tls.is_none() {
+                        warnings.push(format!(
+                            "routing.key_chain: the client-id cookie {:?} is Secure but the gateway serves plain HTTP (no tls): browsers keep it only if TLS ends in front of the gateway",
+                            cookie.cookie
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    let plugin = check_plugin(raw.plugin, minor, errors);
+
+    let version_names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
+    let mut dependents = Vec::new();
+    for (i, d) in raw.dependent_services.into_iter().enumerate() {
+        let path = format!("dependent_services[{i}]");
+        if !is_dns1035(&d.service, 63) {
+            errors.add(
+                format!("{path}.service"),
+                format!("{:?} is not a Service name", d.service),
+            );
+        }
+        if d.service == format!("svc-{}", raw.app) {
+            errors.add(
+                format!("{path}.service"),
+                "is the app's own Service: the gateway VirtualService already routes it",
+            );
+        }
+        if let Some(port) = d.port {
+            port_ok(&format!("{path}.port"), port, errors);
+        }
+        let dep_versions = d
+            .versions
+            .unwrap_or_else(|| version_names.iter().map(|s| (*s).to_owned()).collect());
+        for (j, name) in dep_versions.iter().enumerate() {
+            if !version_names.contains(&name.as_str()) {
+                errors.add(
+                    format!("{path}.versions[{j}]"),
+                    format!("{name:?} is not one of the app's versions (the routing header only carries those)"),
+                );
+            }
+        }
+        if let Some(stable) = version_names.first() {
+            if dep_versions.first().map(String::as_str) != Some(*stable) {
+                errors.add(
+                    format!("{path}.versions"),
+                    format!("must start with the stable version {stable:?}: unmarked requests go there"),
+                );
+            }
+        }
+        dependents.push(Dependent {
+            service: d.service,
+            namespace: d.namespace.unwrap_or_else(|| namespace.clone()),
+            port: d.port,
+            versions: dep_versions,
+        });
+    }
+
+    if !errors.0.is_empty() {
+        return None;
+    }
+    Some(App {
+        name: raw.app,
+        namespace,
+        revision: raw.revision,
+        hosts: raw.hosts,
+        path_prefix: raw.path_prefix,
+        ingress,
+        tls,
+        service_port,
+        versions,
+        cpu_request,
+        memory_request,
+        probes,
+        routing_header,
+        plugin: plugin?,
+        dependents,
+        filter_config,
+        warnings,
+    })
+}
+
+fn is_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(policy_core::is_label)
+}
+
+fn check_plugin(raw: RawPlugin, minor: Option<u32>, errors: &mut Errors) -> Option<Plugin> {
+    let before = errors.0.len();
+    let form = match raw.form.as_deref() {
+        None => PluginForm::WasmPlugin,
+        Some(text) => PluginForm::parse(text).unwrap_or_else(|| {
+            errors.add(
+                "plugin.form",
+                format!("{text:?} is not one of \"wasmplugin\", \"envoyfilter\", \"envoyfilter-inline\""),
+            );
+            PluginForm::WasmPlugin
+        }),
+    };
+    let sha256 = raw
+        .sha256
+        .as_deref()
+        .map(|s| s.strip_prefix("sha256:").unwrap_or(s).to_ascii_lowercase());
+    if let Some(s) = &sha256 {
+        if !is_hex64(s) {
+            errors.add("plugin.sha256", "must be 64 hex digits (optionally after \"sha256:\")");
+        }
+    }
+    let source = match (form, raw.url.as_deref()) {
+        (PluginForm::EnvoyFilterInline, None) => Some(ModuleSource::Inline),
+        (PluginForm::EnvoyFilterInline, Some(_)) => {
+            errors.add(
+                "plugin.url",
+                "is not used by the envoyfilter-inline form (the module travels inside the EnvoyFilter): remove it",
+            );
+            None
+        }
+        (_, None) => {
+            errors.add(
+                "plugin.url",
+                "is required: oci://REGISTRY/REPO:TAG (e.g. pushed with `sticky-canary push`) or https://.../sticky_canary_filter.wasm",
+            );
+            None
+        }
+        (_, Some(url)) if url.starts_with("oci://") => {
+            let from_url = url.rsplit_once("@sha256:").map(|(_, d)| d.to_ascii_lowercase());
+            match (from_url, sha256.clone()) {
+                (Some(a), Some(b)) if a != b => {
+                    errors.add("plugin.sha256", "differs from the digest in plugin.url");
+                    None
+                }
+                (Some(d), _) | (None, Some(d)) => Some(ModuleSource::Oci {
+                    url: url.to_owned(),
+                    digest: d,
+                }),
+                (None, None) => {
+                    errors.add(
+                        "plugin.sha256",
+                        "is required for an oci:// url: the image manifest digest that `sticky-canary push` prints (Istio compares it with the manifest digest, not with the .wasm's SHA-256)",
+                    );
+                    None
+                }
+            }
+        }
+        (_, Some(url)) if url.starts_with("https://") || url.starts_with("file://") => Some(ModuleSource::Url {
+            url: url.to_owned(),
+            sha256: sha256.clone().unwrap_or_else(|| crate::sha256_hex(crate::FILTER_WASM)),
+        }),
+        (_, Some(url)) => {
+            errors.add(
+                "plugin.url",
+                format!("{url:?} must start with oci://, https:// or file:// (plain http:// is not accepted)"),
+            );
+            None
+        }
+    };
+    let phase_set_for_envoyfilter = raw.phase_is_set_for_envoyfilter(form);
+    let phase = raw.phase.unwrap_or_else(|| "AUTHZ".to_owned());
+    if !PHASES.contains(&phase.as_str()) {
+        errors.add("plugin.phase", format!("{phase:?} is not one of {}", PHASES.join(", ")));
+    }
+    if phase_set_for_envoyfilter {
+        errors.add(
+            "plugin.phase",
+            "only applies to the wasmplugin form (an EnvoyFilter is inserted just before the router)",
+        );
+    }
+    let fail_strategy = match raw.fail_strategy.as_deref() {
+        None | Some("FAIL_OPEN") => FailStrategy::FailOpen,
+        Some("FAIL_CLOSE") => FailStrategy::FailClose,
+        Some("FAIL_RELOAD") => {
+            if minor.is_some_and(|m| m < 27) {
+                errors.add(
+                    "plugin.fail_strategy",
+                    "FAIL_RELOAD exists from Istio 1.27 (revision asm-1-27): use FAIL_OPEN or FAIL_CLOSE on older revisions",
+                );
+            }
+            FailStrategy::FailReload
+        }
+        Some(other) => {
+            errors.add(
+                "plugin.fail_strategy",
+                format!("{other:?} is not one of \"FAIL_OPEN\", \"FAIL_CLOSE\", \"FAIL_RELOAD\""),
+            );
+            FailStrategy::FailOpen
+        }
+    };
+    if let Some(policy) = &raw.image_pull_policy {
+        if !PULL_POLICIES.contains(&policy.as_str()) {
+            errors.add(
+                "plugin.image_pull_policy",
+                format!("{policy:?} is not one of {}", PULL_POLICIES.join(", ")),
+            );
+        }
+    }
+    if raw.image_pull_secret.is_some() && form != PluginForm::WasmPlugin {
+        errors.add(
+            "plugin.image_pull_secret",
+            "only the wasmplugin form can use a pull secret: with an EnvoyFilter, istio-agent pulls anonymously (make the repository anonymously readable, or use an https:// url or the inline form)",
+        );
+    }
+    if raw.image_pull_policy.is_some() && form != PluginForm::WasmPlugin {
+        errors.add("plugin.image_pull_policy", "only applies to the wasmplugin form");
+    }
+    if errors.0.len() != before {
+        return None;
+    }
+    Some(Plugin {
+        form,
+        source: source?,
+        phase,
+        fail_strategy,
+        image_pull_policy: raw.image_pull_policy,
+        image_pull_secret: raw.image_pull_secret,
+    })
+}
+
+impl RawPlugin {
+    fn phase_is_set_for_envoyfilter(&self, form: PluginForm) -> bool {
+        self.phase.is_some() && form != PluginForm::WasmPlugin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_paths_map_to_spec_paths() {
+        assert_eq!(spec_path("routes[0].versions[1].weight"), "versions[1].weight");
+        assert_eq!(spec_path("routes[0].versions"), "versions");
+        assert_eq!(
+            spec_path("routes[0].key_chain[0].cookie"),
+            "routing.key_chain[0].cookie"
+        );
+        assert_eq!(spec_path("routes[0].override.allow[0]"), "routing.override.allow[0]");
+        assert_eq!(spec_path("routes[0].hosts[0]"), "hosts[0]");
+        assert_eq!(spec_path("routes[0].name"), "app");
+        assert_eq!(spec_path("response_header"), "routing.response_header");
+    }
+
+    #[test]
+    fn weights_keep_their_written_value() {
+        let text = |w: f64| serde_json::to_string(&weight_yaml(w)).unwrap();
+        assert_eq!(text(90.0), "90");
+        assert_eq!(text(12.5), "12.5");
+        assert_eq!(text(33.33), "33.33");
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["100m", "0.5", "128Mi", "1", "2G"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "m", "1x", "1..2", "-1"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+}
