@@ -97,7 +97,7 @@ fn check_target_installed() {
 /// Runs `wasm-opt -Oz` when binaryen is on PATH. Returns whether it produced `out`.
 fn wasm_opt(input: &Path, out: &Path) -> bool {
     let status = Command::new("wasm-opt")
-        .arg("-Oz")
+        .args(["-Oz", "--converge"])
         .args([
             "--enable-bulk-memory",
             "--enable-nontrapping-float-to-int",

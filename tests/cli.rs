@@ -55,12 +55,25 @@ fn check_names_a_missing_file() {
 #[test]
 fn assign_predicts_bucket_and_version_per_key() {
     let mut child = cli()
-        .args(["assign", "--config", "examples/filter-config.json", "--host", "my-app.example.com", "--keys", "-"])
+        .args([
+            "assign",
+            "--config",
+            "examples/filter-config.json",
+            "--host",
+            "my-app.example.com",
+            "--keys",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"user-42\r\n\"quoted\"\n\xff\xfe\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"user-42\r\n\"quoted\"\n\xff\xfe\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let policy = policy_core::Policy::from_json(&std::fs::read("examples/filter-config.json").unwrap()).unwrap();
@@ -72,13 +85,24 @@ fn assign_predicts_bucket_and_version_per_key() {
         expected.extend_from_slice(format!("\t{bucket}\t{}\n", route.versions()[version].name()).as_bytes());
     }
     assert_eq!(String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&expected));
-    assert_eq!(route.assign(b"user-42").0, policy_core::bucket(b"my-app-2026", b"user-42"));
+    assert_eq!(
+        route.assign(b"user-42").0,
+        policy_core::bucket(b"my-app-2026", b"user-42")
+    );
 }
 
 #[test]
 fn assign_refuses_an_unknown_host() {
     let out = cli()
-        .args(["assign", "--config", "examples/filter-config.json", "--host", "other.org", "--keys", "-"])
+        .args([
+            "assign",
+            "--config",
+            "examples/filter-config.json",
+            "--host",
+            "other.org",
+            "--keys",
+            "-",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -107,6 +131,9 @@ fn the_shipped_wasm_stays_within_its_size_budget() {
         "the embedded filter did not go through wasm-opt: install binaryen (make setup) and rebuild"
     );
     let size = sticky_canary::FILTER_WASM.len();
-    eprintln!("shipped filter: {size} bytes (before wasm-opt: {} bytes)", sticky_canary::FILTER_WASM_RAW_SIZE);
+    eprintln!(
+        "shipped filter: {size} bytes (before wasm-opt: {} bytes)",
+        sticky_canary::FILTER_WASM_RAW_SIZE
+    );
     assert!(size <= 150_000, "the filter is {size} bytes, over the 150 KB budget");
 }

@@ -2,10 +2,11 @@
 //!
 //! RFC 6265 §4.2 / §5.4: `name=value` pairs separated by `;` and optional white
 //! space. Names are case-sensitive. When a name appears more than once the
-//! **first** one wins: browsers list the cookie with the longest (most specific)
-//! Path first. Values are taken byte for byte, quotes included; white space
-//! around a value is dropped; an empty value counts as no cookie. Pairs without
-//! `=` and bytes a browser would not send are skipped over, never an error.
+//! **first non-empty** one wins: browsers list the cookie with the longest (most
+//! specific) Path first, and an empty value counts as no cookie. Values are
+//! taken byte for byte, quotes included; white space (SP, HTAB) around a value
+//! is dropped. Pairs without `=` and bytes a browser would not send are skipped
+//! over or carried in the value, never an error.
 //!
 //! ```
 //! use policy_core::cookie::find;
