@@ -116,6 +116,9 @@ pub struct EnvoyConfig {
     pub concurrency: u32,
     /// Envoy's `-l` log level; `info` shows the filter's config errors.
     pub log_level: String,
+    /// The connection manager's `max_request_headers_kb`; `None` keeps Envoy's
+    /// default (60 KiB: a larger request head gets 431 before any filter runs).
+    pub max_request_headers_kb: Option<u32>,
 }
 
 impl EnvoyConfig {
@@ -141,6 +144,7 @@ impl EnvoyConfig {
             filter: None,
             concurrency: 2,
             log_level: "info".to_owned(),
+            max_request_headers_kb: None,
         }
     }
 
@@ -157,6 +161,7 @@ impl EnvoyConfig {
             filter: None,
             concurrency: 2,
             log_level: "info".to_owned(),
+            max_request_headers_kb: None,
         }
     }
 
@@ -167,6 +172,12 @@ impl EnvoyConfig {
 
     pub fn with_concurrency(mut self, concurrency: u32) -> EnvoyConfig {
         self.concurrency = concurrency;
+        self
+    }
+
+    /// Raises (or lowers) Envoy's request header size limit, in KiB (Envoy allows up to 8192).
+    pub fn with_max_request_headers_kb(mut self, kb: u32) -> EnvoyConfig {
+        self.max_request_headers_kb = Some(kb);
         self
     }
 }
@@ -357,27 +368,31 @@ pub(crate) fn bootstrap_document(config: &EnvoyConfig, layout: &Layout) -> Strin
             ),
         ),
     ]);
+    let mut connection_manager_members = vec![
+        ("stat_prefix".to_owned(), string("ingress")),
+        ("access_log".to_owned(), Json::Array(vec![access_log])),
+        (
+            "route_config".to_owned(),
+            object([
+                ("name", string("sticky-canary-e2e")),
+                (
+                    "virtual_hosts",
+                    Json::Array(vec![object([
+                        ("name", string("all")),
+                        ("domains", Json::Array(vec![string("*")])),
+                        ("routes", route_entries(&config.routes)),
+                    ])]),
+                ),
+            ]),
+        ),
+        ("http_filters".to_owned(), Json::Array(http_filters)),
+    ];
+    if let Some(kb) = config.max_request_headers_kb {
+        connection_manager_members.push(("max_request_headers_kb".to_owned(), Json::Number(kb.into())));
+    }
     let connection_manager = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        vec![
-            ("stat_prefix".to_owned(), string("ingress")),
-            ("access_log".to_owned(), Json::Array(vec![access_log])),
-            (
-                "route_config".to_owned(),
-                object([
-                    ("name", string("sticky-canary-e2e")),
-                    (
-                        "virtual_hosts",
-                        Json::Array(vec![object([
-                            ("name", string("all")),
-                            ("domains", Json::Array(vec![string("*")])),
-                            ("routes", route_entries(&config.routes)),
-                        ])]),
-                    ),
-                ]),
-            ),
-            ("http_filters".to_owned(), Json::Array(http_filters)),
-        ],
+        connection_manager_members,
     );
     let listener = object([
         ("name", string("main")),

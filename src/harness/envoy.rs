@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::bootstrap::{bootstrap_document, ecds_document, Layout, WasmCode, FILTER_NAME};
+use super::bootstrap::{bootstrap_document, ecds_document, Layout, WasmCode};
 use super::{free_port, io_error, write_atomically, Client, EnvoyConfig, FilterSpec, HarnessError, Request, TempDir};
 
 /// Set to the path of an Envoy binary to use instead of the repo's `.venv` one.
@@ -466,11 +466,6 @@ fn tail(text: &str, lines: usize) -> String {
         out.push('\n');
     }
     out
-}
-
-/// The filter's name in the HTTP filter chain and ECDS (for stats lookups).
-pub fn filter_name() -> &'static str {
-    FILTER_NAME
 }
 
 #[cfg(test)]

@@ -320,7 +320,7 @@ impl App {
     /// Parses and checks a spec; `Err` holds every problem with its field path.
     pub fn from_yaml(text: &str) -> Result<App, SpecErrors> {
         let raw: RawSpec = serde_yaml_ng::from_str(text).map_err(|e| {
-            SpecErrors(vec![SpecError {
+            policy_core::ConfigErrors(vec![SpecError {
                 path: String::new(),
                 message: e.to_string(),
             }])
@@ -329,7 +329,7 @@ impl App {
         let app = check(raw, &mut errors);
         match app {
             Some(app) if errors.0.is_empty() => Ok(app),
-            _ => Err(SpecErrors(errors.0)),
+            _ => Err(policy_core::ConfigErrors(errors.0)),
         }
     }
 

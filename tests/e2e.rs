@@ -1,0 +1,1051 @@
+//! End-to-end: the built filter in a real Envoy, two upstream versions, raw HTTP clients.
+//!
+//! One Envoy (or two) per test, started by `sticky_canary::harness`; tests take
+//! a global lock so they run one at a time even with the default test threads
+//! (each drives Envoy hard enough to disturb another's timing on 2 cores).
+//! A failing assertion prints Envoy's log tail (the `Envoy` drop does it).
+//!
+//! Run one: `cargo test --test e2e ramp_under_load`. See docs/testing.md.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sticky_canary::harness::backend::seen_headers;
+use sticky_canary::harness::load::Load;
+use sticky_canary::harness::{
+    Backend, Client, CookieJar, Envoy, EnvoyConfig, FilterSpec, HarnessError, Request, Response, SetCookie,
+    UpdateOutcome,
+};
+
+const ROUTING_HEADER: &str = "x-canary-version";
+const APP_HOST: &str = "app.example.com";
+/// A second route whose only key is a header and whose fallback is stable.
+const PLAIN_HOST: &str = "plain.example.com";
+/// A host no route serves.
+const OTHER_HOST: &str = "other.example.com";
+
+/// Serialises the tests of this file.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Unwraps a harness result, printing the error with `Display` (it carries Envoy's log on start failures).
+fn must<T>(result: Result<T, HarnessError>, what: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("{what}: {error}"),
+    }
+}
+
+/// The filter config of these tests: v2 is the canary at `canary_percent`.
+fn config(canary_percent: u32) -> String {
+    let stable = 100 - canary_percent;
+    format!(
+        r#"{{
+  "routes": [
+    {{
+      "name": "my-app",
+      "hosts": ["{APP_HOST}"],
+      "salt": "e2e-salt-1",
+      "routing_header": "{ROUTING_HEADER}",
+      "versions": [{{"name": "v1", "weight": {stable}}}, {{"name": "v2", "weight": {canary_percent}}}],
+      "key_chain": [
+        {{"cookie": "session"}},
+        {{"header": "x-user-id"}},
+        {{"new_client_id": {{"cookie": "sc-id", "path": "/", "max_age_seconds": 2592000, "http_only": true, "secure": false, "same_site": "Lax"}}}}
+      ],
+      "no_key": "stable",
+      "override": {{"header": "x-canary-force", "allow": ["v2"]}}
+    }},
+    {{
+      "name": "plain",
+      "hosts": ["{PLAIN_HOST}"],
+      "salt": "e2e-salt-2",
+      "routing_header": "{ROUTING_HEADER}",
+      "versions": [{{"name": "v1", "weight": {stable}}}, {{"name": "v2", "weight": {canary_percent}}}],
+      "key_chain": [{{"header": "x-user-id"}}],
+      "no_key": "stable"
+    }}
+  ],
+  "response_header": "x-canary-served"
+}}"#
+    )
+}
+
+/// What policy-core says `key` gets on the route for `host` under `config_json`.
+struct Predictor {
+    policy: policy_core::Policy,
+}
+
+impl Predictor {
+    fn new(config_json: &str) -> Predictor {
+        let policy = policy_core::Policy::from_json(config_json.as_bytes())
+            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}\n{config_json}"));
+        Predictor { policy }
+    }
+
+    fn version(&self, host: &str, key: &str) -> String {
+        let route = self
+            .policy
+            .find_route(host.as_bytes(), b"/")
+            .unwrap_or_else(|| panic!("no route for {host}"));
+        let (_, index) = route.assign(key.as_bytes());
+        route.versions()[index].name().to_owned()
+    }
+
+    /// `count` keys `prefix-N` that land on `version`.
+    fn keys_on(&self, host: &str, prefix: &str, version: &str, count: usize) -> Vec<String> {
+        (0..100_000)
+            .map(|i| format!("{prefix}-{i}"))
+            .filter(|k| self.version(host, k) == version)
+            .take(count)
+            .collect()
+    }
+}
+
+/// Envoy with the embedded filter in front of v1 (stable) and v2. Fields drop in order: Envoy first.
+struct Stack {
+    envoy: Envoy,
+    v1: Backend,
+    v2: Backend,
+}
+
+fn stack_with(config_json: &str, concurrency: u32) -> Stack {
+    let v1 = must(Backend::start("v1"), "start backend v1");
+    let v2 = must(Backend::start("v2"), "start backend v2");
+    let envoy_config = EnvoyConfig::by_header(ROUTING_HEADER, &[&v1, &v2])
+        .with_filter(FilterSpec::embedded(config_json))
+        .with_concurrency(concurrency);
+    let envoy = must(Envoy::start(&envoy_config), "start Envoy with the filter");
+    Stack { envoy, v1, v2 }
+}
+
+fn stack(config_json: &str) -> Stack {
+    stack_with(config_json, 2)
+}
+
+fn connect(envoy: &Envoy) -> Client {
+    must(Client::connect(envoy.listener()), "connect to Envoy")
+}
+
+fn send(client: &mut Client, request: &Request) -> Response {
+    let response = must(client.send(request), "send a request through Envoy");
+    assert_eq!(
+        response.status,
+        200,
+        "request {:?} got {} {}",
+        String::from_utf8_lossy(&request.to_bytes()),
+        response.status,
+        response.body_text()
+    );
+    response
+}
+
+/// The version that served a response (the backend's own header).
+fn served(response: &Response) -> String {
+    response.header_str("x-served-version")
+}
+
+fn app(path: &str) -> Request {
+    Request::get(path).host(APP_HOST)
+}
+
+fn with_session(key: &str) -> Request {
+    app("/").header("Cookie", format!("session={key}"))
+}
+
+/// Sends one request per key (cookie `session`) over `threads` keep-alive connections;
+/// returns key -> served version.
+fn serve_keys(envoy: &Envoy, keys: &[String], threads: usize) -> HashMap<String, String> {
+    let chunks: Vec<Vec<String>> = keys
+        .chunks(keys.len().div_ceil(threads))
+        .map(<[String]>::to_vec)
+        .collect();
+    let addr = envoy.listener();
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            std::thread::spawn(move || -> Result<Vec<(String, String)>, String> {
+                let mut client = Client::connect(addr).map_err(|e| e.to_string())?;
+                let mut out = Vec::with_capacity(chunk.len());
+                for key in chunk {
+                    let response = client
+                        .send(&with_session(&key))
+                        .map_err(|e| format!("key {key}: {e}"))?;
+                    if response.status != 200 {
+                        return Err(format!(
+                            "key {key}: status {} {}",
+                            response.status,
+                            response.body_text()
+                        ));
+                    }
+                    out.push((key, served(&response)));
+                }
+                Ok(out)
+            })
+        })
+        .collect();
+    let mut served_by = HashMap::with_capacity(keys.len());
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(pairs)) => served_by.extend(pairs),
+            Ok(Err(message)) => panic!("{message}"),
+            Err(_) => panic!("a client thread panicked"),
+        }
+    }
+    served_by
+}
+
+// ---------------------------------------------------------------------------
+// The harness itself, without the filter.
+
+#[test]
+fn envoy_routes_by_routing_header_without_filter() {
+    let _serial = serial();
+    let v1 = must(Backend::start("v1"), "start v1");
+    let v2 = must(Backend::start("v2"), "start v2");
+    let envoy = must(
+        Envoy::start(&EnvoyConfig::by_header(ROUTING_HEADER, &[&v1, &v2])),
+        "start Envoy",
+    );
+    let mut client = connect(&envoy);
+    assert_eq!(
+        served(&send(&mut client, &Request::get("/"))),
+        "v1",
+        "no header goes to stable"
+    );
+    assert_eq!(
+        served(&send(&mut client, &Request::get("/").header(ROUTING_HEADER, "v2"))),
+        "v2"
+    );
+    assert_eq!(
+        served(&send(&mut client, &Request::get("/").header("X-Canary-Version", "v2"))),
+        "v2"
+    );
+    assert_eq!(
+        served(&send(&mut client, &Request::get("/").header(ROUTING_HEADER, "v9"))),
+        "v1"
+    );
+    let reply = send(&mut client, &Request::get("/").header(ROUTING_HEADER, "v2"));
+    assert_eq!(
+        seen_headers(&reply.body, ROUTING_HEADER),
+        vec![b"v2".to_vec()],
+        "Envoy forwards the header"
+    );
+    assert_eq!(client.connections_opened, 1, "one keep-alive connection");
+    assert_eq!((v1.requests(), v2.requests()), (2, 3));
+}
+
+#[test]
+fn weighted_clusters_are_random_per_request_without_filter() {
+    let _serial = serial();
+    let v1 = must(Backend::start("v1"), "start v1");
+    let v2 = must(Backend::start("v2"), "start v2");
+    let envoy = must(
+        Envoy::start(&EnvoyConfig::weighted(&[(&v1, 50), (&v2, 50)])),
+        "start Envoy",
+    );
+    let mut client = connect(&envoy);
+    let mut counts = BTreeMap::new();
+    for _ in 0..400 {
+        let reply = send(&mut client, &Request::get("/").header("Cookie", "session=one-user"));
+        *counts.entry(served(&reply)).or_insert(0u32) += 1;
+    }
+    // The same user lands on both versions: what sticky routing fixes.
+    let v2_share = counts.get("v2").copied().unwrap_or(0);
+    assert!(
+        (120..=280).contains(&v2_share),
+        "v2 served {v2_share} of 400 at weight 50: {counts:?}"
+    );
+}
+
+#[test]
+fn envoy_is_stopped_on_drop() {
+    let _serial = serial();
+    let v1 = must(Backend::start("v1"), "start v1");
+    let envoy = must(
+        Envoy::start(&EnvoyConfig::by_header(ROUTING_HEADER, &[&v1])),
+        "start Envoy",
+    );
+    let pid = envoy.pid();
+    let admin = envoy.admin();
+    let dir = envoy.dir().map(std::path::Path::to_path_buf).expect("a temp dir");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    drop(envoy);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "Envoy {pid} still runs"
+    );
+    assert!(std::net::TcpStream::connect(admin).is_err(), "admin port still open");
+    assert!(!dir.exists(), "temp dir {} left behind", dir.display());
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 1: stickiness.
+
+#[test]
+fn stickiness_200_clients_20_requests() {
+    let _serial = serial();
+    let config_json = config(50);
+    let stack = stack(&config_json);
+    let addr = stack.envoy.listener();
+    let changes = Arc::new(AtomicUsize::new(0));
+    let report = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..4)
+        .map(|thread| {
+            let changes = Arc::clone(&changes);
+            let report = Arc::clone(&report);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let client_number = thread * 50 + i;
+                    let mut jar = CookieJar::default();
+                    // Half bring their own session cookie, half get a client id from the filter.
+                    if client_number % 2 == 0 {
+                        jar.set("session", &format!("sticky-user-{client_number}"));
+                    }
+                    let mut client = Client::connect(addr).expect("connect");
+                    let mut versions = Vec::with_capacity(20);
+                    for _ in 0..20 {
+                        let reply = client.send(&jar.apply(app("/"))).expect("request");
+                        assert_eq!(reply.status, 200, "{}", reply.body_text());
+                        jar.store(&reply);
+                        versions.push(served(&reply));
+                    }
+                    let moved = versions.windows(2).filter(|w| w[0] != w[1]).count();
+                    changes.fetch_add(moved, Ordering::Relaxed);
+                    if moved > 0 {
+                        report
+                            .lock()
+                            .unwrap()
+                            .push(format!("client {client_number} ({:?}): {versions:?}", jar.cookies));
+                    }
+                    report.lock().unwrap().push(format!("first:{}", versions[0]));
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("client thread");
+    }
+    let report = report.lock().unwrap();
+    let moved: Vec<&String> = report.iter().filter(|l| !l.starts_with("first:")).collect();
+    assert_eq!(changes.load(Ordering::Relaxed), 0, "version changes: {moved:#?}");
+    let on_v2 = report.iter().filter(|l| *l == "first:v2").count();
+    assert!((60..=140).contains(&on_v2), "{on_v2} of 200 clients on v2 at 50%");
+    assert_eq!(stack.v1.requests() + stack.v2.requests(), 4000);
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 2: split accuracy and agreement with `sticky-canary assign`.
+
+/// Runs the real CLI: `sticky-canary assign --config C --keys K` -> key -> version.
+fn cli_assign(config_json: &str, keys: &[String]) -> HashMap<String, String> {
+    let dir = must(sticky_canary::harness::TempDir::new("assign"), "temp dir");
+    let config_path = dir.path().join("config.json");
+    let keys_path = dir.path().join("keys.txt");
+    std::fs::write(&config_path, config_json).unwrap();
+    std::fs::write(&keys_path, keys.join("\n") + "\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sticky-canary"))
+        .args(["assign", "--host", APP_HOST, "--config"])
+        .arg(&config_path)
+        .arg("--keys")
+        .arg(&keys_path)
+        .output()
+        .expect("run sticky-canary assign");
+    assert!(
+        output.status.success(),
+        "sticky-canary assign failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8 output")
+        .lines()
+        .map(|line| {
+            let mut fields = line.split('\t');
+            let key = fields.next().unwrap_or_default().to_owned();
+            let _bucket = fields.next();
+            (key, fields.next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn split_matches_weights_and_assign_at_10_50_90() {
+    let _serial = serial();
+    let keys: Vec<String> = (0..10_000).map(|i| format!("split-key-{i}")).collect();
+    let mut stack = stack(&config(10));
+    let mut summary = Vec::new();
+    for (step, percent) in [10u32, 50, 90].into_iter().enumerate() {
+        let config_json = config(percent);
+        if step > 0 {
+            let outcome = must(stack.envoy.update_filter_config(&config_json), "push the config");
+            assert_eq!(outcome, UpdateOutcome::Accepted, "config at {percent}%");
+        }
+        let started = Instant::now();
+        let served_by = serve_keys(&stack.envoy, &keys, 4);
+        let elapsed = started.elapsed();
+        let predicted = cli_assign(&config_json, &keys);
+        assert_eq!(predicted.len(), keys.len(), "assign printed one line per key");
+        let mismatches: Vec<_> = keys
+            .iter()
+            .filter(|k| served_by.get(*k) != predicted.get(*k))
+            .map(|k| (k, served_by.get(k), predicted.get(k)))
+            .collect();
+        let on_canary = served_by.values().filter(|v| *v == "v2").count();
+        let share = on_canary as f64 * 100.0 / keys.len() as f64;
+        summary.push(format!(
+            "{percent}%: v2 served {share:.2}% of {} keys, {} mismatches, {:.0} req/s",
+            keys.len(),
+            mismatches.len(),
+            keys.len() as f64 / elapsed.as_secs_f64()
+        ));
+        assert!(
+            mismatches.is_empty(),
+            "{} keys served differently than predicted at {percent}%, first: {:?}",
+            mismatches.len(),
+            &mismatches[..mismatches.len().min(10)]
+        );
+        assert!(
+            (share - f64::from(percent)).abs() <= 1.5,
+            "v2 share {share:.2}% at weight {percent}%"
+        );
+    }
+    eprintln!("{}", summary.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 3: new clients get a cookie.
+
+#[test]
+fn new_clients_get_set_cookie_and_keep_their_version() {
+    let _serial = serial();
+    let config_json = config(50);
+    let predictor = Predictor::new(&config_json);
+    let stack = stack(&config_json);
+    let mut client = connect(&stack.envoy);
+    let mut versions = BTreeMap::new();
+    for n in 0..40 {
+        let first = send(&mut client, &app("/"));
+        let set_cookies = first.header_all("set-cookie");
+        assert_eq!(
+            set_cookies.len(),
+            1,
+            "one Set-Cookie for a new client: {:?}",
+            first.headers
+        );
+        let cookie = SetCookie::parse(set_cookies[0]).expect("a parsable Set-Cookie");
+        assert_eq!(cookie.name, "sc-id");
+        assert!(
+            cookie.value.len() >= 16 && cookie.value.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "client id {:?}",
+            cookie.value
+        );
+        assert_eq!(cookie.attribute("path"), Some(Some("/")));
+        assert_eq!(cookie.attribute("max-age"), Some(Some("2592000")));
+        assert_eq!(cookie.attribute("httponly"), Some(None));
+        assert_eq!(cookie.attribute("samesite"), Some(Some("Lax")));
+        assert_eq!(cookie.attribute("secure"), None, "secure is false in the config");
+        assert_eq!(cookie.attribute("domain"), None);
+        let version = served(&first);
+        assert_eq!(
+            version,
+            predictor.version(APP_HOST, &cookie.value),
+            "the new id's bucket decides"
+        );
+        assert_eq!(
+            first.header_str("x-canary-served"),
+            version,
+            "response header names the version"
+        );
+        let mut jar = CookieJar::default();
+        jar.store(&first);
+        for _ in 0..10 {
+            let again = send(&mut client, &jar.apply(app("/")));
+            assert_eq!(served(&again), version, "client {n} with {:?} moved", jar.cookies);
+            assert!(
+                again.header("set-cookie").is_none(),
+                "no new cookie for a returning client"
+            );
+        }
+        *versions.entry(version).or_insert(0) += 1;
+    }
+    assert_eq!(
+        versions.len(),
+        2,
+        "40 new clients at 50% all on one version: {versions:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 4: key chain order.
+
+#[test]
+fn key_chain_cookie_then_header_then_fallback() {
+    let _serial = serial();
+    let config_json = config(50);
+    let predictor = Predictor::new(&config_json);
+    let stack = stack(&config_json);
+    let mut client = connect(&stack.envoy);
+    let header_keys_v2 = predictor.keys_on(APP_HOST, "hdr", "v2", 5);
+    let header_keys_v1 = predictor.keys_on(APP_HOST, "hdr", "v1", 5);
+    let cookie_keys_v1 = predictor.keys_on(APP_HOST, "ck", "v1", 5);
+    let cookie_keys_v2 = predictor.keys_on(APP_HOST, "ck", "v2", 5);
+    for i in 0..5 {
+        // Header only: the header decides, and no client id is issued.
+        let reply = send(&mut client, &app("/").header("x-user-id", &header_keys_v2[i]));
+        assert_eq!(served(&reply), "v2", "header key {}", header_keys_v2[i]);
+        assert!(
+            reply.header("set-cookie").is_none(),
+            "a header key needs no new client id"
+        );
+        // Both: the cookie comes first in the chain.
+        let both = app("/")
+            .header("Cookie", format!("session={}", cookie_keys_v1[i]))
+            .header("x-user-id", &header_keys_v2[i]);
+        assert_eq!(
+            served(&send(&mut client, &both)),
+            "v1",
+            "cookie {} before header",
+            cookie_keys_v1[i]
+        );
+        let both = app("/")
+            .header("Cookie", format!("other=x; session={}", cookie_keys_v2[i]))
+            .header("x-user-id", &header_keys_v1[i]);
+        assert_eq!(
+            served(&send(&mut client, &both)),
+            "v2",
+            "cookie {} before header",
+            cookie_keys_v2[i]
+        );
+    }
+    // Neither, on the route whose chain ends with a client id: one is issued.
+    let reply = send(&mut client, &app("/").header("Cookie", "unrelated=1"));
+    assert!(reply.header("set-cookie").is_some(), "fallback issues a client id");
+    // Neither, on the route without a client id: stable, every time, no cookie.
+    for _ in 0..30 {
+        let reply = send(&mut client, &Request::get("/").host(PLAIN_HOST));
+        assert_eq!(served(&reply), "v1", "no key falls back to stable");
+        assert!(reply.header("set-cookie").is_none());
+    }
+    // And that route's header key works.
+    let plain_v2 = predictor.keys_on(PLAIN_HOST, "plain", "v2", 1);
+    let reply = send(
+        &mut client,
+        &Request::get("/").host(PLAIN_HOST).header("x-user-id", &plain_v2[0]),
+    );
+    assert_eq!(served(&reply), "v2");
+}
+
+// ---------------------------------------------------------------------------
+// Unusual but legal requests: the key is still found.
+
+#[test]
+fn huge_and_odd_cookies_still_find_the_key() {
+    let _serial = serial();
+    let config_json = config(50);
+    let predictor = Predictor::new(&config_json);
+    let stack = stack(&config_json);
+    let mut client = connect(&stack.envoy);
+    for key in predictor
+        .keys_on(APP_HOST, "odd", "v2", 3)
+        .iter()
+        .chain(&predictor.keys_on(APP_HOST, "odd", "v1", 3))
+    {
+        let expected = predictor.version(APP_HOST, key);
+        // 30 KB of other cookies before ours (Envoy's default header limit is 60 KiB).
+        let filler: Vec<String> = (0..1000).map(|i| format!("filler{i}=xxxxxxxxxxxxxxxxxxxx")).collect();
+        let huge = app("/").header("Cookie", format!("{}; session={key}", filler.join("; ")));
+        assert_eq!(
+            served(&send(&mut client, &huge)),
+            expected,
+            "huge cookie header, key {key}"
+        );
+        // Non-UTF-8 bytes in another cookie, odd spacing around ours.
+        let cookie_line = [b"x=\xff\xfe;  session=".as_slice(), key.as_bytes(), b" ;y=2"].concat();
+        let odd = app("/").raw_header(b"COOKIE", &cookie_line);
+        assert_eq!(
+            served(&send(&mut client, &odd)),
+            expected,
+            "non-UTF-8 neighbour cookie, key {key}"
+        );
+    }
+    // Cookie names are case-sensitive: `Session` is not our cookie, so a client id is issued.
+    let reply = send(&mut client, &app("/").header("Cookie", "Session=someone"));
+    assert!(
+        reply.header("set-cookie").is_some(),
+        "`Session` was taken for `session`"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 5: spoofed routing headers and the override.
+
+#[test]
+fn spoofed_routing_header_never_changes_the_version() {
+    let _serial = serial();
+    let config_json = config(50);
+    let predictor = Predictor::new(&config_json);
+    let stack = stack(&config_json);
+    let mut client = connect(&stack.envoy);
+    let stable_user = &predictor.keys_on(APP_HOST, "spoof", "v1", 1)[0];
+    let spoofs: Vec<Request> = vec![
+        with_session(stable_user).header(ROUTING_HEADER, "v2"),
+        with_session(stable_user).header("X-Canary-Version", "v2"),
+        with_session(stable_user)
+            .header("X-CANARY-VERSION", "v2")
+            .header(ROUTING_HEADER, "v2"),
+        with_session(stable_user)
+            .header(ROUTING_HEADER, "v2")
+            .header(ROUTING_HEADER, "v1")
+            .header(ROUTING_HEADER, "v2"),
+        with_session(stable_user).raw_header(b"x-Canary-version", b"v2\xff\xfe"),
+        with_session(stable_user).header(ROUTING_HEADER, "v2, v2"),
+        with_session(stable_user).header(ROUTING_HEADER, ""),
+    ];
+    for request in &spoofs {
+        let reply = send(&mut client, request);
+        let wire = String::from_utf8_lossy(&request.to_bytes()).into_owned();
+        assert_eq!(served(&reply), "v1", "spoofed request moved the user:\n{wire}");
+        assert_eq!(
+            seen_headers(&reply.body, ROUTING_HEADER),
+            vec![b"v1".to_vec()],
+            "the upstream must see exactly the filter's routing header for:\n{wire}"
+        );
+    }
+    // A new client spoofing gets its own id's version, not the spoofed one.
+    for _ in 0..20 {
+        let reply = send(
+            &mut client,
+            &app("/").header(ROUTING_HEADER, "v2").header("X-Canary-Version", "v2"),
+        );
+        let cookie = SetCookie::parse(reply.header("set-cookie").expect("a new id")).expect("Set-Cookie");
+        assert_eq!(served(&reply), predictor.version(APP_HOST, &cookie.value));
+        assert_eq!(seen_headers(&reply.body, ROUTING_HEADER).len(), 1);
+    }
+}
+
+#[test]
+fn override_header_works_only_for_allowed_versions() {
+    let _serial = serial();
+    let config_json = config(50);
+    let predictor = Predictor::new(&config_json);
+    let stack = stack(&config_json);
+    let mut client = connect(&stack.envoy);
+    let stable_user = &predictor.keys_on(APP_HOST, "ovr", "v1", 1)[0];
+    let canary_user = &predictor.keys_on(APP_HOST, "ovr", "v2", 1)[0];
+    // v2 is allow-listed: the override wins over the key.
+    let reply = send(&mut client, &with_session(stable_user).header("x-canary-force", "v2"));
+    assert_eq!(served(&reply), "v2", "allowed override");
+    assert!(
+        seen_headers(&reply.body, "x-canary-force").is_empty(),
+        "override header is not forwarded"
+    );
+    let reply = send(&mut client, &with_session(stable_user).header("X-Canary-Force", "v2"));
+    assert_eq!(served(&reply), "v2", "header names are case-insensitive");
+    // v1 is not allow-listed: ignored, the key decides.
+    let reply = send(&mut client, &with_session(canary_user).header("x-canary-force", "v1"));
+    assert_eq!(
+        served(&reply),
+        "v2",
+        "override to a version not on the allow list is ignored"
+    );
+    // Versions that are not allow-listed, or unknown, are ignored.
+    for value in ["v1", "v3", "", "../v2", "v2v2"] {
+        let reply = send(&mut client, &with_session(canary_user).header("x-canary-force", value));
+        assert_eq!(served(&reply), "v2", "override value {value:?} on a canary user");
+        let reply = send(&mut client, &with_session(stable_user).header("x-canary-force", value));
+        assert_eq!(served(&reply), "v1", "override value {value:?} on a stable user");
+    }
+    // The override works without any key too.
+    let reply = send(&mut client, &app("/").header("x-canary-force", "v2"));
+    assert_eq!(served(&reply), "v2");
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 6: hosts no route serves.
+
+#[test]
+fn unmatched_host_is_untouched_apart_from_routing_header_removal() {
+    let _serial = serial();
+    let stack = stack(&config(100));
+    let mut client = connect(&stack.envoy);
+    let request = Request::get("/some/path?q=1")
+        .host(OTHER_HOST)
+        .header(ROUTING_HEADER, "v2")
+        .header("X-Canary-Version", "v2")
+        .header("Cookie", "session=someone; sc-id=abc")
+        .header("x-user-id", "u-1")
+        .header("x-canary-force", "v2")
+        .header("x-custom", "keep-me");
+    for _ in 0..5 {
+        let reply = send(&mut client, &request);
+        assert_eq!(
+            served(&reply),
+            "v1",
+            "no routing header left: the route table sends it to stable"
+        );
+        assert!(
+            seen_headers(&reply.body, ROUTING_HEADER).is_empty(),
+            "spoofed routing header reached the upstream"
+        );
+        assert_eq!(
+            seen_headers(&reply.body, "cookie"),
+            vec![b"session=someone; sc-id=abc".to_vec()]
+        );
+        assert_eq!(seen_headers(&reply.body, "x-user-id"), vec![b"u-1".to_vec()]);
+        assert_eq!(seen_headers(&reply.body, "x-custom"), vec![b"keep-me".to_vec()]);
+        assert_eq!(seen_headers(&reply.body, "x-canary-force"), vec![b"v2".to_vec()]);
+        assert!(
+            reply.body_text().contains("request: GET /some/path?q=1 HTTP/1.1"),
+            "{}",
+            reply.body_text()
+        );
+        assert!(
+            reply.header("set-cookie").is_none(),
+            "no client id on an unmatched host"
+        );
+        assert!(
+            reply.header("x-canary-served").is_none(),
+            "no version header on an unmatched host"
+        );
+    }
+    // The same request on the app host does go to the canary (100%).
+    let reply = send(
+        &mut client,
+        &Request::get("/").host(APP_HOST).header("Cookie", "session=someone"),
+    );
+    assert_eq!(served(&reply), "v2");
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 7: ramp without restart, under load.
+
+/// One request of the ramp load.
+#[derive(Debug)]
+struct Observation {
+    user: usize,
+    started: Instant,
+    /// Index of the config in force when the request started, or `TRANSITION`.
+    phase: usize,
+    version: String,
+}
+
+#[test]
+fn ramp_10_50_100_under_load_keeps_canary_users() {
+    let _serial = serial();
+    const USERS: usize = 300;
+    const RATE: u32 = 250;
+    const PHASE: Duration = Duration::from_secs(3);
+    let percents = [10u32, 50, 100];
+    let predictors: Vec<Predictor> = percents.iter().map(|p| Predictor::new(&config(*p))).collect();
+    let expected: Vec<Vec<String>> = predictors
+        .iter()
+        .map(|p| {
+            (0..USERS)
+                .map(|u| p.version(APP_HOST, &format!("ramp-user-{u}")))
+                .collect()
+        })
+        .collect();
+    let mut stack = stack(&config(percents[0]));
+
+    /// Index of the config in force, or `TRANSITION` while an update is being applied.
+    const TRANSITION: usize = usize::MAX;
+    let phase = Arc::new(AtomicUsize::new(0));
+    let log: Arc<Mutex<Vec<Observation>>> = Arc::new(Mutex::new(Vec::with_capacity(4000)));
+    let job_phase = Arc::clone(&phase);
+    let job_log = Arc::clone(&log);
+    let job = Arc::new(move |sequence: u64, client: &mut Client| -> Result<(), String> {
+        let user = (sequence as usize) % USERS;
+        let phase_at_start = job_phase.load(Ordering::SeqCst);
+        let started = Instant::now();
+        let reply = client
+            .send(&with_session(&format!("ramp-user-{user}")))
+            .map_err(|e| format!("user {user}: {e}"))?;
+        if reply.status != 200 {
+            return Err(format!("user {user}: status {} {}", reply.status, reply.body_text()));
+        }
+        job_log.lock().map_err(|_| "poisoned")?.push(Observation {
+            user,
+            started,
+            phase: phase_at_start,
+            version: served(&reply),
+        });
+        Ok(())
+    });
+    let load = must(Load::start(stack.envoy.listener(), 10, RATE, job), "start the load");
+    std::thread::sleep(PHASE);
+    let mut update_times = Vec::new();
+    for (index, percent) in percents.iter().enumerate().skip(1) {
+        phase.store(TRANSITION, Ordering::SeqCst);
+        let pushed = Instant::now();
+        let outcome = must(
+            stack.envoy.update_filter_config(&config(*percent)),
+            "push the ramp step",
+        );
+        assert_eq!(outcome, UpdateOutcome::Accepted, "ramp to {percent}%");
+        update_times.push(pushed.elapsed());
+        phase.store(index, Ordering::SeqCst);
+        std::thread::sleep(PHASE);
+    }
+    let report = load.stop();
+    let log = log.lock().unwrap();
+    eprintln!(
+        "ramp: {} requests at {:.0} req/s, {} failed; updates applied in {:?}",
+        report.sent,
+        report.rate(),
+        report.failed,
+        update_times
+    );
+    assert_eq!(
+        report.failed, 0,
+        "failed requests during the ramp: {:#?}",
+        report.failures
+    );
+    assert!(
+        report.rate() >= 200.0,
+        "load too low to count: {:.0} req/s",
+        report.rate()
+    );
+
+    // Every request outside an update window got exactly the predicted version.
+    let wrong: Vec<_> = log
+        .iter()
+        .filter(|o| o.phase != TRANSITION && expected[o.phase][o.user] != o.version)
+        .take(10)
+        .collect();
+    assert!(wrong.is_empty(), "versions differing from the prediction: {wrong:?}");
+
+    // Nobody who was on the canary ever went back.
+    let mut by_user: Vec<Vec<(Instant, &str)>> = vec![Vec::new(); USERS];
+    for o in log.iter() {
+        by_user[o.user].push((o.started, o.version.as_str()));
+    }
+    let mut went_back = Vec::new();
+    for (user, seen) in by_user.iter_mut().enumerate() {
+        seen.sort_by_key(|(t, _)| *t);
+        if let Some(first_canary) = seen.iter().position(|(_, v)| *v == "v2") {
+            if seen[first_canary..].iter().any(|(_, v)| *v != "v2") {
+                went_back.push((user, seen.iter().map(|(_, v)| *v).collect::<Vec<_>>()));
+            }
+        }
+    }
+    assert!(went_back.is_empty(), "canary users moved back to stable: {went_back:?}");
+    // The canary population only grows: 10% users are inside the 50% ones.
+    let canary_at = |phase: usize| -> usize { expected[phase].iter().filter(|v| *v == "v2").count() };
+    eprintln!(
+        "canary users: {} -> {} -> {} of {USERS}",
+        canary_at(0),
+        canary_at(1),
+        canary_at(2)
+    );
+    assert_eq!(canary_at(2), USERS);
+    let last_phase_stable = log.iter().filter(|o| o.phase == 2 && o.version != "v2").count();
+    assert_eq!(last_phase_stable, 0, "requests on stable after the 100% step");
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 8: a bad update is rejected, the old config stays.
+
+#[test]
+fn bad_update_is_rejected_and_old_config_kept() {
+    let _serial = serial();
+    let good = config(10);
+    let predictor = Predictor::new(&good);
+    let mut stack = stack(&good);
+    let keys: Vec<String> = (0..300).map(|i| format!("bad-update-{i}")).collect();
+    let mut client = connect(&stack.envoy);
+    let check_old_config_serves = |client: &mut Client, when: &str| {
+        for key in &keys {
+            let reply = send(client, &with_session(key));
+            assert_eq!(served(&reply), predictor.version(APP_HOST, key), "{when}: key {key}");
+        }
+    };
+    check_old_config_serves(&mut client, "before the bad update");
+    let bad_updates = [
+        (
+            good.replace(r#""weight": 90"#, r#""weight": 120"#),
+            "routes[0].versions[0].weight",
+        ),
+        (
+            good.replace(r#""no_key": "stable","#, r#""no_key": "stable", "colour": "red","#),
+            "routes[0].colour",
+        ),
+        (
+            good.replace(r#""salt": "e2e-salt-2","#, r#""salt": "e2e-salt-2", "key_chain": 5,"#),
+            "routes[1].key_chain",
+        ),
+        ("{\"routes\": [".to_owned(), "invalid JSON at byte"),
+    ];
+    for (bad, field) in &bad_updates {
+        let outcome = must(stack.envoy.update_filter_config(bad), "push a bad config");
+        let UpdateOutcome::Rejected { log } = outcome else {
+            panic!("Envoy accepted a bad config:\n{bad}");
+        };
+        assert!(log.contains(field), "Envoy's log does not name {field:?}:\n{log}");
+        let filter_lines: Vec<&str> = log.lines().filter(|l| l.contains("wasm log")).collect();
+        eprintln!("rejected ({field}):\n{}", filter_lines.join("\n"));
+        check_old_config_serves(&mut client, "after a rejected update");
+    }
+    // Both the filter and Envoy count the rejections.
+    let prometheus = must(stack.envoy.prometheus(), "scrape /stats/prometheus");
+    let rejections = bad_updates.len();
+    assert!(
+        prometheus.contains(&format!("\nsticky_canary_config_rejections_total{{}} {rejections}\n")),
+        "sticky_canary_config_rejections_total is not {rejections}:\n{}",
+        prometheus
+            .lines()
+            .filter(|l| l.contains("reject"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let envoy_rejections = must(
+        stack
+            .envoy
+            .stat("extension_config_discovery.http_filter.sticky-canary.update_rejected"),
+        "read /stats",
+    );
+    assert_eq!(envoy_rejections, Some(rejections as u64));
+    // A good update still goes through afterwards.
+    let outcome = must(stack.envoy.update_filter_config(&config(100)), "push a good config");
+    assert_eq!(outcome, UpdateOutcome::Accepted);
+    assert_eq!(served(&send(&mut client, &with_session(&keys[0]))), "v2");
+    assert_eq!(client.connections_opened, 1, "updates kept the keep-alive connection");
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 9: replicas agree.
+
+#[test]
+fn two_envoy_replicas_agree_on_every_key() {
+    let _serial = serial();
+    let config_json = config(30);
+    let a = stack_with(&config_json, 1);
+    let b = stack_with(&config_json, 2);
+    let keys: Vec<String> = (0..3000).map(|i| format!("replica-key-{i}")).collect();
+    let on_a = serve_keys(&a.envoy, &keys, 2);
+    let on_b = serve_keys(&b.envoy, &keys, 2);
+    let differ: Vec<_> = keys.iter().filter(|k| on_a.get(*k) != on_b.get(*k)).take(10).collect();
+    assert!(differ.is_empty(), "replicas disagree on {differ:?}");
+    // A client id issued by one replica keeps its version on the other.
+    let mut client_a = connect(&a.envoy);
+    let mut client_b = connect(&b.envoy);
+    for _ in 0..100 {
+        let first = send(&mut client_a, &app("/"));
+        let mut jar = CookieJar::default();
+        jar.store(&first);
+        let other = send(&mut client_b, &jar.apply(app("/")));
+        assert_eq!(
+            served(&first),
+            served(&other),
+            "cookie {:?} moved between replicas",
+            jar.cookies
+        );
+        assert!(other.header("set-cookie").is_none());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 10: metrics.
+
+/// `sticky_canary_assignments_total{route="R",version="V",source="S"} N` lines -> ((R, V, S), N).
+fn assignment_counters(prometheus: &str) -> BTreeMap<(String, String, String), u64> {
+    let mut out = BTreeMap::new();
+    for line in prometheus.lines() {
+        let Some(rest) = line.strip_prefix("sticky_canary_assignments_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| -> String {
+            labels
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or("")
+                .to_owned()
+        };
+        let key = (label("route"), label("version"), label("source"));
+        out.insert(key, value.trim().parse().unwrap_or(u64::MAX));
+    }
+    out
+}
+
+#[test]
+fn metrics_count_every_request_with_a_version_label() {
+    let _serial = serial();
+    let config_json = config(50);
+    let predictor = Predictor::new(&config_json);
+    let stack = stack(&config_json);
+    let mut client = connect(&stack.envoy);
+    let mut sent: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut count = |route: &str, version: String, source: &str| {
+        *sent.entry((route.to_owned(), version, source.to_owned())).or_insert(0) += 1;
+    };
+    for i in 0..300 {
+        let key = format!("metrics-cookie-{i}");
+        let reply = send(&mut client, &with_session(&key));
+        assert_eq!(served(&reply), predictor.version(APP_HOST, &key));
+        count("my-app", served(&reply), "cookie");
+    }
+    for i in 0..50 {
+        let reply = send(
+            &mut client,
+            &app("/").header("x-user-id", format!("metrics-header-{i}")),
+        );
+        count("my-app", served(&reply), "header");
+    }
+    for i in 0..40 {
+        let reply = send(
+            &mut client,
+            &with_session(&format!("metrics-override-{i}")).header("x-canary-force", "v2"),
+        );
+        assert_eq!(served(&reply), "v2");
+        count("my-app", served(&reply), "override");
+    }
+    for _ in 0..30 {
+        let reply = send(&mut client, &app("/"));
+        count("my-app", served(&reply), "new_id");
+    }
+    for _ in 0..20 {
+        let reply = send(&mut client, &Request::get("/").host(PLAIN_HOST));
+        count("plain", served(&reply), "none");
+    }
+    for _ in 0..25 {
+        send(&mut client, &Request::get("/").host(OTHER_HOST));
+    }
+    let prometheus = must(stack.envoy.prometheus(), "scrape /stats/prometheus");
+    let counters = assignment_counters(&prometheus);
+    for line in prometheus.lines().filter(|l| l.starts_with("sticky_canary_")) {
+        eprintln!("{line}");
+    }
+    let nonzero: BTreeMap<_, _> = counters
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| (k.clone(), *n))
+        .collect();
+    assert_eq!(
+        nonzero,
+        sent,
+        "per route/version/source counters differ from the requests sent; scraped:\n{}",
+        prometheus
+            .lines()
+            .filter(|l| l.contains("sticky_canary"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Per version, the counters equal what each backend served (unmatched hosts are not counted).
+    let total_for = |version: &str| -> u64 {
+        nonzero
+            .iter()
+            .filter(|((_, v, _), _)| v == version)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    assert_eq!(total_for("v2"), stack.v2.requests());
+    assert_eq!(total_for("v1") + 25, stack.v1.requests());
+    assert!(prometheus.contains("sticky_canary_assignments_total{route=\"my-app\",version=\"v2\",source=\"cookie\"}"));
+}
