@@ -83,6 +83,10 @@ pub enum WasmCode {
     Embedded,
     /// A module on disk.
     File(PathBuf),
+    /// A complete `envoy.extensions.filters.http.wasm.v3.Wasm` typed_config (JSON) used as it
+    /// is, code and configuration included: what `render` puts into an EnvoyFilter, so a test
+    /// loads exactly what the cluster gets. `FilterSpec::configuration` is not used.
+    TypedConfig(String),
 }
 
 /// The sticky-canary filter: its code and its config JSON (the WasmPlugin `pluginConfig`).
@@ -265,7 +269,24 @@ fn route_entries(routes: &RouteTable) -> Json {
 
 /// The ECDS resource file: a DiscoveryResponse holding the wasm filter config.
 pub(crate) fn ecds_document(filter: &FilterSpec, wasm_path: &Path) -> String {
-    let wasm = typed(
+    let wasm = if let WasmCode::TypedConfig(raw) = &filter.code {
+        Json::Raw(raw.clone())
+    } else {
+        built_typed_config(filter, wasm_path)
+    };
+    let resource = typed(
+        "envoy.config.core.v3.TypedExtensionConfig",
+        vec![
+            ("name".to_owned(), string(FILTER_NAME)),
+            ("typed_config".to_owned(), wasm),
+        ],
+    );
+    object([("resources", Json::Array(vec![resource]))]).to_string()
+}
+
+/// The Wasm filter's typed_config for our module and config JSON.
+fn built_typed_config(filter: &FilterSpec, wasm_path: &Path) -> Json {
+    typed(
         "envoy.extensions.filters.http.wasm.v3.Wasm",
         vec![(
             "config".to_owned(),
@@ -293,15 +314,7 @@ pub(crate) fn ecds_document(filter: &FilterSpec, wasm_path: &Path) -> String {
                 ("failure_policy", string(filter.failure_policy.as_envoy())),
             ]),
         )],
-    );
-    let resource = typed(
-        "envoy.config.core.v3.TypedExtensionConfig",
-        vec![
-            ("name".to_owned(), string(FILTER_NAME)),
-            ("typed_config".to_owned(), wasm),
-        ],
-    );
-    object([("resources", Json::Array(vec![resource]))]).to_string()
+    )
 }
 
 /// The bootstrap document (JSON, which Envoy reads as YAML).

@@ -147,6 +147,7 @@ impl Envoy {
                     layout.wasm_path.clone()
                 }
                 WasmCode::File(path) => path.clone(),
+                WasmCode::TypedConfig(_) => layout.wasm_path.clone(),
             };
             write_atomically(&layout.ecds_path, ecds_document(filter, &wasm_path).as_bytes())?;
         }
@@ -313,7 +314,7 @@ impl Envoy {
         })?;
         filter.configuration = configuration.to_owned();
         let wasm_path = match &filter.code {
-            WasmCode::Embedded => self.layout.wasm_path.clone(),
+            WasmCode::Embedded | WasmCode::TypedConfig(_) => self.layout.wasm_path.clone(),
             WasmCode::File(path) => path.clone(),
         };
         let stats = self.stats()?;

@@ -9,6 +9,8 @@ pub enum Json {
     String(String),
     Array(Vec<Json>),
     Object(Vec<(String, Json)>),
+    /// Already-serialised JSON, printed as it is.
+    Raw(String),
 }
 
 /// `Json::Object` from `(key, value)` pairs, in order.
@@ -40,6 +42,7 @@ impl fmt::Display for Json {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Json::Number(n) => write!(f, "{n}"),
+            Json::Raw(text) => f.write_str(text),
             Json::String(s) => write_string(f, s),
             Json::Array(items) => {
                 f.write_char('[')?;
