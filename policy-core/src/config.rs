@@ -404,6 +404,23 @@ fn bool_field(fields: &mut Fields<'_>, name: &str, default: bool, errors: &mut E
     }
 }
 
+/// The required `name` member, a DNS label; `what` describes it in the error ("version name (...)").
+fn label_field(fields: &mut Fields<'_>, what: &str, errors: &mut Errors) -> Option<String> {
+    let path = fields.child("name");
+    let name = string_field(fields, "name", errors);
+    match name {
+        None if fields.take("name").is_none() => {
+            errors.add(&path, "is required");
+            None
+        }
+        Some(n) if !is_label(&n) => {
+            errors.add(&path, format!("{n:?} is not a valid {what}"));
+            None
+        }
+        other => other,
+    }
+}
+
 fn array_field<'a>(fields: &mut Fields<'a>, name: &str, errors: &mut Errors) -> Option<&'a [Value]> {
     let path = fields.child(name);
     match fields.take(name)? {
@@ -708,16 +725,11 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
     let before = errors.0.len();
     let mut fields = Fields::new(path, value, errors)?;
 
-    let name_path = fields.child("name");
-    let name = string_field(&mut fields, "name", errors);
-    match &name {
-        None if fields.take("name").is_none() => errors.add(&name_path, "is required"),
-        Some(n) if !is_label(n) => errors.add(
-            &name_path,
-            format!("{n:?} is not a valid name (lowercase letters, digits and '-', at most 63, as Kubernetes names)"),
-        ),
-        _ => {}
-    }
+    let name = label_field(
+        &mut fields,
+        "name (lowercase letters, digits and '-', at most 63, as Kubernetes names)",
+        errors,
+    );
 
     let hosts_path = fields.child("hosts");
     let mut hosts = Vec::new();
@@ -850,18 +862,18 @@ fn compile_versions(path: &str, items: &[Value], errors: &mut Errors) -> Vec<Ver
             continue;
         };
         let name_path = fields.child("name");
-        let name = string_field(&mut fields, "name", errors);
-        match &name {
-            None if fields.take("name").is_none() => errors.add(&name_path, "is required"),
-            Some(n) if !is_label(n) => errors.add(
-                &name_path,
-                format!("{n:?} is not a valid version name (lowercase letters, digits and '-', at most 63, as Istio subset names)"),
-            ),
-            Some(n) if seen_names.contains(n) => errors.add(&name_path, format!("{n:?} is listed twice")),
-            _ => {}
-        }
+        let mut name = label_field(
+            &mut fields,
+            "version name (lowercase letters, digits and '-', at most 63, as Istio subset names)",
+            errors,
+        );
         if let Some(n) = &name {
-            seen_names.push(n.clone());
+            if seen_names.contains(n) {
+                errors.add(&name_path, format!("{n:?} is listed twice"));
+                name = None;
+            } else {
+                seen_names.push(n.clone());
+            }
         }
         let weight_path = fields.child("weight");
         let weight = match fields.take("weight") {

@@ -15,7 +15,8 @@
 //! assert_eq!(find(header, b"Session"), None);
 //! ```
 
-fn trim(mut bytes: &[u8]) -> &[u8] {
+/// Drops HTTP optional white space (SP, HTAB) around a value.
+pub(crate) fn trim(mut bytes: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = bytes {
         bytes = rest;
     }

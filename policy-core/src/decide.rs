@@ -27,7 +27,7 @@
 
 use crate::bucket::{bucket, random_bucket};
 use crate::config::{KeySpec, NoKey, Policy, Route};
-use crate::cookie;
+use crate::cookie::{self, trim};
 
 /// What the decision needs from the request. Names are lowercase.
 pub trait Request {
@@ -152,16 +152,6 @@ impl Policy {
         }
         first(&self.any_host)
     }
-}
-
-fn trim(mut bytes: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = bytes {
-        bytes = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = bytes {
-        bytes = rest;
-    }
-    bytes
 }
 
 /// Drops the port from `ip:port` or `[v6]:port`; a bare address is kept whole.
