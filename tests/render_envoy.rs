@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use policy_core::Policy;
+use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::{
     Backend, Client, Envoy, EnvoyConfig, FilterSpec, HeaderRoute, Request, RouteTable, WasmCode,
 };
@@ -21,6 +22,7 @@ fn route_table(app: &App) -> RouteTable {
         .map(|r| HeaderRoute {
             header: r.header,
             value: r.value,
+            also: r.also,
             cluster: r.subset,
         })
         .collect();
@@ -88,6 +90,22 @@ fn run_form(form: PluginForm) {
         "{form:?}: one version got everything: {served:?}"
     );
 
+    // The filter sets the routing token, replacing whatever the client sent.
+    let (token_header, token) = app.routing_token.clone();
+    let reply = client
+        .send(
+            &Request::get("/")
+                .host(&host)
+                .header(&token_header, "forged")
+                .header(&token_header, "twice"),
+        )
+        .unwrap();
+    assert_eq!(
+        seen_headers(&reply.body, &token_header),
+        vec![token.into_bytes()],
+        "{form:?}"
+    );
+
     // A host the filter has no route for: the spoofed header is removed, so the VirtualService's
     // default route serves it from stable.
     let reply = client
@@ -114,4 +132,38 @@ fn the_rendered_envoyfilter_by_url_runs_in_envoy_and_routes_by_the_virtualservic
 #[test]
 fn the_rendered_inline_envoyfilter_runs_in_envoy_and_routes_by_the_virtualservice() {
     run_form(PluginForm::EnvoyFilterInline);
+}
+
+/// FAIL_OPEN's worst case: the filter is not in the chain at all. The VirtualService's canary
+/// route requires the routing token, which clients do not know, so a spoofed routing header
+/// still lands on stable.
+#[test]
+fn a_spoofed_routing_header_lands_on_stable_while_the_filter_is_skipped() {
+    let app = load_example();
+    let backends: Vec<Backend> = app.versions.iter().map(|v| Backend::start(&v.name).unwrap()).collect();
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let mut config = EnvoyConfig::by_header(&app.routing_header, &refs);
+    config.routes = route_table(&app);
+    let envoy = Envoy::start(&config).unwrap();
+    let mut client = Client::connect(envoy.listener()).unwrap();
+    let (token_header, token) = app.routing_token.clone();
+    let send = |client: &mut Client, token_value: Option<&str>| {
+        let mut request = Request::get("/").host(&app.hosts[0]).header(&app.routing_header, "v2");
+        if let Some(value) = token_value {
+            request = request.header(&token_header, value);
+        }
+        client.send(&request).unwrap().header_str("x-served-version")
+    };
+    assert_eq!(
+        send(&mut client, None),
+        "v1",
+        "the routing header alone reached the canary"
+    );
+    assert_eq!(
+        send(&mut client, Some("guessed-token-value")),
+        "v1",
+        "a wrong token reached the canary"
+    );
+    // The route does lead to the canary with the real token: what the filter sets.
+    assert_eq!(send(&mut client, Some(&token)), "v2");
 }

@@ -3,7 +3,7 @@
 //! The config (policy-core JSON) is validated once in `on_configure`; an
 //! invalid one is logged field by field and refused, so Envoy keeps the last
 //! good one. Per request the filter finds the route, lets policy-core decide,
-//! replaces the routing header (removing any the client sent), strips the
+//! replaces the routing header and the routing token (removing any the client sent), strips the
 //! override headers, counts the decision, and sends Set-Cookie to new clients.
 //! A request on no route only has client-sent routing headers removed.
 
@@ -191,6 +191,11 @@ impl Stream {
         };
         if host::replace_header(Headers::Request, route.routing_header(), version.name().as_bytes()).is_err() {
             host::log(Level::Error, "sticky-canary: could not set the routing header");
+        }
+        if let Some(token) = route.routing_token() {
+            if host::replace_header(Headers::Request, &token.header, token.value.as_bytes()).is_err() {
+                host::log(Level::Error, "sticky-canary: could not set the routing token header");
+            }
         }
         for name in view.headers_to_strip() {
             let _ = host::remove_header(Headers::Request, name);

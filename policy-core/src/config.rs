@@ -156,6 +156,19 @@ pub struct OverrideSecret {
     pub value: Vec<u8>,
 }
 
+/// A second header the filter sets on every routed request, holding a value clients do not
+/// know. The generated VirtualService's canary routes require it, so a client that sends the
+/// routing header itself (possible only while the filter is skipped, e.g. under FAIL_OPEN)
+/// still lands on stable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingToken {
+    pub header: String,
+    pub value: String,
+}
+
+/// The routing token header used when the config does not name one.
+pub const DEFAULT_TOKEN_HEADER: &str = "x-canary-token";
+
 /// A version of the app and its share of the traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
@@ -192,6 +205,7 @@ pub struct Route {
     pub(crate) key_chain: Vec<KeySpec>,
     pub(crate) no_key: NoKey,
     pub(crate) override_: Option<Override>,
+    pub(crate) routing_token: Option<RoutingToken>,
     /// End of the canary bucket ranges: buckets at or above it are stable.
     pub(crate) canary_end: u16,
 }
@@ -225,6 +239,10 @@ impl Route {
     }
     pub fn override_rule(&self) -> Option<&Override> {
         self.override_.as_ref()
+    }
+    /// The token header and value set beside the routing header, if configured.
+    pub fn routing_token(&self) -> Option<&RoutingToken> {
+        self.routing_token.as_ref()
     }
     /// Index of the version with this name.
     pub fn version_index(&self, name: &str) -> Option<usize> {
@@ -305,7 +323,9 @@ impl Policy {
         self.response_header.as_deref()
     }
 
-    /// Every distinct routing header name, so a request on no route can have them removed.
+    /// Every distinct routing header name, so a request on no route has them removed. (Routing
+    /// token headers are not: a token sent to a host whose routes do not use it gains nothing, and
+    /// leaving them alone lets several apps' filters on one gateway share the default token header.)
     pub fn routing_headers(&self) -> &[String] {
         &self.routing_headers
     }
@@ -822,11 +842,21 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
         }
     };
 
+    let token_path = fields.child("routing_token");
+    let routing_token = fields
+        .take("routing_token")
+        .and_then(|v| compile_routing_token(&token_path, v, routing_header.as_deref(), errors));
     let override_path = fields.child("override");
     let override_ = fields
         .take("override")
         .and_then(|v| compile_override(&override_path, v, &versions, routing_header.as_deref(), errors));
     fields.finish(errors);
+    if let (Some(token), Some(rule)) = (&routing_token, &override_) {
+        let secret = rule.secret.as_ref().map(|s| s.header.as_str());
+        if token.header == rule.header || Some(token.header.as_str()) == secret {
+            errors.add(&format!("{token_path}.header"), "must differ from the override headers");
+        }
+    }
 
     if errors.0.len() != before {
         return None;
@@ -842,6 +872,7 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
         key_chain,
         no_key,
         override_,
+        routing_token,
         canary_end,
     })
 }
@@ -1166,5 +1197,42 @@ fn compile_override(
         header: header?,
         allow,
         secret,
+    })
+}
+
+fn compile_routing_token(
+    path: &str,
+    value: &Value,
+    routing_header: Option<&str>,
+    errors: &mut Errors,
+) -> Option<RoutingToken> {
+    let before = errors.0.len();
+    let mut fields = Fields::new(path, value, errors)?;
+    let header_path = fields.child("header");
+    let header = match string_field(&mut fields, "header", errors) {
+        Some(h) => header_name(&header_path, &h, errors),
+        None => Some(DEFAULT_TOKEN_HEADER.to_owned()),
+    };
+    if header.is_some() && header.as_deref() == routing_header {
+        errors.add(&header_path, "must differ from the routing header");
+    }
+    let value_path = fields.child("value");
+    let token = string_field(&mut fields, "value", errors);
+    match &token {
+        None if fields.take("value").is_none() => errors.add(&value_path, "is required"),
+        Some(t) if t.len() < 16 => errors.add(&value_path, "is shorter than 16 characters: too easy to guess"),
+        Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => errors.add(
+            &value_path,
+            "may hold visible ASCII characters only (it is a header value matched exactly)",
+        ),
+        _ => {}
+    }
+    fields.finish(errors);
+    if errors.0.len() != before {
+        return None;
+    }
+    Some(RoutingToken {
+        header: header?,
+        value: token?,
     })
 }

@@ -20,7 +20,7 @@ pub mod json;
 pub use bucket::bucket;
 pub use config::{
     format_percent, is_label, is_token, ConfigError, ConfigErrors, KeySpec, NewClientId, NoKey, Override,
-    OverrideSecret, Policy, Route, SameSite, Version, DEFAULT_ROUTING_HEADER, MAX_COOKIE_AGE_SECONDS,
-    TOTAL_BASIS_POINTS,
+    OverrideSecret, Policy, Route, RoutingToken, SameSite, Version, DEFAULT_ROUTING_HEADER, DEFAULT_TOKEN_HEADER,
+    MAX_COOKIE_AGE_SECONDS, TOTAL_BASIS_POINTS,
 };
 pub use decide::{Decision, KeySource, Request};

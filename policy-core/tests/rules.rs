@@ -596,3 +596,37 @@ fn split_over_ten_thousand_keys_follows_the_weights() {
         assert!((share - f64::from(canary)).abs() <= 1.5, "{canary}%: {share}%");
     }
 }
+
+#[test]
+fn routing_token_is_checked() {
+    let p = policy(r#""routing_token": {"value": "0123456789abcdef-token"}"#);
+    let token = p.routes()[0].routing_token().unwrap();
+    assert_eq!(
+        (token.header.as_str(), token.value.as_str()),
+        ("x-canary-token", "0123456789abcdef-token")
+    );
+    assert_eq!(p.routing_headers(), ["x-canary-version"]);
+    let e = route_errors(r#""routing_token": {"header": "x-canary-version", "value": "short"}"#);
+    assert_has(
+        &e,
+        "routes[0].routing_token.header: must differ from the routing header",
+    );
+    assert_has(
+        &e,
+        "routes[0].routing_token.value: is shorter than 16 characters: too easy to guess",
+    );
+    let e = route_errors(r#""routing_token": {"value": "has a space in it ok"}"#);
+    assert_has(
+        &e,
+        "routes[0].routing_token.value: may hold visible ASCII characters only (it is a header value matched exactly)",
+    );
+    let e = route_errors(r#""routing_token": {}"#);
+    assert_has(&e, "routes[0].routing_token.value: is required");
+    let e = route_errors(
+        r#""routing_token": {"header": "x-canary-force", "value": "0123456789abcdef"}, "override": {"allow": ["v2"]}"#,
+    );
+    assert_has(
+        &e,
+        "routes[0].routing_token.header: must differ from the override headers",
+    );
+}

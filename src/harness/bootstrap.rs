@@ -39,6 +39,8 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
 pub struct HeaderRoute {
     pub header: String,
     pub value: String,
+    /// Further (header, exact value) pairs the route also requires, like the routing token.
+    pub also: Vec<(String, String)>,
     pub cluster: String,
 }
 
@@ -135,6 +137,7 @@ impl EnvoyConfig {
             .map(|(name, _)| HeaderRoute {
                 header: header.to_owned(),
                 value: name.clone(),
+                also: Vec::new(),
                 cluster: name.clone(),
             })
             .collect();
@@ -229,10 +232,17 @@ fn route_entries(routes: &RouteTable) -> Json {
                                 ("prefix", string("/")),
                                 (
                                     "headers",
-                                    Json::Array(vec![object([
-                                        ("name", string(m.header.as_str())),
-                                        ("string_match", object([("exact", string(m.value.as_str()))])),
-                                    ])]),
+                                    Json::Array(
+                                        std::iter::once((&m.header, &m.value))
+                                            .chain(m.also.iter().map(|(n, v)| (n, v)))
+                                            .map(|(name, value)| {
+                                                object([
+                                                    ("name", string(name.as_str())),
+                                                    ("string_match", object([("exact", string(value.as_str()))])),
+                                                ])
+                                            })
+                                            .collect(),
+                                    ),
                                 ),
                             ]),
                         ),

@@ -151,10 +151,13 @@ pub fn render_with_form(app: &App, form: PluginForm, source: &str) -> Rendered {
         "istio.yaml",
         &source,
         &format!(
-            "Requests the filter marked with {header}: VERSION go to that subset; every other request goes\n\
-             to the stable subset. There is no route on the override header on purpose: the filter checks\n\
-             the allow-list (and secret) and then writes {header} itself.",
-            header = app.routing_header
+            "Requests the filter marked with {header}: VERSION and its routing token ({token}) go to that\n\
+             subset; every other request goes to the stable subset. A client cannot reach a canary by sending\n\
+             {header} itself, even while the filter is skipped: it does not know the token, which is removed\n\
+             before the request leaves the gateway. There is no route on the override header on purpose:\n\
+             the filter checks the allow-list (and secret) and then writes {header} itself.",
+            header = app.routing_header,
+            token = app.routing_token.0
         ),
         vec![
             objects::gateway(app),
@@ -283,6 +286,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
 pub struct HeaderRoute {
     pub header: String,
     pub value: String,
+    /// Further headers the same match requires (the routing token), as (name, exact value).
+    pub also: Vec<(String, String)>,
     pub subset: String,
 }
 
@@ -315,17 +320,24 @@ pub fn virtual_service_header_routes(vs: &Yaml) -> (Vec<HeaderRoute>, Option<Str
         let matches = route.get("match").and_then(Yaml::as_sequence);
         let mut has_header = false;
         for m in matches.into_iter().flatten() {
+            // The first header of a match is the routing header; the others must match too.
+            let mut exact = Vec::new();
             if let Some(headers) = m.get("headers").and_then(Yaml::as_mapping) {
                 for (name, rule) in headers {
                     if let (Some(name), Some(value)) = (name.as_str(), rule.get("exact").and_then(Yaml::as_str)) {
-                        has_header = true;
-                        routes.push(HeaderRoute {
-                            header: name.to_owned(),
-                            value: value.to_owned(),
-                            subset: subset.clone(),
-                        });
+                        exact.push((name.to_owned(), value.to_owned()));
                     }
                 }
+            }
+            let mut exact = exact.into_iter();
+            if let Some((header, value)) = exact.next() {
+                has_header = true;
+                routes.push(HeaderRoute {
+                    header,
+                    value,
+                    also: exact.collect(),
+                    subset: subset.clone(),
+                });
             }
         }
         if !has_header && default.is_none() {

@@ -195,29 +195,39 @@ fn destination(host: &str, subset: &str, port: Option<u32>) -> Yaml {
 /// Never a route on the override header: the filter checks the allow-list and
 /// the secret, then writes the routing header; a route on the raw override
 /// header would skip both.
+/// `token`: the routing token (header, value) the gateway routes also require; it is removed
+/// from the request before it goes upstream. Mesh routes for dependent services take `None`.
 fn header_routes(
     name_prefix: &str,
     header: &str,
+    token: Option<(&str, &str)>,
     versions: &[&str],
     host: &str,
     port: Option<u32>,
     path_prefix: Option<&str>,
 ) -> Vec<Yaml> {
     let uri = path_prefix.map(|p| map! {"prefix" => p});
+    let strip_token = token.map(|(name, _)| map! {"request" => map! {"remove" => vec![Yaml::from(name)]}});
     let mut routes = Vec::new();
     for version in versions.iter().skip(1) {
         let mut m = Mapping::new();
         let mut headers = Mapping::new();
         headers.insert(header.into(), map! {"exact" => *version});
+        if let Some((name, value)) = token {
+            headers.insert(name.into(), map! {"exact" => value});
+        }
         m.insert("headers".into(), Yaml::Mapping(headers));
         if let Some(uri) = &uri {
             m.insert("uri".into(), uri.clone());
         }
-        routes.push(map! {
-            "name" => format!("{name_prefix}{version}"),
-            "match" => vec![Yaml::Mapping(m)],
-            "route" => vec![destination(host, version, port)],
-        });
+        let mut route = Mapping::new();
+        route.insert("name".into(), format!("{name_prefix}{version}").into());
+        route.insert("match".into(), Yaml::Sequence(vec![Yaml::Mapping(m)]));
+        route.insert("route".into(), Yaml::Sequence(vec![destination(host, version, port)]));
+        if let Some(strip) = &strip_token {
+            route.insert("headers".into(), strip.clone());
+        }
+        routes.push(Yaml::Mapping(route));
     }
     if let Some(stable) = versions.first() {
         let mut route = Mapping::new();
@@ -226,6 +236,9 @@ fn header_routes(
             route.insert("match".into(), Yaml::Sequence(vec![map! {"uri" => uri}]));
         }
         route.insert("route".into(), Yaml::Sequence(vec![destination(host, stable, port)]));
+        if let Some(strip) = strip_token {
+            route.insert("headers".into(), strip);
+        }
         routes.push(Yaml::Mapping(route));
     }
     routes
@@ -241,7 +254,15 @@ pub fn virtual_service(app: &App) -> Yaml {
         "spec" => map! {
             "hosts" => app.hosts.iter().map(|h| Yaml::from(h.as_str())).collect::<Vec<_>>(),
             "gateways" => vec![Yaml::from(app.gateway_name())],
-            "http" => header_routes("", &app.routing_header, &names, &host, Some(app.service_port), app.path_prefix.as_deref()),
+            "http" => header_routes(
+                "",
+                &app.routing_header,
+                Some((app.routing_token.0.as_str(), app.routing_token.1.as_str())),
+                &names,
+                &host,
+                Some(app.service_port),
+                app.path_prefix.as_deref(),
+            ),
         },
     }
 }
@@ -277,7 +298,7 @@ pub fn dependent(app: &App, dep: &Dependent) -> [Yaml; 2] {
         "spec" => map! {
             // No `gateways`: the default, `mesh`, applies it to sidecars calling the backend.
             "hosts" => vec![Yaml::from(host.as_str())],
-            "http" => header_routes(&format!("{}-", dep.service), &app.routing_header, &names, &host, dep.port, None),
+            "http" => header_routes(&format!("{}-", dep.service), &app.routing_header, None, &names, &host, dep.port, None),
         },
     };
     let dr = map! {

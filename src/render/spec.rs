@@ -113,6 +113,15 @@ struct RawRouting {
     #[serde(rename = "override")]
     override_: Option<Yaml>,
     response_header: Option<String>,
+    token: Option<RawToken>,
+}
+
+/// The routing token: a header the filter sets and the VirtualService requires (docs/security.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    header: Option<String>,
+    value: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +314,8 @@ pub struct App {
     pub memory_request: String,
     pub probes: Option<Probes>,
     pub routing_header: String,
+    /// The routing token (header, value): set by the filter, required by the canary routes.
+    pub routing_token: (String, String),
     pub plugin: Plugin,
     pub dependents: Vec<Dependent>,
     /// The filter config (policy-core's JSON, fields in their documented order), already validated.
@@ -481,6 +492,7 @@ fn spec_path(filter_path: &str) -> String {
         "name" => "app".to_owned(),
         "hosts" | "path_prefix" | "versions" => rest.to_owned(),
         "" => "routing".to_owned(),
+        "routing_token" => format!("routing.{}", rest.replacen("routing_token", "token", 1)),
         _ => format!("routing.{rest}"),
     }
 }
@@ -683,6 +695,26 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
     if let Some(rule) = &routing.override_ {
         route.insert("override".into(), rule.clone());
     }
+    let token_header = routing
+        .token
+        .as_ref()
+        .and_then(|t| t.header.clone())
+        .unwrap_or_else(|| policy_core::DEFAULT_TOKEN_HEADER.to_owned())
+        .to_ascii_lowercase();
+    // Without an explicit value, derive one from the app and its salt: stable across renders (so
+    // applying the same spec twice changes nothing), unknown to clients, who never see either.
+    let token_value = routing.token.as_ref().and_then(|t| t.value.clone()).unwrap_or_else(|| {
+        let seed = format!(
+            "sticky-canary routing token\0{}\0{}",
+            raw.app,
+            routing.salt.as_deref().unwrap_or("")
+        );
+        crate::sha256_hex(seed.as_bytes()).chars().take(32).collect()
+    });
+    route.insert(
+        "routing_token".into(),
+        map! {"header" => token_header.clone(), "value" => token_value.clone()},
+    );
     let mut config = serde_yaml_ng::Mapping::new();
     config.insert("routes".into(), Yaml::Sequence(vec![Yaml::Mapping(route)]));
     if let Some(header) = &routing.response_header {
@@ -783,6 +815,7 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         memory_request,
         probes,
         routing_header,
+        routing_token: (token_header, token_value),
         plugin: plugin?,
         dependents,
         filter_config,
