@@ -89,51 +89,31 @@ pub trait RequestHost {
     fn random(&mut self) -> Option<[u8; 16]>;
 }
 
-/// Adapts a [`RequestHost`] to policy-core and remembers which override
-/// headers the client sent, so the filter strips them before the request goes upstream.
+/// Adapts a [`RequestHost`] to policy-core.
 pub struct View<'r, H> {
     pub host: H,
     route: &'r Route,
-    override_sent: bool,
-    secret_sent: bool,
 }
 
 impl<'r, H: RequestHost> View<'r, H> {
     pub fn new(host: H, route: &'r Route) -> Self {
-        View {
-            host,
-            route,
-            override_sent: false,
-            secret_sent: false,
-        }
+        View { host, route }
     }
 
-    /// Override and secret headers seen on the request: never forwarded upstream.
+    /// The route's override and secret headers: never forwarded upstream, whether the client
+    /// sent them, and whether or not policy-core read them (it reads the secret only for an
+    /// allowed override). Removing an absent header is a no-op.
     pub fn headers_to_strip(&self) -> impl Iterator<Item = &'r str> {
         let rule = self.route.override_rule();
-        let override_header = rule.filter(|_| self.override_sent).map(|r| r.header.as_str());
-        let secret_header = rule
-            .and_then(|r| r.secret.as_ref())
-            .filter(|_| self.secret_sent)
-            .map(|s| s.header.as_str());
+        let override_header = rule.map(|r| r.header.as_str());
+        let secret_header = rule.and_then(|r| r.secret.as_ref()).map(|s| s.header.as_str());
         override_header.into_iter().chain(secret_header)
     }
 }
 
 impl<H: RequestHost> Request for View<'_, H> {
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        let value = self.host.header(name);
-        if value.is_some() {
-            if let Some(rule) = self.route.override_rule() {
-                if rule.header == name {
-                    self.override_sent = true;
-                }
-                if rule.secret.as_ref().is_some_and(|s| s.header == name) {
-                    self.secret_sent = true;
-                }
-            }
-        }
-        value
+        self.host.header(name)
     }
 
     fn client_address(&mut self) -> Option<Vec<u8>> {
@@ -219,12 +199,15 @@ mod tests {
         let mut view = View::new(&mut fake, route);
         let decision = route.decide(&mut view);
         assert_eq!(decision.source, KeySource::Cookie);
-        assert_eq!(view.headers_to_strip().count(), 0);
+        assert_eq!(
+            view.headers_to_strip().collect::<Vec<_>>(),
+            ["x-canary-force", "x-canary-secret"]
+        );
         assert_eq!(fake.reads, ["x-canary-force", "cookie"]);
     }
 
     #[test]
-    fn override_headers_are_marked_for_stripping_even_when_refused() {
+    fn override_headers_are_always_stripped_even_when_refused() {
         let policy = policy();
         let route = &policy.routes()[0];
         let mut fake = Fake {

@@ -27,18 +27,29 @@ pub(crate) fn trim(mut bytes: &[u8]) -> &[u8] {
 }
 
 /// The value of the first non-empty cookie called `name` in a Cookie header value.
+///
+/// One pass over the header: each pair's name is compared as soon as its `=` is found, and a
+/// pair with another name is skipped to the next `;` without looking at its bytes again.
 pub fn find<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    for pair in header.split(|&b| b == b';') {
-        let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-            continue;
-        };
-        let (pair_name, rest) = pair.split_at(eq);
-        if trim(pair_name) != name {
-            continue;
-        }
-        let value = trim(rest.get(1..).unwrap_or_default());
-        if !value.is_empty() {
-            return Some(value);
+    let mut rest = header;
+    while !rest.is_empty() {
+        let end = rest.iter().position(|&b| b == b';' || b == b'=').unwrap_or(rest.len());
+        let (pair_name, after) = rest.split_at(end);
+        match after.first() {
+            Some(b'=') => {
+                let value_part = after.get(1..).unwrap_or_default();
+                let value_end = value_part.iter().position(|&b| b == b';').unwrap_or(value_part.len());
+                let (value, next) = value_part.split_at(value_end);
+                if trim(pair_name) == name {
+                    let value = trim(value);
+                    if !value.is_empty() {
+                        return Some(value);
+                    }
+                }
+                rest = next.get(1..).unwrap_or_default();
+            }
+            // A pair without '=' (or the end): skip it.
+            _ => rest = after.get(1..).unwrap_or_default(),
         }
     }
     None
