@@ -31,6 +31,8 @@ enum Call {
     Increment(u32),
     /// `add-response:NAME=VALUE`: add a response header (as Set-Cookie is added).
     AddResponse(String, String),
+    /// `pairs`: read every request header in one call.
+    Pairs,
 }
 
 #[derive(Default)]
@@ -62,6 +64,7 @@ impl RootContext for Root {
                 "replace" => Call::Replace(name.to_owned(), value.to_owned()),
                 "remove" => Call::Remove(name.to_owned()),
                 "add-response" => Call::AddResponse(name.to_owned(), value.to_owned()),
+                "pairs" => Call::Pairs,
                 "inc" => match hostcalls::define_metric(MetricType::Counter, "bench_probe_total") {
                     Ok(id) => Call::Increment(id),
                     Err(_) => return false,
@@ -100,6 +103,7 @@ impl HttpContext for Stream {
                 }
                 Call::Remove(name) => hostcalls::remove_map_value(MapType::HttpRequestHeaders, name),
                 Call::Increment(id) => hostcalls::increment_metric(*id, 1),
+                Call::Pairs => hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map(drop),
                 Call::AddResponse(..) => Ok(()),
             };
         }

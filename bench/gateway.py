@@ -1,0 +1,866 @@
+#!/usr/bin/env python3
+"""What sticky-canary costs at the gateway, measured side by side (docs/benchmarks.md).
+
+    make bench          # full: builds, runs, rewrites the generated parts of docs/benchmarks.md
+    make bench-smoke    # CI: seconds; asserts only that every configuration served without errors
+
+One Envoy (`--concurrency 1`, pinned to one core) serves one listener per
+configuration and route count; wrk, pinned to the other core, drives them over
+loopback with keep-alive and a fixed number of connections. Rounds are
+interleaved (every configuration of every scenario once per round, in a rotated
+order), so background noise hits all alike, and each figure is the median over
+rounds of a ratio to configuration (a) measured in the same round.
+
+Configurations: (a) no filter, (b) per-request random split (what Istio weights
+do), (c) a no-op proxy-wasm filter (bench/noop-filter), (d) sticky-canary,
+(e) the same sticky logic in Envoy's Lua filter (bench/envoy-sticky.lua).
+Every route ends in a direct_response chosen by the routing header, so nothing
+upstream adds cost or noise: the differences are the filters' own.
+
+Only the standard library is needed to measure; the plot needs matplotlib
+(bench/requirements.txt, installed into .venv by `make bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+WASM_TARGET = "wasm32-wasip1"
+WASM_TARGET_DIR = REPO / "target" / "filter-wasm"
+ROUTING_HEADER = "x-canary-version"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    key: str
+    label: str
+
+
+CONFIGURATIONS = [
+    Configuration("none", "(a) no filter"),
+    Configuration("weighted", "(b) random split, per request"),
+    Configuration("noop", "(c) no-op wasm filter"),
+    Configuration("sticky", "(d) sticky-canary"),
+    Configuration("lua", "(e) sticky logic in Lua"),
+]
+
+
+# `--probe`: the no-op filter making, per request, the host calls sticky-canary makes for a
+# returning client, one more at a time; next to (a), (c) and (d), the steps price each call
+# and what is left over is sticky-canary's own computation.
+_STEPS = ["get::authority", "get:x-canary-force", "get:cookie", "replace:x-canary-version=v1", "inc"]
+PROBES = {
+    "probe1": ("+ get :authority", _STEPS[:1]),
+    "probe2": ("+ get x-canary-force (absent)", _STEPS[:2]),
+    "probe3": ("+ get cookie", _STEPS[:3]),
+    "probe4": ("+ replace x-canary-version", _STEPS[:4]),
+    "probe5": ("+ increment a counter", _STEPS[:5]),
+    # The price of one call, less noisy: ten of them.
+    "probe10": ("only 10 × get cookie", ["get:cookie"] * 10),
+    # One call for every request header instead of one per header.
+    "probepairs": ("only 1 × get all request headers", ["pairs"]),
+}
+PROBE_CONFIGURATIONS = [
+    CONFIGURATIONS[0],
+    CONFIGURATIONS[2],
+    *[Configuration(key, f"(c) {label}") for key, (label, _) in PROBES.items()],
+    CONFIGURATIONS[3],
+]
+
+
+def probe_calls(configuration: str) -> str:
+    return " ".join(PROBES[configuration][1])
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    routes: int  # routes configured (Envoy virtual hosts, filter routes, Lua table entries)
+    mode: str  # wrk-requests.lua mode: returning | new | cookie4k
+
+    @property
+    def host(self) -> str:
+        # The last route: the worst case for any lookup that scans.
+        return f"app-{self.routes - 1}.example.com"
+
+
+SCENARIOS = [
+    Scenario("returning", "returning clients, 1 route", 1, "returning"),
+    Scenario("routes100", "returning clients, 100 routes", 100, "returning"),
+    Scenario("new", "new clients (id issued), 1 route", 1, "new"),
+    Scenario("cookie4k", "returning clients, 4 KB Cookie header", 1, "cookie4k"),
+]
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, check=True, text=True, **kwargs)
+    except FileNotFoundError as e:
+        raise BenchError(f"{cmd[0]} not found: {e}") from e
+    except subprocess.CalledProcessError as e:
+        detail = (e.stderr or "").strip()[-2000:]
+        raise BenchError(f"`{' '.join(cmd)}` failed (exit {e.returncode})\n{detail}") from e
+
+
+# --- building the filters ---------------------------------------------------------------
+
+
+# The flags build.rs gives wasm-opt; checked against build.rs so the two cannot drift apart.
+WASM_OPT_FLAGS = ["-Oz", "--converge", "--enable-bulk-memory", "--enable-nontrapping-float-to-int",
+                  "--enable-sign-ext", "--enable-mutable-globals", "--strip-debug", "--strip-producers"]
+
+
+@dataclass
+class Filters:
+    sticky: Path
+    noop: Path
+    sizes: dict = field(default_factory=dict)
+    # `--probe --variant LABEL=PATH`: other builds of sticky-canary, as configurations "variantN".
+    variants: list = field(default_factory=list)
+
+
+def git_hash() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def build_module(package: str, artifact: str, out: Path) -> dict:
+    """Builds a filter crate exactly as build.rs builds the embedded one: `wasm` profile, then wasm-opt."""
+    build_rs = (REPO / "build.rs").read_text()
+    drifted = [flag for flag in WASM_OPT_FLAGS if f'"{flag}"' not in build_rs]
+    if drifted:
+        raise BenchError(f"build.rs no longer passes {drifted} to wasm-opt: update WASM_OPT_FLAGS in bench/gateway.py")
+    run(
+        ["cargo", "build", "--locked", "--quiet", "-p", package, "--target", WASM_TARGET, "--profile", "wasm",
+         "--target-dir", str(WASM_TARGET_DIR)],
+        cwd=REPO,
+        capture_output=True,
+        env={**os.environ, "STICKY_CANARY_GIT": git_hash()},
+    )
+    raw = WASM_TARGET_DIR / WASM_TARGET / "wasm" / artifact
+    optimised = shutil.which("wasm-opt") is not None
+    if optimised:
+        run(["wasm-opt", *WASM_OPT_FLAGS, str(raw), "-o", str(out)], capture_output=True)
+    else:
+        log(f"wasm-opt not found: {artifact} stays unoptimised (`make setup` installs binaryen)")
+        shutil.copyfile(raw, out)
+    return {"raw": raw.stat().st_size, "shipped": out.stat().st_size, "wasm_opt": optimised}
+
+
+def build_filters(work: Path, sticky_wasm: Path | None) -> Filters:
+    """sticky-canary as build.rs embeds it (or a given module), and the no-op filter built the same way.
+
+    Building the filter crate directly, rather than through the CLI, spares CI a release build
+    of the whole CLI; the command and flags are build.rs's own, so the module is the same.
+    """
+    sizes = {}
+    if sticky_wasm is not None:
+        sticky = sticky_wasm.resolve()
+        log(f"sticky-canary: using {sticky}")
+    else:
+        sticky = work / "sticky-canary.wasm"
+        log("building sticky-canary-filter as build.rs does (wasm profile, wasm-opt)")
+        sizes["sticky"] = build_module("sticky-canary-filter", "sticky_canary_filter.wasm", sticky)
+    log("building the no-op filter (bench/noop-filter) the same way")
+    noop = work / "noop.wasm"
+    sizes["noop"] = build_module("bench-noop-filter", "bench_noop_filter.wasm", noop)
+    return Filters(sticky=sticky, noop=noop, sizes=sizes)
+
+
+# --- Envoy configuration ----------------------------------------------------------------
+
+
+def direct(version: str) -> dict:
+    return {"status": 200, "body": {"inline_string": f"{version}\n"}}
+
+
+def virtual_hosts(configuration: str, routes: int) -> list[dict]:
+    """One virtual host per route; v2 when the routing header says so (or the random draw), else v1."""
+    if configuration == "weighted":
+        # Istio weights are weighted_clusters: a random draw per request. Clusters need an
+        # upstream, so the same per-request draw is made here with runtime_fraction, keeping
+        # direct_response and its zero upstream cost for every configuration alike.
+        canary_match = {
+            "prefix": "/",
+            "runtime_fraction": {
+                "default_value": {"numerator": 10, "denominator": "HUNDRED"},
+                "runtime_key": "bench.canary_percent",
+            },
+        }
+    else:
+        canary_match = {"prefix": "/", "headers": [{"name": ROUTING_HEADER, "string_match": {"exact": "v2"}}]}
+    return [
+        {
+            "name": f"app-{i}",
+            "domains": [f"app-{i}.example.com"],
+            "routes": [
+                {"match": canary_match, "direct_response": direct("v2")},
+                {"match": {"prefix": "/"}, "direct_response": direct("v1")},
+            ],
+        }
+        for i in range(routes)
+    ]
+
+
+def sticky_policy(routes: int) -> str:
+    """The filter config: the shape of examples/my-app.yaml (session cookie, client id, override with secret)."""
+    return json.dumps(
+        {
+            "routes": [
+                {
+                    "name": f"app-{i}",
+                    "hosts": [f"app-{i}.example.com"],
+                    "salt": f"app-{i}-2026",
+                    "versions": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
+                    "key_chain": [{"cookie": "session"}, {"new_client_id": {"cookie": "sticky-canary-id"}}],
+                    "override": {
+                        "header": "x-canary-force",
+                        "allow": ["v2"],
+                        "secret_header": "x-canary-secret",
+                        "secret": "0123456789abcdef0123",
+                    },
+                }
+                for i in range(routes)
+            ]
+        }
+    )
+
+
+def lua_source(routes: int) -> str:
+    source = (BENCH / "envoy-sticky.lua").read_text()
+    table = ", ".join(f'["app-{i}.example.com"] = "app-{i}-2026"' for i in range(routes))
+    replaced = source.replace("local ROUTES = {} -- ROUTES", f"local ROUTES = {{ {table} }}")
+    if replaced == source:
+        raise BenchError("bench/envoy-sticky.lua lost its `local ROUTES = {} -- ROUTES` line")
+    return replaced
+
+
+def wasm_filter(name: str, path: Path, configuration: str) -> dict:
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": "",
+                "vm_config": {
+                    "vm_id": name,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(path)}},
+                },
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+            },
+        },
+    }
+
+
+def http_filters(configuration: str, routes: int, filters: Filters) -> list[dict]:
+    chain = []
+    if configuration == "noop":
+        chain.append(wasm_filter(f"noop-{routes}", filters.noop, ""))
+    elif configuration.startswith("variant"):
+        index = int(configuration.removeprefix("variant")) - 1
+        chain.append(wasm_filter(f"{configuration}-{routes}", filters.variants[index], sticky_policy(routes)))
+    elif configuration.startswith("probe"):
+        chain.append(wasm_filter(f"{configuration}-{routes}", filters.noop, probe_calls(configuration)))
+    elif configuration == "sticky":
+        chain.append(wasm_filter(f"sticky-canary-{routes}", filters.sticky, sticky_policy(routes)))
+    elif configuration == "lua":
+        chain.append(
+            {
+                "name": "envoy.filters.http.lua",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                    "default_source_code": {"inline_string": lua_source(routes)},
+                },
+            }
+        )
+    chain.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }
+    )
+    return chain
+
+
+def listener_name(configuration: str, routes: int) -> str:
+    return f"{configuration}-{routes}"
+
+
+def bootstrap(filters: Filters, route_counts: list[int]) -> dict:
+    listeners = []
+    for routes in route_counts:
+        for configuration in CONFIGURATIONS:
+            name = listener_name(configuration.key, routes)
+            manager = {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                ".HttpConnectionManager",
+                "stat_prefix": name,
+                "codec_type": "AUTO",
+                "route_config": {"name": name, "virtual_hosts": virtual_hosts(configuration.key, routes)},
+                "http_filters": http_filters(configuration.key, routes, filters),
+            }
+            listeners.append(
+                {
+                    "name": name,
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+                    ],
+                }
+            )
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": listeners},
+    }
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def find_envoy() -> Path:
+    override = os.environ.get("STICKY_CANARY_ENVOY")
+    if override:
+        return Path(override)
+    out = run(["bash", str(REPO / "scripts" / "ensure-envoy.sh")], cwd=REPO, capture_output=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
+    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
+
+
+class Envoy:
+    """One Envoy serving every listener; stopped (with its process group) on exit."""
+
+    def __init__(self, binary: Path, config: dict, work: Path, cpu: int | None):
+        self.work = work
+        self.log_path = work / "envoy.log"
+        config_path = work / "envoy.json"
+        config_path.write_text(json.dumps(config, indent=1))
+        admin_path = work / "admin-address"
+        cmd = pinned(
+            cpu,
+            [str(binary), "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart",
+             "--log-level", "warning", "--log-path", str(self.log_path), "--admin-address-path", str(admin_path)],
+        )
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not (admin_path.exists() and admin_path.read_text().strip()):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                self.fail("no admin address after 60 s")
+            time.sleep(0.1)
+        host, port = admin_path.read_text().strip().rsplit(":", 1)
+        self.admin = (host, int(port))
+        while True:
+            self.check_alive()
+            try:
+                if self.admin_get("/ready").strip() == "LIVE":
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.fail("not ready after 60 s")
+            time.sleep(0.1)
+        self.ports = {}
+        for listener in json.loads(self.admin_get("/listeners?format=json"))["listener_statuses"]:
+            self.ports[listener["name"]] = listener["local_address"]["socket_address"]["port_value"]
+
+    def cpu_ns(self) -> int:
+        """CPU time Envoy's threads have run, in ns (/proc/PID/task/*/schedstat).
+
+        Time on the CPU per request is the cost that other processes on a shared machine do
+        not distort much: while Envoy is preempted its clock stops, whereas requests/s drops.
+        """
+        total = 0
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # a thread that just exited
+        return total
+
+    def admin_get(self, path: str) -> str:
+        connection = http.client.HTTPConnection(*self.admin, timeout=5)
+        try:
+            connection.request("GET", path)
+            return connection.getresponse().read().decode()
+        finally:
+            connection.close()
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            self.fail(f"exited with status {self.process.returncode}")
+
+    def fail(self, why: str) -> None:
+        tail = self.log_path.read_text()[-4000:] if self.log_path.exists() else "(no log)"
+        self.stop()
+        raise BenchError(f"Envoy {why}; its log ends with:\n{tail}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def envoy_version(binary: Path) -> str:
+    out = run([str(binary), "--version"], capture_output=True).stdout
+    match = re.search(r"version: \S+/(\d+\.\d+\.\d+)/", out)
+    return match.group(1) if match else out.strip()
+
+
+# --- checks before measuring ---------------------------------------------------------------
+
+
+def get(port: int, host: str, cookie: str | None) -> tuple[int, str, list[str]]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Host": host}
+        if cookie is not None:
+            headers["Cookie"] = cookie
+        connection.request("GET", "/", headers=headers)
+        response = connection.getresponse()
+        body = response.read().decode()
+        return response.status, body.strip(), response.headers.get_all("set-cookie") or []
+    finally:
+        connection.close()
+
+
+def check_behaviour(envoy: Envoy, route_counts: list[int]) -> dict:
+    """Each listener answers, and the sticky ones really route: same key same version, about 10% on v2."""
+    observed = {}
+    for routes in route_counts:
+        host = f"app-{routes - 1}.example.com"
+        for configuration in CONFIGURATIONS:
+            name = listener_name(configuration.key, routes)
+            port = envoy.ports[name]
+            v2 = 0
+            keys = 200
+            for i in range(keys):
+                # Random-looking like real session ids: djb2 in the Lua version splits sequential keys badly.
+                cookie = "session=" + hashlib.sha256(f"check-{i}".encode()).hexdigest()[:32]
+                status, body, _ = get(port, host, cookie)
+                if status != 200 or body not in ("v1", "v2"):
+                    raise BenchError(f"{name}: GET / answered {status} {body!r}")
+                if configuration.key in ("sticky", "lua"):
+                    again = get(port, host, cookie)[1]
+                    if again != body:
+                        raise BenchError(f"{name}: the same key got {body} then {again}")
+                v2 += body == "v2"
+            status, body, set_cookie = get(port, host, None)
+            if configuration.key in ("sticky", "lua"):
+                if not any(c.startswith("sticky-canary-id=") for c in set_cookie):
+                    raise BenchError(f"{name}: a new client got no sticky-canary-id cookie: {set_cookie}")
+                if not 0.03 <= v2 / keys <= 0.2:
+                    raise BenchError(f"{name}: {v2} of {keys} keys on v2, expected about 10%")
+            elif configuration.key in ("none", "noop") and v2:
+                raise BenchError(f"{name}: v2 served without a routing filter")
+            observed[name] = v2 / keys
+    return observed
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def wrk(envoy: Envoy, port: int, scenario: Scenario, seconds: float, connections: int, cpu: int | None,
+        keys: int) -> dict:
+    cmd = pinned(
+        cpu,
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s",
+         "-s", str(BENCH / "wrk-requests.lua"), f"http://127.0.0.1:{port}/", "--", scenario.host, scenario.mode,
+         str(keys)],
+    )
+    cpu_before = envoy.cpu_ns()
+    out = run(cmd, capture_output=True).stdout
+    cpu_ns = envoy.cpu_ns() - cpu_before
+    match = re.search(r"^BENCH_JSON (.*)$", out, re.M)
+    if not match:
+        raise BenchError(f"wrk printed no summary:\n{out}")
+    result = json.loads(match.group(1))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["envoy_cpu_ns"] = cpu_ns
+    result["cpu_us_per_request"] = cpu_ns / 1000 / max(1, result["requests"])
+    return result
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def wrk_version() -> str:
+    # `wrk -v` prints its version line and exits non-zero.
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return out.splitlines()[0].split(" [")[0] if out else "wrk"
+
+
+def machine(envoy: Path) -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": os.uname().release,
+        "envoy": envoy_version(envoy),
+        "wrk": wrk_version(),
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def measure(args) -> dict:
+    if not shutil.which("wrk"):
+        raise BenchError("wrk not found: `apt-get install -y wrk` (Debian) or `make setup`")
+    cpus = os.cpu_count() or 1
+    pin = cpus >= 2 and shutil.which("taskset") is not None
+    envoy_cpu, load_cpu = (args.envoy_cpu, args.load_cpu) if pin else (None, None)
+    if not pin:
+        log("fewer than 2 CPUs or no taskset: running unpinned; ratios still hold, absolute numbers mean little")
+
+    work = Path(tempfile.mkdtemp(prefix="sticky-canary-bench."))
+    try:
+        filters = build_filters(work, args.sticky_wasm)
+        filters.variants = [path.resolve() for _, path in args.variants]
+        binary = find_envoy()
+        info = machine(binary)
+        route_counts = sorted({s.routes for s in SCENARIOS})
+        log(f"starting Envoy {info['envoy']} (--concurrency 1, cpu {envoy_cpu}); wrk on cpu {load_cpu}")
+        envoy = Envoy(binary, bootstrap(filters, route_counts), work, envoy_cpu)
+        try:
+            check_behaviour(envoy, route_counts)
+            log("every listener answers; sticky-canary and Lua keep keys sticky with about 10% on v2")
+            cells = [(s, c) for s in SCENARIOS for c in CONFIGURATIONS]
+            if args.warmup > 0:
+                log(f"warm-up: {args.warmup:g} s per cell")
+                for scenario, configuration in cells:
+                    wrk(envoy, envoy.ports[listener_name(configuration.key, scenario.routes)], scenario, args.warmup,
+                        args.connections, load_cpu, args.keys)
+            rounds = []
+            for r in range(args.rounds):
+                started = time.monotonic()
+                results = {}
+                for scenario in SCENARIOS:
+                    # Rotate the order each round so no configuration always runs first or last.
+                    shift = r % len(CONFIGURATIONS)
+                    for configuration in CONFIGURATIONS[shift:] + CONFIGURATIONS[:shift]:
+                        port = envoy.ports[listener_name(configuration.key, scenario.routes)]
+                        results[f"{scenario.key}/{configuration.key}"] = wrk(
+                            envoy, port, scenario, args.duration, args.connections, load_cpu, args.keys)
+                rounds.append(results)
+                log(f"round {r + 1}/{args.rounds} done in {time.monotonic() - started:.0f} s")
+            envoy.check_alive()
+            stats = envoy.admin_get("/stats?filter=sticky_canary|wasm")
+        finally:
+            envoy.stop()
+        info["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        return {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": args.command_line,
+            "machine": info,
+            "settings": {
+                "rounds": args.rounds,
+                "seconds_per_cell": args.duration,
+                "warmup_seconds": args.warmup,
+                "connections": args.connections,
+                "wrk_threads": 1,
+                "keys": args.keys,
+                "envoy_cpu": envoy_cpu,
+                "load_cpu": load_cpu,
+            },
+            "wasm_sizes": filters.sizes,
+            "rounds": rounds,
+            "envoy_stats": stats,
+        }
+    finally:
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def errors_of(result: dict) -> int:
+    return sum(result["errors"].values())
+
+
+def summarise(data: dict) -> list[dict]:
+    """Per scenario and configuration: medians over rounds of figures taken within each round.
+
+    Two views of the same runs. Measured: requests/s as wrk saw them, ratio to (a) in the same
+    round. Capacity: Envoy's CPU time per request; (a)'s divided by the configuration's is the
+    share of (a)'s throughput one Envoy core can carry with this filter, and the difference is
+    the microseconds the filter adds to every request. On a quiet machine with Envoy saturated the
+    two ratios agree; on a shared one the CPU-time view is the one to trust.
+    """
+    rows = []
+    for scenario in SCENARIOS:
+        for configuration in CONFIGURATIONS:
+            cell = f"{scenario.key}/{configuration.key}"
+            per_round = [(r[cell], r[f"{scenario.key}/none"], r[f"{scenario.key}/noop"]) for r in data["rounds"]]
+            cpu = [x["cpu_us_per_request"] for x, _, _ in per_round]
+            capacity = [a["cpu_us_per_request"] / x["cpu_us_per_request"] for x, a, _ in per_round]
+            rows.append(
+                {
+                    "scenario": scenario.key,
+                    "configuration": configuration.key,
+                    "rps": statistics.median(x["rps"] for x, _, _ in per_round),
+                    "rps_ratio": statistics.median(x["rps"] / a["rps"] for x, a, _ in per_round),
+                    "cpu_us": statistics.median(cpu),
+                    "capacity": statistics.median(capacity),
+                    "capacity_min": min(capacity),
+                    "capacity_max": max(capacity),
+                    "capacity_noop": statistics.median(
+                        c["cpu_us_per_request"] / x["cpu_us_per_request"] for x, _, c in per_round),
+                    "added_us": statistics.median(
+                        x["cpu_us_per_request"] - a["cpu_us_per_request"] for x, a, _ in per_round),
+                    "added_noop_us": statistics.median(
+                        x["cpu_us_per_request"] - c["cpu_us_per_request"] for x, _, c in per_round),
+                    "p50_us": statistics.median(x["latency_us"]["p50"] for x, _, _ in per_round),
+                    "p99_us": statistics.median(x["latency_us"]["p99"] for x, _, _ in per_round),
+                    "requests": sum(x["requests"] for x, _, _ in per_round),
+                    "errors": sum(errors_of(x) for x, _, _ in per_round),
+                }
+            )
+    return rows
+
+
+def markdown(data: dict, rows: list[dict]) -> str:
+    m, s = data["machine"], data["settings"]
+    out = [
+        f"Measured {data['date']} with `{data['command']}`.",
+        "",
+        f"- Machine: {m['nproc']} CPUs, {m['cpu_model']}, Linux {m['kernel']}; load average "
+        f"{' '.join(m['loadavg_start'])} at the start, {' '.join(m.get('loadavg_end', ['?']))} at the end.",
+        f"- Envoy {m['envoy']} (`--concurrency 1`, CPU {s['envoy_cpu']}); {m['wrk']} "
+        f"(1 thread, {s['connections']} keep-alive connections, CPU {s['load_cpu']}); loopback.",
+        f"- {s['rounds']} interleaved rounds of {s['seconds_per_cell']:g} s per cell after a "
+        f"{s['warmup_seconds']:g} s warm-up; {s['keys']} distinct session keys cycled. Every figure is a median "
+        "over rounds; ratios and differences are taken within a round first.",
+        "- *CPU µs/req*: Envoy's CPU time (all threads) per request. *Capacity*: (a)'s CPU µs/req divided by "
+        "this one's, i.e. the requests/s one Envoy core sustains relative to (a) (min–max over rounds). "
+        "*Added µs*: CPU µs/req minus (a)'s, or (c)'s. *Measured*: requests/s as wrk saw them, and their "
+        "ratio to (a).",
+        "",
+    ]
+    labels = {c.key: c.label for c in CONFIGURATIONS}
+    for scenario in SCENARIOS:
+        out += [
+            f"**{scenario.label}**",
+            "",
+            "| configuration | CPU µs/req | capacity vs (a) | vs (c) | added µs vs (a) | vs (c) "
+            "| measured req/s | ratio to (a) | p50 µs | p99 µs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in rows:
+            if row["scenario"] != scenario.key:
+                continue
+            out.append(
+                f"| {labels[row['configuration']]} | {row['cpu_us']:.1f} | {row['capacity']:.3f} "
+                f"({row['capacity_min']:.2f}–{row['capacity_max']:.2f}) | {row['capacity_noop']:.3f} "
+                f"| {row['added_us']:+.1f} | {row['added_noop_us']:+.1f} | {row['rps']:,.0f} | {row['rps_ratio']:.2f} "
+                f"| {row['p50_us']:.0f} | {row['p99_us']:.0f} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def wasm_markdown(sizes: dict) -> str:
+    out = ["| module | built (`wasm` profile, opt-level z, LTO, stripped) | shipped (after `wasm-opt -Oz`) |",
+           "|---|---:|---:|"]
+    names = {"sticky": "sticky-canary (embedded in the CLI)", "noop": "no-op filter (bench/noop-filter)"}
+    for key in ("sticky", "noop"):
+        if key in sizes:
+            size = sizes[key]
+            shipped = f"{size['shipped']:,} B ({size['shipped'] / 1024:.0f} KiB)"
+            if not size["wasm_opt"]:
+                shipped += " (wasm-opt not run)"
+            out.append(f"| {names[key]} | {size['raw']:,} B ({size['raw'] / 1024:.0f} KiB) | {shipped} |")
+    return "\n".join(out)
+
+
+def plot(rows: list[dict], path: Path, data: dict) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib not installed (pip install -r bench/requirements.txt): no plot")
+        return False
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    width = 0.8 / len(CONFIGURATIONS)
+    colours = ["#9e9e9e", "#5b8fd9", "#f0b429", "#2e9d5b", "#c4473a"]
+    for i, configuration in enumerate(CONFIGURATIONS):
+        mine = [next(r for r in rows if r["scenario"] == s.key and r["configuration"] == configuration.key)
+                for s in SCENARIOS]
+        xs = [j + (i - (len(CONFIGURATIONS) - 1) / 2) * width for j in range(len(SCENARIOS))]
+        ratios = [r["capacity"] for r in mine]
+        errors = [[r["capacity"] - r["capacity_min"] for r in mine], [r["capacity_max"] - r["capacity"] for r in mine]]
+        left.bar(xs, ratios, width, yerr=errors, capsize=2, label=configuration.label, color=colours[i])
+        right.bar(xs, [r["added_us"] for r in mine], width, label=configuration.label, color=colours[i])
+    titles = [s.label.replace(", ", ",\n", 1) for s in SCENARIOS]
+    for axis in (left, right):
+        axis.set_xticks(range(len(SCENARIOS)), titles, fontsize=8)
+        axis.grid(axis="y", alpha=0.3)
+    left.set_ylabel("requests/s one Envoy core sustains, relative to (a)")
+    left.set_ylim(0, 1.35)
+    left.axhline(1.0, color="black", linewidth=0.6)
+    left.set_title("Capacity from Envoy CPU time per request (whiskers: min–max over rounds)", fontsize=10)
+    right.set_ylabel("Envoy CPU µs added per request vs (a)")
+    right.set_title("Cost per request", fontsize=10)
+    right.legend(fontsize=8, loc="upper left")
+    m = data["machine"]
+    figure.suptitle(f"sticky-canary at the gateway: Envoy {m['envoy']}, {m['cpu_model']}, "
+                    f"median of {data['settings']['rounds']} interleaved rounds ({data['date']})", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return True
+
+
+def criterion(smoke: bool) -> list[tuple[str, str]]:
+    """`cargo bench -p policy-core`: (benchmark, median time) pairs."""
+    cmd = ["cargo", "bench", "--locked", "-p", "policy-core", "--bench", "decide", "--"]
+    if smoke:
+        cmd.append("--test")
+    log("policy-core criterion bench: " + " ".join(cmd))
+    out = run(cmd, cwd=REPO, capture_output=True).stdout
+    found = re.findall(r"^(decide/\S+)\s+time:\s+\[\S+ \S+ (\S+ \S+) \S+ \S+\]", out, re.M)
+    if not smoke and not found:
+        raise BenchError(f"no criterion results in:\n{out[-2000:]}")
+    return found
+
+
+def replace_block(text: str, name: str, content: str) -> str:
+    begin, end = f"<!-- BEGIN generated: {name} -->", f"<!-- END generated: {name} -->"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise BenchError(f"docs/benchmarks.md has no `{begin}` ... `{end}` block")
+    return pattern.sub(lambda _: f"{begin}\n{content.strip()}\n{end}", text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI mode: 1 short round, no warm-up; assert only that every cell served without errors")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=4, help="seconds per cell per round")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds per cell before the first round")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--keys", type=int, default=1000, help="distinct session keys cycled per connection set")
+    parser.add_argument("--envoy-cpu", type=int, default=0)
+    parser.add_argument("--load-cpu", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results", help="raw results and summary go here")
+    parser.add_argument("--publish", action="store_true",
+                        help="also run the policy-core criterion bench and rewrite the generated blocks of "
+                             "docs/benchmarks.md and docs/benchmarks-gateway.png")
+    parser.add_argument("--sticky-wasm", type=Path,
+                        help="benchmark this module as (d) instead of building filter/ (e.g. `sticky-canary wasm --out F`)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (Envoy config and log)")
+    parser.add_argument("--probe", action="store_true",
+                        help="price sticky-canary's host calls one by one (returning clients, 1 route) "
+                             "instead of the comparison")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=PATH",
+                        help="with --probe: also run this build of sticky-canary (same policy), e.g. to try an "
+                             "optimisation of filter/ before making it")
+    args = parser.parse_args()
+    args.variants = []
+    for variant in args.variant:
+        label, _, path = variant.partition("=")
+        if not path or not Path(path).is_file():
+            parser.error(f"--variant {variant}: expected LABEL=PATH to a .wasm file")
+        args.variants.append((label, Path(path)))
+    if args.variants and not args.probe:
+        parser.error("--variant needs --probe")
+    if args.probe:
+        # The rest of the script reads these two lists.
+        global CONFIGURATIONS, SCENARIOS
+        CONFIGURATIONS = PROBE_CONFIGURATIONS + [
+            Configuration(f"variant{i + 1}", f"(d') {label}") for i, (label, _) in enumerate(args.variants)
+        ]
+        SCENARIOS = SCENARIOS[:1]
+        if args.publish:
+            parser.error("--probe and --publish do not go together")
+    if args.smoke:
+        args.rounds, args.duration, args.warmup = 1, 1, 0
+    args.command_line = os.environ.get("BENCH_COMMAND") or "python3 bench/gateway.py " + " ".join(sys.argv[1:])
+
+    try:
+        data = measure(args)
+        rows = summarise(data)
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        (args.out / f"gateway-{stamp}.json").write_text(json.dumps({**data, "summary": rows}, indent=1))
+        table = markdown(data, rows)
+        (args.out / "gateway.md").write_text(table + "\n\n" + wasm_markdown(data["wasm_sizes"]) + "\n")
+        print(table)
+        print(wasm_markdown(data["wasm_sizes"]))
+        failed = [r for r in rows if r["errors"] or not r["requests"]]
+        for row in failed:
+            log(f"FAILED {row['scenario']}/{row['configuration']}: {row['requests']} requests, {row['errors']} errors")
+        if failed:
+            return 1
+        if args.probe:
+            (args.out / "probe.md").write_text(table + "\n")
+            return 0
+        if args.smoke:
+            log(f"smoke: all {len(rows)} cells served requests with 0 errors")
+            return 0
+        plot(rows, args.out / "gateway.png", data)
+        if args.publish:
+            decide = criterion(smoke=False)
+            doc_path = REPO / "docs" / "benchmarks.md"
+            doc = doc_path.read_text()
+            doc = replace_block(doc, "gateway", table)
+            doc = replace_block(doc, "wasm-size", wasm_markdown(data["wasm_sizes"]))
+            doc = replace_block(doc, "criterion", "| benchmark | time per decision (median) |\n|---|---:|\n"
+                                + "\n".join(f"| `{name}` | {time_} |" for name, time_ in decide))
+            doc_path.write_text(doc)
+            if (args.out / "gateway.png").exists():
+                shutil.copyfile(args.out / "gateway.png", REPO / "docs" / "benchmarks-gateway.png")
+            log("rewrote the generated blocks of docs/benchmarks.md and docs/benchmarks-gateway.png")
+        return 0
+    except BenchError as e:
+        log(f"error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

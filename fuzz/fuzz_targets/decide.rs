@@ -1,0 +1,360 @@
+//! The whole per-request decision from raw request bytes, as the filter makes it.
+//!
+//! A policy (one of a few fixed, realistic ones, or fuzzed config bytes) picks
+//! a route for a fuzzed authority and path, then decides for a request whose
+//! headers, cookies, client address and random bytes all come from the input.
+//! Each decision is checked against a reference model of docs/assignment.md §3
+//! written independently here: the same source, version and bucket, a
+//! Set-Cookie only for a new id and free of CR/LF/NUL, and a chosen route whose
+//! host and path prefix really match.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
+use libfuzzer_sys::fuzz_target;
+use policy_core::{bucket, cookie, Decision, KeySource, KeySpec, NoKey, Policy, Request, Route};
+
+const POLICIES: &[&str] = &[
+    r#"{"response_header": "x-served-by", "routes": [
+      {"name": "shop", "hosts": ["shop.example.com", "*.shop.example.com"], "salt": "shop-2026",
+       "versions": [{"name": "v1", "weight": 80}, {"name": "v2", "weight": 15}, {"name": "v3", "weight": 5}],
+       "key_chain": [{"cookie": "session"}, {"header": "x-user-id"},
+                     {"new_client_id": {"cookie": "sc-id", "domain": "shop.example.com", "max_age_seconds": 86400}}],
+       "override": {"header": "x-canary-force", "allow": ["v2", "v3"],
+                    "secret_header": "x-canary-secret", "secret": "0123456789abcdef0123"},
+       "routing_token": {"value": "token-0123456789abcdef"}},
+      {"name": "api", "hosts": ["shop.example.com"], "path_prefix": "/api", "salt": "api",
+       "routing_header": "x-api-version",
+       "versions": [{"name": "stable", "weight": 90.5}, {"name": "canary", "weight": 9.5}],
+       "key_chain": [{"header": "x-tenant"}, "client_address"],
+       "override": {"allow": ["stable", "canary"]}},
+      {"name": "rest", "hosts": ["*"], "salt": "", "no_key": "weighted",
+       "versions": [{"name": "v1", "weight": 0}, {"name": "v2", "weight": 100}],
+       "key_chain": [{"cookie": "ID"}, {"cookie": "id"}]}
+    ]}"#,
+    r#"{"routes": [{"name": "app", "hosts": ["app.example.com"], "salt": "my-app",
+       "versions": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
+       "key_chain": [{"new_client_id": {}}]}]}"#,
+    r#"{"routes": [{"name": "edge", "hosts": ["*.example.com", "example.com"], "salt": "été",
+       "versions": [{"name": "v1", "weight": 99.99}, {"name": "v2", "weight": 0.01}],
+       "key_chain": ["client_address"], "no_key": "weighted"}]}"#,
+];
+
+const NAMES: &[&str] = &[
+    "cookie",
+    "x-canary-force",
+    "x-canary-secret",
+    "x-user-id",
+    "x-tenant",
+    "x-canary-version",
+    "x-api-version",
+];
+
+const COOKIE_NAMES: &[&str] = &["session", "sc-id", "sticky-canary-id", "ID", "id", "Session"];
+
+#[derive(Arbitrary, Debug)]
+enum ConfigInput {
+    Fixed(u8),
+    Raw(Vec<u8>),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Name {
+    Known(u8),
+    Other(String),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    config: ConfigInput,
+    authority: Vec<u8>,
+    path: Vec<u8>,
+    /// `name=value` pairs joined into a Cookie header with `separator` (a `;` most of the time).
+    cookies: Vec<(u8, Vec<u8>)>,
+    separator: u8,
+    headers: Vec<(Name, Vec<u8>)>,
+    address: Option<Vec<u8>>,
+    random: Option<[u8; 16]>,
+}
+
+/// The request as the host shows it: lookups ignore case, repeated headers are joined with `,`.
+struct Fake {
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    address: Option<Vec<u8>>,
+    random: Option<[u8; 16]>,
+}
+
+impl Fake {
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        for (n, v) in &self.headers {
+            if n.eq_ignore_ascii_case(name.as_bytes()) {
+                match &mut out {
+                    Some(joined) => {
+                        joined.push(b',');
+                        joined.extend_from_slice(v);
+                    }
+                    None => out = Some(v.clone()),
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Request for Fake {
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        assert!(!name.bytes().any(|b| b.is_ascii_uppercase()), "asked for {name:?}");
+        self.get(name)
+    }
+    fn client_address(&mut self) -> Option<Vec<u8>> {
+        self.address.clone()
+    }
+    fn random(&mut self) -> Option<[u8; 16]> {
+        self.random
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn without_port(address: &[u8]) -> &[u8] {
+    if let Some(rest) = address.strip_prefix(b"[") {
+        return rest.split(|&b| b == b']').next().unwrap_or(rest);
+    }
+    match address.iter().filter(|&&b| b == b':').count() {
+        1 => address.split(|&b| b == b':').next().unwrap_or(address),
+        _ => address,
+    }
+}
+
+fn hex(random: [u8; 16]) -> String {
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn keyed(route: &Route, source: KeySource, key: &[u8]) -> Decision {
+    let b = bucket(route.salt(), key);
+    Decision {
+        version: route.version_for_bucket(b),
+        source,
+        bucket: Some(b),
+        set_cookie: None,
+    }
+}
+
+/// docs/assignment.md §3, step by step.
+fn expected(route: &Route, request: &Fake) -> Decision {
+    if let Some(rule) = route.override_rule() {
+        if let Some(asked) = request.get(&rule.header) {
+            let asked = trim(&asked);
+            let allowed = rule
+                .allow
+                .iter()
+                .copied()
+                .find(|&i| route.versions()[i].name().as_bytes() == asked);
+            let proven = match &rule.secret {
+                None => true,
+                Some(secret) => request
+                    .get(&secret.header)
+                    .is_some_and(|given| trim(&given) == secret.value.as_slice()),
+            };
+            if let (Some(version), true) = (allowed, proven) {
+                return Decision {
+                    version,
+                    source: KeySource::Override,
+                    bucket: None,
+                    set_cookie: None,
+                };
+            }
+        }
+    }
+    let cookies = request.get("cookie");
+    let find = |name: &str| cookies.as_deref().and_then(|h| cookie::find(h, name.as_bytes()));
+    for spec in route.key_chain() {
+        match spec {
+            KeySpec::Cookie(name) => {
+                if let Some(value) = find(name) {
+                    return keyed(route, KeySource::Cookie, value);
+                }
+            }
+            KeySpec::Header(name) => {
+                if let Some(value) = request.get(name) {
+                    if !trim(&value).is_empty() {
+                        return keyed(route, KeySource::Header, trim(&value));
+                    }
+                }
+            }
+            KeySpec::NewClientId(settings) => {
+                if let Some(value) = find(&settings.cookie) {
+                    return keyed(route, KeySource::Cookie, value);
+                }
+                if let Some(random) = request.random {
+                    let id = hex(random);
+                    let mut decision = keyed(route, KeySource::NewId, id.as_bytes());
+                    decision.set_cookie = Some(settings.set_cookie(&id));
+                    return decision;
+                }
+            }
+            KeySpec::ClientAddress => {
+                if let Some(address) = &request.address {
+                    let key = without_port(address);
+                    if !key.is_empty() {
+                        return keyed(route, KeySource::Address, key);
+                    }
+                }
+            }
+        }
+    }
+    match (route.no_key(), request.random) {
+        (NoKey::Weighted, Some(random)) => {
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&random[..8]);
+            let b = (u64::from_be_bytes(first) % 10_000) as u16;
+            Decision {
+                version: route.version_for_bucket(b),
+                source: KeySource::None,
+                bucket: Some(b),
+                set_cookie: None,
+            }
+        }
+        _ => Decision {
+            version: 0,
+            source: KeySource::None,
+            bucket: None,
+            set_cookie: None,
+        },
+    }
+}
+
+/// The host part of an authority as route matching sees it.
+fn host_of(authority: &[u8]) -> Vec<u8> {
+    let host = if authority.first() == Some(&b'[') {
+        match authority.iter().position(|&b| b == b']') {
+            Some(i) => &authority[..=i],
+            None => authority,
+        }
+    } else {
+        authority.split(|&b| b == b':').next().unwrap_or(authority)
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    host.to_ascii_lowercase()
+}
+
+fn check_route(policy: &Policy, route: &Route, authority: &[u8], path: &[u8]) {
+    let host = host_of(authority);
+    let host_matches = route.hosts().iter().any(|h| {
+        h == "*"
+            || h.as_bytes() == host.as_slice()
+            || h.strip_prefix('*')
+                .is_some_and(|suffix| host.ends_with(suffix.as_bytes()))
+    });
+    assert!(
+        host_matches,
+        "route {:?} chosen for host {:?}",
+        route.name(),
+        String::from_utf8_lossy(&host)
+    );
+    if let Some(prefix) = route.path_prefix() {
+        let end = path.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(path.len());
+        assert!(path[..end].starts_with(prefix.as_bytes()));
+    }
+    assert!(policy.routing_headers().iter().any(|h| h == route.routing_header()));
+}
+
+/// The fixed policies, parsed once (parsing is the config target's job).
+fn fixed() -> &'static [Policy] {
+    static PARSED: OnceLock<Vec<Policy>> = OnceLock::new();
+    PARSED.get_or_init(|| {
+        POLICIES
+            .iter()
+            .map(|json| match Policy::from_json(json.as_bytes()) {
+                Ok(policy) => policy,
+                Err(errors) => panic!("fixed policy refused: {errors}"),
+            })
+            .collect()
+    })
+}
+
+fuzz_target!(|input: Input| {
+    let parsed;
+    let policy = match &input.config {
+        ConfigInput::Fixed(i) => &fixed()[usize::from(*i) % POLICIES.len()],
+        ConfigInput::Raw(bytes) => {
+            parsed = Policy::from_json(bytes);
+            match &parsed {
+                Ok(policy) => policy,
+                Err(_) => return,
+            }
+        }
+    };
+
+    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    if !input.cookies.is_empty() {
+        let mut header = Vec::new();
+        for (i, (name, value)) in input.cookies.iter().enumerate() {
+            if i > 0 {
+                header.push(if input.separator < 200 { b';' } else { input.separator });
+                if input.separator.is_multiple_of(2) {
+                    header.push(b' ');
+                }
+            }
+            header.extend_from_slice(COOKIE_NAMES[usize::from(*name) % COOKIE_NAMES.len()].as_bytes());
+            header.push(b'=');
+            header.extend_from_slice(value);
+        }
+        headers.push((b"cookie".to_vec(), header));
+    }
+    for (name, value) in &input.headers {
+        let name = match name {
+            Name::Known(i) => NAMES[usize::from(*i) % NAMES.len()].as_bytes().to_vec(),
+            Name::Other(s) => s.as_bytes().to_vec(),
+        };
+        headers.push((name, value.clone()));
+    }
+    let mut request = Fake {
+        headers,
+        address: input.address.clone(),
+        random: input.random,
+    };
+
+    let path = if policy.needs_path() {
+        input.path.as_slice()
+    } else {
+        &[][..]
+    };
+    let Some(index) = policy.find_route_index(&input.authority, path) else {
+        assert!(
+            policy
+                .routes()
+                .iter()
+                .all(|r| !(r.hosts().iter().any(|h| h == "*") && r.path_prefix().is_none())),
+            "a catch-all route exists but no route was found"
+        );
+        return;
+    };
+    let route = &policy.routes()[index];
+    check_route(policy, route, &input.authority, path);
+
+    let decision = route.decide(&mut request);
+    assert!(decision.version < route.versions().len());
+    if let Some(b) = decision.bucket {
+        assert!(b < 10_000);
+        assert_eq!(decision.version, route.version_for_bucket(b));
+    }
+    if let Some(set_cookie) = &decision.set_cookie {
+        assert_eq!(decision.source, KeySource::NewId);
+        assert!(
+            !set_cookie.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0),
+            "Set-Cookie {set_cookie:?}"
+        );
+    }
+    assert_eq!(decision, expected(route, &request));
+});
