@@ -1,8 +1,7 @@
-//! The filter's pure parts: metric names, per-route counter tables, and the
-//! adapter from host header reads to policy-core's [`Request`]. No host calls
-//! here, so all of it is unit tested natively.
+//! The filter's pure parts: metric names, per-route counter tables, and which
+//! headers never go upstream. No host calls here, so all of it is unit tested natively.
 
-use policy_core::{KeySource, KeySpec, Policy, Request, Route};
+use policy_core::{KeySource, KeySpec, Policy, Route};
 
 /// Prefix of the assignment counters; docs/config.md gives the `stats_tags` that turn the rest into labels.
 pub const ASSIGNMENTS: &str = "sticky_canary_assignments_total";
@@ -82,52 +81,20 @@ impl Counters {
     }
 }
 
-/// What the filter needs from the host for one request.
-pub trait RequestHost {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
-    fn client_address(&mut self) -> Option<Vec<u8>>;
-    fn random(&mut self) -> Option<[u8; 16]>;
-}
-
-/// Adapts a [`RequestHost`] to policy-core.
-pub struct View<'r, H> {
-    pub host: H,
-    route: &'r Route,
-}
-
-impl<'r, H: RequestHost> View<'r, H> {
-    pub fn new(host: H, route: &'r Route) -> Self {
-        View { host, route }
-    }
-
-    /// The route's override and secret headers: never forwarded upstream, whether the client
-    /// sent them, and whether or not policy-core read them (it reads the secret only for an
-    /// allowed override). Removing an absent header is a no-op.
-    pub fn headers_to_strip(&self) -> impl Iterator<Item = &'r str> {
-        let rule = self.route.override_rule();
-        let override_header = rule.map(|r| r.header.as_str());
-        let secret_header = rule.and_then(|r| r.secret.as_ref()).map(|s| s.header.as_str());
-        override_header.into_iter().chain(secret_header)
-    }
-}
-
-impl<H: RequestHost> Request for View<'_, H> {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        self.host.header(name)
-    }
-
-    fn client_address(&mut self) -> Option<Vec<u8>> {
-        self.host.client_address()
-    }
-
-    fn random(&mut self) -> Option<[u8; 16]> {
-        self.host.random()
-    }
+/// The route's override and secret headers: removed from every request on the route before it
+/// goes upstream, whether the client sent them and whether or not they were honoured (policy-core
+/// reads the secret only for an allowed override). Removing an absent header is a no-op.
+pub fn headers_to_strip(route: &Route) -> impl Iterator<Item = &str> {
+    let rule = route.override_rule();
+    let override_header = rule.map(|r| r.header.as_str());
+    let secret_header = rule.and_then(|r| r.secret.as_ref()).map(|s| s.header.as_str());
+    override_header.into_iter().chain(secret_header)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use policy_core::Request;
     use std::collections::HashMap;
 
     struct Fake {
@@ -135,7 +102,7 @@ mod tests {
         reads: Vec<String>,
     }
 
-    impl RequestHost for &mut Fake {
+    impl Request for Fake {
         fn header(&mut self, name: &str) -> Option<Vec<u8>> {
             self.reads.push(name.to_owned());
             self.headers.get(name).map(|v| v.to_vec())
@@ -196,13 +163,8 @@ mod tests {
             headers: HashMap::from([("cookie", &b"session=abc"[..])]),
             reads: Vec::new(),
         };
-        let mut view = View::new(&mut fake, route);
-        let decision = route.decide(&mut view);
+        let decision = route.decide(&mut fake);
         assert_eq!(decision.source, KeySource::Cookie);
-        assert_eq!(
-            view.headers_to_strip().collect::<Vec<_>>(),
-            ["x-canary-force", "x-canary-secret"]
-        );
         assert_eq!(fake.reads, ["x-canary-force", "cookie"]);
     }
 
@@ -218,11 +180,11 @@ mod tests {
             ]),
             reads: Vec::new(),
         };
-        let mut view = View::new(&mut fake, route);
-        let decision = route.decide(&mut view);
+        let decision = route.decide(&mut fake);
         assert_eq!(decision.source, KeySource::Cookie);
+        // Refused (wrong secret), and stripped all the same.
         assert_eq!(
-            view.headers_to_strip().collect::<Vec<_>>(),
+            headers_to_strip(route).collect::<Vec<_>>(),
             ["x-canary-force", "x-canary-secret"]
         );
     }
@@ -235,7 +197,7 @@ mod tests {
             headers: HashMap::new(),
             reads: Vec::new(),
         };
-        let first = route.decide(&mut View::new(&mut fake, route));
+        let first = route.decide(&mut fake);
         assert_eq!(first.source, KeySource::NewId);
         let cookie = first.set_cookie.clone().unwrap();
         assert!(cookie.starts_with(
@@ -246,7 +208,7 @@ mod tests {
             headers: HashMap::from([("cookie", pair.as_bytes())]),
             reads: Vec::new(),
         };
-        let second = route.decide(&mut View::new(&mut fake, route));
+        let second = route.decide(&mut fake);
         assert_eq!(second.source, KeySource::Cookie);
         assert_eq!(second.version, first.version);
     }

@@ -17,9 +17,9 @@ pub mod host;
 
 use std::rc::Rc;
 
-use glue::{Counters, RequestHost, View, CONFIG_REJECTIONS};
+use glue::{Counters, CONFIG_REJECTIONS};
 use host::{Headers, Level};
-use policy_core::Policy;
+use policy_core::{Policy, Request};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
@@ -136,7 +136,7 @@ impl RootContext for Root {
 /// Reads request data through host calls, lazily.
 struct Live;
 
-impl RequestHost for Live {
+impl Request for Live {
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         host::header(Headers::Request, name).ok().flatten()
     }
@@ -184,8 +184,7 @@ impl Stream {
             }
             return;
         };
-        let mut view = View::new(Live, route);
-        let decision = route.decide(&mut view);
+        let decision = route.decide(&mut Live);
         let Some(version) = route.versions().get(decision.version) else {
             return;
         };
@@ -197,7 +196,7 @@ impl Stream {
                 host::log(Level::Error, "sticky-canary: could not set the routing token header");
             }
         }
-        for name in view.headers_to_strip() {
+        for name in glue::headers_to_strip(route) {
             let _ = host::remove_header(Headers::Request, name);
         }
         if let Some(id) = active.counters.get(index, decision.version, decision.source) {
