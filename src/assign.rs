@@ -7,16 +7,11 @@ use policy_core::{Policy, Route};
 /// Picks the route for `host`, or the only route when no host is given.
 pub fn pick_route<'a>(policy: &'a Policy, host: Option<&str>) -> Result<&'a Route, String> {
     match host {
-        Some(host) => policy
-            .find_route(host.as_bytes(), b"")
-            .or_else(|| {
-                // A route with a path prefix still serves this host for prediction purposes.
-                policy.routes().iter().find(|r| {
-                    r.hosts()
-                        .iter()
-                        .any(|h| h == host || h == "*" || h.strip_prefix('*').is_some_and(|s| host.ends_with(s)))
-                })
-            })
+        // Routes with a path prefix only match paths under it: try the bare host first, then each
+        // prefix, so the gateway's own matching rules (exact, longest wildcard, `*`) pick the route.
+        Some(host) => std::iter::once("")
+            .chain(policy.routes().iter().filter_map(|r| r.path_prefix()))
+            .find_map(|path| policy.find_route(host.as_bytes(), path.as_bytes()))
             .ok_or_else(|| format!("no route serves host {host:?}")),
         None => match policy.routes() {
             [only] => Ok(only),

@@ -522,6 +522,15 @@ fn header_name(path: &str, name: &str, errors: &mut Errors) -> Option<String> {
     Some(lower)
 }
 
+/// An optional header-name member, lowercased and checked; `default` when absent.
+fn header_field(fields: &mut Fields<'_>, name: &str, default: &str, errors: &mut Errors) -> Option<String> {
+    let path = fields.child(name);
+    match string_field(fields, name, errors) {
+        Some(h) => header_name(&path, &h, errors),
+        None => Some(default.to_owned()),
+    }
+}
+
 fn cookie_name(path: &str, name: &str, errors: &mut Errors) -> Option<String> {
     if is_token(name) {
         Some(name.to_owned())
@@ -782,11 +791,7 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
         }
     }
 
-    let rh_path = fields.child("routing_header");
-    let routing_header = match string_field(&mut fields, "routing_header", errors) {
-        Some(h) => header_name(&rh_path, &h, errors),
-        None => Some(DEFAULT_ROUTING_HEADER.to_owned()),
-    };
+    let routing_header = header_field(&mut fields, "routing_header", DEFAULT_ROUTING_HEADER, errors);
 
     let salt_path = fields.child("salt");
     let salt = string_field(&mut fields, "salt", errors);
@@ -1128,10 +1133,7 @@ fn compile_override(
     let before = errors.0.len();
     let mut fields = Fields::new(path, value, errors)?;
     let header_path = fields.child("header");
-    let header = match string_field(&mut fields, "header", errors) {
-        Some(h) => header_name(&header_path, &h, errors),
-        None => Some("x-canary-force".to_owned()),
-    };
+    let header = header_field(&mut fields, "header", "x-canary-force", errors);
     if header.is_some() && header.as_deref() == routing_header {
         errors.add(&header_path, "must differ from the routing header");
     }
@@ -1209,10 +1211,7 @@ fn compile_routing_token(
     let before = errors.0.len();
     let mut fields = Fields::new(path, value, errors)?;
     let header_path = fields.child("header");
-    let header = match string_field(&mut fields, "header", errors) {
-        Some(h) => header_name(&header_path, &h, errors),
-        None => Some(DEFAULT_TOKEN_HEADER.to_owned()),
-    };
+    let header = header_field(&mut fields, "header", DEFAULT_TOKEN_HEADER, errors);
     if header.is_some() && header.as_deref() == routing_header {
         errors.add(&header_path, "must differ from the routing header");
     }
