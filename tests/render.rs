@@ -691,7 +691,7 @@ fn typed_config_for_a_real_envoy() {
     );
     let config = local["config"]["configuration"]["value"].as_str().unwrap();
     assert!(policy_core::Policy::from_json(config.as_bytes()).is_ok());
-    assert_eq!(local["config"]["fail_open"], true);
+    assert_eq!(local["config"]["failure_policy"], "FAIL_OPEN");
     // Identical to what the rendered EnvoyFilter carries, apart from the code source.
     let rendered = render::render_with_form(&app, PluginForm::EnvoyFilter, EXAMPLE);
     let carried = serde_json::to_value(

@@ -13,6 +13,8 @@ use super::spec::{App, AppVersion, Dependent, FailStrategy, ModuleSource, Plugin
 /// The Envoy filter name and type of the proxy-wasm HTTP filter.
 pub const WASM_FILTER_NAME: &str = "envoy.filters.http.wasm";
 pub const WASM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+/// The type istio-agent substitutes when it cannot fetch the module (allow-all or deny-all RBAC).
+pub const RBAC_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 
 fn metadata(name: &str, namespace: &str, labels: Option<Yaml>) -> Yaml {
     let mut m = Mapping::new();
@@ -377,18 +379,14 @@ pub fn wasm_typed_config(app: &App, form: PluginForm) -> Yaml {
             "value" => app.filter_config_json(),
         },
     );
-    match app.plugin.fail_strategy {
-        // istio-agent reads fail_open too: with it, a failed module fetch is passed on, not refused.
-        FailStrategy::FailOpen => {
-            config.insert("fail_open".into(), true.into());
-        }
-        FailStrategy::FailClose => {
-            config.insert("fail_open".into(), false.into());
-        }
-        FailStrategy::FailReload => {
-            config.insert("failure_policy".into(), "FAIL_RELOAD".into());
-        }
-    }
+    // istio-agent reads failure_policy too: when it cannot fetch the module it swaps this config
+    // for an RBAC filter, allow-all for FAIL_OPEN and deny-all for the others (docs/security.md).
+    let failure_policy = match app.plugin.fail_strategy {
+        FailStrategy::FailOpen => "FAIL_OPEN",
+        FailStrategy::FailClose => "FAIL_CLOSED",
+        FailStrategy::FailReload => "FAIL_RELOAD",
+    };
+    config.insert("failure_policy".into(), failure_policy.into());
     map! {
         "@type" => WASM_TYPE_URL,
         "config" => Yaml::Mapping(config),
@@ -400,7 +398,9 @@ fn remote_code(url: &str, sha256: &str) -> Yaml {
         "remote" => map! {
             // istio-agent fetches this (oci:// or https://), checks sha256 (for oci://, the manifest
             // digest) and hands Envoy a local file; Envoy never fetches it itself.
-            "http_uri" => map! {"uri" => url, "timeout" => "30s"},
+            // Envoy requires a cluster; the agent fetches the module itself, so Istio's own
+            // placeholder `_` (pilot's buildDataSource) names none.
+            "http_uri" => map! {"uri" => url, "timeout" => "30s", "cluster" => "_"},
             "sha256" => sha256,
         },
     }
@@ -442,7 +442,10 @@ pub fn envoy_filter(app: &App, form: PluginForm) -> Yaml {
                 "config_discovery" => map! {
                     // Wait for the module rather than serve without it (Istio's own choice for Wasm).
                     "config_source" => map! {"ads" => map! {}, "initial_fetch_timeout" => "0s"},
-                    "type_urls" => vec![Yaml::from(WASM_TYPE_URL)],
+                    // The RBAC type too: when istio-agent cannot fetch the module it delivers an RBAC
+                    // filter (allow-all or deny-all) under this name. Without it Envoy rejects that
+                    // update and the listener answers 500 for every host on the gateway.
+                    "type_urls" => vec![Yaml::from(WASM_TYPE_URL), Yaml::from(RBAC_TYPE_URL)],
                 },
             },
         },
