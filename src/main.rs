@@ -66,17 +66,24 @@ enum Command {
         #[arg(long)]
         insecure: bool,
     },
-    /// Render every Kubernetes and Istio object for one app from its spec (YAML).
+    /// Render every Kubernetes and Istio object from app specs (YAML).
+    ///
+    /// One spec: that app with a plugin of its own. Several specs or a directory of them: every
+    /// app for a shared gateway, with one plugin per gateway holding every app's route.
     Render {
-        /// The app spec (see docs/manifests.md).
-        spec: PathBuf,
-        /// Write one file per resource group (and a kustomization.yaml) here; only changed
+        /// App specs, or directories of them (*.yaml, *.yml; see docs/manifests.md).
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+        /// Write one file per resource group (and kustomization.yaml files) here; only changed
         /// files are rewritten. Without it, print one YAML stream for `kubectl apply -f -`.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Render the plugin in this form instead of the spec's: wasmplugin, envoyfilter or envoyfilter-inline.
+        /// Render the plugin in this form instead of the spec's: envoyfilter, envoyfilter-inline or wasmplugin.
         #[arg(long)]
         plugin_form: Option<String>,
+        /// The routing-token key file (`sticky-canary token-key`); default $STICKY_CANARY_TOKEN_KEY_FILE.
+        #[arg(long)]
+        token_key: Option<PathBuf>,
     },
     /// Set a canary's weight in the spec (the stable version takes the rest) and re-render.
     SetWeight {
@@ -89,6 +96,25 @@ enum Command {
         /// The directory `render --out` writes; only the files that change are rewritten.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The other specs (or directories) rendered together with this one for a shared gateway:
+        /// the same arguments you gave `render`. Only this app's route changes in the shared plugin.
+        #[arg(long = "with")]
+        with: Vec<PathBuf>,
+        /// Render the plugin in this form instead of the spec's (as for `render`).
+        #[arg(long)]
+        plugin_form: Option<String>,
+        /// The routing-token key file, needed with --out; default $STICKY_CANARY_TOKEN_KEY_FILE.
+        #[arg(long)]
+        token_key: Option<PathBuf>,
+    },
+    /// Create a routing-token key file (256 bits from the OS's CSPRNG), readable by you only.
+    ///
+    /// `render` derives every routing token from it (an HMAC of the app name), so tokens cannot be
+    /// guessed from a spec and stay the same from render to render. Keep it out of git.
+    TokenKey {
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -153,13 +179,40 @@ fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Push { reference, insecure } => push(&reference, insecure),
-        Command::Render { spec, out, plugin_form } => render(&spec, out.as_deref(), plugin_form.as_deref()),
+        Command::Render {
+            specs,
+            out,
+            plugin_form,
+            token_key,
+        } => render(&specs, out.as_deref(), plugin_form.as_deref(), token_key.as_deref()),
         Command::SetWeight {
             spec,
             version,
             percent,
             out,
-        } => set_weight(&spec, &version, percent, out.as_deref()),
+            with,
+            plugin_form,
+            token_key,
+        } => set_weight(
+            &spec,
+            &version,
+            percent,
+            &with,
+            out.as_deref(),
+            plugin_form.as_deref(),
+            token_key.as_deref(),
+        ),
+        Command::TokenKey { out } => {
+            sticky_canary::render::token::write_new_key(&out)?;
+            eprintln!(
+                "wrote a new routing-token key to {} (mode 0600). Pass it to render with --token-key {} or {}={}; keep it out of git.",
+                out.display(),
+                out.display(),
+                sticky_canary::render::token::KEY_FILE_ENV,
+                out.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -186,16 +239,29 @@ fn push(reference: &str, insecure: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn render(spec: &std::path::Path, out: Option<&std::path::Path>, form: Option<&str>) -> Result<(), String> {
+fn parse_form(form: Option<&str>) -> Result<Option<sticky_canary::render::PluginForm>, String> {
+    form.map(|text| {
+        sticky_canary::render::PluginForm::parse(text)
+            .ok_or_else(|| format!("--plugin-form: {text:?} is not one of envoyfilter, envoyfilter-inline, wasmplugin"))
+    })
+    .transpose()
+}
+
+fn render(
+    specs: &[PathBuf],
+    out: Option<&std::path::Path>,
+    form: Option<&str>,
+    token_key: Option<&std::path::Path>,
+) -> Result<(), String> {
     use sticky_canary::render;
-    let (_, app) = render::load(spec)?;
-    let form = match form {
-        None => app.plugin.form,
-        Some(text) => render::PluginForm::parse(text).ok_or_else(|| {
-            format!("--plugin-form: {text:?} is not one of wasmplugin, envoyfilter, envoyfilter-inline")
-        })?,
-    };
-    let rendered = render::render_with_form(&app, form, &spec.to_string_lossy());
+    let form = parse_form(form)?;
+    let inputs = render::cli::load_inputs(specs)?;
+    let tokens = render::Tokens::Key(render::token::key_from_cli(token_key)?);
+    let rendered = render::cli::render_inputs(&inputs, render::cli::is_shared(specs), form, &tokens)?;
+    emit(&rendered, out)
+}
+
+fn emit(rendered: &sticky_canary::render::Rendered, out: Option<&std::path::Path>) -> Result<(), String> {
     for note in &rendered.notes {
         eprintln!("{note}");
     }
@@ -205,7 +271,7 @@ fn render(spec: &std::path::Path, out: Option<&std::path::Path>, form: Option<&s
             Ok(())
         }
         Some(dir) => {
-            let report = render::write(dir, &rendered)?;
+            let report = sticky_canary::render::write(dir, rendered)?;
             print_report(dir, &report);
             Ok(())
         }
@@ -228,20 +294,40 @@ fn set_weight(
     spec: &std::path::Path,
     version: &str,
     percent: f64,
+    with: &[PathBuf],
     out: Option<&std::path::Path>,
+    form: Option<&str>,
+    token_key: Option<&std::path::Path>,
 ) -> Result<(), String> {
     use sticky_canary::render;
-    let app = render::set_weight(spec, version, percent)?;
+    let form = parse_form(form)?;
+    let (new_text, app) = render::set_weight_text(spec, version, percent)?;
+    // Everything is rendered before the spec is touched: a refusal leaves the spec and DIR as they were.
+    let rendered = match out {
+        None => None,
+        Some(_) => {
+            let tokens = render::Tokens::Key(render::token::key_from_cli(token_key)?);
+            let mut inputs = render::cli::load_inputs(with)?;
+            let own = std::fs::canonicalize(spec).ok();
+            inputs.retain(|(source, _)| std::fs::canonicalize(source).ok() != own);
+            let shared = !with.is_empty();
+            inputs.push((spec.to_string_lossy().into_owned(), app.clone()));
+            let rendered = render::cli::render_inputs(&inputs, shared, form, &tokens)?;
+            if let Some(dir) = out {
+                render::check_target(dir, &rendered)?;
+            }
+            Some(rendered)
+        }
+    };
+    render::write_atomically(spec, new_text.as_bytes())?;
     let weights: Vec<String> = app
         .versions
         .iter()
         .map(|v| format!("{} {}%", v.name, v.weight))
         .collect();
     println!("{}: {}", spec.display(), weights.join(", "));
-    if let Some(dir) = out {
-        let rendered = render::render(&app, &spec.to_string_lossy());
-        let report = render::write(dir, &rendered)?;
-        print_report(dir, &report);
+    if let (Some(dir), Some(rendered)) = (out, rendered) {
+        emit(&rendered, Some(dir))?;
         println!("apply with: kubectl apply -k {}", dir.display());
     }
     Ok(())

@@ -667,29 +667,30 @@ fn override_header_works_only_for_allowed_versions() {
 // ---------------------------------------------------------------------------
 // Scenario 6: hosts no route serves.
 
+/// On a gateway shared by many apps, a request for a host no route owns belongs to another app:
+/// the filter leaves it exactly as the client sent it (routing headers included). What guards
+/// those hosts from a spoofed header is their own VirtualService (the generated ones require the
+/// routing token: tests/render_envoy.rs); this test's plain route table routes on the header alone.
 #[test]
-fn unmatched_host_is_untouched_apart_from_routing_header_removal() {
+fn unmatched_host_is_left_untouched() {
     let _serial = serial();
     let stack = stack(&config(100));
     let mut client = connect(&stack.envoy);
     let request = Request::get("/some/path?q=1")
         .host(OTHER_HOST)
-        .header(ROUTING_HEADER, "v2")
-        .header("X-Canary-Version", "v2")
+        .header(ROUTING_HEADER, "v1")
+        .header("X-Canary-Version", "v1")
         .header("Cookie", "session=someone; sc-id=abc")
         .header("x-user-id", "u-1")
         .header("x-canary-force", "v2")
         .header("x-custom", "keep-me");
     for _ in 0..5 {
         let reply = send(&mut client, &request);
+        assert_eq!(served(&reply), "v1");
         assert_eq!(
-            served(&reply),
-            "v1",
-            "no routing header left: the route table sends it to stable"
-        );
-        assert!(
-            seen_headers(&reply.body, ROUTING_HEADER).is_empty(),
-            "spoofed routing header reached the upstream"
+            seen_headers(&reply.body, ROUTING_HEADER),
+            vec![b"v1".to_vec(), b"v1".to_vec()],
+            "the filter touched the routing headers of a host it does not own"
         );
         assert_eq!(
             seen_headers(&reply.body, "cookie"),

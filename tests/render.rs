@@ -9,10 +9,37 @@ use std::process::Command;
 
 use base64::Engine as _;
 use serde_yaml_ng::Value as Yaml;
+use sticky_canary::render::token::{TokenKey, Tokens};
 use sticky_canary::render::{self, App, PluginForm};
 
 const EXAMPLE: &str = "examples/my-app.yaml";
 const DEPENDENTS_EXAMPLE: &str = "examples/frontend-backend.yaml";
+/// Where the golden shared-gateway render of both examples lives, under manifests/.
+const SHARED_GOLDEN: &str = "shared-gateway";
+
+/// A fixed key for tests that compare two renders (never used for anything deployed).
+fn test_tokens() -> Tokens {
+    Tokens::Key(TokenKey::parse(&"5a".repeat(32)).unwrap())
+}
+
+/// Writes a fresh key file with the CLI's own subcommand and returns its path.
+fn key_file(dir: &Path) -> String {
+    let path = dir.join("token.key");
+    let output = cli(&["token-key", "--out", &path.to_string_lossy()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    path.to_string_lossy().into_owned()
+}
+
+fn key_of(path: &str) -> Tokens {
+    Tokens::Key(TokenKey::from_file(Path::new(path)).unwrap())
+}
+
+fn shared_inputs() -> Vec<(String, App)> {
+    [EXAMPLE, DEPENDENTS_EXAMPLE]
+        .iter()
+        .map(|spec| ((*spec).to_owned(), load(spec)))
+        .collect()
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -46,6 +73,7 @@ impl Drop for TempDir {
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sticky-canary"))
         .current_dir(root())
+        .env_remove(render::token::KEY_FILE_ENV)
         .args(args)
         .output()
         .unwrap()
@@ -55,10 +83,12 @@ fn cli(args: &[&str]) -> std::process::Output {
 // Golden files
 // ---------------------------------------------------------------------------
 
-/// The files in `manifests/` (top level) and `manifests/plugin-forms/`, as (relative name, text).
+/// The files in `manifests/` (top level), `manifests/plugin-forms/` and the shared-gateway render
+/// of both examples in `manifests/shared-gateway/`, as (relative name, text). Rendered with
+/// example tokens: a token committed to a repository is public, so none is.
 fn golden_expected() -> Vec<(String, String)> {
     let app = load(EXAMPLE);
-    let mut files: Vec<(String, String)> = render::render(&app, EXAMPLE)
+    let mut files: Vec<(String, String)> = render::render(&app, EXAMPLE, &Tokens::Example)
         .files
         .into_iter()
         .map(|f| (f.name, f.text))
@@ -69,31 +99,36 @@ fn golden_expected() -> Vec<(String, String)> {
         PluginForm::WasmPlugin => PluginForm::EnvoyFilter,
         _ => PluginForm::WasmPlugin,
     };
-    let alternative = render::render_with_form(&app, other, EXAMPLE);
+    let alternative = render::render_with_form(&app, other, EXAMPLE, &Tokens::Example);
     let plugin = alternative.file("plugin.yaml").unwrap();
     files.push((format!("plugin-forms/{}.yaml", other.as_str()), plugin.text.clone()));
+    let shared = render::render_shared(&shared_inputs(), None, &Tokens::Example).unwrap();
+    files.extend(
+        shared
+            .files
+            .into_iter()
+            .map(|f| (format!("{SHARED_GOLDEN}/{}", f.name), f.text)),
+    );
     files.sort();
     files
 }
 
+/// Every file under `dir`, recursively, as (relative name, text).
 fn golden_on_disk(dir: &Path) -> Vec<(String, String)> {
-    let mut files = Vec::new();
-    for sub in ["", "plugin-forms"] {
-        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
-            continue;
-        };
+    fn walk(dir: &Path, prefix: &str, files: &mut Vec<(String, String)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_file() {
-                let name = if sub.is_empty() {
-                    entry.file_name().to_string_lossy().into_owned()
-                } else {
-                    format!("{sub}/{}", entry.file_name().to_string_lossy())
-                };
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if path.is_dir() {
+                walk(&path, &format!("{name}/"), files);
+            } else {
                 files.push((name, std::fs::read_to_string(&path).unwrap()));
             }
         }
     }
+    let mut files = Vec::new();
+    walk(dir, "", &mut files);
     files.sort();
     files
 }
@@ -147,19 +182,50 @@ fn golden_example_does_not_depend_on_the_filter_build() {
 
 #[test]
 fn cli_render_writes_what_the_library_renders_and_is_idempotent() {
-    let out = TempDir::new("cli-render");
-    let dir = out.0.to_string_lossy().into_owned();
-    let first = cli(&["render", EXAMPLE, "--out", &dir]);
+    let work = TempDir::new("cli-render");
+    let key = key_file(&work.0);
+    let out = work.0.join("out");
+    let dir = out.to_string_lossy().into_owned();
+    let first = cli(&["render", EXAMPLE, "--out", &dir, "--token-key", &key]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    let expected: Vec<(String, String)> = golden_expected()
+    let expected: Vec<(String, String)> = render::render(&load(EXAMPLE), EXAMPLE, &key_of(&key))
+        .files
         .into_iter()
-        .filter(|(n, _)| !n.contains('/'))
+        .map(|f| (f.name, f.text))
         .collect();
-    assert_eq!(golden_on_disk(&out.0), expected);
-    let second = cli(&["render", EXAMPLE, "--out", &dir]);
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(golden_on_disk(&out), expected_sorted);
+    let second = cli(&["render", EXAMPLE, "--out", &dir, "--token-key", &key]);
     assert!(String::from_utf8_lossy(&second.stdout).contains("up to date"));
-    // Without --out: one stream for `kubectl apply -f -`.
-    let stream = cli(&["render", EXAMPLE]);
+    // The golden files differ from a keyed render only in the tokens (and the comment saying so).
+    let golden = golden_expected();
+    let keyed = key_of(&key);
+    let swaps: Vec<(String, String)> = [render::token::Purpose::Gateway, render::token::Purpose::Mesh]
+        .into_iter()
+        .map(|p| (keyed.token(p, "my-app", 1), Tokens::Example.token(p, "my-app", 1)))
+        .collect();
+    for (name, text) in &expected {
+        let (_, golden_text) = golden.iter().find(|(n, _)| n == name).unwrap();
+        let mut text = text.clone();
+        for (real, example) in &swaps {
+            text = text.replace(real, example);
+        }
+        let body = |t: &str| {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(body(&text), body(golden_text), "{name}");
+    }
+    // Without --out: one stream for `kubectl apply -f -`; the key may come from the environment.
+    let stream = Command::new(env!("CARGO_BIN_EXE_sticky-canary"))
+        .current_dir(root())
+        .env(render::token::KEY_FILE_ENV, &key)
+        .args(["render", EXAMPLE])
+        .output()
+        .unwrap();
     let text = String::from_utf8(stream.stdout).unwrap();
     assert_eq!(text.lines().filter(|l| *l == "---").count(), 10, "{text}");
 }
@@ -182,6 +248,14 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
     }
     let out = TempDir::new("schemas");
     let mut dirs = vec![root().join("manifests"), root().join("manifests/plugin-forms")];
+    for entry in std::fs::read_dir(root().join("manifests").join(SHARED_GOLDEN))
+        .unwrap()
+        .flatten()
+    {
+        if entry.path().is_dir() {
+            dirs.push(entry.path());
+        }
+    }
     for (spec, forms) in [
         (
             EXAMPLE,
@@ -199,7 +273,7 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
         let app = load(spec);
         for form in forms {
             let dir = out.0.join(format!("{}-{}", app.name, form.as_str()));
-            render::write(&dir, &render::render_with_form(&app, *form, spec)).unwrap();
+            render::write(&dir, &render::render_with_form(&app, *form, spec, &test_tokens())).unwrap();
             dirs.push(dir);
         }
     }
@@ -243,7 +317,7 @@ fn carried_filter_config(plugin: &Yaml) -> String {
 }
 
 fn check_consistency(app: &App, form: PluginForm) {
-    let rendered = render::render_with_form(app, form, "spec.yaml");
+    let rendered = render::render_with_form(app, form, "spec.yaml", &test_tokens());
     let plugins: Vec<_> = find(&rendered, "WasmPlugin")
         .into_iter()
         .chain(find(&rendered, "EnvoyFilter"))
@@ -316,7 +390,13 @@ fn check_consistency(app: &App, form: PluginForm) {
         }
     }
     assert_eq!(header_routes.len(), versions.len() - 1);
-    assert_eq!(render::header_routes(app), header_routes);
+    assert_eq!(render::header_routes(app, &test_tokens()), header_routes);
+    // Every canary route requires the filter's token, and every route removes it.
+    let token = route.routing_token().unwrap();
+    for r in &header_routes {
+        assert_eq!(r.also, vec![(token.header.clone(), token.value.clone())]);
+        assert!(r.remove.contains(&token.header));
+    }
 
     // Gateway, VirtualService and filter route agree on hosts; the gateway is the add-on's.
     let gateway = find(&rendered, "Gateway")[0];
@@ -359,8 +439,20 @@ fn check_consistency(app: &App, form: PluginForm) {
         );
         let (routes, default) = render::virtual_service_header_routes(dep_vs);
         assert_eq!(default.as_deref(), Some(versions[0]));
+        // The gateway's canary routes set the mesh token the dependent's canary routes require.
+        let mesh_set = &header_routes[0].set;
+        assert_eq!(mesh_set.len(), 1, "the gateway sets no mesh token");
         for r in routes {
             assert_eq!(r.header, route.routing_header());
+            assert_eq!(
+                r.also,
+                mesh_set.clone(),
+                "a dependent canary route without the mesh token"
+            );
+            assert_ne!(
+                r.also[0].1, token.value,
+                "the mesh token must differ from the gateway token"
+            );
         }
     }
 }
@@ -395,7 +487,7 @@ fn three_versions_and_a_custom_routing_header() {
     let app = App::from_yaml(&text).unwrap();
     assert_eq!(app.routing_header, "x-my-app-version");
     check_consistency(&app, PluginForm::EnvoyFilter);
-    let routes = render::header_routes(&app);
+    let routes = render::header_routes(&app, &test_tokens());
     assert_eq!(
         routes
             .iter()
@@ -538,7 +630,15 @@ fn cli_render_of_an_invalid_spec_writes_nothing() {
     let spec = out.0.join("bad.yaml");
     std::fs::write(&spec, BAD_SPEC).unwrap();
     let target = out.0.join("out");
-    let output = cli(&["render", &spec.to_string_lossy(), "--out", &target.to_string_lossy()]);
+    let key = key_file(&out.0);
+    let output = cli(&[
+        "render",
+        &spec.to_string_lossy(),
+        "--out",
+        &target.to_string_lossy(),
+        "--token-key",
+        &key,
+    ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.lines().count() >= 15, "{stderr}");
@@ -560,10 +660,13 @@ fn set_weight_rewrites_the_spec_and_only_the_plugin() {
     let original = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
     std::fs::write(&spec, &original).unwrap();
     let out = work.0.join("manifests");
+    let key = key_file(&work.0);
     let (spec_s, out_s) = (spec.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
-    assert!(cli(&["render", &spec_s, "--out", &out_s]).status.success());
+    assert!(cli(&["render", &spec_s, "--out", &out_s, "--token-key", &key])
+        .status
+        .success());
 
-    let ramp = cli(&["set-weight", &spec_s, "v2", "50", "--out", &out_s]);
+    let ramp = cli(&["set-weight", &spec_s, "v2", "50", "--out", &out_s, "--token-key", &key]);
     assert!(ramp.status.success(), "{}", String::from_utf8_lossy(&ramp.stderr));
     let stdout = String::from_utf8_lossy(&ramp.stdout);
     let written: Vec<&str> = stdout.lines().filter(|l| l.starts_with("wrote ")).collect();
@@ -582,7 +685,7 @@ fn set_weight_rewrites_the_spec_and_only_the_plugin() {
     );
 
     // An impossible weight: refused, the spec is left as it was, nothing is rendered.
-    let refused = cli(&["set-weight", &spec_s, "v2", "150", "--out", &out_s]);
+    let refused = cli(&["set-weight", &spec_s, "v2", "150", "--out", &out_s, "--token-key", &key]);
     assert!(!refused.status.success());
     assert_eq!(std::fs::read_to_string(&spec).unwrap(), expected);
     assert!(cli(&["set-weight", &spec_s, "v1", "20"])
@@ -632,7 +735,7 @@ fn set_weight_keeps_the_last_good_spec_when_the_result_is_invalid() {
 fn a_dropped_version_removes_its_generated_file() {
     let work = TempDir::new("dropped");
     let app = load(EXAMPLE);
-    render::write(&work.0, &render::render(&app, EXAMPLE)).unwrap();
+    render::write(&work.0, &render::render(&app, EXAMPLE, &test_tokens())).unwrap();
     std::fs::write(work.0.join("notes.yaml"), "# mine, not generated\n").unwrap();
     let text = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
     let start = text.find("  - name: v2\n").unwrap();
@@ -641,7 +744,7 @@ fn a_dropped_version_removes_its_generated_file() {
         .replace("    weight: 90\n", "    weight: 100\n")
         .replace("    allow: [v2]\n", "    allow: [v1]\n");
     let app = App::from_yaml(&one_version).unwrap();
-    let report = render::write(&work.0, &render::render(&app, EXAMPLE)).unwrap();
+    let report = render::write(&work.0, &render::render(&app, EXAMPLE, &test_tokens())).unwrap();
     assert_eq!(report.removed, vec!["app-v2.yaml".to_owned()]);
     assert!(
         work.0.join("notes.yaml").exists(),
@@ -656,7 +759,7 @@ fn a_dropped_version_removes_its_generated_file() {
 #[test]
 fn inline_form_carries_the_embedded_module_under_the_object_size_limit() {
     let app = load(EXAMPLE);
-    let rendered = render::render_with_form(&app, PluginForm::EnvoyFilterInline, EXAMPLE);
+    let rendered = render::render_with_form(&app, PluginForm::EnvoyFilterInline, EXAMPLE, &test_tokens());
     let plugin = find(&rendered, "EnvoyFilter")[0];
     let code = &plugin["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"]["vm_config"]["code"];
     let inline = code["local"]["inline_bytes"].as_str().unwrap();
@@ -678,13 +781,14 @@ fn inline_form_carries_the_embedded_module_under_the_object_size_limit() {
 #[test]
 fn typed_config_for_a_real_envoy() {
     let app = load(EXAMPLE);
-    let remote = render::envoy_wasm_typed_config(&app, None);
+    let install = render::objects::single_install(&app, &test_tokens());
+    let remote = render::envoy_wasm_typed_config(&install, None);
     assert_eq!(remote["@type"], render::objects::WASM_TYPE_URL);
     assert_eq!(
         remote["config"]["vm_config"]["code"]["remote"]["http_uri"]["uri"],
         "oci://myregistry.azurecr.io/sticky-canary:0.1.0"
     );
-    let local = render::envoy_wasm_typed_config(&app, Some(Path::new("/tmp/filter.wasm")));
+    let local = render::envoy_wasm_typed_config(&install, Some(Path::new("/tmp/filter.wasm")));
     assert_eq!(
         local["config"]["vm_config"]["code"],
         serde_json::json!({"local": {"filename": "/tmp/filter.wasm"}})
@@ -693,13 +797,13 @@ fn typed_config_for_a_real_envoy() {
     assert!(policy_core::Policy::from_json(config.as_bytes()).is_ok());
     assert_eq!(local["config"]["failure_policy"], "FAIL_OPEN");
     // Identical to what the rendered EnvoyFilter carries, apart from the code source.
-    let rendered = render::render_with_form(&app, PluginForm::EnvoyFilter, EXAMPLE);
+    let rendered = render::render_with_form(&app, PluginForm::EnvoyFilter, EXAMPLE, &test_tokens());
     let carried = serde_json::to_value(
         &find(&rendered, "EnvoyFilter")[0]["spec"]["configPatches"][0]["patch"]["value"]["typed_config"],
     )
     .unwrap();
     assert_eq!(carried, remote);
-    assert_eq!(render::default_subset(&app).as_deref(), Some("v1"));
+    assert_eq!(render::default_subset(&app, &test_tokens()).as_deref(), Some("v1"));
 }
 
 #[test]
@@ -709,8 +813,382 @@ fn strings_that_yaml_1_1_would_turn_into_booleans_stay_strings() {
         "      VERSION: v1.0.0\n      FEATURE: \"on\"\n      LEVEL: \"0777\"\n",
     );
     let app = App::from_yaml(&text).unwrap();
-    let rendered = render::render(&app, EXAMPLE);
+    let rendered = render::render(&app, EXAMPLE, &test_tokens());
     let deployment = &rendered.file("app-v1.yaml").unwrap().text;
     assert!(deployment.contains("value: 'on'\n"), "{deployment}");
     assert!(deployment.contains("value: '0777'\n"), "{deployment}");
+}
+
+// ---------------------------------------------------------------------------
+// Routing tokens: from a key outside the spec, stable, rotatable
+// ---------------------------------------------------------------------------
+
+#[test]
+fn render_without_a_token_key_refuses_and_says_how_to_make_one() {
+    let work = TempDir::new("no-key");
+    let target = work.0.join("out");
+    let output = cli(&["render", EXAMPLE, "--out", &target.to_string_lossy()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sticky-canary token-key --out"), "{stderr}");
+    assert!(stderr.contains("STICKY_CANARY_TOKEN_KEY_FILE"), "{stderr}");
+    assert!(!target.exists(), "a refused render must write nothing");
+    // A key that is too short is refused too, naming the file.
+    let short = work.0.join("short.key");
+    std::fs::write(&short, "abcdef\n").unwrap();
+    let output = cli(&["render", EXAMPLE, "--token-key", &short.to_string_lossy()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("short.key") && stderr.contains("too short"), "{stderr}");
+}
+
+#[test]
+fn token_key_files_are_private_and_never_overwritten() {
+    let work = TempDir::new("token-key");
+    let key = key_file(&work.0);
+    let text = std::fs::read_to_string(&key).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key file is readable by others");
+    }
+    let again = cli(&["token-key", "--out", &key]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"));
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+    // Two keys, two sets of tokens.
+    let other = work.0.join("other.key");
+    assert!(cli(&["token-key", "--out", &other.to_string_lossy()]).status.success());
+    assert_ne!(std::fs::read_to_string(&other).unwrap(), text);
+}
+
+/// The token is an HMAC under a key that is not in the spec: the old derivation from public facts
+/// (app name and salt) no longer gives it, the same key gives byte-identical output, another key
+/// other tokens, and `routing.token.value` in a spec is refused.
+#[test]
+fn tokens_come_from_the_key_not_from_the_spec() {
+    let app = load(EXAMPLE);
+    let old_guess: String =
+        sticky_canary::sha256_hex(format!("sticky-canary routing token\0{}\0my-app-2025", app.name).as_bytes())
+            .chars()
+            .take(32)
+            .collect();
+    let a = render::render(&app, EXAMPLE, &test_tokens());
+    let b = render::render(&app, EXAMPLE, &test_tokens());
+    let other = render::render(&app, EXAMPLE, &Tokens::Key(TokenKey::parse(&"c3".repeat(32)).unwrap()));
+    let text = |r: &render::Rendered| r.files.iter().map(|f| f.text.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        text(&a),
+        text(&b),
+        "the same key and spec must give byte-identical output"
+    );
+    assert_ne!(text(&a), text(&other), "another key must give other tokens");
+    let token =
+        Tokens::Key(TokenKey::parse(&"5a".repeat(32)).unwrap()).token(render::token::Purpose::Gateway, "my-app", 1);
+    let istio = &a.file("istio.yaml").unwrap().text;
+    assert!(istio.contains(&token), "{istio}");
+    assert!(!istio.contains(&old_guess));
+    assert!(!a.file("plugin.yaml").unwrap().text.contains(&old_guess));
+    // The committed golden files carry no real token at all.
+    for (name, text) in golden_expected() {
+        if text.contains("x-canary-token") && name.ends_with("istio.yaml") {
+            assert!(text.contains("EXAMPLE-NOT-SECRET-gateway-"), "{name}");
+        }
+    }
+    let with_value = std::fs::read_to_string(root().join(EXAMPLE)).unwrap().replace(
+        "  salt: my-app-2025\n",
+        "  salt: my-app-2025\n  token: {value: 0123456789abcdef0123}\n",
+    );
+    let errors = App::from_yaml(&with_value).unwrap_err().to_string();
+    assert!(
+        errors.contains("routing.token.value: is no longer accepted"),
+        "{errors}"
+    );
+}
+
+/// Rotation without bouncing anyone: step 1 accepts the new generation beside the old one, step 2
+/// sends the new one, step 3 drops the old one. At every step the filter's token is accepted.
+#[test]
+fn token_rotation_accepts_old_and_new_during_the_switch() {
+    let base = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
+    let step = |token: &str| {
+        App::from_yaml(&base.replace(
+            "  salt: my-app-2025\n",
+            &format!("  salt: my-app-2025\n  token: {token}\n"),
+        ))
+        .unwrap()
+    };
+    let tokens = test_tokens();
+    let gateway = |g: u32| tokens.token(render::token::Purpose::Gateway, "my-app", g);
+    for (spec, sent, accepted) in [
+        ("{generation: 1}", 1, vec![1]),
+        ("{generation: 1, also_accept: [2]}", 1, vec![1, 2]),
+        ("{generation: 2, also_accept: [1]}", 2, vec![2, 1]),
+        ("{generation: 2}", 2, vec![2]),
+    ] {
+        let app = step(spec);
+        let config = app.filter_config(&tokens);
+        let config = serde_json::to_string(&config).unwrap();
+        let policy = policy_core::Policy::from_json(config.as_bytes()).unwrap();
+        assert_eq!(
+            policy.routes()[0].routing_token().unwrap().value,
+            gateway(sent),
+            "{spec}"
+        );
+        let routes = render::header_routes(&app, &tokens);
+        let values: Vec<String> = routes.iter().map(|r| r.also[0].1.clone()).collect();
+        assert_eq!(
+            values,
+            accepted.iter().map(|g| gateway(*g)).collect::<Vec<_>>(),
+            "{spec}"
+        );
+        assert!(routes.iter().all(|r| r.subset == "v2"));
+    }
+    for bad in [
+        "{generation: 0}",
+        "{generation: 2, also_accept: [2]}",
+        "{also_accept: [3, 3]}",
+    ] {
+        let text = base.replace(
+            "  salt: my-app-2025\n",
+            &format!("  salt: my-app-2025\n  token: {bad}\n"),
+        );
+        assert!(App::from_yaml(&text).is_err(), "{bad} was accepted");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Warnings and defaults
+// ---------------------------------------------------------------------------
+
+#[test]
+fn placeholders_and_shared_gateway_fail_strategies_are_warned_about() {
+    let work = TempDir::new("warnings");
+    let key = key_file(&work.0);
+    let output = cli(&["render", EXAMPLE, "--token-key", &key]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: examples/my-app.yaml: plugin.sha256:") && stderr.contains("placeholder"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: examples/my-app.yaml: routing.override.secret:"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("fail_strategy"),
+        "FAIL_OPEN needs no warning: {stderr}"
+    );
+    for strategy in ["FAIL_CLOSE", "FAIL_RELOAD"] {
+        let spec = work.0.join(format!("{strategy}.yaml"));
+        let text = std::fs::read_to_string(root().join(EXAMPLE))
+            .unwrap()
+            .replace("fail_strategy: FAIL_OPEN", &format!("fail_strategy: {strategy}"));
+        std::fs::write(&spec, text).unwrap();
+        let output = cli(&["render", &spec.to_string_lossy(), "--token-key", &key]);
+        assert!(output.status.success(), "a warning is not an error");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("plugin.fail_strategy {strategy}")))
+            .unwrap_or_else(|| panic!("no fail-strategy warning for {strategy}: {stderr}"));
+        for words in [
+            "deny-all RBAC",
+            "every host on that gateway answers 403",
+            "the other apps' too",
+        ] {
+            assert!(line.contains(words), "{strategy}: {line}");
+        }
+    }
+}
+
+#[test]
+fn the_default_plugin_form_is_the_envoyfilter_the_aks_add_on_accepts() {
+    let text = std::fs::read_to_string(root().join(EXAMPLE))
+        .unwrap()
+        .replace("  form: envoyfilter\n", "");
+    let app = App::from_yaml(&text).unwrap();
+    assert_eq!(app.plugin.form, PluginForm::EnvoyFilter);
+    let rendered = render::render(&app, EXAMPLE, &test_tokens());
+    assert_eq!(find(&rendered, "EnvoyFilter").len(), 1);
+    assert!(find(&rendered, "WasmPlugin").is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Many apps on one shared gateway
+// ---------------------------------------------------------------------------
+
+/// A spec for app `name` on `host`, with the example's plugin settings.
+fn spec_for(name: &str, host: &str, canary: u32) -> String {
+    format!(
+        "app: {name}\nrevision: asm-1-28\nhosts: [{host}]\nversions:\n  - {{name: v1, image: nginx, weight: {}}}\n  - {{name: v2, image: nginx, weight: {canary}}}\nrouting:\n  salt: {name}-salt\n  key_chain: [{{cookie: session}}]\nplugin:\n  url: oci://myregistry.azurecr.io/sticky-canary:0.1.0\n  sha256: \"{}\"\n",
+        100 - canary,
+        "ab".repeat(32)
+    )
+}
+
+#[test]
+fn shared_gateway_render_has_one_plugin_with_every_apps_route() {
+    let rendered = render::render_shared(&shared_inputs(), None, &test_tokens()).unwrap();
+    let plugins = find(&rendered, "EnvoyFilter");
+    assert_eq!(plugins.len(), 1, "one plugin per gateway, not per app");
+    assert_eq!(plugins[0]["metadata"]["name"].as_str(), Some("sticky-canary-external"));
+    let config = carried_filter_config(plugins[0]);
+    let policy = policy_core::Policy::from_json(config.as_bytes()).unwrap();
+    let names: Vec<&str> = policy.routes().iter().map(|r| r.name()).collect();
+    assert_eq!(names, vec!["frontend", "my-app"]);
+    // Each app's objects in its own directory, each with its own kustomization; one Namespace each.
+    for app in ["my-app", "frontend"] {
+        for name in ["istio.yaml", "service.yaml", "kustomization.yaml", "00-namespace.yaml"] {
+            assert!(rendered.file(&format!("{app}/{name}")).is_some(), "{app}/{name}");
+        }
+        assert!(rendered.file(&format!("{app}/plugin.yaml")).is_none());
+    }
+    assert!(rendered.file("frontend/dependents.yaml").is_some());
+    let top = &rendered.file("kustomization.yaml").unwrap().objects[0]["resources"];
+    assert_eq!(
+        top.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["gateway", "frontend", "my-app"]
+    );
+    // Each app's VirtualService requires that app's own token, the one its route in the shared config sends.
+    for route in policy.routes() {
+        let vs = find(&rendered, "VirtualService")
+            .into_iter()
+            .find(|v| v["metadata"]["name"].as_str() == Some(&format!("vs-{}", route.name())))
+            .unwrap();
+        let (routes, _) = render::virtual_service_header_routes(vs);
+        assert_eq!(routes[0].also[0].1, route.routing_token().unwrap().value);
+    }
+    let tokens: Vec<&str> = policy
+        .routes()
+        .iter()
+        .map(|r| r.routing_token().unwrap().value.as_str())
+        .collect();
+    assert_ne!(tokens[0], tokens[1], "apps share a token");
+}
+
+#[test]
+fn conflicting_specs_are_refused_naming_both() {
+    let work = TempDir::new("conflicts");
+    let write = |name: &str, text: &str| {
+        let path = work.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let a = write("a.yaml", &spec_for("app-a", "shop.example.com", 10));
+    let b = write("b.yaml", &spec_for("app-b", "SHOP.example.com", 10));
+    let key = key_file(&work.0);
+    let out = work.0.join("out");
+    let output = cli(&["render", &a, &b, "--out", &out.to_string_lossy(), "--token-key", &key]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("b.yaml: host \"SHOP.example.com\" is claimed by app \"app-b\" here and by app \"app-a\" in"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("a.yaml"), "{stderr}");
+    assert!(!out.exists(), "a refused render writes nothing");
+
+    let c = write(
+        "c.yaml",
+        &spec_for("app-c", "c.example.com", 10).replace("  sha256:", "  fail_strategy: FAIL_CLOSE\n  sha256:"),
+    );
+    let d = write("d.yaml", &spec_for("app-c", "d.example.com", 10));
+    let output = cli(&["render", &a, &c, &d, "--token-key", &key]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("c.yaml: plugin.fail_strategy differs from"), "{stderr}");
+    assert!(stderr.contains("d.yaml: app \"app-c\" is also the app of"), "{stderr}");
+}
+
+#[test]
+fn set_weight_on_one_app_changes_only_its_route_in_the_shared_plugin() {
+    let work = TempDir::new("shared-set-weight");
+    let apps = work.0.join("apps");
+    std::fs::create_dir_all(&apps).unwrap();
+    for i in 0..3 {
+        std::fs::write(
+            apps.join(format!("app-{i}.yaml")),
+            spec_for(&format!("app-{i}"), &format!("app-{i}.example.com"), 10),
+        )
+        .unwrap();
+    }
+    let key = key_file(&work.0);
+    let out = work.0.join("manifests");
+    let (apps_s, out_s) = (apps.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
+    let first = cli(&["render", &apps_s, "--out", &out_s, "--token-key", &key]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let before = std::fs::read_to_string(out.join("gateway/plugin-external.yaml")).unwrap();
+    let spec = apps.join("app-1.yaml").to_string_lossy().into_owned();
+
+    // Without the others: refused, since it would drop their routes; nothing changes.
+    let alone = cli(&["set-weight", &spec, "v2", "50", "--out", &out_s, "--token-key", &key]);
+    assert!(!alone.status.success());
+    assert!(String::from_utf8_lossy(&alone.stderr).contains("drop the other apps' routes"));
+    assert!(std::fs::read_to_string(&spec).unwrap().contains("weight: 10}"));
+
+    let ramp = cli(&[
+        "set-weight",
+        &spec,
+        "v2",
+        "50",
+        "--with",
+        &apps_s,
+        "--out",
+        &out_s,
+        "--token-key",
+        &key,
+    ]);
+    assert!(ramp.status.success(), "{}", String::from_utf8_lossy(&ramp.stderr));
+    let stdout = String::from_utf8_lossy(&ramp.stdout);
+    let written: Vec<&str> = stdout.lines().filter(|l| l.starts_with("wrote ")).collect();
+    assert_eq!(written.len(), 1, "{stdout}");
+    assert!(written[0].ends_with("gateway/plugin-external.yaml"), "{stdout}");
+    let after = std::fs::read_to_string(out.join("gateway/plugin-external.yaml")).unwrap();
+    let routes = |text: &str| {
+        let plugin: Yaml = serde_yaml_ng::from_str(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .as_str(),
+        )
+        .unwrap();
+        let config: serde_json::Value = serde_json::from_str(&carried_filter_config(&plugin)).unwrap();
+        config["routes"].as_array().unwrap().clone()
+    };
+    let (old, new) = (routes(&before), routes(&after));
+    assert_eq!(old.len(), 3);
+    for i in [0, 2] {
+        assert_eq!(old[i], new[i], "app-{i}'s route changed");
+    }
+    assert_eq!(
+        new[1]["versions"],
+        serde_json::json!([{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}])
+    );
+    assert_eq!(old[1]["routing_token"], new[1]["routing_token"]);
+
+    // A single-spec render into the shared directory is refused as well.
+    let single = cli(&["render", &spec, "--out", &out_s, "--token-key", &key]);
+    assert!(!single.status.success());
+    assert_eq!(
+        std::fs::read_to_string(out.join("gateway/plugin-external.yaml")).unwrap(),
+        after
+    );
+
+    // Removing an app's spec removes its generated directory on the next render.
+    std::fs::remove_file(apps.join("app-2.yaml")).unwrap();
+    let again = cli(&["render", &apps_s, "--out", &out_s, "--token-key", &key]);
+    assert!(again.status.success());
+    assert!(!out.join("app-2").exists());
+    assert_eq!(
+        routes(&std::fs::read_to_string(out.join("gateway/plugin-external.yaml")).unwrap()).len(),
+        2
+    );
 }

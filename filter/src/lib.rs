@@ -5,7 +5,8 @@
 //! good one. Per request the filter finds the route, lets policy-core decide,
 //! replaces the routing header and the routing token (removing any the client sent), strips the
 //! override headers, counts the decision, and sends Set-Cookie to new clients.
-//! A request on no route only has client-sent routing headers removed.
+//! A request on no route is not touched at all: on a gateway shared by many apps, requests for
+//! hosts no route owns belong to others (their VirtualServices decide what a header means).
 
 #![cfg_attr(
     not(test),
@@ -178,10 +179,8 @@ impl Stream {
             .find_route_index(&authority, &path)
             .and_then(|i| policy.routes().get(i).map(|r| (i, r)))
         else {
-            // No route: nobody picks a version by sending the routing header themselves.
-            for name in policy.routing_headers() {
-                let _ = host::remove_header(Headers::Request, name);
-            }
+            // Not ours: another app's host (or path). Its own routes guard it; the generated
+            // VirtualServices require the routing token, so a client-sent header alone reaches stable.
             return;
         };
         let decision = route.decide(&mut Live);

@@ -8,7 +8,10 @@
 use base64::Engine as _;
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
-use super::spec::{App, AppVersion, Dependent, FailStrategy, ModuleSource, PluginForm, INGRESS_NAMESPACE};
+use super::spec::{
+    App, AppVersion, Dependent, FailStrategy, ModuleSource, Plugin, PluginForm, INGRESS_NAMESPACE, MESH_TOKEN_HEADER,
+};
+use super::token::{Purpose, Tokens};
 
 /// The Envoy filter name and type of the proxy-wasm HTTP filter.
 pub const WASM_FILTER_NAME: &str = "envoy.filters.http.wasm";
@@ -192,42 +195,73 @@ fn destination(host: &str, subset: &str, port: Option<u32>) -> Yaml {
     map! {"destination" => Yaml::Mapping(d)}
 }
 
-/// HTTP routes: one per non-stable version on the routing header, then stable for the rest.
+/// What the routes of one VirtualService require and do to the request headers.
+struct Guard<'a> {
+    /// The token header every canary route requires, and its accepted values (any one matches).
+    token_header: &'a str,
+    accepted: &'a [String],
+    /// Set on canary routes (the mesh token for dependent services), replacing any client copy.
+    canary_set: Option<(&'a str, &'a str)>,
+    /// Removed on canary routes.
+    canary_remove: Vec<&'a str>,
+    /// Removed on the stable route.
+    stable_remove: Vec<&'a str>,
+}
+
+fn header_ops(set: Option<(&str, &str)>, remove: &[&str]) -> Option<Yaml> {
+    let mut request = Mapping::new();
+    if let Some((name, value)) = set {
+        request.insert("set".into(), map! {name => value});
+    }
+    if !remove.is_empty() {
+        request.insert(
+            "remove".into(),
+            Yaml::Sequence(remove.iter().map(|n| Yaml::from(*n)).collect()),
+        );
+    }
+    (!request.is_empty()).then(|| map! {"request" => Yaml::Mapping(request)})
+}
+
+/// HTTP routes: one per non-stable version on the routing header and a token, then stable for the rest.
 ///
 /// Never a route on the override header: the filter checks the allow-list and
 /// the secret, then writes the routing header; a route on the raw override
-/// header would skip both.
-/// `token`: the routing token (header, value) the gateway routes also require; it is removed
-/// from the request before it goes upstream. Mesh routes for dependent services take `None`.
+/// header would skip both. Each canary route has one match per accepted token
+/// (Istio ORs the matches), which is how a token rotation keeps everyone where they are.
+#[allow(clippy::too_many_arguments)]
 fn header_routes(
     name_prefix: &str,
     header: &str,
-    token: Option<(&str, &str)>,
+    guard: &Guard<'_>,
     versions: &[&str],
     host: &str,
     port: Option<u32>,
     path_prefix: Option<&str>,
 ) -> Vec<Yaml> {
     let uri = path_prefix.map(|p| map! {"prefix" => p});
-    let strip_token = token.map(|(name, _)| map! {"request" => map! {"remove" => vec![Yaml::from(name)]}});
     let mut routes = Vec::new();
     for version in versions.iter().skip(1) {
-        let mut m = Mapping::new();
-        let mut headers = Mapping::new();
-        headers.insert(header.into(), map! {"exact" => *version});
-        if let Some((name, value)) = token {
-            headers.insert(name.into(), map! {"exact" => value});
-        }
-        m.insert("headers".into(), Yaml::Mapping(headers));
-        if let Some(uri) = &uri {
-            m.insert("uri".into(), uri.clone());
-        }
+        let matches = guard
+            .accepted
+            .iter()
+            .map(|token| {
+                let mut m = Mapping::new();
+                let mut headers = Mapping::new();
+                headers.insert(header.into(), map! {"exact" => *version});
+                headers.insert(guard.token_header.into(), map! {"exact" => token.as_str()});
+                m.insert("headers".into(), Yaml::Mapping(headers));
+                if let Some(uri) = &uri {
+                    m.insert("uri".into(), uri.clone());
+                }
+                Yaml::Mapping(m)
+            })
+            .collect();
         let mut route = Mapping::new();
         route.insert("name".into(), format!("{name_prefix}{version}").into());
-        route.insert("match".into(), Yaml::Sequence(vec![Yaml::Mapping(m)]));
+        route.insert("match".into(), Yaml::Sequence(matches));
         route.insert("route".into(), Yaml::Sequence(vec![destination(host, version, port)]));
-        if let Some(strip) = &strip_token {
-            route.insert("headers".into(), strip.clone());
+        if let Some(ops) = header_ops(guard.canary_set, &guard.canary_remove) {
+            route.insert("headers".into(), ops);
         }
         routes.push(Yaml::Mapping(route));
     }
@@ -238,17 +272,41 @@ fn header_routes(
             route.insert("match".into(), Yaml::Sequence(vec![map! {"uri" => uri}]));
         }
         route.insert("route".into(), Yaml::Sequence(vec![destination(host, stable, port)]));
-        if let Some(strip) = strip_token {
-            route.insert("headers".into(), strip);
+        if let Some(ops) = header_ops(None, &guard.stable_remove) {
+            route.insert("headers".into(), ops);
         }
         routes.push(Yaml::Mapping(route));
     }
     routes
 }
 
-pub fn virtual_service(app: &App) -> Yaml {
+/// The gateway VirtualService. Canary routes require the routing header and the gateway token
+/// and remove the token; with dependent services they also set the mesh token, and the stable
+/// route removes the routing header and any client-sent mesh token, so nothing a client sends
+/// can steer a dependent service (docs/security.md).
+pub fn virtual_service(app: &App, tokens: &Tokens) -> Yaml {
     let names: Vec<&str> = app.versions.iter().map(|v| v.name.as_str()).collect();
     let host = app.service_host();
+    let accepted = app.accepted_tokens(tokens, Purpose::Gateway);
+    let mesh_token = tokens.token(Purpose::Mesh, &app.name, app.token.generation);
+    let token_header = app.token.header.as_str();
+    let guard = if app.dependents.is_empty() {
+        Guard {
+            token_header,
+            accepted: &accepted,
+            canary_set: None,
+            canary_remove: vec![token_header],
+            stable_remove: vec![token_header],
+        }
+    } else {
+        Guard {
+            token_header,
+            accepted: &accepted,
+            canary_set: Some((MESH_TOKEN_HEADER, mesh_token.as_str())),
+            canary_remove: vec![token_header],
+            stable_remove: vec![token_header, app.routing_header.as_str(), MESH_TOKEN_HEADER],
+        }
+    };
     map! {
         "apiVersion" => "networking.istio.io/v1",
         "kind" => "VirtualService",
@@ -259,7 +317,7 @@ pub fn virtual_service(app: &App) -> Yaml {
             "http" => header_routes(
                 "",
                 &app.routing_header,
-                Some((app.routing_token.0.as_str(), app.routing_token.1.as_str())),
+                &guard,
                 &names,
                 &host,
                 Some(app.service_port),
@@ -290,9 +348,22 @@ pub fn destination_rule(app: &App) -> Yaml {
 }
 
 /// Mesh VirtualService and DestinationRule for a backend that routes by the same header.
-pub fn dependent(app: &App, dep: &Dependent) -> [Yaml; 2] {
+///
+/// Its canary routes require the mesh token as well as the routing header: the gateway
+/// VirtualService sets that token on canary routes only and removes client copies, so a
+/// spoofed routing header never reaches a backend canary, even while the filter is skipped.
+pub fn dependent(app: &App, dep: &Dependent, tokens: &Tokens) -> [Yaml; 2] {
     let host = format!("{}.{}.svc.cluster.local", dep.service, dep.namespace);
     let names: Vec<&str> = dep.versions.iter().map(String::as_str).collect();
+    let accepted = app.accepted_tokens(tokens, Purpose::Mesh);
+    // Nothing removed: the backend may call further services with the same headers.
+    let guard = Guard {
+        token_header: MESH_TOKEN_HEADER,
+        accepted: &accepted,
+        canary_set: None,
+        canary_remove: Vec::new(),
+        stable_remove: Vec::new(),
+    };
     let vs = map! {
         "apiVersion" => "networking.istio.io/v1",
         "kind" => "VirtualService",
@@ -300,7 +371,7 @@ pub fn dependent(app: &App, dep: &Dependent) -> [Yaml; 2] {
         "spec" => map! {
             // No `gateways`: the default, `mesh`, applies it to sidecars calling the backend.
             "hosts" => vec![Yaml::from(host.as_str())],
-            "http" => header_routes(&format!("{}-", dep.service), &app.routing_header, None, &names, &host, dep.port, None),
+            "http" => header_routes(&format!("{}-", dep.service), &app.routing_header, &guard, &names, &host, dep.port, None),
         },
     };
     let dr = map! {
@@ -315,12 +386,45 @@ pub fn dependent(app: &App, dep: &Dependent) -> [Yaml; 2] {
     [vs, dr]
 }
 
-fn plugin_labels(app: &App) -> Yaml {
-    map! {"app.kubernetes.io/managed-by" => "sticky-canary", "sticky-canary/app" => app.name.as_str()}
+/// One plugin object on one add-on gateway: whose routes it carries, its name and settings.
+#[derive(Debug, Clone)]
+pub struct Install<'a> {
+    /// The object name in aks-istio-ingress; also the Envoy filter and VM name.
+    pub name: String,
+    /// `sticky-canary/app: APP` (one app) or `sticky-canary/gateway: external` (shared).
+    pub label: (&'static str, String),
+    /// The `istio` label of the gateway pods.
+    pub selector: &'static str,
+    pub plugin: &'a Plugin,
+    /// The whole filter config (every app's route on this gateway).
+    pub config: Yaml,
 }
 
-pub fn wasm_plugin(app: &App) -> Yaml {
-    let (url, sha256) = match &app.plugin.source {
+impl Install<'_> {
+    /// The filter config as compact JSON: what the filter receives.
+    pub fn config_json(&self) -> String {
+        serde_json::to_string(&self.config).unwrap_or_default()
+    }
+
+    fn labels(&self) -> Yaml {
+        map! {"app.kubernetes.io/managed-by" => "sticky-canary", self.label.0 => self.label.1.as_str()}
+    }
+}
+
+/// The plugin object of one app alone (`render` of a single spec).
+pub fn single_install<'a>(app: &'a App, tokens: &Tokens) -> Install<'a> {
+    Install {
+        name: app.plugin_name(),
+        label: ("sticky-canary/app", app.name.clone()),
+        selector: app.ingress_selector(),
+        plugin: &app.plugin,
+        config: app.filter_config(tokens),
+    }
+}
+
+pub fn wasm_plugin(install: &Install<'_>) -> Yaml {
+    let plugin = install.plugin;
+    let (url, sha256) = match &plugin.source {
         ModuleSource::Oci { url, digest } => (url.clone(), digest.clone()),
         ModuleSource::Url { url, sha256 } => (url.clone(), sha256.clone()),
         // Inline is an EnvoyFilter form; a WasmPlugin always fetches.
@@ -329,31 +433,31 @@ pub fn wasm_plugin(app: &App) -> Yaml {
     let mut spec = Mapping::new();
     spec.insert(
         "selector".into(),
-        map! {"matchLabels" => map! {"istio" => app.ingress_selector()}},
+        map! {"matchLabels" => map! {"istio" => install.selector}},
     );
     spec.insert("url".into(), url.into());
     spec.insert("sha256".into(), sha256.into());
-    if let Some(policy) = &app.plugin.image_pull_policy {
+    if let Some(policy) = &plugin.image_pull_policy {
         spec.insert("imagePullPolicy".into(), policy.as_str().into());
     }
-    if let Some(secret) = &app.plugin.image_pull_secret {
+    if let Some(secret) = &plugin.image_pull_secret {
         spec.insert("imagePullSecret".into(), secret.as_str().into());
     }
-    spec.insert("phase".into(), app.plugin.phase.as_str().into());
-    spec.insert("failStrategy".into(), app.plugin.fail_strategy.as_str().into());
+    spec.insert("phase".into(), plugin.phase.as_str().into());
+    spec.insert("failStrategy".into(), plugin.fail_strategy.as_str().into());
     spec.insert("type".into(), "HTTP".into());
-    spec.insert("pluginConfig".into(), app.filter_config.clone());
+    spec.insert("pluginConfig".into(), install.config.clone());
     map! {
         "apiVersion" => "extensions.istio.io/v1alpha1",
         "kind" => "WasmPlugin",
-        "metadata" => metadata(&app.plugin_name(), INGRESS_NAMESPACE, Some(plugin_labels(app))),
+        "metadata" => metadata(&install.name, INGRESS_NAMESPACE, Some(install.labels())),
         "spec" => Yaml::Mapping(spec),
     }
 }
 
 /// The `typed_config` of the `envoy.filters.http.wasm` filter, as Envoy reads it.
-pub fn wasm_typed_config(app: &App, form: PluginForm) -> Yaml {
-    let code = match (&app.plugin.source, form) {
+pub fn wasm_typed_config(install: &Install<'_>, form: PluginForm) -> Yaml {
+    let code = match (&install.plugin.source, form) {
         (_, PluginForm::EnvoyFilterInline) | (ModuleSource::Inline, _) => map! {
             "local" => map! {
                 "inline_bytes" => base64::engine::general_purpose::STANDARD.encode(crate::FILTER_WASM),
@@ -363,11 +467,11 @@ pub fn wasm_typed_config(app: &App, form: PluginForm) -> Yaml {
         (ModuleSource::Url { url, sha256 }, _) => remote_code(url, sha256),
     };
     let mut config = Mapping::new();
-    config.insert("name".into(), app.plugin_name().into());
+    config.insert("name".into(), install.name.as_str().into());
     config.insert(
         "vm_config".into(),
         map! {
-            "vm_id" => app.plugin_name(),
+            "vm_id" => install.name.as_str(),
             "runtime" => "envoy.wasm.runtime.v8",
             "code" => code,
         },
@@ -376,12 +480,12 @@ pub fn wasm_typed_config(app: &App, form: PluginForm) -> Yaml {
         "configuration".into(),
         map! {
             "@type" => "type.googleapis.com/google.protobuf.StringValue",
-            "value" => app.filter_config_json(),
+            "value" => install.config_json(),
         },
     );
     // istio-agent reads failure_policy too: when it cannot fetch the module it swaps this config
     // for an RBAC filter, allow-all for FAIL_OPEN and deny-all for the others (docs/security.md).
-    let failure_policy = match app.plugin.fail_strategy {
+    let failure_policy = match install.plugin.fail_strategy {
         FailStrategy::FailOpen => "FAIL_OPEN",
         FailStrategy::FailClose => "FAIL_CLOSED",
         FailStrategy::FailReload => "FAIL_RELOAD",
@@ -410,15 +514,15 @@ fn remote_code(url: &str, sha256: &str) -> Yaml {
 ///
 /// Delivering the filter config by ECDS (as WasmPlugin does) means a weight
 /// change updates the filter alone, without draining the gateway's listeners.
-pub fn envoy_filter(app: &App, form: PluginForm) -> Yaml {
-    let name = app.plugin_name();
+pub fn envoy_filter(install: &Install<'_>, form: PluginForm) -> Yaml {
+    let name = install.name.as_str();
     let extension = map! {
         "applyTo" => "EXTENSION_CONFIG",
         "patch" => map! {
             "operation" => "ADD",
             "value" => map! {
-                "name" => name.as_str(),
-                "typed_config" => wasm_typed_config(app, form),
+                "name" => name,
+                "typed_config" => wasm_typed_config(install, form),
             },
         },
     };
@@ -438,7 +542,7 @@ pub fn envoy_filter(app: &App, form: PluginForm) -> Yaml {
         "patch" => map! {
             "operation" => "INSERT_BEFORE",
             "value" => map! {
-                "name" => name.as_str(),
+                "name" => name,
                 "config_discovery" => map! {
                     // Wait for the module rather than serve without it (Istio's own choice for Wasm).
                     "config_source" => map! {"ads" => map! {}, "initial_fetch_timeout" => "0s"},
@@ -453,18 +557,18 @@ pub fn envoy_filter(app: &App, form: PluginForm) -> Yaml {
     map! {
         "apiVersion" => "networking.istio.io/v1alpha3",
         "kind" => "EnvoyFilter",
-        "metadata" => metadata(&name, INGRESS_NAMESPACE, Some(plugin_labels(app))),
+        "metadata" => metadata(name, INGRESS_NAMESPACE, Some(install.labels())),
         "spec" => map! {
-            "workloadSelector" => map! {"labels" => map! {"istio" => app.ingress_selector()}},
+            "workloadSelector" => map! {"labels" => map! {"istio" => install.selector}},
             "configPatches" => vec![extension, insert],
         },
     }
 }
 
 /// The plugin object in the form the spec chose.
-pub fn plugin(app: &App, form: PluginForm) -> Yaml {
+pub fn plugin(install: &Install<'_>, form: PluginForm) -> Yaml {
     match form {
-        PluginForm::WasmPlugin => wasm_plugin(app),
-        PluginForm::EnvoyFilter | PluginForm::EnvoyFilterInline => envoy_filter(app, form),
+        PluginForm::WasmPlugin => wasm_plugin(install),
+        PluginForm::EnvoyFilter | PluginForm::EnvoyFilterInline => envoy_filter(install, form),
     }
 }

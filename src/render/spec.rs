@@ -117,11 +117,15 @@ struct RawRouting {
 }
 
 /// The routing token: a header the filter sets and the VirtualService requires (docs/security.md).
+/// Its value comes from the token key (never from the spec); `generation` rotates it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawToken {
     header: Option<String>,
     value: Option<String>,
+    generation: Option<u32>,
+    #[serde(default)]
+    also_accept: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,7 +176,7 @@ impl Errors {
 // ---------------------------------------------------------------------------
 
 /// Which add-on ingress gateway serves the app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Ingress {
     External,
     Internal,
@@ -181,9 +185,10 @@ pub enum Ingress {
 /// How the filter is installed on the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PluginForm {
-    /// An Istio WasmPlugin (the default; blocked by the AKS add-on's admission webhook).
+    /// An Istio WasmPlugin (plain Istio; blocked by the AKS add-on's admission webhook).
     WasmPlugin,
-    /// An EnvoyFilter whose Wasm filter config names the module by url (fetched by istio-agent).
+    /// An EnvoyFilter whose Wasm filter config names the module by url (fetched by istio-agent);
+    /// the default, for the AKS add-on.
     EnvoyFilter,
     /// An EnvoyFilter carrying the module itself, base64 in `inline_bytes`.
     EnvoyFilterInline,
@@ -287,6 +292,20 @@ pub struct Dependent {
     pub versions: Vec<String>,
 }
 
+/// The routing token settings; the values come from [`super::token::Tokens`] at render time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// The header the filter sets beside the routing header (lowercase).
+    pub header: String,
+    /// The generation the filter sends (rotation: docs/manifests.md).
+    pub generation: u32,
+    /// Further generations the VirtualServices accept during a rotation.
+    pub also_accept: Vec<u32>,
+}
+
+/// The header that carries the mesh token from the gateway to dependent services.
+pub const MESH_TOKEN_HEADER: &str = "x-canary-mesh-token";
+
 /// The plugin settings after defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plugin {
@@ -314,12 +333,16 @@ pub struct App {
     pub memory_request: String,
     pub probes: Option<Probes>,
     pub routing_header: String,
-    /// The routing token (header, value): set by the filter, required by the canary routes.
-    pub routing_token: (String, String),
+    /// The routing token: set by the filter, required by the canary routes.
+    pub token: TokenSettings,
     pub plugin: Plugin,
     pub dependents: Vec<Dependent>,
-    /// The filter config (policy-core's JSON, fields in their documented order), already validated.
-    pub filter_config: Yaml,
+    /// This app's route of the filter config (policy-core's JSON, fields in their documented
+    /// order), without its routing token, which [`App::filter_route`] adds. Validated with a
+    /// stand-in token.
+    pub route: serde_yaml_ng::Mapping,
+    /// The filter config's `response_header` (one setting of the whole filter).
+    pub response_header: Option<String>,
     /// Things that are allowed but probably wrong, printed by the CLI.
     pub warnings: Vec<String>,
 }
@@ -392,15 +415,67 @@ impl App {
         format!("sticky-canary-{}", self.name)
     }
 
-    /// The filter config as compact JSON: what the filter receives.
-    pub fn filter_config_json(&self) -> String {
-        serde_json::to_string(&self.filter_config).unwrap_or_default()
+    /// This app's filter route with its routing token from `tokens`.
+    pub fn filter_route(&self, tokens: &super::token::Tokens) -> Yaml {
+        let mut route = self.route.clone();
+        let value = tokens.token(super::token::Purpose::Gateway, &self.name, self.token.generation);
+        route.insert(
+            "routing_token".into(),
+            map! {"header" => self.token.header.as_str(), "value" => value},
+        );
+        Yaml::Mapping(route)
+    }
+
+    /// A filter config holding this app alone (the one-app form of `render`).
+    pub fn filter_config(&self, tokens: &super::token::Tokens) -> Yaml {
+        filter_config(vec![self.filter_route(tokens)], self.response_header.as_deref())
+    }
+
+    /// Gateway tokens the VirtualService accepts: the one the filter sends first, then those of
+    /// `also_accept` (a rotation in progress).
+    pub fn accepted_tokens(&self, tokens: &super::token::Tokens, purpose: super::token::Purpose) -> Vec<String> {
+        std::iter::once(self.token.generation)
+            .chain(self.token.also_accept.iter().copied())
+            .map(|g| tokens.token(purpose, &self.name, g))
+            .collect()
     }
 
     /// The Istio minor version of the add-on revision (`asm-1-28` is 28).
     pub fn minor_revision(&self) -> Option<u32> {
         revision_minor(&self.revision)
     }
+}
+
+/// A filter config from routes (in order) and the optional response header.
+pub fn filter_config(routes: Vec<Yaml>, response_header: Option<&str>) -> Yaml {
+    let mut config = serde_yaml_ng::Mapping::new();
+    config.insert("routes".into(), Yaml::Sequence(routes));
+    if let Some(header) = response_header {
+        config.insert("response_header".into(), header.into());
+    }
+    Yaml::Mapping(config)
+}
+
+/// A digest nobody pushed: one hex digit repeated (the examples' `000...`).
+fn is_placeholder_digest(hex: &str) -> bool {
+    let mut bytes = hex.bytes();
+    bytes.next().is_some_and(|first| bytes.all(|b| b == first))
+}
+
+/// A secret copied from an example rather than generated.
+fn is_placeholder_secret(secret: &str) -> bool {
+    let lower = secret.to_ascii_lowercase();
+    [
+        "change-me",
+        "changeme",
+        "change_me",
+        "example",
+        "placeholder",
+        "replace-me",
+    ]
+    .iter()
+    .any(|word| lower.contains(word))
+        || secret.bytes().all(|b| Some(b) == secret.bytes().next())
 }
 
 fn revision_minor(revision: &str) -> Option<u32> {
@@ -701,26 +776,36 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         .and_then(|t| t.header.clone())
         .unwrap_or_else(|| policy_core::DEFAULT_TOKEN_HEADER.to_owned())
         .to_ascii_lowercase();
-    // Without an explicit value, derive one from the app and its salt: stable across renders (so
-    // applying the same spec twice changes nothing), unknown to clients, who never see either.
-    let token_value = routing.token.as_ref().and_then(|t| t.value.clone()).unwrap_or_else(|| {
-        let seed = format!(
-            "sticky-canary routing token\0{}\0{}",
-            raw.app,
-            routing.salt.as_deref().unwrap_or("")
+    let token_generation = routing.token.as_ref().and_then(|t| t.generation).unwrap_or(1);
+    let token_also_accept = routing
+        .token
+        .as_ref()
+        .map(|t| t.also_accept.clone())
+        .unwrap_or_default();
+    if routing.token.as_ref().is_some_and(|t| t.value.is_some()) {
+        errors.add(
+            "routing.token.value",
+            "is no longer accepted: a token written in the spec is as public as the spec. The value is derived from the token key (`--token-key`); to rotate it, raise routing.token.generation (docs/manifests.md)",
         );
-        crate::sha256_hex(seed.as_bytes()).chars().take(32).collect()
-    });
+    }
+    if token_generation == 0 {
+        errors.add("routing.token.generation", "starts at 1");
+    }
+    for (i, g) in token_also_accept.iter().enumerate() {
+        if *g == 0 || *g == token_generation || token_also_accept[..i].contains(g) {
+            errors.add(
+                format!("routing.token.also_accept[{i}]"),
+                format!("{g} is 0, the current generation or listed twice"),
+            );
+        }
+    }
+    let route_without_token = route.clone();
+    // Validated with a stand-in of the real token's shape; render puts the real one in.
     route.insert(
         "routing_token".into(),
-        map! {"header" => token_header.clone(), "value" => token_value.clone()},
+        map! {"header" => token_header.clone(), "value" => "0".repeat(32)},
     );
-    let mut config = serde_yaml_ng::Mapping::new();
-    config.insert("routes".into(), Yaml::Sequence(vec![Yaml::Mapping(route)]));
-    if let Some(header) = &routing.response_header {
-        config.insert("response_header".into(), header.clone().into());
-    }
-    let filter_config = Yaml::Mapping(config);
+    let filter_config = filter_config(vec![Yaml::Mapping(route)], routing.response_header.as_deref());
     let filter_config_text = serde_json::to_string(&filter_config).unwrap_or_default();
     let mut policy = None;
     if routing.salt.is_some() {
@@ -750,7 +835,31 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         }
     }
 
+    if let Some(secret) = routing
+        .override_
+        .as_ref()
+        .and_then(|o| o.get("secret"))
+        .and_then(Yaml::as_str)
+    {
+        if is_placeholder_secret(secret) {
+            warnings.push(format!(
+                "routing.override.secret: {secret:?} looks like a placeholder: anyone who reads the example can force a canary; generate one (e.g. `openssl rand -hex 24`)"
+            ));
+        }
+    }
+
     let plugin = check_plugin(raw.plugin, minor, errors);
+    if let Some(Plugin {
+        source: ModuleSource::Oci { digest: hex, .. } | ModuleSource::Url { sha256: hex, .. },
+        ..
+    }) = &plugin
+    {
+        if is_placeholder_digest(hex) {
+            warnings.push(format!(
+                "plugin.sha256: {hex} is a placeholder: istio-agent will refuse the module (digest mismatch) and the gateway runs without the filter; put the digest `sticky-canary push` printed"
+            ));
+        }
+    }
 
     let version_names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
     let mut dependents = Vec::new();
@@ -815,10 +924,15 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         memory_request,
         probes,
         routing_header,
-        routing_token: (token_header, token_value),
+        token: TokenSettings {
+            header: token_header,
+            generation: token_generation,
+            also_accept: token_also_accept,
+        },
         plugin: plugin?,
         dependents,
-        filter_config,
+        route: route_without_token,
+        response_header: routing.response_header.clone(),
         warnings,
     })
 }
@@ -830,7 +944,8 @@ fn is_subdomain(name: &str) -> bool {
 fn check_plugin(raw: RawPlugin, minor: Option<u32>, errors: &mut Errors) -> Option<Plugin> {
     let before = errors.0.len();
     let form = match raw.form.as_deref() {
-        None => PluginForm::WasmPlugin,
+        // The AKS add-on's admission webhook refuses WasmPlugin; EnvoyFilters are allowed.
+        None => PluginForm::EnvoyFilter,
         Some(text) => PluginForm::parse(text).unwrap_or_else(|| {
             errors.add(
                 "plugin.form",
