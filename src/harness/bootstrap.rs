@@ -35,13 +35,27 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
 ];
 
 /// One header match of the route table: `header` equal to `value` goes to `cluster`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HeaderRoute {
     pub header: String,
     pub value: String,
     /// Further (header, exact value) pairs the route also requires, like the routing token.
     pub also: Vec<(String, String)>,
     pub cluster: String,
+    /// Request headers the route sets, replacing any copy (a VirtualService's `headers.request.set`).
+    pub set: Vec<(String, String)>,
+    /// Request headers the route removes (`headers.request.remove`).
+    pub remove: Vec<String>,
+}
+
+/// One virtual host of a [`RouteTable::ByHost`]: the header routes of one VirtualService.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VirtualHost {
+    /// Envoy `domains` (`app.example.com`, `*.example.com`, `*`).
+    pub domains: Vec<String>,
+    pub matches: Vec<HeaderRoute>,
+    /// The no-match route: its cluster and header edits (`header`, `value`, `also` unused).
+    pub default: HeaderRoute,
 }
 
 /// How Envoy picks the upstream cluster.
@@ -55,6 +69,8 @@ pub enum RouteTable {
     },
     /// Plain Istio weights: a random cluster per request (for contrast and benchmarks).
     Weighted(Vec<(String, u32)>),
+    /// One virtual host per app (many VirtualServices on one gateway), picked by `:authority`.
+    ByHost(Vec<VirtualHost>),
 }
 
 /// What Envoy does when the filter's VM cannot serve (Envoy's `failure_policy`).
@@ -137,8 +153,8 @@ impl EnvoyConfig {
             .map(|(name, _)| HeaderRoute {
                 header: header.to_owned(),
                 value: name.clone(),
-                also: Vec::new(),
                 cluster: name.clone(),
+                ..HeaderRoute::default()
             })
             .collect();
         let default_cluster = clusters.first().map(|(name, _)| name.clone()).unwrap_or_default();
@@ -215,6 +231,65 @@ fn typed(type_name: &str, mut members: Vec<(String, Json)>) -> Json {
     Json::Object(members)
 }
 
+/// A route's header edits, as Envoy route members.
+fn header_edits(route: &HeaderRoute) -> Vec<(String, Json)> {
+    let mut members = Vec::new();
+    if !route.set.is_empty() {
+        let add = route
+            .set
+            .iter()
+            .map(|(name, value)| {
+                object([
+                    (
+                        "header",
+                        object([("key", string(name.as_str())), ("value", string(value.as_str()))]),
+                    ),
+                    ("append_action", string("OVERWRITE_IF_EXISTS_OR_ADD")),
+                ])
+            })
+            .collect();
+        members.push(("request_headers_to_add".to_owned(), Json::Array(add)));
+    }
+    if !route.remove.is_empty() {
+        let remove = route.remove.iter().map(|n| string(n.as_str())).collect();
+        members.push(("request_headers_to_remove".to_owned(), Json::Array(remove)));
+    }
+    members
+}
+
+fn header_route_entry(m: &HeaderRoute) -> Json {
+    let headers = std::iter::once((&m.header, &m.value))
+        .chain(m.also.iter().map(|(n, v)| (n, v)))
+        .map(|(name, value)| {
+            object([
+                ("name", string(name.as_str())),
+                ("string_match", object([("exact", string(value.as_str()))])),
+            ])
+        })
+        .collect();
+    let mut members = vec![
+        (
+            "match".to_owned(),
+            object([("prefix", string("/")), ("headers", Json::Array(headers))]),
+        ),
+        ("route".to_owned(), object([("cluster", string(m.cluster.as_str()))])),
+    ];
+    members.extend(header_edits(m));
+    Json::Object(members)
+}
+
+fn default_entry(default: &HeaderRoute) -> Json {
+    let mut members = vec![
+        ("match".to_owned(), object([("prefix", string("/"))])),
+        (
+            "route".to_owned(),
+            object([("cluster", string(default.cluster.as_str()))]),
+        ),
+    ];
+    members.extend(header_edits(default));
+    Json::Object(members)
+}
+
 fn route_entries(routes: &RouteTable) -> Json {
     let prefix = || object([("prefix", string("/"))]);
     match routes {
@@ -222,40 +297,14 @@ fn route_entries(routes: &RouteTable) -> Json {
             matches,
             default_cluster,
         } => {
-            let mut entries: Vec<Json> = matches
-                .iter()
-                .map(|m| {
-                    object([
-                        (
-                            "match",
-                            object([
-                                ("prefix", string("/")),
-                                (
-                                    "headers",
-                                    Json::Array(
-                                        std::iter::once((&m.header, &m.value))
-                                            .chain(m.also.iter().map(|(n, v)| (n, v)))
-                                            .map(|(name, value)| {
-                                                object([
-                                                    ("name", string(name.as_str())),
-                                                    ("string_match", object([("exact", string(value.as_str()))])),
-                                                ])
-                                            })
-                                            .collect(),
-                                    ),
-                                ),
-                            ]),
-                        ),
-                        ("route", object([("cluster", string(m.cluster.as_str()))])),
-                    ])
-                })
-                .collect();
-            entries.push(object([
-                ("match", prefix()),
-                ("route", object([("cluster", string(default_cluster.as_str()))])),
-            ]));
+            let mut entries: Vec<Json> = matches.iter().map(header_route_entry).collect();
+            entries.push(default_entry(&HeaderRoute {
+                cluster: default_cluster.clone(),
+                ..HeaderRoute::default()
+            }));
             Json::Array(entries)
         }
+        RouteTable::ByHost(_) => Json::Array(Vec::new()),
         RouteTable::Weighted(weights) => {
             let clusters = weights
                 .iter()
@@ -274,6 +323,35 @@ fn route_entries(routes: &RouteTable) -> Json {
                 ),
             ])])
         }
+    }
+}
+
+/// The route config's virtual hosts: one per app for `ByHost`, else one for every domain.
+fn virtual_hosts(routes: &RouteTable) -> Json {
+    match routes {
+        RouteTable::ByHost(hosts) => Json::Array(
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(i, host)| {
+                    let mut entries: Vec<Json> = host.matches.iter().map(header_route_entry).collect();
+                    entries.push(default_entry(&host.default));
+                    object([
+                        ("name", string(format!("app-{i}"))),
+                        (
+                            "domains",
+                            Json::Array(host.domains.iter().map(|d| string(d.as_str())).collect()),
+                        ),
+                        ("routes", Json::Array(entries)),
+                    ])
+                })
+                .collect(),
+        ),
+        other => Json::Array(vec![object([
+            ("name", string("all")),
+            ("domains", Json::Array(vec![string("*")])),
+            ("routes", route_entries(other)),
+        ])]),
     }
 }
 
@@ -398,14 +476,7 @@ pub(crate) fn bootstrap_document(config: &EnvoyConfig, layout: &Layout) -> Strin
             "route_config".to_owned(),
             object([
                 ("name", string("sticky-canary-e2e")),
-                (
-                    "virtual_hosts",
-                    Json::Array(vec![object([
-                        ("name", string("all")),
-                        ("domains", Json::Array(vec![string("*")])),
-                        ("routes", route_entries(&config.routes)),
-                    ])]),
-                ),
+                ("virtual_hosts", virtual_hosts(&config.routes)),
             ]),
         ),
         ("http_filters".to_owned(), Json::Array(http_filters)),

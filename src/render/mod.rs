@@ -162,7 +162,7 @@ fn kustomization(dir: &str, source: &str, files: &[File]) -> File {
     let resources: Vec<Yaml> = files
         .iter()
         .filter_map(|f| f.name.strip_prefix(dir))
-        .map(|name| Yaml::from(name))
+        .map(Yaml::from)
         .collect();
     file(
         &format!("{dir}kustomization.yaml"),

@@ -81,7 +81,7 @@ impl TokenKey {
                 KEY_BYTES * 2
             )
         };
-        if digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("not hex digits: {}", short()));
         }
         if digits.len() < KEY_BYTES * 2 {
