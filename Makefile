@@ -1,6 +1,6 @@
 # One entry point for people and CI. `make demo` and `make test` work on a fresh machine:
 # scripts/setup.sh installs what is missing (rustup targets, Debian tools, Envoy in .venv, ...).
-.PHONY: setup demo test lint unit wasm-tests wasm fuzz bench bench-smoke
+.PHONY: setup demo test lint unit wasm-tests wasm fuzz bench bench-apps bench-smoke
 
 setup:
 	scripts/setup.sh
@@ -40,7 +40,13 @@ bench: setup
 	.venv/bin/python3 -m pip install --quiet -r bench/requirements.txt
 	BENCH_COMMAND="make bench" .venv/bin/python3 bench/gateway.py --publish
 
-## CI: the same benchmark for a second per cell; checks only that every configuration served
+## Many apps on one gateway: one shared plugin against one plugin per app, with 1, 10 and 50
+## apps, side by side in one run; rewrites the generated `apps` block of docs/benchmarks.md.
+bench-apps: setup
+	BENCH_COMMAND="make bench-apps" .venv/bin/python3 bench/gateway.py --apps --publish
+
+## CI: the same benchmarks for a second per cell; checks only that every configuration served
 ## every request without an error (no performance assertion).
 bench-smoke:
 	.venv/bin/python3 bench/gateway.py --smoke
+	.venv/bin/python3 bench/gateway.py --smoke --apps

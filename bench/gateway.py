@@ -2,6 +2,7 @@
 """What sticky-canary costs at the gateway, measured side by side (docs/benchmarks.md).
 
     make bench          # full: builds, runs, rewrites the generated parts of docs/benchmarks.md
+    make bench-apps     # many apps on one gateway: one shared plugin vs one plugin per app
     make bench-smoke    # CI: seconds; asserts only that every configuration served without errors
 
 One Envoy (`--concurrency 1`, pinned to one core) serves one listener per
@@ -108,6 +109,18 @@ SCENARIOS = [
     Scenario("new", "new clients (id issued), 1 route", 1, "new"),
     Scenario("cookie4k", "returning clients, 4 KB Cookie header", 1, "cookie4k"),
 ]
+
+# `--apps`: N apps on one gateway (one host each, requests to the last), as `render` of N specs
+# makes it (one plugin whose config holds every app's route) against one plugin per app (what
+# rendering each spec on its own makes: N Wasm filters in the chain, each with its own VM).
+APP_COUNTS = [1, 10, 50]
+APPS_CONFIGURATIONS = [
+    CONFIGURATIONS[0],
+    Configuration("sticky", "(d) one shared plugin, a route per app"),
+    Configuration("perapp", "(f) one plugin per app"),
+]
+APPS_SCENARIOS = [Scenario(f"apps{n}", f"{n} app{'s' if n > 1 else ''} on the gateway", n, "returning")
+                  for n in APP_COUNTS]
 
 
 class BenchError(Exception):
@@ -228,28 +241,26 @@ def virtual_hosts(configuration: str, routes: int) -> list[dict]:
     ]
 
 
+def sticky_route(i: int) -> dict:
+    """One app's route: the shape of examples/my-app.yaml (session cookie, client id, override with secret)."""
+    return {
+        "name": f"app-{i}",
+        "hosts": [f"app-{i}.example.com"],
+        "salt": f"app-{i}-2026",
+        "versions": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
+        "key_chain": [{"cookie": "session"}, {"new_client_id": {"cookie": "sticky-canary-id"}}],
+        "override": {
+            "header": "x-canary-force",
+            "allow": ["v2"],
+            "secret_header": "x-canary-secret",
+            "secret": "0123456789abcdef0123",
+        },
+    }
+
+
 def sticky_policy(routes: int) -> str:
-    """The filter config: the shape of examples/my-app.yaml (session cookie, client id, override with secret)."""
-    return json.dumps(
-        {
-            "routes": [
-                {
-                    "name": f"app-{i}",
-                    "hosts": [f"app-{i}.example.com"],
-                    "salt": f"app-{i}-2026",
-                    "versions": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
-                    "key_chain": [{"cookie": "session"}, {"new_client_id": {"cookie": "sticky-canary-id"}}],
-                    "override": {
-                        "header": "x-canary-force",
-                        "allow": ["v2"],
-                        "secret_header": "x-canary-secret",
-                        "secret": "0123456789abcdef0123",
-                    },
-                }
-                for i in range(routes)
-            ]
-        }
-    )
+    """The filter config with one route per app."""
+    return json.dumps({"routes": [sticky_route(i) for i in range(routes)]})
 
 
 def lua_source(routes: int) -> str:
@@ -291,6 +302,11 @@ def http_filters(configuration: str, routes: int, filters: Filters) -> list[dict
         chain.append(wasm_filter(f"{configuration}-{routes}", filters.noop, probe_calls(configuration)))
     elif configuration == "sticky":
         chain.append(wasm_filter(f"sticky-canary-{routes}", filters.sticky, sticky_policy(routes)))
+    elif configuration == "perapp":
+        # One filter per app, each with its own VM (vm_id), as one EnvoyFilter per app installs it.
+        for i in range(routes):
+            chain.append(wasm_filter(f"perapp-{routes}-app-{i}", filters.sticky,
+                                     json.dumps({"routes": [sticky_route(i)]})))
     elif configuration == "lua":
         chain.append(
             {
@@ -475,13 +491,13 @@ def check_behaviour(envoy: Envoy, route_counts: list[int]) -> dict:
                 status, body, _ = get(port, host, cookie)
                 if status != 200 or body not in ("v1", "v2"):
                     raise BenchError(f"{name}: GET / answered {status} {body!r}")
-                if configuration.key in ("sticky", "lua"):
+                if configuration.key in ("sticky", "lua", "perapp"):
                     again = get(port, host, cookie)[1]
                     if again != body:
                         raise BenchError(f"{name}: the same key got {body} then {again}")
                 v2 += body == "v2"
             status, body, set_cookie = get(port, host, None)
-            if configuration.key in ("sticky", "lua"):
+            if configuration.key in ("sticky", "lua", "perapp"):
                 if not any(c.startswith("sticky-canary-id=") for c in set_cookie):
                     raise BenchError(f"{name}: a new client got no sticky-canary-id cookie: {set_cookie}")
                 if not 0.03 <= v2 / keys <= 0.2:
@@ -659,6 +675,50 @@ def summarise(data: dict) -> list[dict]:
     return rows
 
 
+def apps_summary(data: dict) -> list[dict]:
+    """`--apps`: Envoy CPU µs per request for each app count and configuration, and its ratio to the
+    shared plugin with 1 app measured in the same round (medians over rounds, min–max)."""
+    rows = []
+    base_cell = f"apps{APP_COUNTS[0]}/sticky"
+    for scenario in SCENARIOS:
+        for configuration in CONFIGURATIONS:
+            cell = f"{scenario.key}/{configuration.key}"
+            per_round = [(r[cell], r[base_cell], r[f"{scenario.key}/none"]) for r in data["rounds"]]
+            ratio = [x["cpu_us_per_request"] / b["cpu_us_per_request"] for x, b, _ in per_round]
+            rows.append({
+                "apps": scenario.routes,
+                "configuration": configuration.key,
+                "cpu_us": statistics.median(x["cpu_us_per_request"] for x, _, _ in per_round),
+                "added_us": statistics.median(x["cpu_us_per_request"] - a["cpu_us_per_request"]
+                                              for x, _, a in per_round),
+                "ratio_to_shared_1": statistics.median(ratio),
+                "ratio_min": min(ratio),
+                "ratio_max": max(ratio),
+                "requests": sum(x["requests"] for x, _, _ in per_round),
+                "errors": sum(errors_of(x) for x, _, _ in per_round),
+            })
+    return rows
+
+
+def apps_markdown(data: dict, rows: list[dict]) -> str:
+    m, s = data["machine"], data["settings"]
+    out = [
+        f"Measured {data['date']} with `{data['command']}`: Envoy {m['envoy']} (`--concurrency 1`), "
+        f"{s['rounds']} interleaved rounds of {s['seconds_per_cell']:g} s per cell, load average "
+        f"{' '.join(m['loadavg_start'])} at the start, {' '.join(m.get('loadavg_end', ['?']))} at the end. "
+        "Returning clients of the last app's host. *vs shared, 1 app*: this cell's CPU µs/req over the shared "
+        "plugin's with 1 app, in the same round (median, min–max over rounds).",
+        "",
+        "| apps on the gateway | configuration | CPU µs/req | added µs vs no filter | vs shared, 1 app |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    labels = {c.key: c.label for c in CONFIGURATIONS}
+    for row in rows:
+        out.append(f"| {row['apps']} | {labels[row['configuration']]} | {row['cpu_us']:.1f} | {row['added_us']:+.1f} "
+                   f"| {row['ratio_to_shared_1']:.2f} ({row['ratio_min']:.2f}–{row['ratio_max']:.2f}) |")
+    return "\n".join(out)
+
+
 def markdown(data: dict, rows: list[dict]) -> str:
     m, s = data["machine"], data["settings"]
     out = [
@@ -774,6 +834,28 @@ def replace_block(text: str, name: str, content: str) -> str:
     return pattern.sub(lambda _: f"{begin}\n{content.strip()}\n{end}", text)
 
 
+def report_apps(args, data: dict) -> int:
+    rows = apps_summary(data)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (args.out / f"apps-{stamp}.json").write_text(json.dumps({**data, "summary": rows}, indent=1))
+    table = apps_markdown(data, rows)
+    (args.out / "apps.md").write_text(table + "\n")
+    print(table)
+    failed = [r for r in rows if r["errors"] or not r["requests"]]
+    for row in failed:
+        log(f"FAILED apps{row['apps']}/{row['configuration']}: {row['requests']} requests, {row['errors']} errors")
+    if failed:
+        return 1
+    if args.smoke:
+        log(f"smoke (--apps): all {len(rows)} cells served requests with 0 errors")
+    elif args.publish:
+        doc_path = REPO / "docs" / "benchmarks.md"
+        doc_path.write_text(replace_block(doc_path.read_text(), "apps", table))
+        log("rewrote the generated `apps` block of docs/benchmarks.md")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true",
@@ -795,6 +877,9 @@ def main() -> int:
     parser.add_argument("--probe", action="store_true",
                         help="price sticky-canary's host calls one by one (returning clients, 1 route) "
                              "instead of the comparison")
+    parser.add_argument("--apps", action="store_true",
+                        help=f"many apps on one gateway ({', '.join(map(str, APP_COUNTS))}): one shared plugin "
+                             "against one plugin per app, instead of the comparison")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=PATH",
                         help="with --probe: also run this build of sticky-canary (same policy), e.g. to try an "
                              "optimisation of filter/ before making it")
@@ -807,21 +892,28 @@ def main() -> int:
         args.variants.append((label, Path(path)))
     if args.variants and not args.probe:
         parser.error("--variant needs --probe")
+    # The rest of the script reads these two lists.
+    global CONFIGURATIONS, SCENARIOS
     if args.probe:
-        # The rest of the script reads these two lists.
-        global CONFIGURATIONS, SCENARIOS
         CONFIGURATIONS = PROBE_CONFIGURATIONS + [
             Configuration(f"variant{i + 1}", f"(d') {label}") for i, (label, _) in enumerate(args.variants)
         ]
         SCENARIOS = SCENARIOS[:1]
         if args.publish:
             parser.error("--probe and --publish do not go together")
+    if args.apps:
+        if args.probe:
+            parser.error("--apps and --probe do not go together")
+        CONFIGURATIONS = APPS_CONFIGURATIONS
+        SCENARIOS = APPS_SCENARIOS
     if args.smoke:
         args.rounds, args.duration, args.warmup = 1, 1, 0
     args.command_line = os.environ.get("BENCH_COMMAND") or "python3 bench/gateway.py " + " ".join(sys.argv[1:])
 
     try:
         data = measure(args)
+        if args.apps:
+            return report_apps(args, data)
         rows = summarise(data)
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
