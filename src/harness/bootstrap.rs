@@ -52,6 +52,9 @@ pub enum RouteTable {
     ByHeader {
         matches: Vec<HeaderRoute>,
         default_cluster: String,
+        /// Request headers every route removes before the upstream, as the generated
+        /// VirtualService's `headers.request.remove` does with the routing token.
+        remove: Vec<String>,
     },
     /// Plain Istio weights: a random cluster per request (for contrast and benchmarks).
     Weighted(Vec<(String, u32)>),
@@ -147,6 +150,7 @@ impl EnvoyConfig {
             routes: RouteTable::ByHeader {
                 matches,
                 default_cluster,
+                remove: Vec::new(),
             },
             filter: None,
             concurrency: 2,
@@ -170,6 +174,18 @@ impl EnvoyConfig {
             log_level: "info".to_owned(),
             max_request_headers_kb: None,
         }
+    }
+
+    /// Like the generated VirtualService: every version route but the default one also
+    /// requires the routing token, and every route removes it before the app.
+    pub fn with_routing_token(mut self, header: &str, value: &str) -> EnvoyConfig {
+        if let RouteTable::ByHeader { matches, remove, .. } = &mut self.routes {
+            for route in matches.iter_mut() {
+                route.also.push((header.to_owned(), value.to_owned()));
+            }
+            remove.push(header.to_owned());
+        }
+        self
     }
 
     pub fn with_filter(mut self, filter: FilterSpec) -> EnvoyConfig {
@@ -221,7 +237,9 @@ fn route_entries(routes: &RouteTable) -> Json {
         RouteTable::ByHeader {
             matches,
             default_cluster,
+            remove,
         } => {
+            let removed = || Json::Array(remove.iter().map(|name| string(name.as_str())).collect());
             let mut entries: Vec<Json> = matches
                 .iter()
                 .map(|m| {
@@ -247,12 +265,14 @@ fn route_entries(routes: &RouteTable) -> Json {
                             ]),
                         ),
                         ("route", object([("cluster", string(m.cluster.as_str()))])),
+                        ("request_headers_to_remove", removed()),
                     ])
                 })
                 .collect();
             entries.push(object([
                 ("match", prefix()),
                 ("route", object([("cluster", string(default_cluster.as_str()))])),
+                ("request_headers_to_remove", removed()),
             ]));
             Json::Array(entries)
         }
