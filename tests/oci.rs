@@ -7,127 +7,64 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use base64::Engine;
+use sticky_canary::harness;
 use sticky_canary::oci::{self, CredentialSource, Credentials, ImageReference, TransportOptions};
 
 const USER: &str = "canary";
 const PASSWORD: &str = "s3cret-Passw0rd";
 
-/// A `docker-registry` process on 127.0.0.1 with a throwaway storage dir.
+/// The shared harness registry (Debian's `docker-registry` on loopback), optionally with htpasswd auth.
 struct Registry {
-    child: Child,
-    dir: tempfile::TempDir,
+    inner: harness::Registry,
     port: u16,
+    /// Holds the htpasswd file while the registry runs.
+    _auth: Option<tempfile::TempDir>,
 }
 
 impl Registry {
     fn start() -> Self {
-        Self::start_with(None)
+        let inner = harness::Registry::start().unwrap_or_else(|e| panic!("{e}"));
+        let port = inner.port();
+        Self {
+            inner,
+            port,
+            _auth: None,
+        }
     }
 
     fn start_with_htpasswd() -> Self {
-        Self::start_with(Some((USER, PASSWORD)))
-    }
-
-    fn start_with(login: Option<(&str, &str)>) -> Self {
-        let binary = registry_binary();
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut config = format!(
-            "version: 0.1\n\
-             log:\n  level: info\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: sticky-canary-test\n",
-            storage = dir.path().join("storage").display(),
-        );
-        if let Some((user, password)) = login {
-            // The registry reads bcrypt entries only.
-            let hash = bcrypt::hash_with_result(password, 4)
-                .unwrap()
-                .format_for_version(bcrypt::Version::TwoY);
-            let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: sticky-canary-test\n    path: {}\n",
-                htpasswd.display()
-            ));
-        }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(&binary)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let mut registry = Self { child, dir, port };
-        registry.wait_ready();
-        registry
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("docker-registry exited ({status}) before serving:\n{}", self.log_tail());
-            }
-            if let Ok(response) = http(self.port, "GET", "/v2/", &[]) {
-                if response.status == 200 || response.status == 401 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not answer on {}:\n{}",
-                self.host(),
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        // The registry reads bcrypt entries only.
+        let hash = bcrypt::hash_with_result(PASSWORD, 4)
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoY);
+        let auth = tempfile::tempdir().unwrap();
+        let htpasswd = auth.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+        let inner = harness::Registry::start_with_config(&format!(
+            "auth:\n  htpasswd:\n    realm: sticky-canary-test\n    path: {}\n",
+            htpasswd.display()
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let port = inner.port();
+        Self {
+            inner,
+            port,
+            _auth: Some(auth),
         }
     }
 
     fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.inner.host()
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        self.inner.log_tail()
     }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The registry binary: `STICKY_CANARY_DOCKER_REGISTRY`, else `docker-registry` on PATH.
-fn registry_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("STICKY_CANARY_DOCKER_REGISTRY") {
-        return PathBuf::from(path);
-    }
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("docker-registry"))
-        .find(|candidate| candidate.is_file());
-    found.unwrap_or_else(|| {
-        panic!(
-            "these tests need the CNCF distribution registry: install Debian's package with \
-             `sudo apt-get install -y docker-registry` (or `make setup`), \
-             or point STICKY_CANARY_DOCKER_REGISTRY at a `registry` binary"
-        )
-    })
 }
 
 fn free_port() -> u16 {

@@ -66,6 +66,9 @@ pub enum RouteTable {
     ByHeader {
         matches: Vec<HeaderRoute>,
         default_cluster: String,
+        /// Request headers every route removes before the upstream, as the generated
+        /// VirtualService's `headers.request.remove` does with the routing token.
+        remove: Vec<String>,
     },
     /// Plain Istio weights: a random cluster per request (for contrast and benchmarks).
     Weighted(Vec<(String, u32)>),
@@ -163,6 +166,7 @@ impl EnvoyConfig {
             routes: RouteTable::ByHeader {
                 matches,
                 default_cluster,
+                remove: Vec::new(),
             },
             filter: None,
             concurrency: 2,
@@ -186,6 +190,18 @@ impl EnvoyConfig {
             log_level: "info".to_owned(),
             max_request_headers_kb: None,
         }
+    }
+
+    /// Like the generated VirtualService: every version route but the default one also
+    /// requires the routing token, and every route removes it before the app.
+    pub fn with_routing_token(mut self, header: &str, value: &str) -> EnvoyConfig {
+        if let RouteTable::ByHeader { matches, remove, .. } = &mut self.routes {
+            for route in matches.iter_mut() {
+                route.also.push((header.to_owned(), value.to_owned()));
+            }
+            remove.push(header.to_owned());
+        }
+        self
     }
 
     pub fn with_filter(mut self, filter: FilterSpec) -> EnvoyConfig {
@@ -296,12 +312,23 @@ fn route_entries(routes: &RouteTable) -> Json {
         RouteTable::ByHeader {
             matches,
             default_cluster,
+            remove,
         } => {
-            let mut entries: Vec<Json> = matches.iter().map(header_route_entry).collect();
-            entries.push(default_entry(&HeaderRoute {
+            // The table's removals apply to every route, on top of each route's own.
+            let with_removals = |route: &HeaderRoute| {
+                let mut route = route.clone();
+                for name in remove {
+                    if !route.remove.contains(name) {
+                        route.remove.push(name.clone());
+                    }
+                }
+                route
+            };
+            let mut entries: Vec<Json> = matches.iter().map(|m| header_route_entry(&with_removals(m))).collect();
+            entries.push(default_entry(&with_removals(&HeaderRoute {
                 cluster: default_cluster.clone(),
                 ..HeaderRoute::default()
-            }));
+            })));
             Json::Array(entries)
         }
         RouteTable::ByHost(_) => Json::Array(Vec::new()),

@@ -36,9 +36,9 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `<repo>/.venv/lib/python*/site-packages/envoy/_bin/envoy`, when installed.
-fn venv_envoy(repo: &Path) -> Option<PathBuf> {
-    let lib = repo.join(".venv").join("lib");
+/// `<venv>/lib/python*/site-packages/envoy/_bin/envoy`, when installed.
+fn venv_envoy(venv: &Path) -> Option<PathBuf> {
+    let lib = venv.join("lib");
     let entries = std::fs::read_dir(&lib).ok()?;
     let mut candidates: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -63,15 +63,34 @@ pub fn find_envoy() -> Result<PathBuf, HarnessError> {
             )))
         };
     }
+    install_envoy(None)
+}
+
+/// The Envoy binary of one upstream release (e.g. `1.38.3`), installed by
+/// `scripts/ensure-envoy.sh` into `<repo>/.envoy/VERSION` when missing. The Istio chain
+/// tests run each AKS revision's translation on the Envoy line that revision ships.
+pub fn find_envoy_release(version: &str) -> Result<PathBuf, HarnessError> {
+    install_envoy(Some(version))
+}
+
+fn install_envoy(version: Option<&str>) -> Result<PathBuf, HarnessError> {
     let repo = repo_root();
+    let venv = match version {
+        None => repo.join(".venv"),
+        Some(v) => repo.join(".envoy").join(v),
+    };
     // One install at a time, also when several tests start Envoy at once.
     static INSTALL: Mutex<()> = Mutex::new(());
     let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(path) = venv_envoy(&repo) {
+    if let Some(path) = venv_envoy(&venv) {
         return Ok(path);
     }
     let script = repo.join("scripts").join("ensure-envoy.sh");
-    let output = Command::new("bash")
+    let mut command = Command::new("bash");
+    if let Some(v) = version {
+        command.env("ENVOY_VERSION", v);
+    }
+    let output = command
         .arg(&script)
         .current_dir(&repo)
         .stdin(Stdio::null())
@@ -85,12 +104,25 @@ pub fn find_envoy() -> Result<PathBuf, HarnessError> {
             String::from_utf8_lossy(&output.stderr).trim_end()
         )));
     }
-    venv_envoy(&repo).ok_or_else(|| {
+    venv_envoy(&venv).ok_or_else(|| {
         HarnessError::EnvoyMissing(format!(
-            "{} ran but no envoy binary is under .venv; {INSTALL_HINT}",
-            script.display()
+            "{} ran but no envoy binary is under {}; {INSTALL_HINT}",
+            script.display(),
+            venv.display()
         ))
     })
+}
+
+/// Everything [`Envoy::launch`] needs to run one Envoy on a written bootstrap.
+pub(crate) struct Launch {
+    pub binary: PathBuf,
+    /// Envoy's temp dir: holds the bootstrap; logs are written here; removed on drop.
+    pub dir: TempDir,
+    pub bootstrap_path: PathBuf,
+    pub layout: Layout,
+    pub filter: Option<FilterSpec>,
+    pub concurrency: u32,
+    pub log_level: String,
 }
 
 /// What Envoy did with a pushed filter config.
@@ -154,6 +186,28 @@ impl Envoy {
         let bootstrap_path = dir.path().join("bootstrap.json");
         std::fs::write(&bootstrap_path, bootstrap_document(config, &layout))
             .map_err(io_error(format!("write {}", bootstrap_path.display())))?;
+        Envoy::launch(Launch {
+            binary,
+            dir,
+            bootstrap_path,
+            layout,
+            filter: config.filter.clone(),
+            concurrency: config.concurrency,
+            log_level: config.log_level.clone(),
+        })
+    }
+
+    /// Starts Envoy on a bootstrap already written into `launch.dir`, waits until LIVE.
+    pub(crate) fn launch(launch: Launch) -> Result<Envoy, HarnessError> {
+        let Launch {
+            binary,
+            dir,
+            bootstrap_path,
+            layout,
+            filter,
+            concurrency,
+            log_level,
+        } = launch;
         let log_path = dir.path().join("envoy.log");
         let stderr_path = dir.path().join("envoy.stderr");
         let stdout_file =
@@ -165,11 +219,11 @@ impl Envoy {
             .arg("-c")
             .arg(&bootstrap_path)
             .arg("--concurrency")
-            .arg(config.concurrency.max(1).to_string())
+            .arg(concurrency.max(1).to_string())
             .arg("--log-path")
             .arg(&log_path)
             .arg("-l")
-            .arg(&config.log_level)
+            .arg(&log_level)
             // Flush the log often, so a failure report and a rejected update see the latest lines.
             .arg("--file-flush-interval-msec")
             .arg("50")
@@ -222,7 +276,7 @@ impl Envoy {
             layout,
             log_path,
             stderr_path,
-            filter: config.filter.clone(),
+            filter,
             stop: Some(stop_tx),
             supervisor: Some(supervisor),
             exit,
@@ -347,6 +401,16 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The length of Envoy's log now: a mark for [`Envoy::log_since`].
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log_path).map_or(0, |m| m.len())
+    }
+
+    /// Envoy's log from a [`Envoy::log_len`] mark on, without the start-up inventory.
+    pub fn log_since(&self, mark: u64) -> String {
+        tail(&read_from(&self.log_path, mark), usize::MAX)
     }
 
     /// The last `lines` lines of Envoy's log (and of its stderr, when not empty).

