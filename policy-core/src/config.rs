@@ -323,9 +323,8 @@ impl Policy {
         self.response_header.as_deref()
     }
 
-    /// Every distinct routing header name, so a request on no route has them removed. (Routing
-    /// token headers are not: a token sent to a host whose routes do not use it gains nothing, and
-    /// leaving them alone lets several apps' filters on one gateway share the default token header.)
+    /// Every distinct routing header name. (The filter leaves requests on no route untouched:
+    /// on a shared gateway they belong to other apps, whose VirtualServices require the token.)
     pub fn routing_headers(&self) -> &[String] {
         &self.routing_headers
     }
