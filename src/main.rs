@@ -84,6 +84,9 @@ enum Command {
         /// The routing-token key file (`sticky-canary token-key`); default $STICKY_CANARY_TOKEN_KEY_FILE.
         #[arg(long)]
         token_key: Option<PathBuf>,
+        /// While replacing the key: the VirtualServices also accept tokens under this key (repeatable).
+        #[arg(long)]
+        also_accept_key: Vec<PathBuf>,
     },
     /// Set a canary's weight in the spec (the stable version takes the rest) and re-render.
     SetWeight {
@@ -106,6 +109,9 @@ enum Command {
         /// The routing-token key file, needed with --out; default $STICKY_CANARY_TOKEN_KEY_FILE.
         #[arg(long)]
         token_key: Option<PathBuf>,
+        /// As for `render`, while replacing the key.
+        #[arg(long)]
+        also_accept_key: Vec<PathBuf>,
     },
     /// Create a routing-token key file (256 bits from the OS's CSPRNG), readable by you only.
     ///
@@ -184,7 +190,14 @@ fn run(command: Command) -> Result<(), String> {
             out,
             plugin_form,
             token_key,
-        } => render(&specs, out.as_deref(), plugin_form.as_deref(), token_key.as_deref()),
+            also_accept_key,
+        } => render(
+            &specs,
+            out.as_deref(),
+            plugin_form.as_deref(),
+            token_key.as_deref(),
+            &also_accept_key,
+        ),
         Command::SetWeight {
             spec,
             version,
@@ -193,6 +206,7 @@ fn run(command: Command) -> Result<(), String> {
             with,
             plugin_form,
             token_key,
+            also_accept_key,
         } => set_weight(
             &spec,
             &version,
@@ -200,7 +214,7 @@ fn run(command: Command) -> Result<(), String> {
             &with,
             out.as_deref(),
             plugin_form.as_deref(),
-            token_key.as_deref(),
+            (token_key.as_deref(), &also_accept_key),
         ),
         Command::TokenKey { out } => {
             sticky_canary::render::token::write_new_key(&out)?;
@@ -252,11 +266,12 @@ fn render(
     out: Option<&std::path::Path>,
     form: Option<&str>,
     token_key: Option<&std::path::Path>,
+    also_accept_keys: &[PathBuf],
 ) -> Result<(), String> {
     use sticky_canary::render;
     let form = parse_form(form)?;
     let inputs = render::cli::load_inputs(specs)?;
-    let tokens = render::Tokens::Key(render::token::key_from_cli(token_key)?);
+    let tokens = render::token::tokens_from_cli(token_key, also_accept_keys)?;
     let rendered = render::cli::render_inputs(&inputs, render::cli::is_shared(specs), form, &tokens)?;
     emit(&rendered, out)
 }
@@ -297,7 +312,7 @@ fn set_weight(
     with: &[PathBuf],
     out: Option<&std::path::Path>,
     form: Option<&str>,
-    token_key: Option<&std::path::Path>,
+    (token_key, also_accept_keys): (Option<&std::path::Path>, &[PathBuf]),
 ) -> Result<(), String> {
     use sticky_canary::render;
     let form = parse_form(form)?;
@@ -306,7 +321,7 @@ fn set_weight(
     let rendered = match out {
         None => None,
         Some(_) => {
-            let tokens = render::Tokens::Key(render::token::key_from_cli(token_key)?);
+            let tokens = render::token::tokens_from_cli(token_key, also_accept_keys)?;
             let mut inputs = render::cli::load_inputs(with)?;
             let own = std::fs::canonicalize(spec).ok();
             inputs.retain(|(source, _)| std::fs::canonicalize(source).ok() != own);

@@ -1193,3 +1193,46 @@ fn set_weight_on_one_app_changes_only_its_route_in_the_shared_plugin() {
         2
     );
 }
+
+/// Replacing the key without moving anyone: the VirtualServices accept tokens under both keys
+/// while the filter switches from the old key's to the new key's.
+#[test]
+fn key_replacement_accepts_both_keys_during_the_switch() {
+    let work = TempDir::new("key-replacement");
+    let old = key_file(&work.0);
+    let new = work.0.join("new.key").to_string_lossy().into_owned();
+    assert!(cli(&["token-key", "--out", &new]).status.success());
+    let (old_tokens, new_tokens) = (key_of(&old), key_of(&new));
+    let gateway = |tokens: &Tokens| tokens.token(render::token::Purpose::Gateway, "frontend", 1);
+    let mesh = |tokens: &Tokens| tokens.token(render::token::Purpose::Mesh, "frontend", 1);
+    for (current, also, sent, other) in [
+        (&old, Some(&new), &old_tokens, Some(&new_tokens)),
+        (&new, Some(&old), &new_tokens, Some(&old_tokens)),
+        (&new, None, &new_tokens, None),
+    ] {
+        let mut args = vec!["render", DEPENDENTS_EXAMPLE, "--token-key", current.as_str()];
+        if let Some(also) = also {
+            args.extend(["--also-accept-key", also.as_str()]);
+        }
+        let output = cli(&args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stream = String::from_utf8(output.stdout).unwrap();
+        let objects: Vec<Yaml> = serde_yaml_ng::Deserializer::from_str(&stream)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let vs = objects.iter().find(|o| o["metadata"]["name"] == "vs-frontend").unwrap();
+        let (routes, _) = render::virtual_service_header_routes(vs);
+        let accepted: Vec<String> = routes.iter().map(|r| r.also[0].1.clone()).collect();
+        let expected: Vec<String> = std::iter::once(sent).chain(other).map(gateway).collect();
+        assert_eq!(accepted, expected);
+        // The filter sends the current key's token; the gateway sets the current key's mesh token.
+        let plugin = objects.iter().find(|o| o["kind"] == "EnvoyFilter").unwrap();
+        assert!(carried_filter_config(plugin).contains(&gateway(sent)));
+        assert_eq!(routes[0].set, vec![("x-canary-mesh-token".to_owned(), mesh(sent))]);
+        // The backend accepts the mesh tokens under every key in play.
+        let backend = objects.iter().find(|o| o["metadata"]["name"] == "vs-backend").unwrap();
+        let (backend_routes, _) = render::virtual_service_header_routes(backend);
+        assert_eq!(backend_routes.len(), expected.len());
+        assert_eq!(backend_routes[0].also[0].1, mesh(sent));
+    }
+}

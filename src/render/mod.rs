@@ -264,7 +264,9 @@ pub(crate) fn app_files(app: &App, source: &str, tokens: &Tokens, with_namespace
         app.versions.iter().map(|v| objects::hpa(app, v)).collect(),
     ));
     let token_note = match tokens {
-        Tokens::Key(_) => "Its value is an HMAC of the app name under the token key (never in the spec).",
+        Tokens::Key(_) | Tokens::Rotating(..) => {
+            "Its value is an HMAC of the app name under the token key (never in the spec)."
+        }
         Tokens::Example => {
             "EXAMPLE-NOT-SECRET tokens: this file was rendered without a token key. Render with your own\n\
              key (`sticky-canary token-key`, then `render --token-key FILE`) before applying it."

@@ -431,13 +431,13 @@ impl App {
         filter_config(vec![self.filter_route(tokens)], self.response_header.as_deref())
     }
 
-    /// Gateway tokens the VirtualService accepts: the one the filter sends first, then those of
-    /// `also_accept` (a rotation in progress).
+    /// Tokens the VirtualServices accept: the one the filter sends first, then those of
+    /// `also_accept` and of the keys `--also-accept-key` names (a rotation in progress).
     pub fn accepted_tokens(&self, tokens: &super::token::Tokens, purpose: super::token::Purpose) -> Vec<String> {
-        std::iter::once(self.token.generation)
+        let generations: Vec<u32> = std::iter::once(self.token.generation)
             .chain(self.token.also_accept.iter().copied())
-            .map(|g| tokens.token(purpose, &self.name, g))
-            .collect()
+            .collect();
+        tokens.accepted(purpose, &self.name, &generations)
     }
 
     /// The Istio minor version of the add-on revision (`asm-1-28` is 28).

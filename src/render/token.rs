@@ -119,6 +119,9 @@ impl TokenKey {
 #[derive(Debug, Clone)]
 pub enum Tokens {
     Key(TokenKey),
+    /// A key replacement in progress: the filter sends the first key's tokens, the
+    /// VirtualServices also accept the others' (`render --also-accept-key`).
+    Rotating(TokenKey, Vec<TokenKey>),
     /// `EXAMPLE-NOT-SECRET-...`: what the repository's own `manifests/` carries, since any token
     /// committed to a public repository is public. Never produced by the CLI.
     Example,
@@ -129,7 +132,7 @@ impl Tokens {
     pub fn token(&self, purpose: Purpose, app: &str, generation: u32) -> String {
         match self {
             Tokens::Example => format!("EXAMPLE-NOT-SECRET-{}-{app}-{generation}", purpose.label()),
-            Tokens::Key(key) => {
+            Tokens::Key(key) | Tokens::Rotating(key, _) => {
                 let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key.0) else {
                     // HMAC takes keys of any length; this branch cannot run.
                     return String::new();
@@ -145,6 +148,29 @@ impl Tokens {
                 digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
             }
         }
+    }
+}
+
+impl Tokens {
+    /// Every token a VirtualService accepts for `app`'s `purpose`: the generations in order
+    /// (the one the filter sends first), each under the current key and then under the keys
+    /// of a replacement in progress.
+    pub fn accepted(&self, purpose: Purpose, app: &str, generations: &[u32]) -> Vec<String> {
+        let mut out = Vec::new();
+        for generation in generations {
+            let mut push = |token: String| {
+                if !out.contains(&token) {
+                    out.push(token);
+                }
+            };
+            push(self.token(purpose, app, *generation));
+            if let Tokens::Rotating(_, others) = self {
+                for key in others {
+                    push(Tokens::Key(key.clone()).token(purpose, app, *generation));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -173,6 +199,20 @@ pub fn write_new_key(path: &Path) -> Result<(), String> {
     file.write_all(key.file_text().as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("{}: cannot write: {e}", path.display()))
+}
+
+/// The tokens for the CLI: the key of [`key_from_cli`], and the keys `--also-accept-key` names
+/// while a key is being replaced.
+pub fn tokens_from_cli(flag: Option<&Path>, also_accept: &[std::path::PathBuf]) -> Result<Tokens, String> {
+    let key = key_from_cli(flag)?;
+    if also_accept.is_empty() {
+        return Ok(Tokens::Key(key));
+    }
+    let others = also_accept
+        .iter()
+        .map(|p| TokenKey::from_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Tokens::Rotating(key, others))
 }
 
 /// The key for the CLI: `--token-key FILE`, else `$STICKY_CANARY_TOKEN_KEY_FILE`, else an error
