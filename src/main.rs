@@ -78,15 +78,8 @@ enum Command {
         /// files are rewritten. Without it, print one YAML stream for `kubectl apply -f -`.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Render the plugin in this form instead of the spec's: envoyfilter, envoyfilter-inline or wasmplugin.
-        #[arg(long)]
-        plugin_form: Option<String>,
-        /// The routing-token key file (`sticky-canary token-key`); default $STICKY_CANARY_TOKEN_KEY_FILE.
-        #[arg(long)]
-        token_key: Option<PathBuf>,
-        /// While replacing the key: the VirtualServices also accept tokens under this key (repeatable).
-        #[arg(long)]
-        also_accept_key: Vec<PathBuf>,
+        #[command(flatten)]
+        options: RenderOptions,
     },
     /// Set a canary's weight in the spec (the stable version takes the rest) and re-render.
     SetWeight {
@@ -103,15 +96,8 @@ enum Command {
         /// the same arguments you gave `render`. Only this app's route changes in the shared plugin.
         #[arg(long = "with")]
         with: Vec<PathBuf>,
-        /// Render the plugin in this form instead of the spec's (as for `render`).
-        #[arg(long)]
-        plugin_form: Option<String>,
-        /// The routing-token key file, needed with --out; default $STICKY_CANARY_TOKEN_KEY_FILE.
-        #[arg(long)]
-        token_key: Option<PathBuf>,
-        /// As for `render`, while replacing the key.
-        #[arg(long)]
-        also_accept_key: Vec<PathBuf>,
+        #[command(flatten)]
+        options: RenderOptions,
     },
     /// Create a routing-token key file (256 bits from the OS's CSPRNG), readable by you only.
     ///
@@ -122,6 +108,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// What `render` and `set-weight --out` need beside the specs.
+#[derive(clap::Args)]
+struct RenderOptions {
+    /// Render the plugin in this form instead of the spec's: envoyfilter, envoyfilter-inline or wasmplugin.
+    #[arg(long)]
+    plugin_form: Option<String>,
+    /// The routing-token key file (`sticky-canary token-key`); default $STICKY_CANARY_TOKEN_KEY_FILE.
+    #[arg(long)]
+    token_key: Option<PathBuf>,
+    /// While replacing the key: the VirtualServices also accept tokens under this key (repeatable).
+    #[arg(long)]
+    also_accept_key: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -185,37 +185,15 @@ fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Push { reference, insecure } => push(&reference, insecure),
-        Command::Render {
-            specs,
-            out,
-            plugin_form,
-            token_key,
-            also_accept_key,
-        } => render(
-            &specs,
-            out.as_deref(),
-            plugin_form.as_deref(),
-            token_key.as_deref(),
-            &also_accept_key,
-        ),
+        Command::Render { specs, out, options } => render(&specs, out.as_deref(), &options),
         Command::SetWeight {
             spec,
             version,
             percent,
             out,
             with,
-            plugin_form,
-            token_key,
-            also_accept_key,
-        } => set_weight(
-            &spec,
-            &version,
-            percent,
-            &with,
-            out.as_deref(),
-            plugin_form.as_deref(),
-            (token_key.as_deref(), &also_accept_key),
-        ),
+            options,
+        } => set_weight(&spec, &version, percent, &with, out.as_deref(), &options),
         Command::TokenKey { out } => {
             sticky_canary::render::token::write_new_key(&out)?;
             eprintln!(
@@ -261,17 +239,11 @@ fn parse_form(form: Option<&str>) -> Result<Option<sticky_canary::render::Plugin
     .transpose()
 }
 
-fn render(
-    specs: &[PathBuf],
-    out: Option<&std::path::Path>,
-    form: Option<&str>,
-    token_key: Option<&std::path::Path>,
-    also_accept_keys: &[PathBuf],
-) -> Result<(), String> {
+fn render(specs: &[PathBuf], out: Option<&std::path::Path>, options: &RenderOptions) -> Result<(), String> {
     use sticky_canary::render;
-    let form = parse_form(form)?;
+    let form = parse_form(options.plugin_form.as_deref())?;
     let inputs = render::cli::load_inputs(specs)?;
-    let tokens = render::token::tokens_from_cli(token_key, also_accept_keys)?;
+    let tokens = render::token::tokens_from_cli(options.token_key.as_deref(), &options.also_accept_key)?;
     let rendered = render::cli::render_inputs(&inputs, render::cli::is_shared(specs), form, &tokens)?;
     emit(&rendered, out)
 }
@@ -311,17 +283,16 @@ fn set_weight(
     percent: f64,
     with: &[PathBuf],
     out: Option<&std::path::Path>,
-    form: Option<&str>,
-    (token_key, also_accept_keys): (Option<&std::path::Path>, &[PathBuf]),
+    options: &RenderOptions,
 ) -> Result<(), String> {
     use sticky_canary::render;
-    let form = parse_form(form)?;
+    let form = parse_form(options.plugin_form.as_deref())?;
     let (new_text, app) = render::set_weight_text(spec, version, percent)?;
     // Everything is rendered before the spec is touched: a refusal leaves the spec and DIR as they were.
     let rendered = match out {
         None => None,
         Some(_) => {
-            let tokens = render::token::tokens_from_cli(token_key, also_accept_keys)?;
+            let tokens = render::token::tokens_from_cli(options.token_key.as_deref(), &options.also_accept_key)?;
             let mut inputs = render::cli::load_inputs(with)?;
             let own = std::fs::canonicalize(spec).ok();
             inputs.retain(|(source, _)| std::fs::canonicalize(source).ok() != own);
