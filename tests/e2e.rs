@@ -96,6 +96,12 @@ impl Predictor {
         route.versions()[index].name().to_owned()
     }
 
+    /// The version of a client-id cookie value: its id, without the day stamp (docs/assignment.md §3).
+    fn version_of_id(&self, host: &str, cookie_value: &str) -> String {
+        let key = policy_core::ClientId::parse(cookie_value.as_bytes()).key;
+        self.version(host, std::str::from_utf8(key).expect("an issued id is ASCII"))
+    }
+
     /// `count` keys `prefix-N` that land on `version`.
     fn keys_on(&self, host: &str, prefix: &str, version: &str, count: usize) -> Vec<String> {
         (0..100_000)
@@ -438,9 +444,10 @@ fn new_clients_get_set_cookie_and_keep_their_version() {
         );
         let cookie = SetCookie::parse(set_cookies[0]).expect("a parsable Set-Cookie");
         assert_eq!(cookie.name, "sc-id");
+        let id = policy_core::ClientId::parse(cookie.value.as_bytes());
         assert!(
-            cookie.value.len() >= 16 && cookie.value.bytes().all(|b| b.is_ascii_alphanumeric()),
-            "client id {:?}",
+            id.key.len() == 32 && id.stamp.is_some(),
+            "client id {:?}: 32 hex digits, a dot, the day",
             cookie.value
         );
         assert_eq!(cookie.attribute("path"), Some(Some("/")));
@@ -452,7 +459,7 @@ fn new_clients_get_set_cookie_and_keep_their_version() {
         let version = served(&first);
         assert_eq!(
             version,
-            predictor.version(APP_HOST, &cookie.value),
+            predictor.version_of_id(APP_HOST, &cookie.value),
             "the new id's bucket decides"
         );
         assert_eq!(
@@ -622,7 +629,7 @@ fn spoofed_routing_header_never_changes_the_version() {
             &app("/").header(ROUTING_HEADER, "v2").header("X-Canary-Version", "v2"),
         );
         let cookie = SetCookie::parse(reply.header("set-cookie").expect("a new id")).expect("Set-Cookie");
-        assert_eq!(served(&reply), predictor.version(APP_HOST, &cookie.value));
+        assert_eq!(served(&reply), predictor.version_of_id(APP_HOST, &cookie.value));
         assert_eq!(seen_headers(&reply.body, ROUTING_HEADER).len(), 1);
     }
 }

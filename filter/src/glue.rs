@@ -1,7 +1,29 @@
-//! The filter's pure parts: metric names, per-route counter tables, and which
-//! headers never go upstream. No host calls here, so all of it is unit tested natively.
+//! The filter's pure parts: metric names, per-route counter tables, which
+//! headers never go upstream, and the day the root context's tick last saw. No host calls
+//! here, so all of it is unit tested natively.
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use policy_core::{KeySource, KeySpec, Policy, Route};
+
+/// How often the root context reads the host clock (`on_tick`). The client-id cookie's stamp
+/// is a day number, so a minute late at midnight changes nothing.
+pub const TICK_MILLISECONDS: u32 = 60_000;
+
+/// Today (days since 1970, UTC) as last read by the tick; `u32::MAX` until the first read.
+/// One per VM, that is per Envoy worker; requests read it without a host call.
+static TODAY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Records the host clock's time (nanoseconds since the Unix epoch) as today's day number.
+pub fn set_clock(unix_nanoseconds: u64) {
+    TODAY.store(policy_core::day_of(unix_nanoseconds / 1_000_000_000), Ordering::Relaxed);
+}
+
+/// Today, when the clock has been read.
+pub fn today() -> Option<u32> {
+    let day = TODAY.load(Ordering::Relaxed);
+    (day != u32::MAX).then_some(day)
+}
 
 /// Prefix of the assignment counters; docs/config.md gives the `stats_tags` that turn the rest into labels.
 pub const ASSIGNMENTS: &str = "sticky_canary_assignments_total";
@@ -31,6 +53,7 @@ pub fn possible_sources(route: &Route) -> Vec<KeySource> {
         match spec {
             KeySpec::Cookie(_) => add(KeySource::Cookie),
             KeySpec::Header(_) => add(KeySource::Header),
+            KeySpec::IdentityHeader(_) => add(KeySource::Identity),
             KeySpec::NewClientId(_) => {
                 add(KeySource::Cookie);
                 add(KeySource::NewId);
@@ -124,6 +147,12 @@ mod tests {
                            "secret_header": "x-canary-secret", "secret": "0123456789abcdef"}}]}"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_clock_gives_days_since_1970() {
+        set_clock(1_763_856_000 * 1_000_000_000 + 5);
+        assert_eq!(today(), Some(20415));
     }
 
     #[test]

@@ -88,6 +88,8 @@ mod abi {
         ) -> u32;
         pub fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
         pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        pub fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     }
 
     #[link(wasm_import_module = "wasi_snapshot_preview1")]
@@ -126,6 +128,12 @@ mod abi {
         UNAVAILABLE
     }
     pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_get_current_time_nanoseconds(_: *mut u64) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_set_tick_period_milliseconds(_: u32) -> u32 {
         UNAVAILABLE
     }
     pub unsafe fn random_get(_: i32, _: i32) -> i32 {
@@ -248,4 +256,18 @@ pub fn random16() -> Option<[u8; 16]> {
     // SAFETY: the buffer is a live local of the length given.
     let errno = unsafe { abi::random_get(buf.as_mut_ptr() as usize as i32, buf.len() as i32) };
     (errno == 0).then_some(buf)
+}
+
+/// The host's wall clock, in nanoseconds since the Unix epoch.
+pub fn now_nanoseconds() -> HostResult<u64> {
+    let mut nanos = 0u64;
+    // SAFETY: the out-pointer is a valid local.
+    status(unsafe { abi::proxy_get_current_time_nanoseconds(&mut nanos) })?;
+    Ok(nanos)
+}
+
+/// Asks the host to call the root context's `on_tick` every `milliseconds`.
+pub fn set_tick_period(milliseconds: u32) -> HostResult<()> {
+    // SAFETY: plain value call.
+    status(unsafe { abi::proxy_set_tick_period_milliseconds(milliseconds) })
 }

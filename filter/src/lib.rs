@@ -4,7 +4,8 @@
 //! invalid one is logged field by field and refused, so Envoy keeps the last
 //! good one. Per request the filter finds the route, lets policy-core decide,
 //! replaces the routing header and the routing token (removing any the client sent), strips the
-//! override headers, counts the decision, and sends Set-Cookie to new clients.
+//! override headers, counts the decision, and sends Set-Cookie to new clients (and, once a
+//! day at most, to returning ones whose id cookie is due for a refresh).
 //! A request on no route is not touched at all: on a gateway shared by many apps, requests for
 //! hosts no route owns belong to others (their VirtualServices decide what a header means).
 
@@ -78,6 +79,13 @@ impl RootContext for Root {
     }
 
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        self.on_tick();
+        if host::set_tick_period(glue::TICK_MILLISECONDS).is_err() {
+            host::log(
+                Level::Error,
+                "sticky-canary: no clock tick: client-id cookies are not refreshed",
+            );
+        }
         if self.rejections.is_none() {
             self.rejections = host::define_counter(CONFIG_REJECTIONS).ok();
         }
@@ -121,6 +129,13 @@ impl RootContext for Root {
         true
     }
 
+    /// The only tick: caches the day for the client-id cookie's stamp, so requests make no clock call.
+    fn on_tick(&mut self) {
+        if let Ok(nanoseconds) = host::now_nanoseconds() {
+            glue::set_clock(nanoseconds);
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             active: self.active.clone(),
@@ -148,6 +163,10 @@ impl Request for Live {
 
     fn random(&mut self) -> Option<[u8; 16]> {
         host::random16()
+    }
+
+    fn today(&mut self) -> Option<u32> {
+        glue::today()
     }
 }
 

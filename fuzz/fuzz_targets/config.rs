@@ -63,10 +63,10 @@ fuzz_target!(|data: &[u8]| {
         for spec in route.key_chain() {
             match spec {
                 KeySpec::Cookie(name) => assert!(is_token(name)),
-                KeySpec::Header(name) => assert!(header_ok(name)),
+                KeySpec::Header(name) | KeySpec::IdentityHeader(name) => assert!(header_ok(name)),
                 KeySpec::NewClientId(settings) => {
                     assert!(is_token(&settings.cookie));
-                    let set_cookie = settings.set_cookie("0123456789abcdef0123456789abcdef");
+                    let set_cookie = settings.set_cookie("0123456789abcdef0123456789abcdef", Some(u32::MAX));
                     assert!(
                         !set_cookie.bytes().any(|b| b < 0x20 || b == 0x7f),
                         "control character in Set-Cookie {set_cookie:?}"

@@ -5,7 +5,7 @@
 //! headers, cookies, client address and random bytes all come from the input.
 //! Each decision is checked against a reference model of docs/assignment.md §3
 //! written independently here: the same source, version and bucket, a
-//! Set-Cookie only for a new id and free of CR/LF/NUL, and a chosen route whose
+//! Set-Cookie only for a new, derived or refreshed id, free of CR/LF/NUL, and a chosen route whose
 //! host and path prefix really match.
 #![no_main]
 
@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use policy_core::{bucket, cookie, Decision, KeySource, KeySpec, NoKey, Policy, Request, Route};
+use policy_core::{bucket, cookie, identity_id, Decision, KeySource, KeySpec, NoKey, Policy, Request, Route};
 
 const POLICIES: &[&str] = &[
     r#"{"response_header": "x-served-by", "routes": [
@@ -35,7 +35,7 @@ const POLICIES: &[&str] = &[
     ]}"#,
     r#"{"routes": [{"name": "app", "hosts": ["app.example.com"], "salt": "my-app",
        "versions": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
-       "key_chain": [{"new_client_id": {}}]}]}"#,
+       "key_chain": [{"identity_header": "x-user-id"}, {"new_client_id": {"refresh_after_days": 7}}]}]}"#,
     r#"{"routes": [{"name": "edge", "hosts": ["*.example.com", "example.com"], "salt": "été",
        "versions": [{"name": "v1", "weight": 99.99}, {"name": "v2", "weight": 0.01}],
        "key_chain": ["client_address"], "no_key": "weighted"}]}"#,
@@ -76,6 +76,7 @@ struct Input {
     headers: Vec<(Name, Vec<u8>)>,
     address: Option<Vec<u8>>,
     random: Option<[u8; 16]>,
+    today: Option<u32>,
 }
 
 /// The request as the host shows it: lookups ignore case, repeated headers are joined with `,`.
@@ -83,6 +84,7 @@ struct Fake {
     headers: Vec<(Vec<u8>, Vec<u8>)>,
     address: Option<Vec<u8>>,
     random: Option<[u8; 16]>,
+    today: Option<u32>,
 }
 
 impl Fake {
@@ -114,6 +116,9 @@ impl Request for Fake {
     fn random(&mut self) -> Option<[u8; 16]> {
         self.random
     }
+    fn today(&mut self) -> Option<u32> {
+        self.today
+    }
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -134,6 +139,18 @@ fn without_port(address: &[u8]) -> &[u8] {
         1 => address.split(|&b| b == b':').next().unwrap_or(address),
         _ => address,
     }
+}
+
+/// `ID.DAY` (32 lowercase hex, a dot, 1 to 9 digits) -> (ID, DAY); anything else is a whole key.
+fn split_stamp(value: &[u8]) -> (&[u8], Option<u32>) {
+    let is_id = |id: &[u8]| id.len() == 32 && id.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if let Some(dot) = value.iter().position(|&b| b == b'.') {
+        let (id, day) = (&value[..dot], &value[dot + 1..]);
+        if is_id(id) && (1..=9).contains(&day.len()) && day.iter().all(u8::is_ascii_digit) {
+            return (id, std::str::from_utf8(day).ok().and_then(|d| d.parse().ok()));
+        }
+    }
+    (value, None)
 }
 
 fn hex(random: [u8; 16]) -> String {
@@ -178,6 +195,27 @@ fn expected(route: &Route, request: &Fake) -> Decision {
     }
     let cookies = request.get("cookie");
     let find = |name: &str| cookies.as_deref().and_then(|h| cookie::find(h, name.as_bytes()));
+    let settings = match route.key_chain().last() {
+        Some(KeySpec::NewClientId(settings)) => Some(settings),
+        _ => None,
+    };
+    // The client-id cookie first, whatever comes before it in the chain.
+    if let Some(value) = settings.and_then(|s| find(&s.cookie)) {
+        let (key, stamp) = split_stamp(value);
+        let mut decision = keyed(route, KeySource::Cookie, key);
+        let issued = key.len() == 32 && key.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if let (true, Some(today), Some(settings)) = (issued, request.today, settings) {
+            let old = match stamp {
+                None => true,
+                Some(day) => day <= today && today - day >= settings.refresh_after_days,
+            };
+            if old {
+                let id = std::str::from_utf8(key).unwrap();
+                decision.set_cookie = Some(settings.set_cookie(id, Some(today)));
+            }
+        }
+        return decision;
+    }
     for spec in route.key_chain() {
         match spec {
             KeySpec::Cookie(name) => {
@@ -192,14 +230,21 @@ fn expected(route: &Route, request: &Fake) -> Decision {
                     }
                 }
             }
-            KeySpec::NewClientId(settings) => {
-                if let Some(value) = find(&settings.cookie) {
-                    return keyed(route, KeySource::Cookie, value);
+            KeySpec::IdentityHeader(name) => {
+                if let Some(value) = request.get(name) {
+                    if !trim(&value).is_empty() {
+                        let id = identity_id(route.salt(), trim(&value));
+                        let mut decision = keyed(route, KeySource::Identity, id.as_bytes());
+                        decision.set_cookie = settings.map(|s| s.set_cookie(&id, request.today));
+                        return decision;
+                    }
                 }
+            }
+            KeySpec::NewClientId(settings) => {
                 if let Some(random) = request.random {
                     let id = hex(random);
                     let mut decision = keyed(route, KeySource::NewId, id.as_bytes());
-                    decision.set_cookie = Some(settings.set_cookie(&id));
+                    decision.set_cookie = Some(settings.set_cookie(&id, request.today));
                     return decision;
                 }
             }
@@ -323,6 +368,7 @@ fuzz_target!(|input: Input| {
         headers,
         address: input.address.clone(),
         random: input.random,
+        today: input.today,
     };
 
     let path = if policy.needs_path() {
@@ -350,7 +396,7 @@ fuzz_target!(|input: Input| {
         assert_eq!(decision.version, route.version_for_bucket(b));
     }
     if let Some(set_cookie) = &decision.set_cookie {
-        assert_eq!(decision.source, KeySource::NewId);
+        assert!(matches!(decision.source, KeySource::NewId | KeySource::Identity | KeySource::Cookie));
         assert!(
             !set_cookie.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0),
             "Set-Cookie {set_cookie:?}"

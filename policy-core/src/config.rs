@@ -29,6 +29,7 @@
 
 use std::fmt;
 
+use crate::client_id::SECONDS_PER_DAY;
 use crate::json::{self, Value};
 
 /// The routing header used when a route does not name one.
@@ -111,17 +112,25 @@ pub struct NewClientId {
     pub http_only: bool,
     pub secure: bool,
     pub same_site: SameSite,
+    /// A request on a day at least this many days after the cookie's stamp sets it again
+    /// (same id, today's stamp, full Max-Age): the sliding refresh.
+    pub refresh_after_days: u32,
     /// `; Path=/; Max-Age=...` etc., rendered once at configure time.
     pub(crate) attributes: String,
 }
 
 impl NewClientId {
-    /// The Set-Cookie value for a client id (a fresh 32-hex-digit id in practice).
-    pub fn set_cookie(&self, id: &str) -> String {
-        let mut out = String::with_capacity(self.cookie.len() + 1 + id.len() + self.attributes.len());
+    /// The Set-Cookie value for a client id (32 hex digits), stamped with `today` when the
+    /// filter knows the date: `NAME=ID.DAY; Path=...` (`NAME=ID; ...` without it).
+    pub fn set_cookie(&self, id: &str, today: Option<u32>) -> String {
+        let mut out = String::with_capacity(self.cookie.len() + 1 + id.len() + 11 + self.attributes.len());
         out.push_str(&self.cookie);
         out.push('=');
         out.push_str(id);
+        if let Some(day) = today {
+            out.push('.');
+            out.push_str(&day.to_string());
+        }
         out.push_str(&self.attributes);
         out
     }
@@ -134,7 +143,12 @@ pub enum KeySpec {
     Cookie(String),
     /// The value of this request header (lowercased name).
     Header(String),
-    /// Read the client-id cookie; when absent, issue a new random id as that cookie.
+    /// The id of a logged-in user, from a header a trusted layer sets before the filter
+    /// (lowercased name). Hashed as a derived id, and issued as the client-id cookie when the
+    /// chain has one, so the user keeps the version after logging out.
+    IdentityHeader(String),
+    /// The client-id cookie: when present it decides ahead of every other source; when absent
+    /// and nothing else decides, a new random id is issued as that cookie.
     NewClientId(NewClientId),
     /// The downstream client address (a weak key: NAT and proxies share addresses).
     ClientAddress,
@@ -233,6 +247,13 @@ impl Route {
     }
     pub fn key_chain(&self) -> &[KeySpec] {
         &self.key_chain
+    }
+    /// The client-id cookie settings, when the chain has `new_client_id` (always its last entry).
+    pub fn client_id(&self) -> Option<&NewClientId> {
+        match self.key_chain.last() {
+            Some(KeySpec::NewClientId(settings)) => Some(settings),
+            _ => None,
+        }
     }
     pub fn no_key(&self) -> NoKey {
         self.no_key
@@ -976,10 +997,13 @@ fn compile_key_chain(path: &str, items: &[Value], errors: &mut Errors) -> Vec<Ke
                 match (kind.as_str(), inner) {
                     ("cookie", Value::String(name)) => cookie_name(&inner_path, name, errors).map(KeySpec::Cookie),
                     ("header", Value::String(name)) => header_name(&inner_path, name, errors).map(KeySpec::Header),
+                    ("identity_header", Value::String(name)) => {
+                        header_name(&inner_path, name, errors).map(KeySpec::IdentityHeader)
+                    }
                     ("new_client_id", settings) => {
                         compile_new_client_id(&inner_path, settings, errors).map(KeySpec::NewClientId)
                     }
-                    ("cookie" | "header", other) => {
+                    ("cookie" | "header" | "identity_header", other) => {
                         errors.add(
                             &inner_path,
                             format!("must be a string (the name), not {}", other.kind()),
@@ -989,7 +1013,7 @@ fn compile_key_chain(path: &str, items: &[Value], errors: &mut Errors) -> Vec<Ke
                     _ => {
                         errors.add(
                             &inner_path,
-                            "unknown key source (cookie, header, new_client_id or \"client_address\")",
+                            "unknown key source (cookie, header, identity_header, new_client_id or \"client_address\")",
                         );
                         None
                     }
@@ -998,7 +1022,7 @@ fn compile_key_chain(path: &str, items: &[Value], errors: &mut Errors) -> Vec<Ke
             _ => {
                 errors.add(
                     &item_path,
-                    "must be {\"cookie\": NAME}, {\"header\": NAME}, {\"new_client_id\": {...}} or \"client_address\"",
+                    "must be {\"cookie\": NAME}, {\"header\": NAME}, {\"identity_header\": NAME}, {\"new_client_id\": {...}} or \"client_address\"",
                 );
                 None
             }
@@ -1050,6 +1074,7 @@ fn compile_new_client_id(path: &str, value: &Value, errors: &mut Errors) -> Opti
         }
     }
     let age_path = fields.child("max_age_seconds");
+    let errors_before_age = errors.0.len();
     let max_age_seconds = match fields.take("max_age_seconds") {
         None => 30 * 24 * 3600,
         Some(Value::Number(text)) => match text.parse::<u64>() {
@@ -1069,6 +1094,34 @@ fn compile_new_client_id(path: &str, value: &Value, errors: &mut Errors) -> Opti
         Some(other) => {
             errors.add(&age_path, format!("must be a number, not {}", other.kind()));
             0
+        }
+    };
+    let refresh_path = fields.child("refresh_after_days");
+    let refresh_after_days = match fields.take("refresh_after_days") {
+        None => 1,
+        Some(Value::Number(text)) => match text.parse::<u32>() {
+            Ok(0) => {
+                errors.add(&refresh_path, "must be at least 1 (a day)");
+                1
+            }
+            Ok(days) if errors.0.len() == errors_before_age && u64::from(days) * SECONDS_PER_DAY >= max_age_seconds => {
+                errors.add(
+                    &refresh_path,
+                    format!(
+                        "{days} day(s) is not shorter than max_age_seconds ({max_age_seconds} s): the cookie would expire before its refresh"
+                    ),
+                );
+                1
+            }
+            Ok(days) => days,
+            Err(_) => {
+                errors.add(&refresh_path, format!("{text} is not a whole number of days"));
+                1
+            }
+        },
+        Some(other) => {
+            errors.add(&refresh_path, format!("must be a number, not {}", other.kind()));
+            1
         }
     };
     let http_only = bool_field(&mut fields, "http_only", true, errors);
@@ -1118,6 +1171,7 @@ fn compile_new_client_id(path: &str, value: &Value, errors: &mut Errors) -> Opti
         http_only,
         secure,
         same_site,
+        refresh_after_days,
         attributes,
     })
 }

@@ -26,6 +26,7 @@
 //! ```
 
 use crate::bucket::{bucket, random_bucket};
+use crate::client_id::{hex_id, identity_id, ClientId};
 use crate::config::{KeySpec, NoKey, Policy, Route};
 use crate::cookie::{self, trim};
 
@@ -37,6 +38,11 @@ pub trait Request {
     fn client_address(&mut self) -> Option<Vec<u8>>;
     /// 16 random bytes (a new client id, or a per-request weighted pick), or `None` when unavailable.
     fn random(&mut self) -> Option<[u8; 16]>;
+    /// Today as days since 1970-01-01 (UTC), to stamp and refresh the client-id cookie; `None`
+    /// when unknown (cookies are then issued unstamped and never refreshed).
+    fn today(&mut self) -> Option<u32> {
+        None
+    }
 }
 
 /// Which source gave the key that decided the version.
@@ -44,6 +50,7 @@ pub trait Request {
 pub enum KeySource {
     Cookie,
     Header,
+    Identity,
     NewId,
     Override,
     Address,
@@ -51,9 +58,10 @@ pub enum KeySource {
 }
 
 impl KeySource {
-    pub const ALL: [KeySource; 6] = [
+    pub const ALL: [KeySource; 7] = [
         KeySource::Cookie,
         KeySource::Header,
+        KeySource::Identity,
         KeySource::NewId,
         KeySource::Override,
         KeySource::Address,
@@ -65,6 +73,7 @@ impl KeySource {
         match self {
             KeySource::Cookie => "cookie",
             KeySource::Header => "header",
+            KeySource::Identity => "identity",
             KeySource::NewId => "new_id",
             KeySource::Override => "override",
             KeySource::Address => "address",
@@ -86,7 +95,8 @@ pub struct Decision {
     pub source: KeySource,
     /// The key's bucket, when a key decided (not for override, nor a stable fallback).
     pub bucket: Option<u16>,
-    /// A Set-Cookie header value to send on the response (new clients only).
+    /// A Set-Cookie header value to send on the response: a new client id, a refresh of an
+    /// ageing one, or the id derived from a trusted identity.
     pub set_cookie: Option<String>,
 }
 
@@ -177,19 +187,6 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-fn hex_digit(nibble: u8) -> char {
-    char::from(if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 })
-}
-
-fn hex_id(random: [u8; 16]) -> String {
-    let mut out = String::with_capacity(32);
-    for byte in random {
-        out.push(hex_digit(byte >> 4));
-        out.push(hex_digit(byte & 0x0f));
-    }
-    out
-}
-
 impl Route {
     /// The version serving a key's bucket: canaries take `[0, w2)`, `[w2, w2+w3)`, ...; stable the rest.
     pub fn version_for_bucket(&self, bucket: u16) -> usize {
@@ -239,7 +236,8 @@ impl Route {
         Some(version)
     }
 
-    /// Decides the version for one request: override, then the key chain in order, then the no-key rule.
+    /// Decides the version for one request: override, then the client-id cookie when the chain has
+    /// one and the client sent it, then the key chain in order, then the no-key rule.
     pub fn decide(&self, request: &mut impl Request) -> Decision {
         if let Some(version) = self.override_version(request) {
             return Decision {
@@ -251,6 +249,25 @@ impl Route {
         }
         // The Cookie header is read at most once, however many cookie sources the chain has.
         let mut cookies: Option<Option<Vec<u8>>> = None;
+        let client_id = self.client_id();
+        // The client-id cookie, once a client has it, decides ahead of every other source, so
+        // logging in, logging out or a rotated session never moves anyone (docs/assignment.md §3).
+        if let Some(settings) = client_id {
+            let header = cookies.get_or_insert_with(|| request.header("cookie"));
+            if let Some(value) = header
+                .as_deref()
+                .and_then(|h| cookie::find(h, settings.cookie.as_bytes()))
+            {
+                let id = ClientId::parse(value);
+                let mut decision = self.keyed(KeySource::Cookie, id.key);
+                if let (Some(today), Some(text)) = (request.today(), id.issued_id()) {
+                    if id.needs_refresh(today, settings.refresh_after_days) {
+                        decision.set_cookie = Some(settings.set_cookie(text, Some(today)));
+                    }
+                }
+                return decision;
+            }
+        }
         for spec in &self.key_chain {
             match spec {
                 KeySpec::Cookie(name) => {
@@ -267,18 +284,25 @@ impl Route {
                         }
                     }
                 }
-                KeySpec::NewClientId(settings) => {
-                    let header = cookies.get_or_insert_with(|| request.header("cookie"));
-                    if let Some(value) = header
-                        .as_deref()
-                        .and_then(|h| cookie::find(h, settings.cookie.as_bytes()))
-                    {
-                        return self.keyed(KeySource::Cookie, value);
+                KeySpec::IdentityHeader(name) => {
+                    if let Some(value) = request.header(name) {
+                        let value = trim(&value);
+                        if !value.is_empty() {
+                            let id = identity_id(&self.salt, value);
+                            let mut decision = self.keyed(KeySource::Identity, id.as_bytes());
+                            if let Some(settings) = client_id {
+                                decision.set_cookie = Some(settings.set_cookie(&id, request.today()));
+                            }
+                            return decision;
+                        }
                     }
+                }
+                KeySpec::NewClientId(settings) => {
+                    // The cookie itself was looked for above.
                     if let Some(random) = request.random() {
                         let id = hex_id(random);
                         let mut decision = self.keyed(KeySource::NewId, id.as_bytes());
-                        decision.set_cookie = Some(settings.set_cookie(&id));
+                        decision.set_cookie = Some(settings.set_cookie(&id, request.today()));
                         return decision;
                     }
                 }
@@ -345,11 +369,5 @@ mod tests {
         assert!(same_secret(b"abc", b"abc"));
         assert!(!same_secret(b"abd", b"abc"));
         assert!(!same_secret(b"ab", b"abc"));
-    }
-
-    #[test]
-    fn ids_are_32_hex_digits() {
-        assert_eq!(hex_id([0xab; 16]), "ab".repeat(16));
-        assert_eq!(hex_id([0; 16]).len(), 32);
     }
 }

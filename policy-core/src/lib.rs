@@ -12,12 +12,14 @@
 )]
 
 mod bucket;
+mod client_id;
 mod config;
 pub mod cookie;
 mod decide;
 pub mod json;
 
 pub use bucket::bucket;
+pub use client_id::{day_of, hex_id, identity_id, ClientId, SECONDS_PER_DAY};
 pub use config::{
     format_percent, is_label, is_token, ConfigError, ConfigErrors, KeySpec, NewClientId, NoKey, Override,
     OverrideSecret, Policy, Route, RoutingToken, SameSite, Version, DEFAULT_ROUTING_HEADER, DEFAULT_TOKEN_HEADER,

@@ -306,7 +306,7 @@ fn key_chain_shape_is_checked() {
     );
     assert_has(
         &e,
-        r#"routes[0].key_chain[4].magic: unknown key source (cookie, header, new_client_id or "client_address")"#,
+        r#"routes[0].key_chain[4].magic: unknown key source (cookie, header, identity_header, new_client_id or "client_address")"#,
     );
     assert!(
         e.iter().any(|m| m.starts_with("routes[0].key_chain[5]: must be")),

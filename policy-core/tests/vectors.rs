@@ -64,3 +64,61 @@ fn the_worked_example_holds() {
     assert_eq!(version_at("80"), "v2");
     assert_eq!(version_at("100"), "v2");
 }
+
+/// Rows of `|`-tables with exactly `cells` cells (header and separator rows included; callers filter).
+fn rows(cells: usize) -> Vec<Vec<String>> {
+    DOC.lines()
+        .filter(|line| line.starts_with('|'))
+        .map(|line| {
+            line.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|row| row.len() == cells)
+        .collect()
+}
+
+#[test]
+fn every_identity_vector_matches() {
+    // | salt | identity | salt hex | identity hex | identity id | bucket |
+    let vectors: Vec<_> = rows(6).into_iter().filter(|r| r[5].parse::<u16>().is_ok()).collect();
+    assert!(vectors.len() >= 5, "found {} identity vectors", vectors.len());
+    for row in vectors {
+        let (salt, identity) = (unhex(&row[2]), unhex(&row[3]));
+        let id = policy_core::identity_id(&salt, &identity);
+        assert_eq!(id, row[4], "identity_id for {row:?}");
+        assert_eq!(
+            policy_core::bucket(&salt, id.as_bytes()).to_string(),
+            row[5],
+            "bucket for {row:?}"
+        );
+    }
+}
+
+#[test]
+fn every_cookie_value_vector_matches() {
+    // | cookie value | key | stamp | bucket |, salt `my-app`
+    let vectors: Vec<_> = rows(4).into_iter().filter(|r| r[3].parse::<u16>().is_ok()).collect();
+    assert!(vectors.len() >= 5, "found {} cookie value vectors", vectors.len());
+    for row in vectors {
+        let value = row[0].trim_matches('`');
+        let parsed = policy_core::ClientId::parse(value.as_bytes());
+        let key = if row[1] == "(the whole value)" {
+            value
+        } else {
+            row[1].trim_matches('`')
+        };
+        assert_eq!(parsed.key, key.as_bytes(), "key of {value}");
+        assert_eq!(
+            parsed.stamp.map_or("none".to_owned(), |s| s.to_string()),
+            row[2],
+            "stamp of {value}"
+        );
+        assert_eq!(
+            policy_core::bucket(b"my-app", parsed.key).to_string(),
+            row[3],
+            "bucket of {value}"
+        );
+    }
+}

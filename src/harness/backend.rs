@@ -34,17 +34,27 @@ struct Shared {
     version: String,
     stop: AtomicBool,
     requests: AtomicU64,
+    /// Paths answered with a fixed HTML page instead of the echo (a browser test's page).
+    pages: Vec<(String, String)>,
 }
 
 impl Backend {
     /// Starts the server for `version` (also the Envoy cluster name).
     pub fn start(version: &str) -> Result<Backend, HarnessError> {
+        Backend::start_with_pages(version, Vec::new())
+    }
+
+    /// Like [`Backend::start`], and answers each `(path, html)` page's exact path (without the
+    /// query) with `200 text/html` and that body, `{{version}}` replaced by the version, for tests
+    /// that drive a real browser.
+    pub fn start_with_pages(version: &str, pages: Vec<(String, String)>) -> Result<Backend, HarnessError> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("bind a backend port"))?;
         let addr = listener.local_addr().map_err(io_error("read a backend port"))?;
         let shared = Arc::new(Shared {
             version: version.to_owned(),
             stop: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            pages,
         });
         let accept_shared = Arc::clone(&shared);
         let accept_thread = std::thread::Builder::new()
@@ -134,6 +144,28 @@ fn serve(stream: TcpStream, shared: &Shared) {
             .find(|(n, _)| n == "host")
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
+        let path = request_line
+            .split(|&b| b == b' ')
+            .nth(1)
+            .and_then(|target| target.split(|&b| b == b'?').next())
+            .unwrap_or_default();
+        let page = shared.pages.iter().find(|(p, _)| p.as_bytes() == path);
+        let close = headers
+            .iter()
+            .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case(b"close"));
+        if let Some((_, html)) = page {
+            let html = html.replace("{{version}}", &shared.version);
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\nx-served-version: {}\r\ncontent-length: {}\r\n{}\r\n{html}",
+                shared.version,
+                html.len(),
+                if close { "connection: close\r\n" } else { "" }
+            );
+            if writer.write_all(response.as_bytes()).is_err() || close {
+                return;
+            }
+            continue;
+        }
         let mut body = format!("Host: {host}, Version: {}\n", shared.version).into_bytes();
         body.extend_from_slice(b"request: ");
         body.extend_from_slice(&request_line);
@@ -145,9 +177,6 @@ fn serve(stream: TcpStream, shared: &Shared) {
             body.extend_from_slice(value);
             body.push(b'\n');
         }
-        let close = headers
-            .iter()
-            .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case(b"close"));
         let mut response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-served-version: {}\r\ncontent-length: {}\r\n{}\r\n",
             shared.version,

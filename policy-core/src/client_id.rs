@@ -1,0 +1,222 @@
+//! The client-id cookie's value: a 32-hex-digit id, optionally followed by the day it was last set.
+//!
+//! `0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.20415` is id `0af1…c5`, last set on day 20415 after the Unix
+//! epoch (UTC). Only the id is ever hashed, so a stamp can be added, refreshed or forged without
+//! moving anyone, and a cookie from before stamps existed (`0af1…c5` alone) keeps its bucket.
+//! Any other value is a key as it stands, never refreshed (docs/assignment.md §3).
+//!
+//! ```
+//! use policy_core::ClientId;
+//! let id = ClientId::parse(b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.20415");
+//! assert_eq!(id.key, b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5");
+//! assert_eq!(id.stamp, Some(20415));
+//! assert!(id.needs_refresh(20416, 1));
+//! assert!(!id.needs_refresh(20415, 1));
+//! // Not an id the filter issued: the whole value is the key, and it is left alone.
+//! let other = ClientId::parse(b"alice.7");
+//! assert_eq!((other.key, other.stamp), (&b"alice.7"[..], None));
+//! assert!(!other.needs_refresh(20416, 1));
+//! ```
+
+use sha2::{Digest, Sha256};
+
+/// Length of an id the filter issues: 128 bits as lowercase hex.
+pub const ID_LENGTH: usize = 32;
+/// A stamp has at most this many decimal digits (days since 1970; 5 digits last until the year 2243).
+const MAX_STAMP_DIGITS: usize = 9;
+/// Seconds in a day, for turning the host clock into a stamp.
+pub const SECONDS_PER_DAY: u64 = 86_400;
+
+/// A client-id cookie value, split into the key that is hashed and its optional stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientId<'a> {
+    /// The bytes hashed into the bucket.
+    pub key: &'a [u8],
+    /// The day (since 1970-01-01, UTC) the cookie was last set, when the value carries one.
+    pub stamp: Option<u32>,
+}
+
+fn is_id(bytes: &[u8]) -> bool {
+    bytes.len() == ID_LENGTH && bytes.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// `1` to `MAX_STAMP_DIGITS` ASCII digits as a number; anything else is not a stamp.
+fn stamp(bytes: &[u8]) -> Option<u32> {
+    if bytes.is_empty() || bytes.len() > MAX_STAMP_DIGITS {
+        return None;
+    }
+    bytes.iter().try_fold(0u32, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.saturating_mul(10).saturating_add(u32::from(b - b'0')))
+    })
+}
+
+impl<'a> ClientId<'a> {
+    /// Splits a cookie value. `ID.STAMP` (32 lowercase hex digits, a dot, 1 to 9 digits) gives
+    /// the id and the stamp; every other value is a key as it stands, with no stamp.
+    pub fn parse(value: &'a [u8]) -> ClientId<'a> {
+        if let (Some(id), Some(b'.'), Some(rest)) =
+            (value.get(..ID_LENGTH), value.get(ID_LENGTH), value.get(ID_LENGTH + 1..))
+        {
+            if is_id(id) {
+                if let Some(day) = stamp(rest) {
+                    return ClientId {
+                        key: id,
+                        stamp: Some(day),
+                    };
+                }
+            }
+        }
+        ClientId {
+            key: value,
+            stamp: None,
+        }
+    }
+
+    /// Whether the response should set the cookie again (same id, today's stamp, full Max-Age):
+    /// only for ids the filter issues (32 lowercase hex digits), when the cookie has no stamp yet or
+    /// its stamp is at least `refresh_after_days` days before `today`. A stamp in the future (a
+    /// replica's clock a little ahead, or a forged value) is left alone: refreshing it only to see
+    /// it refreshed back would cost a Set-Cookie per request.
+    pub fn needs_refresh(&self, today: u32, refresh_after_days: u32) -> bool {
+        if !is_id(self.key) {
+            return false;
+        }
+        match self.stamp {
+            None => true,
+            Some(day) => day <= today && today - day >= refresh_after_days,
+        }
+    }
+
+    /// The id as text, when it is one the filter issues (for a Set-Cookie).
+    pub fn issued_id(&self) -> Option<&'a str> {
+        if is_id(self.key) {
+            std::str::from_utf8(self.key).ok()
+        } else {
+            None
+        }
+    }
+}
+
+fn hex_digit(nibble: u8) -> char {
+    char::from(if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 })
+}
+
+/// 16 bytes as 32 lowercase hex digits: the form of every id the filter issues.
+pub fn hex_id(bytes: [u8; 16]) -> String {
+    let mut out = String::with_capacity(ID_LENGTH);
+    for byte in bytes {
+        out.push(hex_digit(byte >> 4));
+        out.push(hex_digit(byte & 0x0f));
+    }
+    out
+}
+
+/// The id issued to a user known by a trusted identity header (docs/assignment.md §3):
+/// the first 16 bytes of SHA-256(salt ‖ 0x01 ‖ identity), as 32 lowercase hex digits.
+/// The 0x01 keeps it apart from the bucket hash (0x00); the salt keeps identities from being
+/// looked up in a table built for another app.
+pub fn identity_id(salt: &[u8], identity: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update([1u8]);
+    hasher.update(identity);
+    let digest = hasher.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+    hex_id(first)
+}
+
+/// The day number (since 1970-01-01, UTC) of a Unix time in seconds.
+pub fn day_of(unix_seconds: u64) -> u32 {
+    u32::try_from(unix_seconds / SECONDS_PER_DAY).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &[u8] = b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5";
+
+    #[test]
+    fn stamped_and_unstamped_ids_have_the_same_key() {
+        assert_eq!(ClientId::parse(ID), ClientId { key: ID, stamp: None });
+        let stamped = [ID, b".20415"].concat();
+        assert_eq!(
+            ClientId::parse(&stamped),
+            ClientId {
+                key: ID,
+                stamp: Some(20415)
+            }
+        );
+        let zero = [ID, b".0"].concat();
+        assert_eq!(ClientId::parse(&zero).stamp, Some(0));
+    }
+
+    #[test]
+    fn odd_values_are_whole_keys() {
+        for value in [
+            &b""[..],
+            b"abc",
+            b"abc.123",
+            b"0AF1C3E5D7B9A8F6E4C2B0A9F8E7D6C5.1", // upper case: not an issued id
+            b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.",  // no digits
+            b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.1234567890", // too many digits
+            b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.-1",
+            b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.1.2",
+            b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5x.1",
+            b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5 .1",
+            b"\xff\xfe0af1c3e5d7b9a8f6e4c2b0a9f8e7d6.1",
+            b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.\xff",
+        ] {
+            assert_eq!(
+                ClientId::parse(value),
+                ClientId {
+                    key: value,
+                    stamp: None
+                },
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refresh_rules() {
+        let id = |stamp| ClientId { key: ID, stamp };
+        assert!(id(None).needs_refresh(100, 1), "an unstamped id is stamped once");
+        assert!(!id(Some(100)).needs_refresh(100, 1));
+        assert!(id(Some(99)).needs_refresh(100, 1));
+        assert!(!id(Some(95)).needs_refresh(100, 7));
+        assert!(id(Some(93)).needs_refresh(100, 7));
+        assert!(
+            !id(Some(101)).needs_refresh(100, 1),
+            "a stamp from the future is left alone"
+        );
+        assert!(!id(Some(u32::MAX)).needs_refresh(100, 1));
+        assert!(id(Some(0)).needs_refresh(u32::MAX, 1));
+        let other = ClientId {
+            key: b"alice",
+            stamp: None,
+        };
+        assert!(!other.needs_refresh(100, 1), "only ids the filter issues are refreshed");
+    }
+
+    #[test]
+    fn ids_are_32_lowercase_hex_digits() {
+        assert_eq!(hex_id([0xab; 16]), "ab".repeat(16));
+        assert_eq!(hex_id([0; 16]).len(), 32);
+        let derived = identity_id(b"my-app", b"alice");
+        assert!(is_id(derived.as_bytes()), "{derived}");
+        assert_ne!(derived, identity_id(b"other-app", b"alice"));
+        assert_ne!(derived, identity_id(b"my-app", b"bob"));
+    }
+
+    #[test]
+    fn days() {
+        assert_eq!(day_of(0), 0);
+        assert_eq!(day_of(86_399), 0);
+        assert_eq!(day_of(86_400), 1);
+        assert_eq!(day_of(1_763_856_000), 20415);
+        assert_eq!(day_of(u64::MAX), u32::MAX);
+    }
+}
