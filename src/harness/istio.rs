@@ -64,7 +64,7 @@ pub const REVISIONS: [Revision; 3] = [
     Revision {
         name: "asm-1-30",
         istio_line: "1.30",
-        envoy: "1.38.3",
+        envoy: "1.38.2",
     },
 ];
 
