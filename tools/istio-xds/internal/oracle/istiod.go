@@ -1,0 +1,304 @@
+package oracle
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sort"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"istio.io/istio/pilot/pkg/model"
+	v3 "istio.io/istio/pilot/pkg/xds/v3"
+	"istio.io/istio/pilot/test/xds"
+	"istio.io/istio/pkg/config/constants"
+	"istio.io/istio/pkg/test"
+)
+
+// ProxyIstioVersion is the ISTIO_VERSION the simulated gateway reports: the pinned
+// istio.io/istio commit is on release-1.30 after 1.30.3 (AKS revision asm-1-30).
+// istiod gates some generated config on the proxy's version, so keep it in step with go.mod.
+const ProxyIstioVersion = "1.30.3"
+
+// Gateway describes the ingress gateway pod the fake istiod serves.
+type Gateway struct {
+	Namespace string
+	Labels    map[string]string
+}
+
+// XDS is what istiod sent the gateway over ADS.
+type XDS struct {
+	Listeners []*listener.Listener
+	Clusters  []*cluster.Cluster
+	Routes    []*route.RouteConfiguration
+	// ExtensionConfigs are ECDS resources (TypedExtensionConfig in Any), as the agent sees them.
+	ExtensionConfigs []*anypb.Any
+	// MissingExtensionConfigs are names a filter's config_discovery asks for that istiod
+	// did not answer.
+	MissingExtensionConfigs []string
+}
+
+// adsTimeout bounds each ADS exchange: istiod answers in-process in milliseconds, so a
+// missing answer means it has nothing to send.
+const adsTimeout = 10 * time.Second
+
+// ecdsTimeout is shorter: istiod skips ECDS responses when it has no resource at all.
+const ecdsTimeout = 3 * time.Second
+
+// GenerateXDS runs istiod's translation in-process (pilot/test/xds fake discovery server)
+// and asks it over a real ADS stream for everything the gateway pod would request:
+// CDS and LDS (wildcard), RDS for the route names the listeners reference, and ECDS for
+// the names the listeners' filters reference.
+func GenerateXDS(in *Inputs, gw Gateway) (*XDS, error) {
+	var out *XDS
+	var genErr error
+	err := runFailer(func(t test.Failer) {
+		s := xds.NewFakeDiscoveryServer(t, xds.FakeOptions{
+			Configs:           in.Configs,
+			KubernetesObjects: in.KubeObjects,
+		})
+		out, genErr = fetchOverADS(s, gw)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("istiod: %v", err)
+	}
+	return out, genErr
+}
+
+func gatewayNode(gw Gateway) *core.Node {
+	// The node id is what a gateway pod's istio-agent sends: type~ip~pod.namespace~domain.
+	// The IP is only an identity here; nothing connects to it.
+	id := fmt.Sprintf("%s~127.0.0.1~istio-xds-gateway.%s~%s.svc.cluster.local", model.Router, gw.Namespace, gw.Namespace)
+	md := model.NodeMetadata{
+		Namespace:    gw.Namespace,
+		Labels:       gw.Labels,
+		IstioVersion: ProxyIstioVersion,
+		ClusterID:    constants.DefaultClusterName,
+		WorkloadName: "istio-xds-gateway",
+	}
+	return &core.Node{Id: id, Metadata: md.ToStruct()}
+}
+
+type adsResult struct {
+	resp *discovery.DiscoveryResponse
+	err  error
+}
+
+type adsClient struct {
+	stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	node   *core.Node
+	recv   chan adsResult
+}
+
+func newADSClient(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient, node *core.Node) *adsClient {
+	c := &adsClient{stream: stream, node: node, recv: make(chan adsResult, 16)}
+	// One reader for the whole stream, so a request that timed out cannot leave a
+	// reader behind that steals the next response.
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			c.recv <- adsResult{resp, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return c
+}
+
+// get sends a request for typeURL and waits for the response of that type, then ACKs it.
+// A timeout returns (nil, nil): istiod sends nothing when it has nothing for that type.
+func (c *adsClient) get(typeURL string, names []string, timeout time.Duration) (*discovery.DiscoveryResponse, error) {
+	req := &discovery.DiscoveryRequest{Node: c.node, TypeUrl: typeURL, ResourceNames: names}
+	if err := c.stream.Send(req); err != nil {
+		return nil, fmt.Errorf("ADS send %s: %v", typeURL, err)
+	}
+	deadline := time.After(timeout)
+	for {
+		select {
+		case r := <-c.recv:
+			if r.err != nil {
+				return nil, fmt.Errorf("ADS receive %s: %v", typeURL, r.err)
+			}
+			if r.resp.TypeUrl != typeURL {
+				continue // a push for a type asked earlier; the first answer is what we keep
+			}
+			ack := &discovery.DiscoveryRequest{
+				Node: c.node, TypeUrl: typeURL, ResourceNames: names,
+				VersionInfo: r.resp.VersionInfo, ResponseNonce: r.resp.Nonce,
+			}
+			if err := c.stream.Send(ack); err != nil {
+				return nil, fmt.Errorf("ADS ack %s: %v", typeURL, err)
+			}
+			return r.resp, nil
+		case <-deadline:
+			return nil, nil
+		}
+	}
+}
+
+func fetchOverADS(s *xds.FakeDiscoveryServer, gw Gateway) (*XDS, error) {
+	conn, err := grpc.NewClient("passthrough:///istiod",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return s.BufListener.DialContext(ctx)
+		}))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := newADSClient(stream, gatewayNode(gw))
+	out := &XDS{}
+
+	// Envoy's order: clusters first, then listeners, then what listeners reference.
+	resp, err := c.get(v3.ClusterType, nil, adsTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if resp == nil {
+		return nil, fmt.Errorf("istiod sent no CDS response")
+	}
+	for _, r := range resp.Resources {
+		cl := &cluster.Cluster{}
+		if err := r.UnmarshalTo(cl); err != nil {
+			return nil, err
+		}
+		out.Clusters = append(out.Clusters, cl)
+	}
+
+	resp, err = c.get(v3.ListenerType, nil, adsTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if resp != nil {
+		for _, r := range resp.Resources {
+			l := &listener.Listener{}
+			if err := r.UnmarshalTo(l); err != nil {
+				return nil, err
+			}
+			out.Listeners = append(out.Listeners, l)
+		}
+	}
+
+	routeNames, ecdsNames, err := listenerReferences(out.Listeners)
+	if err != nil {
+		return nil, err
+	}
+	if len(routeNames) > 0 {
+		resp, err = c.get(v3.RouteType, routeNames, adsTimeout)
+		if err != nil {
+			return nil, err
+		}
+		if resp == nil {
+			return nil, fmt.Errorf("istiod sent no RDS response for %v", routeNames)
+		}
+		for _, r := range resp.Resources {
+			rc := &route.RouteConfiguration{}
+			if err := r.UnmarshalTo(rc); err != nil {
+				return nil, err
+			}
+			out.Routes = append(out.Routes, rc)
+		}
+	}
+
+	if len(ecdsNames) > 0 {
+		resp, err = c.get(v3.ExtensionConfigurationType, ecdsNames, ecdsTimeout)
+		if err != nil {
+			return nil, err
+		}
+		got := map[string]bool{}
+		if resp != nil {
+			for _, r := range resp.Resources {
+				ec := &core.TypedExtensionConfig{}
+				if err := r.UnmarshalTo(ec); err != nil {
+					return nil, err
+				}
+				got[ec.Name] = true
+				out.ExtensionConfigs = append(out.ExtensionConfigs, r)
+			}
+		}
+		for _, n := range ecdsNames {
+			if !got[n] {
+				out.MissingExtensionConfigs = append(out.MissingExtensionConfigs, n)
+			}
+		}
+	}
+	return out, nil
+}
+
+// listenerReferences lists (sorted, unique) the RDS route names the listeners' HCMs use
+// and the ECDS names their filters' config_discovery use.
+func listenerReferences(ls []*listener.Listener) (routes, ecds []string, err error) {
+	rs, es := map[string]bool{}, map[string]bool{}
+	for _, l := range ls {
+		for _, fc := range allFilterChains(l) {
+			for _, f := range fc.Filters {
+				if f.GetConfigDiscovery() != nil {
+					es[f.Name] = true
+				}
+				h, ok, err := unmarshalHCM(f)
+				if err != nil {
+					return nil, nil, err
+				}
+				if !ok {
+					continue
+				}
+				if rds := h.GetRds(); rds != nil {
+					rs[rds.RouteConfigName] = true
+				}
+				for _, hf := range h.HttpFilters {
+					if hf.GetConfigDiscovery() != nil {
+						es[hf.Name] = true
+					}
+				}
+			}
+		}
+	}
+	return sortedKeys(rs), sortedKeys(es), nil
+}
+
+func allFilterChains(l *listener.Listener) []*listener.FilterChain {
+	fcs := append([]*listener.FilterChain{}, l.FilterChains...)
+	if l.DefaultFilterChain != nil {
+		fcs = append(fcs, l.DefaultFilterChain)
+	}
+	return fcs
+}
+
+const hcmTypeURL = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+func unmarshalHCM(f *listener.Filter) (*hcm.HttpConnectionManager, bool, error) {
+	tc := f.GetTypedConfig()
+	if tc == nil || tc.TypeUrl != hcmTypeURL {
+		return nil, false, nil
+	}
+	h := &hcm.HttpConnectionManager{}
+	if err := tc.UnmarshalTo(h); err != nil {
+		return nil, false, fmt.Errorf("filter %s: %v", f.Name, err)
+	}
+	return h, true, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

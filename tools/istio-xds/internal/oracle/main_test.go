@@ -1,0 +1,11 @@
+package oracle
+
+import (
+	"os"
+	"testing"
+)
+
+func TestMain(m *testing.M) {
+	QuietIstioLogs()
+	os.Exit(m.Run())
+}

@@ -1,0 +1,193 @@
+// Command istio-xds runs Istio's own code (istiod's translation, istio-agent's wasm
+// conversion, istioctl analyze) as a test oracle for sticky-canary. See README.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sticky-canary/tools/istio-xds/internal/oracle"
+)
+
+// Exit codes (translate and analyze).
+const (
+	exitOK           = 0
+	exitFailure      = 1 // translation failed
+	exitBadInput     = 2 // unparsable/invalid input or bad flags
+	exitAnalyzeError = 3 // analyze found an Error-level message
+)
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage:
+  istio-xds translate --in DIR_OR_FILE... --out DIR [--listen PORT=IP:PORT]... [--endpoints FILE]
+                      [--gateway-namespace NS] [--gateway-label K=V]... [--wasm-cache DIR]
+                      [--insecure-registry HOST[:PORT]|*]... [--fetch-timeout 5s] [--fetch-attempts 2]
+  istio-xds analyze [--namespace NS] DIR_OR_FILE...   (default: all namespaces, like istioctl -A)
+  istio-xds serve-file --file PATH [--tls]
+`)
+}
+
+func main() {
+	oracle.QuietIstioLogs()
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(exitBadInput)
+	}
+	var code int
+	switch os.Args[1] {
+	case "translate":
+		code = translate(os.Args[2:])
+	case "analyze":
+		code = analyze(os.Args[2:])
+	case "serve-file":
+		code = serveFile(os.Args[2:])
+	case "-h", "--help", "help":
+		usage()
+	default:
+		fmt.Fprintf(os.Stderr, "istio-xds: unknown command %q\n", os.Args[1])
+		usage()
+		code = exitBadInput
+	}
+	os.Exit(code)
+}
+
+func fail(code int, err error) int {
+	fmt.Fprintf(os.Stderr, "istio-xds: %v\n", err)
+	return code
+}
+
+func errCode(err error) int {
+	var ie *oracle.InputError
+	if errors.As(err, &ie) {
+		return exitBadInput
+	}
+	return exitFailure
+}
+
+func translate(args []string) int {
+	fs := flag.NewFlagSet("translate", flag.ContinueOnError)
+	var ins, listens, labels, insecure multiFlag
+	fs.Var(&ins, "in", "YAML file or directory (repeatable)")
+	out := fs.String("out", "", "output directory")
+	ns := fs.String("gateway-namespace", "aks-istio-ingress", "namespace of the gateway pod")
+	fs.Var(&labels, "gateway-label", "gateway pod label k=v (repeatable; default istio=aks-istio-ingressgateway-external)")
+	fs.Var(&listens, "listen", "PORT=IP:PORT: bind the gateway listener on PORT there (repeatable); others are dropped")
+	endpoints := fs.String("endpoints", "", "JSON file {cluster: [\"ip:port\", ...]}")
+	cache := fs.String("wasm-cache", "", "istio-agent wasm module cache directory (default OUT/wasm-cache)")
+	fs.Var(&insecure, "insecure-registry", "HOST[:PORT] or * allowed over plain http / self-signed https (repeatable)")
+	timeout := fs.Duration("fetch-timeout", 5*time.Second, "timeout of each module fetch request (WASM_HTTP_REQUEST_TIMEOUT)")
+	attempts := fs.Int("fetch-attempts", 2, "http(s) fetch attempts (WASM_HTTP_REQUEST_MAX_RETRIES)")
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return fail(exitBadInput, fmt.Errorf("translate: %v", err))
+	}
+	if len(ins) == 0 || *out == "" || fs.NArg() > 0 {
+		return fail(exitBadInput, fmt.Errorf("translate: need --in and --out, and no positional arguments"))
+	}
+	if len(labels) == 0 {
+		labels = multiFlag{"istio=aks-istio-ingressgateway-external"}
+	}
+	gw := oracle.Gateway{Namespace: *ns, Labels: map[string]string{}}
+	for _, l := range labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return fail(exitBadInput, fmt.Errorf("--gateway-label %q: want key=value", l))
+		}
+		gw.Labels[k] = v
+	}
+	listen := map[uint32]oracle.SocketAddr{}
+	for _, l := range listens {
+		p, addr, ok := strings.Cut(l, "=")
+		port, err := strconv.ParseUint(p, 10, 16)
+		if !ok || err != nil {
+			return fail(exitBadInput, fmt.Errorf("--listen %q: want PORT=IP:PORT", l))
+		}
+		sa, err := oracle.ParseSocketAddr(addr)
+		if err != nil {
+			return fail(exitBadInput, fmt.Errorf("--listen %v", err))
+		}
+		listen[uint32(port)] = sa
+	}
+	opts := oracle.TranslateOptions{
+		Inputs:  ins,
+		OutDir:  *out,
+		Gateway: gw,
+		Listen:  listen,
+		Agent: oracle.AgentOptions{
+			CacheDir:           *cache,
+			InsecureRegistries: insecure,
+			FetchTimeout:       *timeout,
+			FetchAttempts:      *attempts,
+		},
+	}
+	if *endpoints != "" {
+		eps, err := oracle.LoadEndpoints(*endpoints)
+		if err != nil {
+			return fail(errCode(err), err)
+		}
+		opts.Endpoints = eps
+	}
+	sum, err := oracle.Translate(opts)
+	if err != nil {
+		return fail(errCode(err), err)
+	}
+	for _, e := range sum.ExtensionConfigs {
+		if e.Error != "" {
+			fmt.Fprintf(os.Stderr, "istio-xds: extension config %s: %s: %s\n", e.Name, e.Outcome, e.Error)
+		}
+	}
+	return exitOK
+}
+
+func analyze(args []string) int {
+	fs := flag.NewFlagSet("analyze", flag.ContinueOnError)
+	ns := fs.String("namespace", "", "like istioctl's --namespace: default namespace for objects AND only its messages; empty = all namespaces (istioctl -A)")
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return fail(exitBadInput, fmt.Errorf("analyze: %v", err))
+	}
+	if fs.NArg() == 0 {
+		return fail(exitBadInput, fmt.Errorf("analyze: need at least one file or directory"))
+	}
+	res, err := oracle.Analyze(fs.Args(), *ns)
+	if err != nil {
+		return fail(errCode(err), err)
+	}
+	for _, l := range res.Lines {
+		fmt.Println(l)
+	}
+	if res.HasError {
+		return exitAnalyzeError
+	}
+	return exitOK
+}
+
+func serveFile(args []string) int {
+	fs := flag.NewFlagSet("serve-file", flag.ContinueOnError)
+	file := fs.String("file", "", "file to serve")
+	tls := fs.Bool("tls", false, "https with a self-signed certificate")
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil || *file == "" {
+		return fail(exitBadInput, fmt.Errorf("serve-file: need --file PATH [--tls]"))
+	}
+	url, stop, err := oracle.ServeFile(*file, *tls)
+	if err != nil {
+		return fail(errCode(err), err)
+	}
+	defer stop()
+	fmt.Println(url)
+	// Serve until stdin closes, so the server dies with the test process that started it.
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return exitOK
+}
