@@ -380,8 +380,13 @@ spec:
 
 /// `sticky-canary assign` for many keys at once: key -> version.
 fn assign(config: &Path, keys: &[String]) -> HashMap<String, String> {
+    assign_on(config, HOST, keys)
+}
+
+/// `sticky-canary assign` for the route of `host`.
+fn assign_on(config: &Path, host: &str, keys: &[String]) -> HashMap<String, String> {
     let mut child = Command::new(CLI)
-        .args(["assign", "--host", HOST, "--config"])
+        .args(["assign", "--host", host, "--config"])
         .arg(config)
         .args(["--keys", "-"])
         .stdin(Stdio::piped())
@@ -896,4 +901,160 @@ fn istioctl_analyze_finds_no_error_in_rendered_manifests() {
         let report = istio::analyze(std::slice::from_ref(input)).unwrap_or_else(|e| panic!("{e}"));
         eprintln!("analyze {}:\n{report}", input.display());
     }
+}
+
+// ---------------------------------------------------------------------------
+// A shared gateway: many apps rendered together, one plugin, through Istio's translation.
+
+/// App `i` of a fleet: its own split (2 or 3 versions), key source (a cookie or a header),
+/// salt, and for every fourth app a routing header of its own. Returns the spec and how its
+/// users send their key.
+fn fleet_spec(i: usize) -> (String, String, (bool, String)) {
+    let name = format!("app-{i:02}");
+    let host = format!("{name}.example.com");
+    let (cookie, key_name) = if i % 2 == 0 {
+        (true, format!("session-{i}"))
+    } else {
+        (false, format!("x-user-{i}"))
+    };
+    let chain = if cookie {
+        format!("[{{cookie: {key_name}}}]")
+    } else {
+        format!("[{{header: {key_name}}}]")
+    };
+    let canary = 5 + (i * 37) % 86;
+    let versions = if i % 3 == 2 {
+        let v3 = (canary / 3).max(1);
+        format!(
+            "  - {{name: v1, image: example/{name}, weight: {}}}\n  - {{name: v2, image: example/{name}, weight: {}}}\n  - {{name: v3, image: example/{name}, weight: {v3}}}\n",
+            100 - canary,
+            canary - v3
+        )
+    } else {
+        format!(
+            "  - {{name: v1, image: example/{name}, weight: {}}}\n  - {{name: v2, image: example/{name}, weight: {canary}}}\n",
+            100 - canary
+        )
+    };
+    let routing_header = if i % 4 == 3 {
+        format!("  routing_header: x-{name}-version\n")
+    } else {
+        String::new()
+    };
+    let spec = format!(
+        "app: {name}\nrevision: {revision}\nhosts: [{host}]\nversions:\n{versions}routing:\n  salt: {name}-salt-{i}\n{routing_header}  key_chain: {chain}\nplugin:\n  form: envoyfilter-inline\n",
+        revision = istio::TRANSLATING_REVISION.name,
+    );
+    (name, spec, (cookie, key_name))
+}
+
+/// `n` apps rendered together onto one gateway, translated by Istio, in one Envoy: 5,000 keys
+/// per app, each request with a spoofed routing header and a guessed token, all served as
+/// `sticky-canary assign` predicts.
+fn fleet(n: usize) {
+    const KEYS: usize = 5_000;
+    let _serial = serial();
+    let work = tempfile::tempdir().unwrap();
+    let specs = work.path().join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let fleet: Vec<(String, String, (bool, String))> = (0..n).map(fleet_spec).collect();
+    for (name, spec, _) in &fleet {
+        std::fs::write(specs.join(format!("{name}.yaml")), spec).unwrap();
+    }
+    let out = work.path().join("rendered");
+    run_cli(&["render", &specs.to_string_lossy(), "--out", &out.to_string_lossy()]);
+    let plugins: Vec<PathBuf> = std::fs::read_dir(out.join("gateway"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(plugins.len(), 2, "one plugin (and a kustomization) for {n} apps: {plugins:?}");
+    let plugin = plugins.iter().find(|p| p.ends_with("plugin-external.yaml")).expect("plugin-external.yaml");
+    let config = work.path().join("filter-config.json");
+    let text = std::fs::read_to_string(plugin).unwrap();
+    let value: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    std::fs::write(&config, find_filter_config(&value).expect("the shared plugin's config")).unwrap();
+
+    let mut backends = Vec::new();
+    let mut translate = Translate::new(vec![out.clone()]);
+    for (name, spec, _) in &fleet {
+        let versions = spec.matches("{name: v").count();
+        let service = format!("svc-{name}.{name}.svc.cluster.local");
+        for v in 1..=versions {
+            let backend = Backend::start(&format!("{name}-v{v}")).unwrap();
+            translate.endpoint(&format!("outbound|80|v{v}|{service}"), backend.addr());
+            if v == 1 {
+                translate.endpoint(&format!("outbound|80||{service}"), backend.addr());
+            }
+            backends.push(backend);
+        }
+    }
+    let envoy = find_envoy_release(istio::TRANSLATING_REVISION.envoy).unwrap();
+    let gateway = IstioGateway::start(&envoy, translate).unwrap_or_else(|e| panic!("{n} apps: {e}"));
+    assert_eq!(gateway.summary().extension_configs.len(), 1, "{n} apps, one Wasm plugin: {:?}", gateway.summary());
+
+    let started = Instant::now();
+    let listener = gateway.listener();
+    let results: Vec<(String, usize, HashMap<String, usize>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|worker| {
+                let (fleet, config) = (&fleet, &config);
+                scope.spawn(move || {
+                    let mut client = Client::connect(listener).unwrap();
+                    let mut out = Vec::new();
+                    for (name, spec, (cookie, key_name)) in fleet.iter().skip(worker).step_by(4) {
+                        let host = format!("{name}.example.com");
+                        let routing_header = if spec.contains("routing_header:") {
+                            format!("x-{name}-version")
+                        } else {
+                            ROUTING_HEADER.to_owned()
+                        };
+                        let keys: Vec<String> = (0..KEYS).map(|k| format!("{name}-user-{k}")).collect();
+                        let predicted = assign_on(config, &host, &keys);
+                        let mut mismatches = 0;
+                        let mut served_by: HashMap<String, usize> = HashMap::new();
+                        for key in &keys {
+                            let mut request = Request::get("/")
+                                .host(&host)
+                                .header(&routing_header, "v2")
+                                .header(TOKEN_HEADER, "guessed-0123456789abcdef0123456789");
+                            request = if *cookie {
+                                request.header("cookie", format!("{key_name}={key}"))
+                            } else {
+                                request.header(key_name, key)
+                            };
+                            let reply = get(&mut client, &request);
+                            let got = served(&reply);
+                            if reply.status != 200 || got != format!("{name}-{}", predicted[key]) {
+                                mismatches += 1;
+                            }
+                            assert!(seen_headers(&reply.body, TOKEN_HEADER).is_empty(), "{name}: token reached the app");
+                            *served_by.entry(got).or_default() += 1;
+                        }
+                        out.push((name.clone(), mismatches, served_by));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    eprintln!("{n} apps on one gateway through Istio's translation, {KEYS} keys each, in {:?}:", started.elapsed());
+    for (name, mismatches, served_by) in &results {
+        eprintln!("  {name}: {mismatches} mismatches; served {served_by:?}");
+    }
+    assert_eq!(results.len(), n);
+    for (name, mismatches, served_by) in &results {
+        assert_eq!(*mismatches, 0, "{name}: {mismatches} of {KEYS} keys not where assign says");
+        assert!(served_by.len() >= 2, "{name}: every key on one version: {served_by:?}");
+    }
+}
+
+#[test]
+fn two_apps_on_one_gateway_route_every_key_as_assign_predicts() {
+    fleet(2);
+}
+
+#[test]
+fn twenty_apps_on_one_gateway_route_every_key_as_assign_predicts() {
+    fleet(20);
 }
