@@ -967,8 +967,15 @@ fn fleet(n: usize) {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(plugins.len(), 2, "one plugin (and a kustomization) for {n} apps: {plugins:?}");
-    let plugin = plugins.iter().find(|p| p.ends_with("plugin-external.yaml")).expect("plugin-external.yaml");
+    assert_eq!(
+        plugins.len(),
+        2,
+        "one plugin (and a kustomization) for {n} apps: {plugins:?}"
+    );
+    let plugin = plugins
+        .iter()
+        .find(|p| p.ends_with("plugin-external.yaml"))
+        .expect("plugin-external.yaml");
     let config = work.path().join("filter-config.json");
     let text = std::fs::read_to_string(plugin).unwrap();
     let value: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
@@ -990,7 +997,12 @@ fn fleet(n: usize) {
     }
     let envoy = find_envoy_release(istio::TRANSLATING_REVISION.envoy).unwrap();
     let gateway = IstioGateway::start(&envoy, translate).unwrap_or_else(|e| panic!("{n} apps: {e}"));
-    assert_eq!(gateway.summary().extension_configs.len(), 1, "{n} apps, one Wasm plugin: {:?}", gateway.summary());
+    assert_eq!(
+        gateway.summary().extension_configs.len(),
+        1,
+        "{n} apps, one Wasm plugin: {:?}",
+        gateway.summary()
+    );
 
     let started = Instant::now();
     let listener = gateway.listener();
@@ -1027,7 +1039,10 @@ fn fleet(n: usize) {
                             if reply.status != 200 || got != format!("{name}-{}", predicted[key]) {
                                 mismatches += 1;
                             }
-                            assert!(seen_headers(&reply.body, TOKEN_HEADER).is_empty(), "{name}: token reached the app");
+                            assert!(
+                                seen_headers(&reply.body, TOKEN_HEADER).is_empty(),
+                                "{name}: token reached the app"
+                            );
                             *served_by.entry(got).or_default() += 1;
                         }
                         out.push((name.clone(), mismatches, served_by));
@@ -1038,13 +1053,19 @@ fn fleet(n: usize) {
             .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-    eprintln!("{n} apps on one gateway through Istio's translation, {KEYS} keys each, in {:?}:", started.elapsed());
+    eprintln!(
+        "{n} apps on one gateway through Istio's translation, {KEYS} keys each, in {:?}:",
+        started.elapsed()
+    );
     for (name, mismatches, served_by) in &results {
         eprintln!("  {name}: {mismatches} mismatches; served {served_by:?}");
     }
     assert_eq!(results.len(), n);
     for (name, mismatches, served_by) in &results {
-        assert_eq!(*mismatches, 0, "{name}: {mismatches} of {KEYS} keys not where assign says");
+        assert_eq!(
+            *mismatches, 0,
+            "{name}: {mismatches} of {KEYS} keys not where assign says"
+        );
         assert!(served_by.len() >= 2, "{name}: every key on one version: {served_by:?}");
     }
 }
@@ -1057,4 +1078,81 @@ fn two_apps_on_one_gateway_route_every_key_as_assign_predicts() {
 #[test]
 fn twenty_apps_on_one_gateway_route_every_key_as_assign_predicts() {
     fleet(20);
+}
+
+/// Envoy's own validation of the Wasm config the rendered EnvoyFilter carries, in the remote
+/// form Envoy sees when nothing converts it: `http_uri` needs a cluster (Istio's placeholder
+/// `_`), which our render lacked before; the same config without it is refused.
+#[test]
+fn the_rendered_remote_wasm_config_passes_envoy_validation_on_every_line() {
+    let text =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/plugin.yaml")).unwrap();
+    let plugin: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let typed_config = plugin
+        .pointer("/spec/configPatches/0/patch/value/typed_config")
+        .expect("the EnvoyFilter's EXTENSION_CONFIG patch")
+        .clone();
+    assert!(
+        typed_config.pointer("/config/vm_config/code/remote/http_uri").is_some(),
+        "{typed_config}"
+    );
+    let mut without_cluster = typed_config.clone();
+    without_cluster
+        .pointer_mut("/config/vm_config/code/remote/http_uri")
+        .and_then(|uri| uri.as_object_mut())
+        .map(|uri| uri.remove("cluster"));
+    let work = tempfile::tempdir().unwrap();
+    let bootstrap = |typed_config: &serde_json::Value| {
+        serde_json::json!({
+            "static_resources": {"listeners": [{
+                "name": "validate",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "validate",
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+                        "http_filters": [
+                            {"name": "sticky-canary", "typed_config": typed_config},
+                            {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                        ],
+                    },
+                }]}],
+            }]},
+        })
+        .to_string()
+    };
+    let (good, bad) = (
+        work.path().join("rendered.json"),
+        work.path().join("without-cluster.json"),
+    );
+    std::fs::write(&good, bootstrap(&typed_config)).unwrap();
+    std::fs::write(&bad, bootstrap(&without_cluster)).unwrap();
+    for revision in REVISIONS.iter().filter(|r| selected(r)) {
+        let envoy = find_envoy_release(revision.envoy).unwrap();
+        let validate = |path: &Path| {
+            Command::new(&envoy)
+                .args(["--mode", "validate", "-c"])
+                .arg(path)
+                .output()
+                .unwrap()
+        };
+        let output = validate(&good);
+        assert!(
+            output.status.success(),
+            "Envoy {} refused the rendered config:\n{}",
+            revision.envoy,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let output = validate(&bad);
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && log.contains("http_upstream_type"),
+            "Envoy {} took an http_uri without a cluster:\n{log}",
+            revision.envoy
+        );
+    }
 }
