@@ -31,7 +31,8 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   istio-xds translate --in DIR_OR_FILE... --out DIR [--listen PORT=IP:PORT]... [--endpoints FILE]
-                      [--gateway-namespace NS] [--gateway-label K=V]... [--wasm-cache DIR]
+                      [--proxy gateway|sidecar] [--proxy-namespace NS] [--proxy-label K=V]... [--proxy-ip IP]
+                      [--wasm-cache DIR]
                       [--insecure-registry HOST[:PORT]|*]... [--fetch-timeout 5s] [--fetch-attempts 2]
   istio-xds analyze [--namespace NS] DIR_OR_FILE...   (default: all namespaces, like istioctl -A)
   istio-xds serve-file --file PATH [--tls]
@@ -80,9 +81,11 @@ func translate(args []string) int {
 	var ins, listens, labels, insecure multiFlag
 	fs.Var(&ins, "in", "YAML file or directory (repeatable)")
 	out := fs.String("out", "", "output directory")
-	ns := fs.String("gateway-namespace", "aks-istio-ingress", "namespace of the gateway pod")
-	fs.Var(&labels, "gateway-label", "gateway pod label k=v (repeatable; default istio=aks-istio-ingressgateway-external)")
-	fs.Var(&listens, "listen", "PORT=IP:PORT: bind the gateway listener on PORT there (repeatable); others are dropped")
+	kind := fs.String("proxy", "gateway", "whose config istiod generates: gateway (the AKS ingress gateway) or sidecar")
+	ns := fs.String("proxy-namespace", "", "namespace of the proxy's pod (gateway default aks-istio-ingress; required for a sidecar)")
+	fs.Var(&labels, "proxy-label", "pod label k=v (repeatable; gateway default istio=aks-istio-ingressgateway-external)")
+	ip := fs.String("proxy-ip", "", "pod IP the proxy reports (gateway default 127.0.0.1, sidecar 10.244.0.10)")
+	fs.Var(&listens, "listen", "PORT=IP:PORT: bind the proxy's listener on PORT there (repeatable); others are dropped")
 	endpoints := fs.String("endpoints", "", "JSON file {cluster: [\"ip:port\", ...]}")
 	cache := fs.String("wasm-cache", "", "istio-agent wasm module cache directory (default OUT/wasm-cache)")
 	fs.Var(&insecure, "insecure-registry", "HOST[:PORT] or * allowed over plain http / self-signed https (repeatable)")
@@ -95,16 +98,9 @@ func translate(args []string) int {
 	if len(ins) == 0 || *out == "" || fs.NArg() > 0 {
 		return fail(exitBadInput, fmt.Errorf("translate: need --in and --out, and no positional arguments"))
 	}
-	if len(labels) == 0 {
-		labels = multiFlag{"istio=aks-istio-ingressgateway-external"}
-	}
-	gw := oracle.Gateway{Namespace: *ns, Labels: map[string]string{}}
-	for _, l := range labels {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok || k == "" {
-			return fail(exitBadInput, fmt.Errorf("--gateway-label %q: want key=value", l))
-		}
-		gw.Labels[k] = v
+	proxy, err := oracle.ParseProxy(*kind, *ns, labels, *ip)
+	if err != nil {
+		return fail(errCode(err), err)
 	}
 	listen := map[uint32]oracle.SocketAddr{}
 	for _, l := range listens {
@@ -120,10 +116,10 @@ func translate(args []string) int {
 		listen[uint32(port)] = sa
 	}
 	opts := oracle.TranslateOptions{
-		Inputs:  ins,
-		OutDir:  *out,
-		Gateway: gw,
-		Listen:  listen,
+		Inputs: ins,
+		OutDir: *out,
+		Proxy:  proxy,
+		Listen: listen,
 		Agent: oracle.AgentOptions{
 			CacheDir:           *cache,
 			InsecureRegistries: insecure,

@@ -89,8 +89,12 @@ func backend(t *testing.T, version string) (*httptest.Server, SocketAddr) {
 }
 
 func get(addr string, headers map[string]string) (string, error) {
+	return getHost(addr, "my-app.example.com", headers)
+}
+
+func getHost(addr, host string, headers map[string]string) (string, error) {
 	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
-	req.Host = "my-app.example.com"
+	req.Host = host
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
@@ -104,6 +108,38 @@ func get(addr string, headers map[string]string) (string, error) {
 		return "", fmt.Errorf("status %d: %s", resp.StatusCode, b)
 	}
 	return string(b), nil
+}
+
+// runEnvoy validates the bootstrap for translate's output in out and runs Envoy on it until
+// the test ends; then its log is checked for rejected config, and printed if the test failed.
+func runEnvoy(t *testing.T, envoy, out string) {
+	t.Helper()
+	bootstrap := filepath.Join(t.TempDir(), "bootstrap.json")
+	if err := os.WriteFile(bootstrap, []byte(BootstrapJSON(out)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(envoy, "--mode", "validate", "-c", bootstrap).CombinedOutput(); err != nil {
+		t.Fatalf("envoy --mode validate: %v\n%s", err, b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	log := &lockedBuffer{}
+	cmd := exec.CommandContext(ctx, envoy, "-c", bootstrap, "--use-dynamic-base-id", "-l", "info")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, bad := range []string{"rejected", "update failure"} {
+			if strings.Contains(log.String(), bad) {
+				t.Errorf("envoy log has %q", bad)
+			}
+		}
+		cancel()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("envoy log:\n%s", log.String())
+		}
+	})
 }
 
 func eventually(t *testing.T, what string, f func() (string, error), want string) {
@@ -140,7 +176,7 @@ func TestEnvoyRunsTranslation(t *testing.T) {
 	opts := TranslateOptions{
 		Inputs:    []string{in},
 		OutDir:    out,
-		Gateway:   testGateway(),
+		Proxy:     testGateway(),
 		Listen:    map[uint32]SocketAddr{80: {"127.0.0.1", port}},
 		Endpoints: map[string][]SocketAddr{v1Cluster: {v1}, v2Cluster: {v2}},
 	}
@@ -151,28 +187,7 @@ func TestEnvoyRunsTranslation(t *testing.T) {
 	if sum.ExtensionConfigs[0].Outcome != OutcomeRBACAllow {
 		t.Fatalf("outcome %+v", sum.ExtensionConfigs[0])
 	}
-	bootstrap := filepath.Join(t.TempDir(), "bootstrap.json")
-	if err := os.WriteFile(bootstrap, []byte(BootstrapJSON(out)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := exec.Command(envoy, "--mode", "validate", "-c", bootstrap).CombinedOutput(); err != nil {
-		t.Fatalf("envoy --mode validate: %v\n%s", err, b)
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	log := &lockedBuffer{}
-	cmd := exec.CommandContext(ctx, envoy, "-c", bootstrap, "--use-dynamic-base-id", "-l", "info")
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("envoy log:\n%s", log.String())
-		}
-	}()
+	runEnvoy(t, envoy, out)
 	addr := SocketAddr{"127.0.0.1", port}.String()
 
 	eventually(t, "default route", func() (string, error) { return get(addr, nil) }, "v1")
@@ -189,10 +204,4 @@ func TestEnvoyRunsTranslation(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "default route after re-translate", func() (string, error) { return get(addr, nil) }, "v2")
-
-	for _, bad := range []string{"rejected", "update failure"} {
-		if strings.Contains(log.String(), bad) {
-			t.Errorf("envoy log has %q", bad)
-		}
-	}
 }

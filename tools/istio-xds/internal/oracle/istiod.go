@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -29,10 +31,78 @@ import (
 // istiod gates some generated config on the proxy's version, so keep it in step with go.mod.
 const ProxyIstioVersion = "1.30.3"
 
-// Gateway describes the ingress gateway pod the fake istiod serves.
-type Gateway struct {
+// ProxyKind is the kind of Istio proxy whose config istiod generates.
+type ProxyKind string
+
+const (
+	// ProxyGateway is an ingress gateway pod (istiod's "router" node type).
+	ProxyGateway ProxyKind = "gateway"
+	// ProxySidecar is an application pod's sidecar (istiod's "sidecar" node type).
+	ProxySidecar ProxyKind = "sidecar"
+)
+
+// Proxy describes the pod the fake istiod serves: a gateway (the AKS add-on's ingress
+// gateway by default) or an application pod's sidecar.
+type Proxy struct {
+	Kind      ProxyKind
 	Namespace string
 	Labels    map[string]string
+	// IP is the pod IP the proxy reports (node id and INSTANCE_IPS); nothing connects to it.
+	IP string
+}
+
+// The AKS add-on's external ingress gateway, the default proxy.
+const (
+	defaultGatewayNamespace = "aks-istio-ingress"
+	defaultGatewayLabel     = "istio=aks-istio-ingressgateway-external"
+	defaultGatewayIP        = "127.0.0.1"
+	// defaultSidecarIP is a pod IP in AKS's default pod CIDR (10.244.0.0/16): istiod
+	// treats a loopback pod IP as no IP at all for some lookups.
+	defaultSidecarIP = "10.244.0.10"
+)
+
+// ParseProxy builds the proxy from the translate flags: --proxy (gateway or sidecar),
+// --proxy-namespace, --proxy-label k=v (repeatable) and --proxy-ip. Empty values take the
+// kind's defaults: the gateway is the AKS add-on's external ingress gateway; a sidecar has
+// no default namespace (it decides which Sidecar, DestinationRule and exportTo apply), no
+// labels and IP 10.244.0.10.
+func ParseProxy(kind, namespace string, labels []string, ip string) (Proxy, error) {
+	p := Proxy{Kind: ProxyKind(kind), Namespace: namespace, Labels: map[string]string{}, IP: ip}
+	switch p.Kind {
+	case "", ProxyGateway:
+		p.Kind = ProxyGateway
+		if p.Namespace == "" {
+			p.Namespace = defaultGatewayNamespace
+		}
+		if len(labels) == 0 {
+			labels = []string{defaultGatewayLabel}
+		}
+		if p.IP == "" {
+			p.IP = defaultGatewayIP
+		}
+	case ProxySidecar:
+		if p.Namespace == "" {
+			return Proxy{}, inputErrorf("--proxy sidecar needs --proxy-namespace (the application pod's namespace)")
+		}
+		if p.IP == "" {
+			p.IP = defaultSidecarIP
+		}
+	default:
+		return Proxy{}, inputErrorf("--proxy %q: want gateway or sidecar", kind)
+	}
+	for _, l := range labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return Proxy{}, inputErrorf("--proxy-label %q: want key=value", l)
+		}
+		p.Labels[k] = v
+	}
+	addr, err := netip.ParseAddr(p.IP)
+	if err != nil {
+		return Proxy{}, inputErrorf("--proxy-ip %q: want an IP address", p.IP)
+	}
+	p.IP = addr.String()
+	return p, nil
 }
 
 // XDS is what istiod sent the gateway over ADS.
@@ -58,7 +128,7 @@ const ecdsTimeout = 3 * time.Second
 // and asks it over a real ADS stream for everything the gateway pod would request:
 // CDS and LDS (wildcard), RDS for the route names the listeners reference, and ECDS for
 // the names the listeners' filters reference.
-func GenerateXDS(in *Inputs, gw Gateway) (*XDS, error) {
+func GenerateXDS(in *Inputs, p Proxy) (*XDS, error) {
 	var out *XDS
 	var genErr error
 	err := runFailer(func(t test.Failer) {
@@ -66,7 +136,7 @@ func GenerateXDS(in *Inputs, gw Gateway) (*XDS, error) {
 			Configs:           in.Configs,
 			KubernetesObjects: in.KubeObjects,
 		})
-		out, genErr = fetchOverADS(s, gw)
+		out, genErr = fetchOverADS(s, p)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("istiod: %v", err)
@@ -74,16 +144,27 @@ func GenerateXDS(in *Inputs, gw Gateway) (*XDS, error) {
 	return out, genErr
 }
 
-func gatewayNode(gw Gateway) *core.Node {
-	// The node id is what a gateway pod's istio-agent sends: type~ip~pod.namespace~domain.
-	// The IP is only an identity here; nothing connects to it.
-	id := fmt.Sprintf("%s~127.0.0.1~istio-xds-gateway.%s~%s.svc.cluster.local", model.Router, gw.Namespace, gw.Namespace)
+// proxyNode is the node a pod's istio-agent sends: id type~ip~pod.namespace~domain, and
+// the metadata istiod reads the namespace, labels and version from (as pilot/test/xds's
+// SetupProxy fills model.Proxy: Type, IPAddresses, Metadata.Namespace and Labels).
+func proxyNode(p Proxy) *core.Node {
+	nodeType, workload := model.Router, "istio-xds-gateway"
+	if p.Kind == ProxySidecar {
+		nodeType, workload = model.SidecarProxy, "istio-xds-sidecar"
+		if app := p.Labels["app"]; app != "" {
+			workload = app
+		}
+	}
+	id := fmt.Sprintf("%s~%s~%s.%s~%s.svc.cluster.local", nodeType, p.IP, workload, p.Namespace, p.Namespace)
 	md := model.NodeMetadata{
-		Namespace:    gw.Namespace,
-		Labels:       gw.Labels,
+		Namespace:    p.Namespace,
+		Labels:       p.Labels,
 		IstioVersion: ProxyIstioVersion,
 		ClusterID:    constants.DefaultClusterName,
-		WorkloadName: "istio-xds-gateway",
+		WorkloadName: workload,
+	}
+	if p.Kind == ProxySidecar {
+		md.InstanceIPs = []string{p.IP}
 	}
 	return &core.Node{Id: id, Metadata: md.ToStruct()}
 }
@@ -146,7 +227,7 @@ func (c *adsClient) get(typeURL string, names []string, timeout time.Duration) (
 	}
 }
 
-func fetchOverADS(s *xds.FakeDiscoveryServer, gw Gateway) (*XDS, error) {
+func fetchOverADS(s *xds.FakeDiscoveryServer, p Proxy) (*XDS, error) {
 	conn, err := grpc.NewClient("passthrough:///istiod",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
@@ -162,7 +243,7 @@ func fetchOverADS(s *xds.FakeDiscoveryServer, gw Gateway) (*XDS, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := newADSClient(stream, gatewayNode(gw))
+	c := newADSClient(stream, proxyNode(p))
 	out := &XDS{}
 
 	// Envoy's order: clusters first, then listeners, then what listeners reference.

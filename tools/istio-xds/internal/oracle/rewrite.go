@@ -184,6 +184,12 @@ func (r *Rewriter) RewriteListeners(ls []*listener.Listener) ([]*listener.Listen
 			r.drop("listener %s: port %d not in --listen", l.Name, port)
 			continue
 		}
+		if l.TrafficDirection == core.TrafficDirection_INBOUND {
+			// A sidecar's inbound side (virtualInbound) takes traffic redirected by iptables
+			// and terminates Istio mTLS with the pod's SDS certificate: neither exists here.
+			r.drop("listener %s: port %d is in --listen but the listener is inbound (iptables redirect, Istio mTLS)", l.Name, port)
+			continue
+		}
 		if sdsChain(l) {
 			// A Gateway server with tls.credentialName gets its certificate over SDS from
 			// istiod; a standalone Envoy has no SDS server and would reject the listener.
@@ -197,6 +203,10 @@ func (r *Rewriter) RewriteListeners(ls []*listener.Listener) ([]*listener.Listen
 		}}}
 		// Dual-stack extra addresses would bind the gateway's real port as well.
 		l.AdditionalAddresses = nil
+		// A sidecar's outbound listeners do not bind (bind_to_port false): iptables sends
+		// the app's traffic to virtualOutbound, which hands it on by original destination.
+		// Here the test's client connects to the listener itself.
+		l.BindToPort = nil
 		var lfs []*listener.ListenerFilter
 		for _, lf := range l.ListenerFilters {
 			if why := istioOnly(lf.Name, lf.GetTypedConfig(), false); why != "" {

@@ -16,7 +16,7 @@ import (
 type TranslateOptions struct {
 	Inputs    []string
 	OutDir    string
-	Gateway   Gateway
+	Proxy     Proxy
 	Listen    map[uint32]SocketAddr
 	Endpoints map[string][]SocketAddr
 	Agent     AgentOptions
@@ -24,7 +24,7 @@ type TranslateOptions struct {
 
 // Summary is OUT/summary.json.
 type Summary struct {
-	// IstioVersion is the ISTIO_VERSION the gateway proxy reported to istiod.
+	// IstioVersion is the ISTIO_VERSION the proxy reported to istiod.
 	IstioVersion string `json:"istio_version"`
 	// IstioModule is the istio.io/istio module version this binary was built from.
 	IstioModule      string             `json:"istio_module"`
@@ -85,7 +85,7 @@ func Translate(opts TranslateOptions) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	x, err := GenerateXDS(in, opts.Gateway)
+	x, err := GenerateXDS(in, opts.Proxy)
 	if err != nil {
 		return nil, err
 	}

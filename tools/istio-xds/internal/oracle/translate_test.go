@@ -169,8 +169,12 @@ func writeManifests(t *testing.T, moduleURL, sha, failure string) string {
 	return dir
 }
 
-func testGateway() Gateway {
-	return Gateway{Namespace: "aks-istio-ingress", Labels: map[string]string{"istio": "aks-istio-ingressgateway-external"}}
+func testGateway() Proxy {
+	p, err := ParseProxy("", "", nil, "")
+	if err != nil {
+		panic(err)
+	}
+	return p
 }
 
 func sha256Hex(b []byte) string {
@@ -240,7 +244,7 @@ func TestTranslateWasmOutcomes(t *testing.T) {
 			sum, err := Translate(TranslateOptions{
 				Inputs:    []string{writeManifests(t, c.url, c.sha, c.failure)},
 				OutDir:    out,
-				Gateway:   testGateway(),
+				Proxy:     testGateway(),
 				Listen:    map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
 				Endpoints: map[string][]SocketAddr{v1Cluster: {{"127.0.0.1", 34001}}},
 				Agent:     AgentOptions{FetchTimeout: 2 * time.Second, FetchAttempts: 2, InsecureRegistries: c.insecure},
@@ -310,7 +314,7 @@ func TestTranslateOutput(t *testing.T) {
 	opts := TranslateOptions{
 		Inputs:    []string{in},
 		OutDir:    out,
-		Gateway:   testGateway(),
+		Proxy:     testGateway(),
 		Listen:    map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
 		Endpoints: map[string][]SocketAddr{v1Cluster: {{"127.0.0.1", 34001}}, v2Cluster: {{"127.0.0.1", 34002}}},
 	}
@@ -412,7 +416,7 @@ func TestTranslateBadInput(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			in := writeFile(t, "bad.yaml", []byte(c.yaml))
-			_, err := Translate(TranslateOptions{Inputs: []string{in}, OutDir: t.TempDir(), Gateway: testGateway()})
+			_, err := Translate(TranslateOptions{Inputs: []string{in}, OutDir: t.TempDir(), Proxy: testGateway()})
 			var ie *InputError
 			if !errors.As(err, &ie) || !strings.Contains(err.Error(), "bad.yaml") || !strings.Contains(err.Error(), c.wantMsg) {
 				t.Errorf("err = %v, want an InputError naming bad.yaml and %q", err, c.wantMsg)
