@@ -10,22 +10,20 @@
 //! a canary user reaches frontend v2, which receives the routing header and the mesh token
 //! and, by copying them onto its call, reaches backend v2 through its own sidecar.
 //!
-//! The sidecar is started here (not by the harness): [`IstioGateway`] and
-//! [`Translate`] know the gateway only.
+//! Both proxies run through the harness: [`IstioProxy`] with [`Proxy::Gateway`] and with
+//! [`Proxy::Sidecar`] for the frontend v1 pod.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
 
-use serde_json::json;
+mod common;
+
+use common::{run_cli, serial, write_filter_config};
 use sticky_canary::harness::backend::seen_headers;
-use sticky_canary::harness::istio::{istio_xds, IstioGateway, Translate, TRANSLATING_REVISION};
-use sticky_canary::harness::{find_envoy_release, free_port, Backend, Client, Request, Response};
+use sticky_canary::harness::istio::{IstioProxy, Proxy, Translate, TRANSLATING_REVISION};
+use sticky_canary::harness::{find_envoy_release, Backend, Client, Request, Response};
 use sticky_canary::render::spec::MESH_TOKEN_HEADER;
 
-const CLI: &str = env!("CARGO_BIN_EXE_sticky-canary");
 const NAMESPACE: &str = "istio-test";
 const FRONTEND_HOST: &str = "frontend.istio-test.example.com";
 const MY_APP_HOST: &str = "my-app.example.com";
@@ -56,45 +54,6 @@ spec:
     port: 80
     targetPort: 8080
 ";
-
-/// One test at a time: each runs Envoys on a 2-core machine shared with other builds.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A routing-token key for this test process, made once by `sticky-canary token-key`.
-fn token_key() -> &'static Path {
-    static KEY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &KEY.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token.key");
-        let output = Command::new(CLI)
-            .arg("token-key")
-            .arg("--out")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        (dir, path)
-    })
-    .1
-}
-
-fn run_cli(args: &[&str]) -> String {
-    let output = Command::new(CLI)
-        .env(sticky_canary::render::token::KEY_FILE_ENV, token_key())
-        .args(args)
-        .output()
-        .expect("run sticky-canary");
-    assert!(
-        output.status.success(),
-        "sticky-canary {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// How the gateway gets the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +135,7 @@ impl World {
     }
 
     /// The AKS gateway, as tests/istio_chain.rs runs it.
-    fn gateway(&self, inputs: Vec<PathBuf>) -> IstioGateway {
+    fn gateway(&self, inputs: Vec<PathBuf>) -> IstioProxy {
         let mut translate = Translate::new(inputs);
         for (service, v1, v2) in [
             (
@@ -194,23 +153,35 @@ impl World {
             translate.endpoint(&format!("outbound|80|v1|{service}"), v1.addr());
             translate.endpoint(&format!("outbound|80|v2|{service}"), v2.addr());
         }
-        IstioGateway::start(&self.envoy, translate).unwrap_or_else(|e| panic!("the gateway did not start: {e}"))
+        IstioProxy::start(&self.envoy, translate).unwrap_or_else(|e| panic!("the gateway did not start: {e}"))
     }
 
     /// The frontend v1 pod's sidecar.
-    fn sidecar(&self, inputs: &[PathBuf]) -> Sidecar {
-        let mut endpoints = serde_json::Map::new();
+    fn sidecar(&self, inputs: &[PathBuf]) -> IstioProxy {
+        let mut endpoints = BTreeMap::new();
         for (subset, backend) in [
             ("", &self.backend_v1),
             ("v1", &self.backend_v1),
             ("v2", &self.backend_v2),
         ] {
-            endpoints.insert(
-                format!("outbound|80|{subset}|{BACKEND_HOST}"),
-                json!([backend.addr().to_string()]),
-            );
+            endpoints.insert(format!("outbound|80|{subset}|{BACKEND_HOST}"), vec![backend.addr()]);
         }
-        Sidecar::start(&self.envoy, inputs, &["app=frontend", "version=v1"], &endpoints.into())
+        let mut translate = Translate::new(inputs.to_vec());
+        translate.proxy = Proxy::Sidecar {
+            namespace: NAMESPACE.to_owned(),
+            labels: vec![("app".into(), "frontend".into()), ("version".into(), "v1".into())],
+        };
+        translate.endpoints = endpoints;
+        let sidecar = IstioProxy::start(&self.envoy, translate)
+            .unwrap_or_else(|e| panic!("the frontend's sidecar did not start: {e}"));
+        let summary = sidecar.summary();
+        eprintln!(
+            "sidecar translation: listeners {:?} routes {:?} clusters {:?}",
+            summary.listeners, summary.routes, summary.clusters
+        );
+        assert_eq!(summary.listeners, ["0.0.0.0_80"], "{summary:?}");
+        assert_eq!(summary.routes, ["80"], "{summary:?}");
+        sidecar
     }
 
     /// A value of the rendered manifests: `spec.http[0].match[0].headers[header].exact` of the
@@ -233,30 +204,10 @@ impl World {
     /// The shared plugin's filter config (`configuration.value` of the inline EnvoyFilter),
     /// written to a file for `sticky-canary assign`.
     fn filter_config(&self) -> PathBuf {
-        let text = std::fs::read_to_string(self.rendered().join("gateway").join("plugin-external.yaml")).unwrap();
-        let mut found = None;
-        for document in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
-            found = found.or_else(|| find_filter_config(&value));
-        }
-        let path = self.work.path().join("filter-config.json");
-        std::fs::write(&path, found.expect("the rendered plugin carries no filter config")).unwrap();
-        path
-    }
-}
-
-/// The filter's JSON config inside a rendered EnvoyFilter (`configuration.value`); as in
-/// tests/istio_chain.rs, which has no shared module with this file.
-fn find_filter_config(value: &serde_json::Value) -> Option<String> {
-    match value {
-        serde_json::Value::Object(map) => map
-            .get("configuration")
-            .and_then(|c| c.get("value"))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-            .or_else(|| map.values().find_map(find_filter_config)),
-        serde_json::Value::Array(items) => items.iter().find_map(find_filter_config),
-        _ => None,
+        write_filter_config(
+            &self.rendered().join("gateway").join("plugin-external.yaml"),
+            &self.work.path().join("filter-config.json"),
+        )
     }
 }
 
@@ -310,148 +261,6 @@ fn propagated_call(frontend_reply: &Response) -> Request {
     call
 }
 
-/// An Envoy configured by istiod's translation for the frontend pod's sidecar, listening
-/// on loopback in place of the sidecar's outbound listener for port 80.
-struct Sidecar {
-    child: Child,
-    listener: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Sidecar {
-    fn start(envoy: &Path, inputs: &[PathBuf], labels: &[&str], endpoints: &serde_json::Value) -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
-        let xds = dir.path().join("xds");
-        let endpoints_path = dir.path().join("endpoints.json");
-        std::fs::write(&endpoints_path, endpoints.to_string()).unwrap();
-        let listener: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
-        let tool = istio_xds().unwrap_or_else(|e| panic!("{e}"));
-        let mut command = Command::new(&tool);
-        command
-            .args(["translate", "--proxy", "sidecar", "--proxy-namespace", NAMESPACE])
-            .arg("--out")
-            .arg(&xds)
-            .arg("--endpoints")
-            .arg(&endpoints_path)
-            .arg("--listen")
-            .arg(format!("80={listener}"));
-        for label in labels {
-            command.args(["--proxy-label", label]);
-        }
-        for input in inputs {
-            command.arg("--in").arg(input);
-        }
-        let output = command.stdin(Stdio::null()).output().unwrap();
-        assert!(
-            output.status.success(),
-            "istio-xds translate --proxy sidecar failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let summary: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(xds.join("summary.json")).unwrap()).unwrap();
-        eprintln!(
-            "sidecar translation: listeners {} routes {} clusters {}",
-            summary["listeners"], summary["routes"], summary["clusters"]
-        );
-        assert_eq!(summary["listeners"], json!(["0.0.0.0_80"]), "{summary}");
-        assert_eq!(summary["routes"], json!(["80"]), "{summary}");
-        let admin_port = free_port().unwrap();
-        let bootstrap = dir.path().join("bootstrap.json");
-        std::fs::write(&bootstrap, sidecar_bootstrap(&xds, admin_port).to_string()).unwrap();
-        let log = dir.path().join("envoy.log");
-        let child = Command::new(envoy)
-            .arg("-c")
-            .arg(&bootstrap)
-            .args([
-                "--use-dynamic-base-id",
-                "--concurrency",
-                "1",
-                "-l",
-                "info",
-                "--log-path",
-            ])
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start envoy");
-        let mut sidecar = Sidecar {
-            child,
-            listener,
-            log,
-            _dir: dir,
-        };
-        sidecar.wait_live(([127, 0, 0, 1], admin_port).into());
-        sidecar
-    }
-
-    fn wait_live(&mut self, admin: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the sidecar's Envoy exited ({status}):\n{}", self.log_tail());
-            }
-            let live = Client::connect(admin)
-                .and_then(|mut c| c.send(&Request::get("/ready")))
-                .is_ok_and(|r| r.body_text().trim() == "LIVE");
-            if live {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sidecar's Envoy is not LIVE after 60 s:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("sidecar Envoy log tail:\n{}", self.log_tail());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The sidecar's bootstrap: LDS and CDS from the translated files. Copied from the gateway's
-/// `bootstrap` in src/harness/istio.rs (private there) with a sidecar's node identity.
-fn sidecar_bootstrap(xds: &Path, admin_port: u16) -> serde_json::Value {
-    let file_source = |name: &str| {
-        json!({
-            "path_config_source": {
-                "path": xds.join(name).to_string_lossy(),
-                "watched_directory": {"path": xds.to_string_lossy()},
-            },
-            "resource_api_version": "V3",
-        })
-    };
-    json!({
-        "node": {
-            "id": "sidecar~10.244.0.10~frontend.istio-test~istio-test.svc.cluster.local",
-            "cluster": "frontend.istio-test",
-        },
-        "admin": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}},
-        },
-        "dynamic_resources": {
-            "lds_config": file_source("lds.json"),
-            "cds_config": file_source("cds.json"),
-        },
-    })
-}
-
 /// While the gateway filter is skipped (allow-all RBAC), a client's routing header with
 /// guessed tokens, or even the real mesh token, lands on stable and none of it reaches the
 /// frontend; the frontend's sidecar sends what the frontend got, and the client's own headers,
@@ -473,7 +282,7 @@ fn with_the_filter_skipped_spoofed_headers_land_on_stable_for_the_app_and_its_de
     let mesh_token = world.token("frontend/dependents.yaml", "vs-backend", MESH_TOKEN_HEADER);
     let gateway_token = world.token("frontend/istio.yaml", "vs-frontend", TOKEN_HEADER);
     let mut client = Client::connect(gateway.listener()).unwrap();
-    let mut mesh = Client::connect(sidecar.listener).unwrap();
+    let mut mesh = Client::connect(sidecar.listener()).unwrap();
     let guesses = [
         (
             "guessed gateway token",
@@ -573,7 +382,7 @@ fn a_canary_user_reaches_the_canary_backend_through_the_frontend_sidecar() {
     let stable_user = key_on(&config, "v1");
     eprintln!("canary user {canary_user}, stable user {stable_user}");
     let mut client = Client::connect(gateway.listener()).unwrap();
-    let mut mesh = Client::connect(sidecar.listener).unwrap();
+    let mut mesh = Client::connect(sidecar.listener()).unwrap();
 
     let frontend = |client: &mut Client, user: &str| {
         send(

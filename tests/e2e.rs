@@ -677,7 +677,7 @@ fn override_header_works_only_for_allowed_versions() {
 /// On a gateway shared by many apps, a request for a host no route owns belongs to another app:
 /// the filter leaves it exactly as the client sent it (routing headers included). What guards
 /// those hosts from a spoofed header is their own VirtualService (the generated ones require the
-/// routing token: tests/render_envoy.rs); this test's plain route table routes on the header alone.
+/// routing token: tests/istio_chain.rs); this test's plain route table routes on the header alone.
 #[test]
 fn unmatched_host_is_left_untouched() {
     let _serial = serial();

@@ -12,30 +12,26 @@
 //! `STICKY_CANARY_REVISIONS=asm-1-30` limits the run to some revisions (comma-separated).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{assign_on, run_cli, serial, write_filter_config};
 use sticky_canary::harness::backend::seen_headers;
-use sticky_canary::harness::istio::{self, IstioGateway, Revision, Translate, REVISIONS};
+use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
 use sticky_canary::harness::load::Load;
 use sticky_canary::harness::{find_envoy_release, Backend, Client, Registry, Request, Response};
 
-const CLI: &str = env!("CARGO_BIN_EXE_sticky-canary");
 const HOST: &str = "shop.example.com";
 const OTHER_HOST: &str = "other.example.com";
 const ROUTING_HEADER: &str = "x-canary-version";
 const TOKEN_HEADER: &str = "x-canary-token";
-
-/// One chain test at a time: each runs an Envoy under load, on 2 cores.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The revisions to run (all, unless `STICKY_CANARY_REVISIONS` names some).
 fn selected(revision: &Revision) -> bool {
@@ -116,42 +112,6 @@ impl Drop for FileServer {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     sticky_canary::sha256_hex(bytes)
-}
-
-/// A routing-token key for this test process, made once by `sticky-canary token-key`
-/// (`render` refuses to run without one).
-fn token_key() -> &'static Path {
-    static KEY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("sticky-canary-chain-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("token.key");
-        if !path.exists() {
-            let output = Command::new(CLI)
-                .arg("token-key")
-                .arg("--out")
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        }
-        path
-    })
-}
-
-fn run_cli(args: &[&str]) -> String {
-    let output = Command::new(CLI)
-        .env(sticky_canary::render::token::KEY_FILE_ENV, token_key())
-        .args(args)
-        .output()
-        .expect("run sticky-canary");
-    assert!(
-        output.status.success(),
-        "sticky-canary {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Everything one chain test runs against: app backends, a second app on the same gateway,
@@ -278,48 +238,18 @@ impl World {
         translate
     }
 
-    fn start(&self, inputs: Vec<PathBuf>) -> IstioGateway {
+    fn start(&self, inputs: Vec<PathBuf>) -> IstioProxy {
         let envoy = find_envoy_release(self.revision.envoy).unwrap_or_else(|e| panic!("{e}"));
-        IstioGateway::start(&envoy, self.translate(inputs))
+        IstioProxy::start(&envoy, self.translate(inputs))
             .unwrap_or_else(|e| panic!("{} {:?}: the gateway did not start: {e}", self.revision.name, self.form))
     }
 
     /// The filter config the rendered plugin carries, for `sticky-canary assign`.
     fn filter_config(&self) -> PathBuf {
-        let text = std::fs::read_to_string(self.rendered().join("plugin.yaml")).unwrap();
-        let mut found = None;
-        for document in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
-            if let Some(config) = find_filter_config(&value) {
-                found = Some(config);
-            }
-        }
-        let config = found.expect("the rendered plugin carries no filter config");
-        let path = self.work.path().join("filter-config.json");
-        std::fs::write(&path, config).unwrap();
-        path
-    }
-}
-
-/// The filter's JSON config inside a rendered plugin object: the Wasm config's
-/// `configuration.value` (EnvoyFilter) or `pluginConfig` (WasmPlugin).
-fn find_filter_config(value: &serde_json::Value) -> Option<String> {
-    match value {
-        serde_json::Value::Object(map) => {
-            if let Some(config) = map.get("pluginConfig") {
-                return Some(config.to_string());
-            }
-            if let Some(text) = map
-                .get("configuration")
-                .and_then(|c| c.get("value"))
-                .and_then(|v| v.as_str())
-            {
-                return Some(text.to_owned());
-            }
-            map.values().find_map(find_filter_config)
-        }
-        serde_json::Value::Array(items) => items.iter().find_map(find_filter_config),
-        _ => None,
+        write_filter_config(
+            &self.rendered().join("plugin.yaml"),
+            &self.work.path().join("filter-config.json"),
+        )
     }
 }
 
@@ -381,32 +311,6 @@ spec:
 /// `sticky-canary assign` for many keys at once: key -> version.
 fn assign(config: &Path, keys: &[String]) -> HashMap<String, String> {
     assign_on(config, HOST, keys)
-}
-
-/// `sticky-canary assign` for the route of `host`.
-fn assign_on(config: &Path, host: &str, keys: &[String]) -> HashMap<String, String> {
-    let mut child = Command::new(CLI)
-        .args(["assign", "--host", host, "--config"])
-        .arg(config)
-        .args(["--keys", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run sticky-canary assign");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = keys.join("\n") + "\n";
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(output.status.success(), "assign failed");
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split('\t').collect();
-            (fields[0].to_owned(), fields[fields.len() - 1].to_owned())
-        })
-        .collect()
 }
 
 fn get(client: &mut Client, request: &Request) -> Response {
@@ -552,7 +456,7 @@ struct Observation {
 }
 const TRANSITION: usize = usize::MAX;
 
-fn ramp(world: &World, gateway: &mut IstioGateway) {
+fn ramp(world: &World, gateway: &mut IstioProxy) {
     const USERS: usize = 250;
     const RATE: u32 = 250;
     const STEP: Duration = Duration::from_secs(2);
@@ -698,7 +602,7 @@ enum Fallback {
     DenyAll,
 }
 
-fn check_fallback(world: &World, gateway: &IstioGateway, fallback: Fallback, what: &str) {
+fn check_fallback(world: &World, gateway: &IstioProxy, fallback: Fallback, what: &str) {
     let outcome = gateway
         .summary()
         .extension_configs
@@ -860,7 +764,7 @@ fn without_the_rbac_type_url_a_failed_fetch_breaks_every_host() {
     );
     std::fs::write(&plugin, text.replace(rbac, "")).unwrap();
     let envoy = find_envoy_release(revision.envoy).unwrap();
-    let outcome = IstioGateway::start(&envoy, world.translate(world.inputs()));
+    let outcome = IstioProxy::start(&envoy, world.translate(world.inputs()));
     match outcome {
         // Envoy refused the fallback: the listener is never ready...
         Err(e) => eprintln!("old render: the gateway never became ready: {e}"),
@@ -912,7 +816,7 @@ fn istioctl_analyze_finds_no_error_in_rendered_manifests() {
 fn fleet_spec(i: usize) -> (String, String, (bool, String)) {
     let name = format!("app-{i:02}");
     let host = format!("{name}.example.com");
-    let (cookie, key_name) = if i % 2 == 0 {
+    let (cookie, key_name) = if i.is_multiple_of(2) {
         (true, format!("session-{i}"))
     } else {
         (false, format!("x-user-{i}"))
@@ -976,10 +880,7 @@ fn fleet(n: usize) {
         .iter()
         .find(|p| p.ends_with("plugin-external.yaml"))
         .expect("plugin-external.yaml");
-    let config = work.path().join("filter-config.json");
-    let text = std::fs::read_to_string(plugin).unwrap();
-    let value: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
-    std::fs::write(&config, find_filter_config(&value).expect("the shared plugin's config")).unwrap();
+    let config = write_filter_config(plugin, &work.path().join("filter-config.json"));
 
     let mut backends = Vec::new();
     let mut translate = Translate::new(vec![out.clone()]);
@@ -996,7 +897,7 @@ fn fleet(n: usize) {
         }
     }
     let envoy = find_envoy_release(istio::TRANSLATING_REVISION.envoy).unwrap();
-    let gateway = IstioGateway::start(&envoy, translate).unwrap_or_else(|e| panic!("{n} apps: {e}"));
+    let gateway = IstioProxy::start(&envoy, translate).unwrap_or_else(|e| panic!("{n} apps: {e}"));
     assert_eq!(
         gateway.summary().extension_configs.len(),
         1,

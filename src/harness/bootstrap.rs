@@ -48,16 +48,6 @@ pub struct HeaderRoute {
     pub remove: Vec<String>,
 }
 
-/// One virtual host of a [`RouteTable::ByHost`]: the header routes of one VirtualService.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VirtualHost {
-    /// Envoy `domains` (`app.example.com`, `*.example.com`, `*`).
-    pub domains: Vec<String>,
-    pub matches: Vec<HeaderRoute>,
-    /// The no-match route: its cluster and header edits (`header`, `value`, `also` unused).
-    pub default: HeaderRoute,
-}
-
 /// How Envoy picks the upstream cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteTable {
@@ -72,8 +62,6 @@ pub enum RouteTable {
     },
     /// Plain Istio weights: a random cluster per request (for contrast and benchmarks).
     Weighted(Vec<(String, u32)>),
-    /// One virtual host per app (many VirtualServices on one gateway), picked by `:authority`.
-    ByHost(Vec<VirtualHost>),
 }
 
 /// What Envoy does when the filter's VM cannot serve (Envoy's `failure_policy`).
@@ -331,7 +319,6 @@ fn route_entries(routes: &RouteTable) -> Json {
             })));
             Json::Array(entries)
         }
-        RouteTable::ByHost(_) => Json::Array(Vec::new()),
         RouteTable::Weighted(weights) => {
             let clusters = weights
                 .iter()
@@ -353,33 +340,13 @@ fn route_entries(routes: &RouteTable) -> Json {
     }
 }
 
-/// The route config's virtual hosts: one per app for `ByHost`, else one for every domain.
+/// The route config's one virtual host, for every domain.
 fn virtual_hosts(routes: &RouteTable) -> Json {
-    match routes {
-        RouteTable::ByHost(hosts) => Json::Array(
-            hosts
-                .iter()
-                .enumerate()
-                .map(|(i, host)| {
-                    let mut entries: Vec<Json> = host.matches.iter().map(header_route_entry).collect();
-                    entries.push(default_entry(&host.default));
-                    object([
-                        ("name", string(format!("app-{i}"))),
-                        (
-                            "domains",
-                            Json::Array(host.domains.iter().map(|d| string(d.as_str())).collect()),
-                        ),
-                        ("routes", Json::Array(entries)),
-                    ])
-                })
-                .collect(),
-        ),
-        other => Json::Array(vec![object([
-            ("name", string("all")),
-            ("domains", Json::Array(vec![string("*")])),
-            ("routes", route_entries(other)),
-        ])]),
-    }
+    Json::Array(vec![object([
+        ("name", string("all")),
+        ("domains", Json::Array(vec![string("*")])),
+        ("routes", route_entries(routes)),
+    ])])
 }
 
 /// The ECDS resource file: a DiscoveryResponse holding the wasm filter config.

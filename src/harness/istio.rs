@@ -7,11 +7,11 @@
 //! deny-all fallback). Its output is what that gateway would receive, rewritten only where a
 //! standalone upstream Envoy needs it (file-based xDS instead of ADS, our backends as
 //! endpoints, a short documented list of istio-proxy-only extensions removed: see
-//! `tools/istio-xds/README.md`). [`IstioGateway`] runs it in a real Envoy and pushes
+//! `tools/istio-xds/README.md`). [`IstioProxy`] runs it in a real Envoy and pushes
 //! re-translations to the running Envoy the way istiod pushes a changed object.
 //!
 //! ```no_run
-//! use sticky_canary::harness::istio::{IstioGateway, Translate, REVISIONS};
+//! use sticky_canary::harness::istio::{IstioProxy, Translate, REVISIONS};
 //! use sticky_canary::harness::{find_envoy_release, Backend, Client, Request};
 //!
 //! # fn main() -> Result<(), sticky_canary::harness::HarnessError> {
@@ -19,7 +19,7 @@
 //! let mut translate = Translate::new(vec!["manifests".into()]);
 //! translate.endpoint("outbound|80|v1|svc-my-app.ns-canary-istio.svc.cluster.local", v1.addr());
 //! let envoy = find_envoy_release(REVISIONS[2].envoy)?;
-//! let gateway = IstioGateway::start(&envoy, translate)?;
+//! let gateway = IstioProxy::start(&envoy, translate)?;
 //! let mut client = Client::connect(gateway.listener())?;
 //! let reply = client.send(&Request::get("/").host("my-app.example.com"))?;
 //! # Ok(()) }
@@ -106,9 +106,46 @@ impl Summary {
     }
 }
 
+/// Which Istio proxy the translation is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proxy {
+    /// The AKS add-on's external ingress gateway (`istio: aks-istio-ingressgateway-external`
+    /// in `aks-istio-ingress`).
+    Gateway,
+    /// A pod's sidecar in `namespace` with these labels (its outbound routes: mesh VirtualServices).
+    Sidecar {
+        namespace: String,
+        labels: Vec<(String, String)>,
+    },
+}
+
+impl Proxy {
+    /// The node identity its istio-agent would announce (`TYPE~IP~POD.NS~NS.svc.cluster.local`).
+    fn node(&self) -> serde_json::Value {
+        match self {
+            Proxy::Gateway => json!({
+                "id": "router~127.0.0.1~aks-istio-ingressgateway-external.aks-istio-ingress~aks-istio-ingress.svc.cluster.local",
+                "cluster": "aks-istio-ingressgateway-external.aks-istio-ingress",
+            }),
+            Proxy::Sidecar { namespace, labels } => {
+                let app = labels
+                    .iter()
+                    .find(|(k, _)| k == "app")
+                    .map_or("pod", |(_, v)| v.as_str());
+                json!({
+                    "id": format!("sidecar~10.244.0.10~{app}.{namespace}~{namespace}.svc.cluster.local"),
+                    "cluster": format!("{app}.{namespace}"),
+                })
+            }
+        }
+    }
+}
+
 /// One run of `istio-xds translate`: the inputs and how the output meets the test world.
 #[derive(Debug, Clone)]
 pub struct Translate {
+    /// The proxy whose configuration istiod computes.
+    pub proxy: Proxy,
     /// Rendered manifests: files or directories of YAML.
     pub inputs: Vec<PathBuf>,
     /// Envoy cluster name -> backend addresses (every EDS cluster becomes a static one).
@@ -124,6 +161,7 @@ pub struct Translate {
 impl Translate {
     pub fn new(inputs: Vec<PathBuf>) -> Translate {
         Translate {
+            proxy: Proxy::Gateway,
             inputs,
             endpoints: BTreeMap::new(),
             insecure_registries: vec!["*".to_owned()],
@@ -167,6 +205,12 @@ impl Translate {
         }
         for registry in &self.insecure_registries {
             command.arg("--insecure-registry").arg(registry);
+        }
+        if let Proxy::Sidecar { namespace, labels } = &self.proxy {
+            command.args(["--proxy", "sidecar", "--proxy-namespace", namespace]);
+            for (key, value) in labels {
+                command.arg("--proxy-label").arg(format!("{key}={value}"));
+            }
         }
         let output = command
             .stdin(Stdio::null())
@@ -272,8 +316,9 @@ pub fn analyze(inputs: &[PathBuf]) -> Result<String, HarnessError> {
     }
 }
 
-/// The AKS add-on's ingress gateway as a real Envoy, configured by Istio's translation.
-pub struct IstioGateway {
+/// An Istio proxy as a real Envoy, configured by Istio's translation: the AKS add-on's ingress
+/// gateway, or a pod's sidecar ([`Proxy`]).
+pub struct IstioProxy {
     envoy: Envoy,
     translate: Translate,
     listen: SocketAddr,
@@ -334,10 +379,10 @@ fn xds_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-impl IstioGateway {
+impl IstioProxy {
     /// Translates, writes a bootstrap that reads the translation's files, starts `envoy_binary`
     /// and waits until it is LIVE (every listener warmed, which needs every ECDS config).
-    pub fn start(envoy_binary: &Path, translate: Translate) -> Result<IstioGateway, HarnessError> {
+    pub fn start(envoy_binary: &Path, translate: Translate) -> Result<IstioProxy, HarnessError> {
         let xds = TempDir::new("istio-xds")?;
         let cache = TempDir::new("wasm-cache")?;
         let listener_port = free_port()?;
@@ -356,8 +401,11 @@ impl IstioGateway {
             access_log: dir.path().join("access.log"),
         };
         let bootstrap_path = dir.path().join("bootstrap.json");
-        std::fs::write(&bootstrap_path, bootstrap(xds.path(), admin_port).to_string())
-            .map_err(io_error(format!("write {}", bootstrap_path.display())))?;
+        std::fs::write(
+            &bootstrap_path,
+            bootstrap(xds.path(), admin_port, &translate.proxy).to_string(),
+        )
+        .map_err(io_error(format!("write {}", bootstrap_path.display())))?;
         let envoy = Envoy::launch(Launch {
             binary: envoy_binary.to_path_buf(),
             dir,
@@ -367,7 +415,7 @@ impl IstioGateway {
             concurrency: 2,
             log_level: "info".to_owned(),
         })?;
-        Ok(IstioGateway {
+        Ok(IstioProxy {
             envoy,
             translate,
             listen,
@@ -417,7 +465,7 @@ impl IstioGateway {
         }
     }
 
-    /// The gateway listener (the Gateway server port, bound on loopback).
+    /// The proxy's listener for `gateway_port` (bound on loopback).
     pub fn listener(&self) -> SocketAddr {
         self.listen
     }
@@ -442,9 +490,9 @@ impl IstioGateway {
     }
 }
 
-/// The gateway's bootstrap: admin, node identity, and LDS/CDS from the translated files.
+/// The proxy's bootstrap: admin, node identity, and LDS/CDS from the translated files.
 /// Everything else (listeners, routes, clusters, filters) is Istio's.
-fn bootstrap(xds: &Path, admin_port: u16) -> serde_json::Value {
+fn bootstrap(xds: &Path, admin_port: u16, proxy: &Proxy) -> serde_json::Value {
     let file_source = |name: &str| {
         json!({
             "path_config_source": {
@@ -459,10 +507,7 @@ fn bootstrap(xds: &Path, admin_port: u16) -> serde_json::Value {
         .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
         .collect();
     json!({
-        "node": {
-            "id": "router~127.0.0.1~aks-istio-ingressgateway-external.aks-istio-ingress~aks-istio-ingress.svc.cluster.local",
-            "cluster": "aks-istio-ingressgateway-external.aks-istio-ingress",
-        },
+        "node": proxy.node(),
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}},
         },
@@ -492,7 +537,7 @@ mod tests {
 
     #[test]
     fn the_bootstrap_reads_lds_and_cds_from_the_translation() {
-        let value = bootstrap(Path::new("/x"), 9901);
+        let value = bootstrap(Path::new("/x"), 9901, &Proxy::Gateway);
         assert_eq!(
             value.pointer("/dynamic_resources/lds_config/path_config_source/path"),
             Some(&json!("/x/lds.json"))

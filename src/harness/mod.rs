@@ -32,9 +32,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use backend::Backend;
-pub use bootstrap::{
-    EnvoyConfig, FailurePolicy, FilterSpec, HeaderRoute, RouteTable, VirtualHost, WasmCode, STATS_TAGS,
-};
+pub use bootstrap::{EnvoyConfig, FailurePolicy, FilterSpec, HeaderRoute, RouteTable, WasmCode, STATS_TAGS};
 pub use client::{Client, CookieJar, Request, Response, SetCookie};
 pub use envoy::{find_envoy, find_envoy_release, Envoy, UpdateOutcome};
 pub use registry::Registry;
