@@ -1057,3 +1057,62 @@ fn the_rendered_remote_wasm_config_passes_envoy_validation_on_every_line() {
         );
     }
 }
+
+/// The identity header (docs/config.md) is trustworthy only if Istio's JWT filter, which copies
+/// a claim into it (`RequestAuthentication.outputClaimToHeaders`), runs before our filter. Both
+/// plugin forms, as istiod orders the gateway's HTTP filters: `jwt_authn` first, then ours.
+#[test]
+fn istios_jwt_filter_runs_before_ours_in_both_plugin_forms() {
+    const REQUEST_AUTHENTICATION: &str = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: jwt-users
+  namespace: aks-istio-ingress
+spec:
+  selector:
+    matchLabels:
+      istio: aks-istio-ingressgateway-external
+  jwtRules:
+  - issuer: https://login.example.com/
+    jwks: '{"keys":[{"kty":"RSA","e":"AQAB","kid":"k1","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw"}]}'
+    outputClaimToHeaders:
+    - header: x-user-id
+      claim: sub
+"#;
+    let _serial = serial();
+    for form in [Form::EnvoyFilterInline, Form::WasmPlugin] {
+        let world = World::new(istio::TRANSLATING_REVISION, form);
+        let module = match form {
+            Form::WasmPlugin => world.module.clone(),
+            _ => Module::Inline,
+        };
+        let mut inputs = world.render(30, "FAIL_OPEN", &module);
+        let auth = world.work.path().join("request-authentication.yaml");
+        std::fs::write(&auth, REQUEST_AUTHENTICATION).unwrap();
+        inputs.push(auth);
+        let gateway = world.start(inputs);
+        let lds: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(gateway.xds_dir().join("lds.json")).unwrap()).unwrap();
+        let filters: Vec<String> = lds["resources"][0]["filter_chains"][0]["filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["name"] == "envoy.filters.network.http_connection_manager")
+            .flat_map(|hcm| {
+                hcm["typed_config"]["http_filters"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|f| f["name"].as_str().unwrap_or("").to_owned())
+            .collect();
+        eprintln!("{form:?}: the gateway's HTTP filters, in order: {filters:?}");
+        let jwt = filters.iter().position(|n| n == "envoy.filters.http.jwt_authn");
+        let ours = filters.iter().position(|n| n.contains("sticky-canary"));
+        let router = filters.iter().position(|n| n == "envoy.filters.http.router");
+        assert!(
+            matches!((jwt, ours, router), (Some(j), Some(o), Some(r)) if j < o && o < r),
+            "{form:?}: expected jwt_authn, then ours, then the router: {filters:?}"
+        );
+    }
+}
