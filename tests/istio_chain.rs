@@ -566,16 +566,18 @@ fn ramp(world: &World, gateway: &mut IstioProxy) {
     assert_eq!(after_rollback, 0, "requests on the canary after the rollback");
 }
 
-macro_rules! routing_tests {
-    ($($name:ident: $revision:literal, $form:expr;)*) => {$(
+/// One `#[test]` per revision and form, each calling `$run(revision, form)`.
+macro_rules! chain_tests {
+    ($run:ident: $($name:ident: $revision:literal, $form:expr;)*) => {$(
         #[test]
         fn $name() {
-            routing_and_ramp($revision, $form);
+            $run($revision, $form);
         }
     )*};
 }
 
-routing_tests! {
+chain_tests! {
+    routing_and_ramp:
     asm_1_28_envoyfilter_oci: "asm-1-28", Form::EnvoyFilterOci;
     asm_1_28_envoyfilter_https: "asm-1-28", Form::EnvoyFilterHttps;
     asm_1_28_envoyfilter_inline: "asm-1-28", Form::EnvoyFilterInline;
@@ -724,16 +726,8 @@ fn drills(revision_name: &str, form: Form) {
     }
 }
 
-macro_rules! drill_tests {
-    ($($name:ident: $revision:literal, $form:expr;)*) => {$(
-        #[test]
-        fn $name() {
-            drills($revision, $form);
-        }
-    )*};
-}
-
-drill_tests! {
+chain_tests! {
+    drills:
     drills_asm_1_28_envoyfilter_oci: "asm-1-28", Form::EnvoyFilterOci;
     drills_asm_1_28_envoyfilter_https: "asm-1-28", Form::EnvoyFilterHttps;
     drills_asm_1_28_wasmplugin: "asm-1-28", Form::WasmPlugin;
