@@ -1017,16 +1017,23 @@ fn metrics_count_every_request_with_a_version_label() {
     for _ in 0..25 {
         send(&mut client, &Request::get("/").host(OTHER_HOST));
     }
-    let prometheus = must(stack.envoy.prometheus(), "scrape /stats/prometheus");
-    let counters = assignment_counters(&prometheus);
+    // Counts reach Envoy on the filter's one-second tick: scrape after one (and again while a
+    // loaded machine delays a tick), and the totals are exact.
+    let nonzero_counters = |prometheus: &str| -> BTreeMap<(String, String, String), u64> {
+        assignment_counters(prometheus)
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut prometheus = must(stack.envoy.prometheus_flushed(), "scrape /stats/prometheus");
+    while nonzero_counters(&prometheus) != sent && Instant::now() < deadline {
+        prometheus = must(stack.envoy.prometheus_flushed(), "scrape /stats/prometheus");
+    }
     for line in prometheus.lines().filter(|l| l.starts_with("sticky_canary_")) {
         eprintln!("{line}");
     }
-    let nonzero: BTreeMap<_, _> = counters
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| (k.clone(), *n))
-        .collect();
+    let nonzero = nonzero_counters(&prometheus);
     assert_eq!(
         nonzero,
         sent,

@@ -1,11 +1,15 @@
-//! The few host calls the filter makes, each returning `Result` and never panicking.
+//! The proxy-wasm ABI, both ways: the few host calls the filter makes, each returning `Result`
+//! and never panicking, and the entry points the host calls (`proxy_on_*`), which hand over to
+//! the filter in `lib.rs`.
 //!
-//! Why not `proxy_wasm::hostcalls`: those `panic!` on any status they do not
-//! expect, and a panic inside the gateway takes traffic down. This module calls
-//! the proxy-wasm ABI directly and maps every status to [`HostError`]. Memory
-//! the host hands back was allocated through the SDK's exported
-//! `proxy_on_memory_allocate` (a boxed byte slice), so it is taken back as a Vec.
-//! Natively (unit tests) the imports are stubs that report `Unavailable`.
+//! Why not the proxy-wasm SDK: its `hostcalls` `panic!` on any status they do not expect (a panic
+//! inside the gateway takes traffic down), and its dispatcher exports every callback of the ABI,
+//! so Envoy crosses into the VM for request bodies, trailers, `on_log` and `on_done` on every
+//! request although a filter has nothing to do there: each crossing costs about as much as a
+//! host call (docs/benchmarks.md). Here only the callbacks the filter uses are exported; the host
+//! skips the rest. Memory the host hands back comes from our `proxy_on_memory_allocate` (a
+//! `Vec<u8>` of exactly the size asked), so it is taken back as a Vec.
+//! Natively (unit tests) the imports are stubs that report `Unavailable` and nothing is exported.
 
 /// A non-OK status from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,7 @@ mod abi {
             out_data: *mut *mut u8,
             out_size: *mut usize,
         ) -> u32;
+        pub fn proxy_get_header_map_pairs(map: u32, out_data: *mut *mut u8, out_size: *mut usize) -> u32;
         pub fn proxy_get_header_map_value(
             map: u32,
             key: *const u8,
@@ -88,6 +93,7 @@ mod abi {
         ) -> u32;
         pub fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
         pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     }
 
     #[link(wasm_import_module = "wasi_snapshot_preview1")]
@@ -105,6 +111,9 @@ mod abi {
         UNAVAILABLE
     }
     pub unsafe fn proxy_get_buffer_bytes(_: u32, _: usize, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn proxy_get_header_map_pairs(_: u32, _: *mut *mut u8, _: *mut usize) -> u32 {
         UNAVAILABLE
     }
     pub unsafe fn proxy_get_header_map_value(_: u32, _: *const u8, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 {
@@ -128,6 +137,9 @@ mod abi {
     pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 {
         UNAVAILABLE
     }
+    pub unsafe fn proxy_set_tick_period_milliseconds(_: u32) -> u32 {
+        UNAVAILABLE
+    }
     pub unsafe fn random_get(_: i32, _: i32) -> i32 {
         52 // ENOSYS
     }
@@ -144,7 +156,7 @@ fn status(code: u32) -> HostResult<()> {
 /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
 ///
 /// # Safety
-/// `data` must be null, or point to `size` bytes allocated by the SDK's allocator and not yet owned.
+/// `data` must be null, or point to `size` bytes allocated by [`allocate`] and not yet owned.
 unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() || size == 0 {
         return Vec::new();
@@ -183,6 +195,19 @@ pub fn header(map: Headers, name: &str) -> HostResult<Option<Vec<u8>>> {
     match code {
         STATUS_OK => Ok(Some(unsafe { take_host_bytes(data, len) })),
         STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Every header of a map in one call, in the ABI's serialised form ([`crate::headers::HeaderPairs`]
+/// reads it without copying).
+pub fn header_pairs(map: Headers) -> HostResult<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut len: usize = 0;
+    // SAFETY: as above.
+    let code = unsafe { abi::proxy_get_header_map_pairs(map.map(), &mut data, &mut len) };
+    match code {
+        STATUS_OK => Ok(unsafe { take_host_bytes(data, len) }),
         other => Err(HostError(other)),
     }
 }
@@ -238,8 +263,20 @@ pub fn define_counter(name: &str) -> HostResult<u32> {
 
 /// Adds one to a counter; a failure is ignored (a lost count must not fail a request).
 pub fn increment(id: u32) {
+    increment_by(id, 1);
+}
+
+/// Adds `count` to a counter; a failure is ignored, as for [`increment`].
+pub fn increment_by(id: u32, count: u64) {
+    let offset = i64::try_from(count).unwrap_or(i64::MAX);
     // SAFETY: plain value call.
-    let _ = unsafe { abi::proxy_increment_metric(id, 1) };
+    let _ = unsafe { abi::proxy_increment_metric(id, offset) };
+}
+
+/// Asks the host to call `proxy_on_tick` on the current root context every `period_ms`.
+pub fn set_tick_period(period_ms: u32) -> HostResult<()> {
+    // SAFETY: plain value call.
+    status(unsafe { abi::proxy_set_tick_period_milliseconds(period_ms) })
 }
 
 /// 16 bytes from WASI `random_get`, or `None` when the host cannot supply them.
@@ -249,3 +286,107 @@ pub fn random16() -> Option<[u8; 16]> {
     let errno = unsafe { abi::random_get(buf.as_mut_ptr() as usize as i32, buf.len() as i32) };
     (errno == 0).then_some(buf)
 }
+
+/// A buffer of exactly `size` bytes for the host to fill; [`take_host_bytes`] takes it back.
+pub fn allocate(size: usize) -> *mut u8 {
+    let mut buffer = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(size));
+    buffer.as_mut_ptr()
+}
+
+/// What the host calls. Each export only converts the ABI's integers and hands over to `lib.rs`;
+/// a callback the filter does not export is skipped by the host (proxy-wasm-cpp-host checks
+/// each one), which is the point: per request Envoy enters the VM four times (context create,
+/// request headers, response headers, delete) instead of the SDK's seven.
+#[cfg(target_arch = "wasm32")]
+mod exports {
+    use crate::Callbacks;
+
+    #[no_mangle]
+    pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+        super::allocate(size)
+    }
+
+    extern "C" {
+        fn __wasm_call_ctors();
+    }
+
+    /// The reactor entry point: the host calls it once, before anything else.
+    #[no_mangle]
+    pub extern "C" fn _initialize() {
+        // SAFETY: the linker's constructor list, run once as a WASI reactor must.
+        unsafe { __wasm_call_ctors() };
+        crate::start();
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_vm_start(_root_context_id: u32, _vm_configuration_size: usize) -> bool {
+        crate::on_vm_start()
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
+        Callbacks::context_create(context_id, root_context_id);
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_configure(root_context_id: u32, plugin_configuration_size: usize) -> bool {
+        Callbacks::configure(root_context_id, plugin_configuration_size)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_tick(root_context_id: u32) {
+        Callbacks::tick(root_context_id);
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
+        Callbacks::request_headers(context_id);
+        super::ACTION_CONTINUE
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
+        Callbacks::response_headers(context_id);
+        super::ACTION_CONTINUE
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_delete(context_id: u32) {
+        Callbacks::delete(context_id);
+    }
+
+    /// The `all-callbacks` build (the benchmark's ablation only): also export, as no-ops, the
+    /// per-request callbacks the SDK's dispatcher exports, to price the crossings they cost.
+    #[cfg(feature = "all-callbacks")]
+    mod sdk_like {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_body(_: u32, _: usize, _: bool) -> u32 {
+            super::super::ACTION_CONTINUE
+        }
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_trailers(_: u32, _: usize) -> u32 {
+            super::super::ACTION_CONTINUE
+        }
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_body(_: u32, _: usize, _: bool) -> u32 {
+            super::super::ACTION_CONTINUE
+        }
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_trailers(_: u32, _: usize) -> u32 {
+            super::super::ACTION_CONTINUE
+        }
+        #[no_mangle]
+        pub extern "C" fn proxy_on_log(_: u32) {}
+        #[no_mangle]
+        pub extern "C" fn proxy_on_done(_: u32) -> bool {
+            true
+        }
+    }
+}
+
+/// The ABI's `Action::Continue`.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+const ACTION_CONTINUE: u32 = 0;
