@@ -51,6 +51,8 @@ ROUTING_HEADER = "x-canary-version"
 class Configuration:
     key: str
     label: str
+    # Cargo features of filter/ for an ablation build of sticky-canary (empty: not one).
+    features: tuple = ()
 
 
 CONFIGURATIONS = [
@@ -85,6 +87,23 @@ PROBE_CONFIGURATIONS = [
 ]
 
 
+# The ablation table: sticky-canary with its levers undone, one at a time and all together
+# (cargo features of filter/, each built beside the shipped module), run next to (a), (c) and (d)
+# in the scenarios marked `ablation`. A lever is kept only if (d) beats the build without it.
+ABLATIONS = [
+    Configuration("abl-reads", "(d) but headers read one call each", ("single-reads",)),
+    Configuration("abl-metric", "(d) but a counter call per request", ("metric-per-request",)),
+    Configuration("abl-callbacks", "(d) but every SDK callback exported", ("all-callbacks",)),
+    Configuration("abl-all", "(d) with all three undone",
+                  ("single-reads", "metric-per-request", "all-callbacks")),
+]
+
+
+def is_sticky(configuration: str) -> bool:
+    """Configurations that route stickily (sticky-canary, its builds, and the Lua version)."""
+    return configuration in ("sticky", "lua") or configuration.startswith(("abl-", "variant"))
+
+
 def probe_calls(configuration: str) -> str:
     return " ".join(PROBES[configuration][1])
 
@@ -95,6 +114,7 @@ class Scenario:
     label: str
     routes: int  # routes configured (Envoy virtual hosts, filter routes, Lua table entries)
     mode: str  # wrk-requests.lua mode: returning | new | cookie4k
+    ablation: bool = False  # also run the ABLATIONS here
 
     @property
     def host(self) -> str:
@@ -103,11 +123,26 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("returning", "returning clients, 1 route", 1, "returning"),
+    Scenario("returning", "returning clients, 1 route", 1, "returning", ablation=True),
     Scenario("routes100", "returning clients, 100 routes", 100, "returning"),
     Scenario("new", "new clients (id issued), 1 route", 1, "new"),
-    Scenario("cookie4k", "returning clients, 4 KB Cookie header", 1, "cookie4k"),
+    Scenario("cookie4k", "returning clients, 4 KB Cookie header", 1, "cookie4k", ablation=True),
 ]
+# Set from --no-ablation.
+RUN_ABLATIONS = True
+
+
+def configurations_for(scenario: Scenario) -> list[Configuration]:
+    return CONFIGURATIONS + (ABLATIONS if scenario.ablation and RUN_ABLATIONS else [])
+
+
+def configurations_at(routes: int) -> list[Configuration]:
+    """Every configuration some scenario with this route count runs (one listener each)."""
+    out = []
+    for scenario in SCENARIOS:
+        if scenario.routes == routes:
+            out += [c for c in configurations_for(scenario) if c not in out]
+    return out
 
 
 class BenchError(Exception):
@@ -143,6 +178,8 @@ class Filters:
     sizes: dict = field(default_factory=dict)
     # `--probe --variant LABEL=PATH`: other builds of sticky-canary, as configurations "variantN".
     variants: list = field(default_factory=list)
+    # Ablation builds: configuration key -> module.
+    ablations: dict = field(default_factory=dict)
 
 
 def git_hash() -> str:
@@ -150,15 +187,16 @@ def git_hash() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def build_module(package: str, artifact: str, out: Path) -> dict:
+def build_module(package: str, artifact: str, out: Path, features: tuple = ()) -> dict:
     """Builds a filter crate exactly as build.rs builds the embedded one: `wasm` profile, then wasm-opt."""
     build_rs = (REPO / "build.rs").read_text()
     drifted = [flag for flag in WASM_OPT_FLAGS if f'"{flag}"' not in build_rs]
     if drifted:
         raise BenchError(f"build.rs no longer passes {drifted} to wasm-opt: update WASM_OPT_FLAGS in bench/gateway.py")
+    feature_args = ["--features", ",".join(features)] if features else []
     run(
         ["cargo", "build", "--locked", "--quiet", "-p", package, "--target", WASM_TARGET, "--profile", "wasm",
-         "--target-dir", str(WASM_TARGET_DIR)],
+         "--target-dir", str(WASM_TARGET_DIR), *feature_args],
         cwd=REPO,
         capture_output=True,
         env={**os.environ, "STICKY_CANARY_GIT": git_hash()},
@@ -190,7 +228,16 @@ def build_filters(work: Path, sticky_wasm: Path | None) -> Filters:
     log("building the no-op filter (bench/noop-filter) the same way")
     noop = work / "noop.wasm"
     sizes["noop"] = build_module("bench-noop-filter", "bench_noop_filter.wasm", noop)
-    return Filters(sticky=sticky, noop=noop, sizes=sizes)
+    ablations = {}
+    if RUN_ABLATIONS and any(s.ablation for s in SCENARIOS):
+        for configuration in ABLATIONS:
+            log(f"building the ablation build with --features {','.join(configuration.features)}")
+            ablations[configuration.key] = work / f"{configuration.key}.wasm"
+            sizes[configuration.key] = build_module("sticky-canary-filter", "sticky_canary_filter.wasm",
+                                                    ablations[configuration.key], configuration.features)
+        # Leave target/filter-wasm holding the shipped build, as build.rs expects to find it.
+        build_module("sticky-canary-filter", "sticky_canary_filter.wasm", work / "sticky-again.wasm")
+    return Filters(sticky=sticky, noop=noop, sizes=sizes, ablations=ablations)
 
 
 # --- Envoy configuration ----------------------------------------------------------------
@@ -291,6 +338,8 @@ def http_filters(configuration: str, routes: int, filters: Filters) -> list[dict
         chain.append(wasm_filter(f"{configuration}-{routes}", filters.noop, probe_calls(configuration)))
     elif configuration == "sticky":
         chain.append(wasm_filter(f"sticky-canary-{routes}", filters.sticky, sticky_policy(routes)))
+    elif configuration in filters.ablations:
+        chain.append(wasm_filter(f"{configuration}-{routes}", filters.ablations[configuration], sticky_policy(routes)))
     elif configuration == "lua":
         chain.append(
             {
@@ -317,7 +366,7 @@ def listener_name(configuration: str, routes: int) -> str:
 def bootstrap(filters: Filters, route_counts: list[int]) -> dict:
     listeners = []
     for routes in route_counts:
-        for configuration in CONFIGURATIONS:
+        for configuration in configurations_at(routes):
             name = listener_name(configuration.key, routes)
             manager = {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
@@ -464,7 +513,7 @@ def check_behaviour(envoy: Envoy, route_counts: list[int]) -> dict:
     observed = {}
     for routes in route_counts:
         host = f"app-{routes - 1}.example.com"
-        for configuration in CONFIGURATIONS:
+        for configuration in configurations_at(routes):
             name = listener_name(configuration.key, routes)
             port = envoy.ports[name]
             v2 = 0
@@ -475,13 +524,13 @@ def check_behaviour(envoy: Envoy, route_counts: list[int]) -> dict:
                 status, body, _ = get(port, host, cookie)
                 if status != 200 or body not in ("v1", "v2"):
                     raise BenchError(f"{name}: GET / answered {status} {body!r}")
-                if configuration.key in ("sticky", "lua"):
+                if is_sticky(configuration.key):
                     again = get(port, host, cookie)[1]
                     if again != body:
                         raise BenchError(f"{name}: the same key got {body} then {again}")
                 v2 += body == "v2"
             status, body, set_cookie = get(port, host, None)
-            if configuration.key in ("sticky", "lua"):
+            if is_sticky(configuration.key):
                 if not any(c.startswith("sticky-canary-id=") for c in set_cookie):
                     raise BenchError(f"{name}: a new client got no sticky-canary-id cookie: {set_cookie}")
                 if not 0.03 <= v2 / keys <= 0.2:
@@ -565,7 +614,7 @@ def measure(args) -> dict:
         try:
             check_behaviour(envoy, route_counts)
             log("every listener answers; sticky-canary and Lua keep keys sticky with about 10% on v2")
-            cells = [(s, c) for s in SCENARIOS for c in CONFIGURATIONS]
+            cells = [(s, c) for s in SCENARIOS for c in configurations_for(s)]
             if args.warmup > 0:
                 log(f"warm-up: {args.warmup:g} s per cell")
                 for scenario, configuration in cells:
@@ -577,8 +626,9 @@ def measure(args) -> dict:
                 results = {}
                 for scenario in SCENARIOS:
                     # Rotate the order each round so no configuration always runs first or last.
-                    shift = r % len(CONFIGURATIONS)
-                    for configuration in CONFIGURATIONS[shift:] + CONFIGURATIONS[:shift]:
+                    here = configurations_for(scenario)
+                    shift = r % len(here)
+                    for configuration in here[shift:] + here[:shift]:
                         port = envoy.ports[listener_name(configuration.key, scenario.routes)]
                         results[f"{scenario.key}/{configuration.key}"] = wrk(
                             envoy, port, scenario, args.duration, args.connections, load_cpu, args.keys)
@@ -629,9 +679,11 @@ def summarise(data: dict) -> list[dict]:
     """
     rows = []
     for scenario in SCENARIOS:
-        for configuration in CONFIGURATIONS:
+        for configuration in configurations_for(scenario):
             cell = f"{scenario.key}/{configuration.key}"
             per_round = [(r[cell], r[f"{scenario.key}/none"], r[f"{scenario.key}/noop"]) for r in data["rounds"]]
+            sticky = [r.get(f"{scenario.key}/sticky") for r in data["rounds"]]
+            lua = [r.get(f"{scenario.key}/lua") for r in data["rounds"]]
             cpu = [x["cpu_us_per_request"] for x, _, _ in per_round]
             capacity = [a["cpu_us_per_request"] / x["cpu_us_per_request"] for x, a, _ in per_round]
             rows.append(
@@ -646,10 +698,17 @@ def summarise(data: dict) -> list[dict]:
                     "capacity_max": max(capacity),
                     "capacity_noop": statistics.median(
                         c["cpu_us_per_request"] / x["cpu_us_per_request"] for x, _, c in per_round),
+                    "capacity_lua": statistics.median(
+                        e["cpu_us_per_request"] / x["cpu_us_per_request"] for (x, _, _), e in zip(per_round, lua)
+                    ) if all(lua) else None,
                     "added_us": statistics.median(
                         x["cpu_us_per_request"] - a["cpu_us_per_request"] for x, a, _ in per_round),
                     "added_noop_us": statistics.median(
                         x["cpu_us_per_request"] - c["cpu_us_per_request"] for x, _, c in per_round),
+                    # What undoing a lever costs: this build minus (d), within each round.
+                    "added_sticky_us": statistics.median(
+                        x["cpu_us_per_request"] - d["cpu_us_per_request"] for (x, _, _), d in zip(per_round, sticky)
+                    ) if all(sticky) else None,
                     "p50_us": statistics.median(x["latency_us"]["p50"] for x, _, _ in per_round),
                     "p99_us": statistics.median(x["latency_us"]["p99"] for x, _, _ in per_round),
                     "requests": sum(x["requests"] for x, _, _ in per_round),
@@ -677,23 +736,54 @@ def markdown(data: dict, rows: list[dict]) -> str:
         "ratio to (a).",
         "",
     ]
+    out[-2] += " *vs (c)*, *vs (e)*: capacity relative to the no-op wasm filter, or to Lua (above 1: ahead)."
     labels = {c.key: c.label for c in CONFIGURATIONS}
     for scenario in SCENARIOS:
         out += [
             f"**{scenario.label}**",
             "",
-            "| configuration | CPU µs/req | capacity vs (a) | vs (c) | added µs vs (a) | vs (c) "
+            "| configuration | CPU µs/req | capacity vs (a) | vs (c) | vs (e) | added µs vs (a) | vs (c) "
             "| measured req/s | ratio to (a) | p50 µs | p99 µs |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in rows:
-            if row["scenario"] != scenario.key:
+            if row["scenario"] != scenario.key or row["configuration"] not in labels:
                 continue
+            lua = "–" if row["capacity_lua"] is None else f"{row['capacity_lua']:.3f}"
             out.append(
                 f"| {labels[row['configuration']]} | {row['cpu_us']:.1f} | {row['capacity']:.3f} "
-                f"({row['capacity_min']:.2f}–{row['capacity_max']:.2f}) | {row['capacity_noop']:.3f} "
+                f"({row['capacity_min']:.2f}–{row['capacity_max']:.2f}) | {row['capacity_noop']:.3f} | {lua} "
                 f"| {row['added_us']:+.1f} | {row['added_noop_us']:+.1f} | {row['rps']:,.0f} | {row['rps_ratio']:.2f} "
                 f"| {row['p50_us']:.0f} | {row['p99_us']:.0f} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def ablation_markdown(data: dict, rows: list[dict]) -> str:
+    """(a), (c), (d) and each ablation build, from the same run as the main tables."""
+    keys = ["none", "noop", "sticky"] + [c.key for c in ABLATIONS]
+    labels = {c.key: c.label for c in CONFIGURATIONS + ABLATIONS}
+    sizes = data.get("wasm_sizes", {})
+    out = [f"From the same run as the tables above ({data['date']}).", ""]
+    for scenario in SCENARIOS:
+        if not (scenario.ablation and RUN_ABLATIONS):
+            continue
+        out += [
+            f"**{scenario.label}**",
+            "",
+            "| build | CPU µs/req | capacity vs (c) | added µs vs (c) | µs vs (d) | shipped size |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for key in keys:
+            row = next((r for r in rows if r["scenario"] == scenario.key and r["configuration"] == key), None)
+            if row is None:
+                continue
+            versus = "" if row["added_sticky_us"] is None or key == "sticky" else f"{row['added_sticky_us']:+.1f}"
+            size = sizes.get(key, {}).get("shipped")
+            out.append(
+                f"| {labels[key]} | {row['cpu_us']:.1f} | {row['capacity_noop']:.3f} | {row['added_noop_us']:+.1f} "
+                f"| {versus} | {'' if size is None else f'{size:,} B'} |"
             )
         out.append("")
     return "\n".join(out)
@@ -775,6 +865,7 @@ def replace_block(text: str, name: str, content: str) -> str:
 
 
 def main() -> int:
+    global CONFIGURATIONS, SCENARIOS, RUN_ABLATIONS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true",
                         help="CI mode: 1 short round, no warm-up; assert only that every cell served without errors")
@@ -792,6 +883,10 @@ def main() -> int:
     parser.add_argument("--sticky-wasm", type=Path,
                         help="benchmark this module as (d) instead of building filter/ (e.g. `sticky-canary wasm --out F`)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (Envoy config and log)")
+    parser.add_argument("--scenario", action="append", default=[], choices=[s.key for s in SCENARIOS],
+                        help="run only this scenario (repeatable; not with --publish)")
+    parser.add_argument("--no-ablation", action="store_true",
+                        help="skip the ablation builds of sticky-canary (faster; no ablation table)")
     parser.add_argument("--probe", action="store_true",
                         help="price sticky-canary's host calls one by one (returning clients, 1 route) "
                              "instead of the comparison")
@@ -809,13 +904,18 @@ def main() -> int:
         parser.error("--variant needs --probe")
     if args.probe:
         # The rest of the script reads these two lists.
-        global CONFIGURATIONS, SCENARIOS
         CONFIGURATIONS = PROBE_CONFIGURATIONS + [
             Configuration(f"variant{i + 1}", f"(d') {label}") for i, (label, _) in enumerate(args.variants)
         ]
         SCENARIOS = SCENARIOS[:1]
         if args.publish:
             parser.error("--probe and --publish do not go together")
+    # Smoke: the ablation builds would double CI's time; `make lint` compiles their features.
+    RUN_ABLATIONS = not (args.no_ablation or args.probe or args.smoke)
+    if args.scenario:
+        if args.publish:
+            parser.error("--scenario and --publish do not go together")
+        SCENARIOS = [s for s in SCENARIOS if s.key in args.scenario]
     if args.smoke:
         args.rounds, args.duration, args.warmup = 1, 1, 0
     args.command_line = os.environ.get("BENCH_COMMAND") or "python3 bench/gateway.py " + " ".join(sys.argv[1:])
@@ -828,7 +928,11 @@ def main() -> int:
         (args.out / f"gateway-{stamp}.json").write_text(json.dumps({**data, "summary": rows}, indent=1))
         table = markdown(data, rows)
         (args.out / "gateway.md").write_text(table + "\n\n" + wasm_markdown(data["wasm_sizes"]) + "\n")
+        ablation = ablation_markdown(data, rows) if RUN_ABLATIONS else ""
+        if ablation:
+            (args.out / "gateway.md").write_text(table + "\n\n" + ablation + "\n\n" + wasm_markdown(data["wasm_sizes"]) + "\n")
         print(table)
+        print(ablation)
         print(wasm_markdown(data["wasm_sizes"]))
         failed = [r for r in rows if r["errors"] or not r["requests"]]
         for row in failed:
@@ -847,6 +951,7 @@ def main() -> int:
             doc_path = REPO / "docs" / "benchmarks.md"
             doc = doc_path.read_text()
             doc = replace_block(doc, "gateway", table)
+            doc = replace_block(doc, "ablation", ablation)
             doc = replace_block(doc, "wasm-size", wasm_markdown(data["wasm_sizes"]))
             doc = replace_block(doc, "criterion", "| benchmark | time per decision (median) |\n|---|---:|\n"
                                 + "\n".join(f"| `{name}` | {time_} |" for name, time_ in decide))
