@@ -51,8 +51,11 @@ ROUTING_HEADER = "x-canary-version"
 class Configuration:
     key: str
     label: str
-    # Cargo features of filter/ for an ablation build of sticky-canary (empty: not one).
+    # An ablation build of sticky-canary: cargo features of filter/ and `--config` settings.
     features: tuple = ()
+    cargo_config: tuple = ()
+    # Scenarios an ablation build runs in (the ones where its lever matters).
+    scenarios: tuple = ()
 
 
 CONFIGURATIONS = [
@@ -88,14 +91,23 @@ PROBE_CONFIGURATIONS = [
 
 
 # The ablation table: sticky-canary with its levers undone, one at a time and all together
-# (cargo features of filter/, each built beside the shipped module), run next to (a), (c) and (d)
-# in the scenarios marked `ablation`. A lever is kept only if (d) beats the build without it.
+# (cargo features of filter/ or profile settings, each built beside the shipped module), run
+# next to (a), (c) and (d) in the scenarios where the lever matters. A lever is kept only if
+# (d) beats the build without it.
+SHA2_OPT_Z = ('profile.wasm.package.sha2.opt-level="z"',)
 ABLATIONS = [
-    Configuration("abl-reads", "(d) but headers read one call each", ("single-reads",)),
-    Configuration("abl-metric", "(d) but a counter call per request", ("metric-per-request",)),
-    Configuration("abl-callbacks", "(d) but every SDK callback exported", ("all-callbacks",)),
-    Configuration("abl-all", "(d) with all three undone",
-                  ("single-reads", "metric-per-request", "all-callbacks")),
+    Configuration("abl-reads", "(d) but headers read one call each", ("single-reads",),
+                  scenarios=("returning", "cookie4k")),
+    Configuration("abl-metric", "(d) but a counter call per request", ("metric-per-request",),
+                  scenarios=("returning",)),
+    Configuration("abl-callbacks", "(d) but every SDK callback exported", ("all-callbacks",),
+                  scenarios=("returning",)),
+    Configuration("abl-random", "(d) but a random_get call per new client", ("random-per-request",),
+                  scenarios=("new",)),
+    Configuration("abl-sha", "(d) but SHA-256 at opt-level z", (), SHA2_OPT_Z, scenarios=("returning",)),
+    Configuration("abl-all", "(d) with all five undone",
+                  ("single-reads", "metric-per-request", "all-callbacks", "random-per-request"), SHA2_OPT_Z,
+                  scenarios=("returning", "new")),
 ]
 
 
@@ -114,7 +126,6 @@ class Scenario:
     label: str
     routes: int  # routes configured (Envoy virtual hosts, filter routes, Lua table entries)
     mode: str  # wrk-requests.lua mode: returning | new | cookie4k
-    ablation: bool = False  # also run the ABLATIONS here
 
     @property
     def host(self) -> str:
@@ -123,17 +134,21 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("returning", "returning clients, 1 route", 1, "returning", ablation=True),
+    Scenario("returning", "returning clients, 1 route", 1, "returning"),
     Scenario("routes100", "returning clients, 100 routes", 100, "returning"),
     Scenario("new", "new clients (id issued), 1 route", 1, "new"),
-    Scenario("cookie4k", "returning clients, 4 KB Cookie header", 1, "cookie4k", ablation=True),
+    Scenario("cookie4k", "returning clients, 4 KB Cookie header", 1, "cookie4k"),
 ]
 # Set from --no-ablation.
 RUN_ABLATIONS = True
 
 
+def ablations_for(scenario: Scenario) -> list[Configuration]:
+    return [c for c in ABLATIONS if scenario.key in c.scenarios] if RUN_ABLATIONS else []
+
+
 def configurations_for(scenario: Scenario) -> list[Configuration]:
-    return CONFIGURATIONS + (ABLATIONS if scenario.ablation and RUN_ABLATIONS else [])
+    return CONFIGURATIONS + ablations_for(scenario)
 
 
 def configurations_at(routes: int) -> list[Configuration]:
@@ -187,13 +202,15 @@ def git_hash() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def build_module(package: str, artifact: str, out: Path, features: tuple = ()) -> dict:
+def build_module(package: str, artifact: str, out: Path, features: tuple = (), cargo_config: tuple = ()) -> dict:
     """Builds a filter crate exactly as build.rs builds the embedded one: `wasm` profile, then wasm-opt."""
     build_rs = (REPO / "build.rs").read_text()
     drifted = [flag for flag in WASM_OPT_FLAGS if f'"{flag}"' not in build_rs]
     if drifted:
         raise BenchError(f"build.rs no longer passes {drifted} to wasm-opt: update WASM_OPT_FLAGS in bench/gateway.py")
     feature_args = ["--features", ",".join(features)] if features else []
+    for setting in cargo_config:
+        feature_args += ["--config", setting]
     run(
         ["cargo", "build", "--locked", "--quiet", "-p", package, "--target", WASM_TARGET, "--profile", "wasm",
          "--target-dir", str(WASM_TARGET_DIR), *feature_args],
@@ -229,12 +246,15 @@ def build_filters(work: Path, sticky_wasm: Path | None) -> Filters:
     noop = work / "noop.wasm"
     sizes["noop"] = build_module("bench-noop-filter", "bench_noop_filter.wasm", noop)
     ablations = {}
-    if RUN_ABLATIONS and any(s.ablation for s in SCENARIOS):
-        for configuration in ABLATIONS:
-            log(f"building the ablation build with --features {','.join(configuration.features)}")
+    wanted = [c for c in ABLATIONS if any(c in ablations_for(s) for s in SCENARIOS)]
+    if wanted:
+        for configuration in wanted:
+            log(f"building the ablation build {configuration.key}: features {configuration.features}, "
+                f"config {configuration.cargo_config}")
             ablations[configuration.key] = work / f"{configuration.key}.wasm"
             sizes[configuration.key] = build_module("sticky-canary-filter", "sticky_canary_filter.wasm",
-                                                    ablations[configuration.key], configuration.features)
+                                                    ablations[configuration.key], configuration.features,
+                                                    configuration.cargo_config)
         # Leave target/filter-wasm holding the shipped build, as build.rs expects to find it.
         build_module("sticky-canary-filter", "sticky_canary_filter.wasm", work / "sticky-again.wasm")
     return Filters(sticky=sticky, noop=noop, sizes=sizes, ablations=ablations)
@@ -767,7 +787,7 @@ def ablation_markdown(data: dict, rows: list[dict]) -> str:
     sizes = data.get("wasm_sizes", {})
     out = [f"From the same run as the tables above ({data['date']}).", ""]
     for scenario in SCENARIOS:
-        if not (scenario.ablation and RUN_ABLATIONS):
+        if not ablations_for(scenario):
             continue
         out += [
             f"**{scenario.label}**",

@@ -477,6 +477,20 @@ fn new_clients_get_set_cookie_and_keep_their_version() {
         2,
         "40 new clients at 50% all on one version: {versions:?}"
     );
+    // The filter fetches random bytes for 64 ids per host call: ids stay distinct across refills.
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..300 {
+        let reply = send(&mut client, &app("/"));
+        let set_cookies = reply.header_all("set-cookie");
+        let cookie = SetCookie::parse(set_cookies[0]).expect("a parsable Set-Cookie");
+        assert!(
+            cookie.value.len() == 32 && cookie.value.bytes().all(|b| b.is_ascii_hexdigit()),
+            "client id {:?}",
+            cookie.value
+        );
+        ids.insert(cookie.value.to_owned());
+    }
+    assert_eq!(ids.len(), 300, "new clients were given the same id");
 }
 
 // ---------------------------------------------------------------------------

@@ -279,12 +279,54 @@ pub fn set_tick_period(period_ms: u32) -> HostResult<()> {
     status(unsafe { abi::proxy_set_tick_period_milliseconds(period_ms) })
 }
 
-/// 16 bytes from WASI `random_get`, or `None` when the host cannot supply them.
+/// Fills `buf` from WASI `random_get` (the host's CSPRNG); false when the host cannot.
+fn random_fill(buf: &mut [u8]) -> bool {
+    let Ok(len) = i32::try_from(buf.len()) else {
+        return false;
+    };
+    // SAFETY: the buffer is live and writable for the length given.
+    let errno = unsafe { abi::random_get(buf.as_mut_ptr() as usize as i32, len) };
+    errno == 0
+}
+
+/// Random bytes fetched from the host [`RANDOM_POOL_IDS`] ids at a time: a new client then costs
+/// one `random_get` call in 64 instead of one each. The bytes stay in module memory until used
+/// once, and are overwritten as they are handed out.
+const RANDOM_POOL_IDS: usize = 64;
+
+struct RandomPool {
+    bytes: [u8; 16 * RANDOM_POOL_IDS],
+    /// Ids already handed out of `bytes`; `RANDOM_POOL_IDS` means empty.
+    used: usize,
+}
+
+thread_local! {
+    static RANDOM_POOL: std::cell::RefCell<RandomPool> = const {
+        std::cell::RefCell::new(RandomPool { bytes: [0; 16 * RANDOM_POOL_IDS], used: RANDOM_POOL_IDS })
+    };
+}
+
+/// 16 random bytes from the host's CSPRNG, or `None` when the host cannot supply them.
 pub fn random16() -> Option<[u8; 16]> {
-    let mut buf = [0u8; 16];
-    // SAFETY: the buffer is a live local of the length given.
-    let errno = unsafe { abi::random_get(buf.as_mut_ptr() as usize as i32, buf.len() as i32) };
-    (errno == 0).then_some(buf)
+    let mut out = [0u8; 16];
+    if cfg!(feature = "random-per-request") {
+        return random_fill(&mut out).then_some(out);
+    }
+    RANDOM_POOL.with(|pool| {
+        let mut pool = pool.try_borrow_mut().ok()?;
+        if pool.used >= RANDOM_POOL_IDS {
+            if !random_fill(&mut pool.bytes) {
+                return None;
+            }
+            pool.used = 0;
+        }
+        let start = pool.used * 16;
+        let chunk = pool.bytes.get_mut(start..start + 16)?;
+        out.copy_from_slice(chunk);
+        chunk.fill(0);
+        pool.used += 1;
+        Some(out)
+    })
 }
 
 /// A buffer of exactly `size` bytes for the host to fill; [`take_host_bytes`] takes it back.
