@@ -150,7 +150,12 @@ impl Root {
 
     /// `proxy_on_tick`, every [`TICK_MILLISECONDS`]. Tick work of other features goes beside
     /// the flush, each in its own function.
-    fn on_tick(&self) {
+    fn on_tick(&mut self) {
+        self.flush_counters();
+    }
+
+    /// Hands this configuration's counts to the host: the most Envoy's counters lag is one tick.
+    fn flush_counters(&self) {
         if let Some(active) = &self.active {
             flush(&active.counters);
         }
@@ -260,7 +265,7 @@ impl Callbacks {
 
     pub fn tick(root_context_id: u32) {
         with_contexts(|contexts| {
-            if let Some(root) = contexts.roots.get(&root_context_id) {
+            if let Some(root) = contexts.roots.get_mut(&root_context_id) {
                 root.on_tick();
             }
         });
