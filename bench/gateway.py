@@ -81,6 +81,11 @@ PROBES = {
     "probe10": ("only 10 × get cookie", ["get:cookie"] * 10),
     # One call for every request header instead of one per header.
     "probepairs": ("only 1 × get all request headers", ["pairs"]),
+    # The two writes of a route with a routing token (what `render` configures), and the ABI's
+    # one-call alternative: read the whole map and write it back.
+    "probe2w": ("only 2 × replace (routing header, token)",
+                ["replace:x-canary-version=v1", "replace:x-canary-token=0123456789abcdef"]),
+    "probesetpairs": ("only get all + set all request headers", ["setpairs:x-canary-version=v1"]),
 }
 PROBE_CONFIGURATIONS = [
     CONFIGURATIONS[0],
