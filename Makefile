@@ -37,7 +37,7 @@ wasm:
 
 ## Gateway overhead side by side (no filter, random split, no-op wasm, sticky-canary, Lua, and the
 ## ablation builds of sticky-canary) on one pinned Envoy, plus the policy-core criterion bench;
-## rewrites the generated parts of docs/benchmarks.md. About 15 minutes; run it on a quiet
+## rewrites the generated parts of docs/benchmarks.md. About 13 minutes; run it on a quiet
 ## machine. Raw results: bench-results/.
 bench: setup
 	.venv/bin/python3 -m pip install --quiet -r bench/requirements.txt
