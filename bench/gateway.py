@@ -52,6 +52,11 @@ ROUTING_HEADER = "x-canary-version"
 class Configuration:
     key: str
     label: str
+    # An ablation build of sticky-canary: cargo features of filter/ and `--config` settings.
+    features: tuple = ()
+    cargo_config: tuple = ()
+    # Scenarios an ablation build runs in (the ones where its lever matters).
+    scenarios: tuple = ()
 
 
 CONFIGURATIONS = [
@@ -77,6 +82,11 @@ PROBES = {
     "probe10": ("only 10 × get cookie", ["get:cookie"] * 10),
     # One call for every request header instead of one per header.
     "probepairs": ("only 1 × get all request headers", ["pairs"]),
+    # The two writes of a route with a routing token (what `render` configures), and the ABI's
+    # one-call alternative: read the whole map and write it back.
+    "probe2w": ("only 2 × replace (routing header, token)",
+                ["replace:x-canary-version=v1", "replace:x-canary-token=0123456789abcdef"]),
+    "probesetpairs": ("only get all + set all request headers", ["setpairs:x-canary-version=v1"]),
 }
 PROBE_CONFIGURATIONS = [
     CONFIGURATIONS[0],
@@ -84,6 +94,32 @@ PROBE_CONFIGURATIONS = [
     *[Configuration(key, f"(c) {label}") for key, (label, _) in PROBES.items()],
     CONFIGURATIONS[3],
 ]
+
+
+# The ablation table: sticky-canary with its levers undone, one at a time and all together
+# (cargo features of filter/ or profile settings, each built beside the shipped module), run
+# next to (a), (c) and (d) in the scenarios where the lever matters. A lever is kept only if
+# (d) beats the build without it.
+SHA2_OPT_Z = ('profile.wasm.package.sha2.opt-level="z"',)
+ABLATIONS = [
+    Configuration("abl-reads", "(d) but headers read one call each", ("single-reads",),
+                  scenarios=("returning", "cookie4k")),
+    Configuration("abl-metric", "(d) but a counter call per request", ("metric-per-request",),
+                  scenarios=("returning",)),
+    Configuration("abl-callbacks", "(d) but every SDK callback exported", ("all-callbacks",),
+                  scenarios=("returning",)),
+    Configuration("abl-random", "(d) but a random_get call per new client", ("random-per-request",),
+                  scenarios=("new",)),
+    Configuration("abl-sha", "(d) but SHA-256 at opt-level z", (), SHA2_OPT_Z, scenarios=("returning",)),
+    Configuration("abl-all", "(d) with all five undone",
+                  ("single-reads", "metric-per-request", "all-callbacks", "random-per-request"), SHA2_OPT_Z,
+                  scenarios=("returning", "new")),
+]
+
+
+def is_sticky(configuration: str) -> bool:
+    """Configurations that route stickily (sticky-canary, its builds, and the Lua version)."""
+    return configuration in ("sticky", "lua", "perapp") or configuration.startswith(("abl-", "variant"))
 
 
 def probe_calls(configuration: str) -> str:
@@ -109,6 +145,25 @@ SCENARIOS = [
     Scenario("new", "new clients (id issued), 1 route", 1, "new"),
     Scenario("cookie4k", "returning clients, 4 KB Cookie header", 1, "cookie4k"),
 ]
+# Set from --no-ablation.
+RUN_ABLATIONS = True
+
+
+def ablations_for(scenario: Scenario) -> list[Configuration]:
+    return [c for c in ABLATIONS if scenario.key in c.scenarios] if RUN_ABLATIONS else []
+
+
+def configurations_for(scenario: Scenario) -> list[Configuration]:
+    return CONFIGURATIONS + ablations_for(scenario)
+
+
+def configurations_at(routes: int) -> list[Configuration]:
+    """Every configuration some scenario with this route count runs (one listener each)."""
+    out = []
+    for scenario in SCENARIOS:
+        if scenario.routes == routes:
+            out += [c for c in configurations_for(scenario) if c not in out]
+    return out
 
 # `--apps`: N apps on one gateway (one host each, requests to the last), as `render` of N specs
 # makes it (one plugin whose config holds every app's route) against one plugin per app (what
@@ -156,6 +211,8 @@ class Filters:
     sizes: dict = field(default_factory=dict)
     # `--probe --variant LABEL=PATH`: other builds of sticky-canary, as configurations "variantN".
     variants: list = field(default_factory=list)
+    # Ablation builds: configuration key -> module.
+    ablations: dict = field(default_factory=dict)
 
 
 def git_hash() -> str:
@@ -163,15 +220,18 @@ def git_hash() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def build_module(package: str, artifact: str, out: Path) -> dict:
+def build_module(package: str, artifact: str, out: Path, features: tuple = (), cargo_config: tuple = ()) -> dict:
     """Builds a filter crate exactly as build.rs builds the embedded one: `wasm` profile, then wasm-opt."""
     build_rs = (REPO / "build.rs").read_text()
     drifted = [flag for flag in WASM_OPT_FLAGS if f'"{flag}"' not in build_rs]
     if drifted:
         raise BenchError(f"build.rs no longer passes {drifted} to wasm-opt: update WASM_OPT_FLAGS in bench/gateway.py")
+    feature_args = ["--features", ",".join(features)] if features else []
+    for setting in cargo_config:
+        feature_args += ["--config", setting]
     run(
         ["cargo", "build", "--locked", "--quiet", "-p", package, "--target", WASM_TARGET, "--profile", "wasm",
-         "--target-dir", str(WASM_TARGET_DIR)],
+         "--target-dir", str(WASM_TARGET_DIR), *feature_args],
         cwd=REPO,
         capture_output=True,
         env={**os.environ, "STICKY_CANARY_GIT": git_hash()},
@@ -203,7 +263,19 @@ def build_filters(work: Path, sticky_wasm: Path | None) -> Filters:
     log("building the no-op filter (bench/noop-filter) the same way")
     noop = work / "noop.wasm"
     sizes["noop"] = build_module("bench-noop-filter", "bench_noop_filter.wasm", noop)
-    return Filters(sticky=sticky, noop=noop, sizes=sizes)
+    ablations = {}
+    wanted = [c for c in ABLATIONS if any(c in ablations_for(s) for s in SCENARIOS)]
+    if wanted:
+        for configuration in wanted:
+            log(f"building the ablation build {configuration.key}: features {configuration.features}, "
+                f"config {configuration.cargo_config}")
+            ablations[configuration.key] = work / f"{configuration.key}.wasm"
+            sizes[configuration.key] = build_module("sticky-canary-filter", "sticky_canary_filter.wasm",
+                                                    ablations[configuration.key], configuration.features,
+                                                    configuration.cargo_config)
+        # Leave target/filter-wasm holding the shipped build, as build.rs expects to find it.
+        build_module("sticky-canary-filter", "sticky_canary_filter.wasm", work / "sticky-again.wasm")
+    return Filters(sticky=sticky, noop=noop, sizes=sizes, ablations=ablations)
 
 
 # --- Envoy configuration ----------------------------------------------------------------
@@ -307,6 +379,8 @@ def http_filters(configuration: str, routes: int, filters: Filters) -> list[dict
         for i in range(routes):
             chain.append(wasm_filter(f"perapp-{routes}-app-{i}", filters.sticky,
                                      json.dumps({"routes": [sticky_route(i)]})))
+    elif configuration in filters.ablations:
+        chain.append(wasm_filter(f"{configuration}-{routes}", filters.ablations[configuration], sticky_policy(routes)))
     elif configuration == "lua":
         chain.append(
             {
@@ -333,7 +407,7 @@ def listener_name(configuration: str, routes: int) -> str:
 def bootstrap(filters: Filters, route_counts: list[int]) -> dict:
     listeners = []
     for routes in route_counts:
-        for configuration in CONFIGURATIONS:
+        for configuration in configurations_at(routes):
             name = listener_name(configuration.key, routes)
             manager = {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
@@ -480,7 +554,7 @@ def check_behaviour(envoy: Envoy, route_counts: list[int]) -> dict:
     observed = {}
     for routes in route_counts:
         host = f"app-{routes - 1}.example.com"
-        for configuration in CONFIGURATIONS:
+        for configuration in configurations_at(routes):
             name = listener_name(configuration.key, routes)
             port = envoy.ports[name]
             v2 = 0
@@ -491,13 +565,13 @@ def check_behaviour(envoy: Envoy, route_counts: list[int]) -> dict:
                 status, body, _ = get(port, host, cookie)
                 if status != 200 or body not in ("v1", "v2"):
                     raise BenchError(f"{name}: GET / answered {status} {body!r}")
-                if configuration.key in ("sticky", "lua", "perapp"):
+                if is_sticky(configuration.key):
                     again = get(port, host, cookie)[1]
                     if again != body:
                         raise BenchError(f"{name}: the same key got {body} then {again}")
                 v2 += body == "v2"
             status, body, set_cookie = get(port, host, None)
-            if configuration.key in ("sticky", "lua", "perapp"):
+            if is_sticky(configuration.key):
                 if not any(c.startswith("sticky-canary-id=") for c in set_cookie):
                     raise BenchError(f"{name}: a new client got no sticky-canary-id cookie: {set_cookie}")
                 if not 0.03 <= v2 / keys <= 0.2:
@@ -581,7 +655,7 @@ def measure(args) -> dict:
         try:
             check_behaviour(envoy, route_counts)
             log("every listener answers; sticky-canary and Lua keep keys sticky with about 10% on v2")
-            cells = [(s, c) for s in SCENARIOS for c in CONFIGURATIONS]
+            cells = [(s, c) for s in SCENARIOS for c in configurations_for(s)]
             if args.warmup > 0:
                 log(f"warm-up: {args.warmup:g} s per cell")
                 for scenario, configuration in cells:
@@ -593,8 +667,9 @@ def measure(args) -> dict:
                 results = {}
                 for scenario in SCENARIOS:
                     # Rotate the order each round so no configuration always runs first or last.
-                    shift = r % len(CONFIGURATIONS)
-                    for configuration in CONFIGURATIONS[shift:] + CONFIGURATIONS[:shift]:
+                    here = configurations_for(scenario)
+                    shift = r % len(here)
+                    for configuration in here[shift:] + here[:shift]:
                         port = envoy.ports[listener_name(configuration.key, scenario.routes)]
                         results[f"{scenario.key}/{configuration.key}"] = wrk(
                             envoy, port, scenario, args.duration, args.connections, load_cpu, args.keys)
@@ -645,9 +720,11 @@ def summarise(data: dict) -> list[dict]:
     """
     rows = []
     for scenario in SCENARIOS:
-        for configuration in CONFIGURATIONS:
+        for configuration in configurations_for(scenario):
             cell = f"{scenario.key}/{configuration.key}"
             per_round = [(r[cell], r[f"{scenario.key}/none"], r[f"{scenario.key}/noop"]) for r in data["rounds"]]
+            sticky = [r.get(f"{scenario.key}/sticky") for r in data["rounds"]]
+            lua = [r.get(f"{scenario.key}/lua") for r in data["rounds"]]
             cpu = [x["cpu_us_per_request"] for x, _, _ in per_round]
             capacity = [a["cpu_us_per_request"] / x["cpu_us_per_request"] for x, a, _ in per_round]
             rows.append(
@@ -662,10 +739,17 @@ def summarise(data: dict) -> list[dict]:
                     "capacity_max": max(capacity),
                     "capacity_noop": statistics.median(
                         c["cpu_us_per_request"] / x["cpu_us_per_request"] for x, _, c in per_round),
+                    "capacity_lua": statistics.median(
+                        e["cpu_us_per_request"] / x["cpu_us_per_request"] for (x, _, _), e in zip(per_round, lua)
+                    ) if all(lua) else None,
                     "added_us": statistics.median(
                         x["cpu_us_per_request"] - a["cpu_us_per_request"] for x, a, _ in per_round),
                     "added_noop_us": statistics.median(
                         x["cpu_us_per_request"] - c["cpu_us_per_request"] for x, _, c in per_round),
+                    # What undoing a lever costs: this build minus (d), within each round.
+                    "added_sticky_us": statistics.median(
+                        x["cpu_us_per_request"] - d["cpu_us_per_request"] for (x, _, _), d in zip(per_round, sticky)
+                    ) if all(sticky) else None,
                     "p50_us": statistics.median(x["latency_us"]["p50"] for x, _, _ in per_round),
                     "p99_us": statistics.median(x["latency_us"]["p99"] for x, _, _ in per_round),
                     "requests": sum(x["requests"] for x, _, _ in per_round),
@@ -737,23 +821,54 @@ def markdown(data: dict, rows: list[dict]) -> str:
         "ratio to (a).",
         "",
     ]
+    out[-2] += " *vs (c)*, *vs (e)*: capacity relative to the no-op wasm filter, or to Lua (above 1: ahead)."
     labels = {c.key: c.label for c in CONFIGURATIONS}
     for scenario in SCENARIOS:
         out += [
             f"**{scenario.label}**",
             "",
-            "| configuration | CPU µs/req | capacity vs (a) | vs (c) | added µs vs (a) | vs (c) "
+            "| configuration | CPU µs/req | capacity vs (a) | vs (c) | vs (e) | added µs vs (a) | vs (c) "
             "| measured req/s | ratio to (a) | p50 µs | p99 µs |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in rows:
-            if row["scenario"] != scenario.key:
+            if row["scenario"] != scenario.key or row["configuration"] not in labels:
                 continue
+            lua = "–" if row["capacity_lua"] is None else f"{row['capacity_lua']:.3f}"
             out.append(
                 f"| {labels[row['configuration']]} | {row['cpu_us']:.1f} | {row['capacity']:.3f} "
-                f"({row['capacity_min']:.2f}–{row['capacity_max']:.2f}) | {row['capacity_noop']:.3f} "
+                f"({row['capacity_min']:.2f}–{row['capacity_max']:.2f}) | {row['capacity_noop']:.3f} | {lua} "
                 f"| {row['added_us']:+.1f} | {row['added_noop_us']:+.1f} | {row['rps']:,.0f} | {row['rps_ratio']:.2f} "
                 f"| {row['p50_us']:.0f} | {row['p99_us']:.0f} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def ablation_markdown(data: dict, rows: list[dict]) -> str:
+    """(a), (c), (d) and each ablation build, from the same run as the main tables."""
+    keys = ["none", "noop", "sticky"] + [c.key for c in ABLATIONS]
+    labels = {c.key: c.label for c in CONFIGURATIONS + ABLATIONS}
+    sizes = data.get("wasm_sizes", {})
+    out = [f"From the same run as the tables above ({data['date']}).", ""]
+    for scenario in SCENARIOS:
+        if not ablations_for(scenario):
+            continue
+        out += [
+            f"**{scenario.label}**",
+            "",
+            "| build | CPU µs/req | capacity vs (c) | added µs vs (c) | µs vs (d) | shipped size |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for key in keys:
+            row = next((r for r in rows if r["scenario"] == scenario.key and r["configuration"] == key), None)
+            if row is None:
+                continue
+            versus = "" if row["added_sticky_us"] is None or key == "sticky" else f"{row['added_sticky_us']:+.1f}"
+            size = sizes.get(key, {}).get("shipped")
+            out.append(
+                f"| {labels[key]} | {row['cpu_us']:.1f} | {row['capacity_noop']:.3f} | {row['added_noop_us']:+.1f} "
+                f"| {versus} | {'' if size is None else f'{size:,} B'} |"
             )
         out.append("")
     return "\n".join(out)
@@ -857,6 +972,7 @@ def report_apps(args, data: dict) -> int:
 
 
 def main() -> int:
+    global CONFIGURATIONS, SCENARIOS, RUN_ABLATIONS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true",
                         help="CI mode: 1 short round, no warm-up; assert only that every cell served without errors")
@@ -874,6 +990,10 @@ def main() -> int:
     parser.add_argument("--sticky-wasm", type=Path,
                         help="benchmark this module as (d) instead of building filter/ (e.g. `sticky-canary wasm --out F`)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (Envoy config and log)")
+    parser.add_argument("--scenario", action="append", default=[], choices=[s.key for s in SCENARIOS],
+                        help="run only this scenario (repeatable; not with --publish)")
+    parser.add_argument("--no-ablation", action="store_true",
+                        help="skip the ablation builds of sticky-canary (faster; no ablation table)")
     parser.add_argument("--probe", action="store_true",
                         help="price sticky-canary's host calls one by one (returning clients, 1 route) "
                              "instead of the comparison")
@@ -893,7 +1013,6 @@ def main() -> int:
     if args.variants and not args.probe:
         parser.error("--variant needs --probe")
     # The rest of the script reads these two lists.
-    global CONFIGURATIONS, SCENARIOS
     if args.probe:
         CONFIGURATIONS = PROBE_CONFIGURATIONS + [
             Configuration(f"variant{i + 1}", f"(d') {label}") for i, (label, _) in enumerate(args.variants)
@@ -906,6 +1025,12 @@ def main() -> int:
             parser.error("--apps and --probe do not go together")
         CONFIGURATIONS = APPS_CONFIGURATIONS
         SCENARIOS = APPS_SCENARIOS
+    # Smoke: the ablation builds would double CI's time; `make lint` compiles their features.
+    RUN_ABLATIONS = not (args.no_ablation or args.probe or args.smoke or args.apps)
+    if args.scenario:
+        if args.publish:
+            parser.error("--scenario and --publish do not go together")
+        SCENARIOS = [s for s in SCENARIOS if s.key in args.scenario]
     if args.smoke:
         args.rounds, args.duration, args.warmup = 1, 1, 0
     args.command_line = os.environ.get("BENCH_COMMAND") or "python3 bench/gateway.py " + " ".join(sys.argv[1:])
@@ -920,7 +1045,11 @@ def main() -> int:
         (args.out / f"gateway-{stamp}.json").write_text(json.dumps({**data, "summary": rows}, indent=1))
         table = markdown(data, rows)
         (args.out / "gateway.md").write_text(table + "\n\n" + wasm_markdown(data["wasm_sizes"]) + "\n")
+        ablation = ablation_markdown(data, rows) if RUN_ABLATIONS else ""
+        if ablation:
+            (args.out / "gateway.md").write_text(table + "\n\n" + ablation + "\n\n" + wasm_markdown(data["wasm_sizes"]) + "\n")
         print(table)
+        print(ablation)
         print(wasm_markdown(data["wasm_sizes"]))
         failed = [r for r in rows if r["errors"] or not r["requests"]]
         for row in failed:
@@ -939,6 +1068,7 @@ def main() -> int:
             doc_path = REPO / "docs" / "benchmarks.md"
             doc = doc_path.read_text()
             doc = replace_block(doc, "gateway", table)
+            doc = replace_block(doc, "ablation", ablation)
             doc = replace_block(doc, "wasm-size", wasm_markdown(data["wasm_sizes"]))
             doc = replace_block(doc, "criterion", "| benchmark | time per decision (median) |\n|---|---:|\n"
                                 + "\n".join(f"| `{name}` | {time_} |" for name, time_ in decide))

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzes policy-core with cargo-fuzz (libFuzzer + AddressSanitizer): config parsing
-# and validation, Cookie header parsing, and the whole decision from raw request bytes.
+# and validation, Cookie header parsing, and the whole decision from raw request bytes;
+# and the filter's reader of the header map the host serialises (header_pairs).
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    default: 25 s each, targets config cookie decide
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    default: 25 s each, targets config cookie decide header_pairs
 #
-# CI runs the default (75 s in all). A longer run, e.g. an hour per target:
+# CI runs the default (100 s in all). A longer run, e.g. an hour per target:
 #   scripts/fuzz.sh 3600
 # or one target by hand, in parallel on N cores:
 #   cargo +nightly fuzz run -O decide -- -max_total_time=3600 -jobs=N -workers=N
@@ -27,7 +28,7 @@ seconds="${1:-25}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(config cookie decide)
+    targets=(config cookie decide header_pairs)
 fi
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,7 +58,8 @@ options() {
         # Long enough for a 64 KiB Cookie header; find() is linear, so this stays fast.
         cookie) echo "-dict=$repo/fuzz/dict/cookie.dict -max_len=70000" ;;
         decide) echo "-dict=$repo/fuzz/dict/decide.dict -max_len=16384" ;;
-        *) echo "fuzz: unknown target $1 (config, cookie, decide)" >&2; return 1 ;;
+        header_pairs) echo "-max_len=4096" ;;
+        *) echo "fuzz: unknown target $1 (config, cookie, decide, header_pairs)" >&2; return 1 ;;
     esac
 }
 

@@ -484,6 +484,22 @@ fn new_clients_get_set_cookie_and_keep_their_version() {
         2,
         "40 new clients at 50% all on one version: {versions:?}"
     );
+    // The filter fetches random bytes for 64 ids per host call: ids stay distinct across refills.
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..300 {
+        let reply = send(&mut client, &app("/"));
+        let set_cookies = reply.header_all("set-cookie");
+        let cookie = SetCookie::parse(set_cookies[0]).expect("a parsable Set-Cookie");
+        // `ID.DAY`: the id is hashed, the day stamp drives the refresh (docs/assignment.md).
+        let (id, day) = cookie.value.split_once('.').unwrap_or((&cookie.value, ""));
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && day.parse::<u32>().is_ok(),
+            "client id {:?}",
+            cookie.value
+        );
+        ids.insert(id.to_owned());
+    }
+    assert_eq!(ids.len(), 300, "new clients were given the same id");
 }
 
 // ---------------------------------------------------------------------------
@@ -1025,16 +1041,23 @@ fn metrics_count_every_request_with_a_version_label() {
     for _ in 0..25 {
         send(&mut client, &Request::get("/").host(OTHER_HOST));
     }
-    let prometheus = must(stack.envoy.prometheus(), "scrape /stats/prometheus");
-    let counters = assignment_counters(&prometheus);
+    // Counts reach Envoy on the filter's one-second tick: scrape after one (and again while a
+    // loaded machine delays a tick), and the totals are exact.
+    let nonzero_counters = |prometheus: &str| -> BTreeMap<(String, String, String), u64> {
+        assignment_counters(prometheus)
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut prometheus = must(stack.envoy.prometheus_flushed(), "scrape /stats/prometheus");
+    while nonzero_counters(&prometheus) != sent && Instant::now() < deadline {
+        prometheus = must(stack.envoy.prometheus_flushed(), "scrape /stats/prometheus");
+    }
     for line in prometheus.lines().filter(|l| l.starts_with("sticky_canary_")) {
         eprintln!("{line}");
     }
-    let nonzero: BTreeMap<_, _> = counters
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| (k.clone(), *n))
-        .collect();
+    let nonzero = nonzero_counters(&prometheus);
     assert_eq!(
         nonzero,
         sent,

@@ -1,14 +1,11 @@
-//! The filter's pure parts: metric names, per-route counter tables, which
-//! headers never go upstream, and the day the root context's tick last saw. No host calls
-//! here, so all of it is unit tested natively.
+//! The filter's pure parts: metric names, per-route counter tables (counted in the module,
+//! flushed to the host on a tick), which headers never go upstream, and the day the root
+//! context's tick last saw. No host calls here, so all of it is unit tested natively.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use policy_core::{KeySource, KeySpec, Policy, Route};
-
-/// How often the root context reads the host clock (`on_tick`). The client-id cookie's stamp
-/// is a day number, so a minute late at midnight changes nothing.
-pub const TICK_MILLISECONDS: u32 = 60_000;
 
 /// Today (days since 1970, UTC) as last read by the tick; `u32::MAX` until the first read.
 /// One per VM, that is per Envoy worker; requests read it without a host call.
@@ -65,11 +62,24 @@ pub fn possible_sources(route: &Route) -> Vec<KeySource> {
     sources
 }
 
-/// Counter ids for every (route, version, source), looked up by index on the hot path.
+/// Counter ids for every (route, version, source), looked up by index on the hot path, and the
+/// counts not yet handed to the host.
+///
+/// A request adds one to its slot in module memory ([`Counters::count`]); [`Counters::flush`]
+/// (on the filter's tick, and before a configuration is replaced or deleted) adds each
+/// non-zero slot to its host counter in one call and zeroes it. So a request costs no host call
+/// for its metric, and the host's counters lag the requests by at most one tick; the totals are
+/// exact once flushed.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Per route: `version * SOURCES + source` -> counter id.
-    ids: Vec<Vec<Option<u32>>>,
+    /// Per route: `version * SOURCES + source` -> counter id and its unflushed count.
+    ids: Vec<Vec<Option<Slot>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    id: u32,
+    pending: Cell<u64>,
 }
 
 const SOURCES: usize = KeySource::ALL.len();
@@ -85,7 +95,10 @@ impl Counters {
                 for &source in &sources {
                     let id = define(&assignment_metric(route.name(), version.name(), source))?;
                     if let Some(slot) = table.get_mut(v * SOURCES + source.index()) {
-                        *slot = Some(id);
+                        *slot = Some(Slot {
+                            id,
+                            pending: Cell::new(0),
+                        });
                     }
                 }
             }
@@ -94,13 +107,37 @@ impl Counters {
         Ok(Counters { ids })
     }
 
-    /// The counter for one decision, if defined.
-    pub fn get(&self, route: usize, version: usize, source: KeySource) -> Option<u32> {
+    fn slot(&self, route: usize, version: usize, source: KeySource) -> Option<&Slot> {
         self.ids
             .get(route)
             .and_then(|table| table.get(version * SOURCES + source.index()))
-            .copied()
-            .flatten()
+            .and_then(Option::as_ref)
+    }
+
+    /// The counter id for one decision, if defined.
+    pub fn get(&self, route: usize, version: usize, source: KeySource) -> Option<u32> {
+        self.slot(route, version, source).map(|slot| slot.id)
+    }
+
+    /// Counts one decision in module memory; [`Counters::flush`] hands it to the host.
+    pub fn count(&self, route: usize, version: usize, source: KeySource) {
+        if let Some(slot) = self.slot(route, version, source) {
+            slot.pending.set(slot.pending.get().saturating_add(1));
+        }
+    }
+
+    /// Hands every unflushed count to `add` (counter id, count) and zeroes it. Returns how many
+    /// calls it made.
+    pub fn flush(&self, mut add: impl FnMut(u32, u64)) -> usize {
+        let mut calls = 0;
+        for slot in self.ids.iter().flatten().flatten() {
+            let pending = slot.pending.replace(0);
+            if pending > 0 {
+                add(slot.id, pending);
+                calls += 1;
+            }
+        }
+        calls
     }
 }
 
@@ -182,6 +219,41 @@ mod tests {
             names[id as usize - 1],
             "sticky_canary_assignments_total.route.shop.version.v2.source.new_id"
         );
+    }
+
+    #[test]
+    fn counts_reach_the_host_exactly_once_each_on_flush() {
+        let policy = policy();
+        let mut next = 0;
+        let counters = Counters::define(&policy, |_| {
+            next += 1;
+            Ok::<u32, ()>(next)
+        })
+        .unwrap();
+        let mut host: HashMap<u32, u64> = HashMap::new();
+        for i in 0..1000u64 {
+            counters.count(
+                0,
+                (i % 2) as usize,
+                if i % 3 == 0 {
+                    KeySource::NewId
+                } else {
+                    KeySource::Cookie
+                },
+            );
+            // Undefined slots (no header source here, no route 1) are ignored, not miscounted.
+            counters.count(0, 0, KeySource::Header);
+            counters.count(1, 0, KeySource::Cookie);
+            if i % 250 == 249 {
+                counters.flush(|id, n| *host.entry(id).or_insert(0) += n);
+            }
+        }
+        assert_eq!(host.values().sum::<u64>(), 1000);
+        let id = counters.get(0, 1, KeySource::Cookie).unwrap();
+        let expected = (0..1000u64).filter(|i| i % 2 == 1 && i % 3 != 0).count() as u64;
+        assert_eq!(host[&id], expected);
+        // Nothing is left to flush, and a flush with nothing pending makes no call.
+        assert_eq!(counters.flush(|_, _| panic!("flushed twice")), 0);
     }
 
     #[test]

@@ -1,11 +1,15 @@
-//! The few host calls the filter makes, each returning `Result` and never panicking.
+//! The proxy-wasm ABI, both ways: the few host calls the filter makes, each returning `Result`
+//! and never panicking, and the entry points the host calls (`proxy_on_*`), which hand over to
+//! the filter in `lib.rs`.
 //!
-//! Why not `proxy_wasm::hostcalls`: those `panic!` on any status they do not
-//! expect, and a panic inside the gateway takes traffic down. This module calls
-//! the proxy-wasm ABI directly and maps every status to [`HostError`]. Memory
-//! the host hands back was allocated through the SDK's exported
-//! `proxy_on_memory_allocate` (a boxed byte slice), so it is taken back as a Vec.
-//! Natively (unit tests) the imports are stubs that report `Unavailable`.
+//! Why not the proxy-wasm SDK: its `hostcalls` `panic!` on any status they do not expect (a panic
+//! inside the gateway takes traffic down), and its dispatcher exports every callback of the ABI,
+//! so Envoy crosses into the VM for request bodies, trailers, `on_log` and `on_done` on every
+//! request although a filter has nothing to do there: each crossing costs about as much as a
+//! host call (docs/benchmarks.md). Here only the callbacks the filter uses are exported; the host
+//! skips the rest. Memory the host hands back comes from our `proxy_on_memory_allocate` (a
+//! `Vec<u8>` of exactly the size asked), so it is taken back as a Vec.
+//! Natively (unit tests) the imports are stubs that report `Unavailable` and nothing is exported.
 
 /// A non-OK status from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,7 @@ mod abi {
             out_data: *mut *mut u8,
             out_size: *mut usize,
         ) -> u32;
+        pub fn proxy_get_header_map_pairs(map: u32, out_data: *mut *mut u8, out_size: *mut usize) -> u32;
         pub fn proxy_get_header_map_value(
             map: u32,
             key: *const u8,
@@ -109,6 +114,9 @@ mod abi {
     pub unsafe fn proxy_get_buffer_bytes(_: u32, _: usize, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 {
         UNAVAILABLE
     }
+    pub unsafe fn proxy_get_header_map_pairs(_: u32, _: *mut *mut u8, _: *mut usize) -> u32 {
+        UNAVAILABLE
+    }
     pub unsafe fn proxy_get_header_map_value(_: u32, _: *const u8, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 {
         UNAVAILABLE
     }
@@ -152,7 +160,7 @@ fn status(code: u32) -> HostResult<()> {
 /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
 ///
 /// # Safety
-/// `data` must be null, or point to `size` bytes allocated by the SDK's allocator and not yet owned.
+/// `data` must be null, or point to `size` bytes allocated by [`allocate`] and not yet owned.
 unsafe fn take_host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() || size == 0 {
         return Vec::new();
@@ -191,6 +199,19 @@ pub fn header(map: Headers, name: &str) -> HostResult<Option<Vec<u8>>> {
     match code {
         STATUS_OK => Ok(Some(unsafe { take_host_bytes(data, len) })),
         STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Every header of a map in one call, in the ABI's serialised form ([`crate::headers::HeaderPairs`]
+/// reads it without copying).
+pub fn header_pairs(map: Headers) -> HostResult<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut len: usize = 0;
+    // SAFETY: as above.
+    let code = unsafe { abi::proxy_get_header_map_pairs(map.map(), &mut data, &mut len) };
+    match code {
+        STATUS_OK => Ok(unsafe { take_host_bytes(data, len) }),
         other => Err(HostError(other)),
     }
 }
@@ -246,16 +267,14 @@ pub fn define_counter(name: &str) -> HostResult<u32> {
 
 /// Adds one to a counter; a failure is ignored (a lost count must not fail a request).
 pub fn increment(id: u32) {
-    // SAFETY: plain value call.
-    let _ = unsafe { abi::proxy_increment_metric(id, 1) };
+    increment_by(id, 1);
 }
 
-/// 16 bytes from WASI `random_get`, or `None` when the host cannot supply them.
-pub fn random16() -> Option<[u8; 16]> {
-    let mut buf = [0u8; 16];
-    // SAFETY: the buffer is a live local of the length given.
-    let errno = unsafe { abi::random_get(buf.as_mut_ptr() as usize as i32, buf.len() as i32) };
-    (errno == 0).then_some(buf)
+/// Adds `count` to a counter; a failure is ignored, as for [`increment`].
+pub fn increment_by(id: u32, count: u64) {
+    let offset = i64::try_from(count).unwrap_or(i64::MAX);
+    // SAFETY: plain value call.
+    let _ = unsafe { abi::proxy_increment_metric(id, offset) };
 }
 
 /// The host's wall clock, in nanoseconds since the Unix epoch.
@@ -266,8 +285,162 @@ pub fn now_nanoseconds() -> HostResult<u64> {
     Ok(nanos)
 }
 
-/// Asks the host to call the root context's `on_tick` every `milliseconds`.
-pub fn set_tick_period(milliseconds: u32) -> HostResult<()> {
+/// Asks the host to call `proxy_on_tick` on the current root context every `period_ms`.
+pub fn set_tick_period(period_ms: u32) -> HostResult<()> {
     // SAFETY: plain value call.
-    status(unsafe { abi::proxy_set_tick_period_milliseconds(milliseconds) })
+    status(unsafe { abi::proxy_set_tick_period_milliseconds(period_ms) })
 }
+
+/// Fills `buf` from WASI `random_get` (the host's CSPRNG); false when the host cannot.
+fn random_fill(buf: &mut [u8]) -> bool {
+    let Ok(len) = i32::try_from(buf.len()) else {
+        return false;
+    };
+    // SAFETY: the buffer is live and writable for the length given.
+    let errno = unsafe { abi::random_get(buf.as_mut_ptr() as usize as i32, len) };
+    errno == 0
+}
+
+/// Random bytes fetched from the host [`RANDOM_POOL_IDS`] ids at a time: a new client then costs
+/// one `random_get` call in 64 instead of one each. The bytes stay in module memory until used
+/// once, and are overwritten as they are handed out.
+const RANDOM_POOL_IDS: usize = 64;
+
+struct RandomPool {
+    bytes: [u8; 16 * RANDOM_POOL_IDS],
+    /// Ids already handed out of `bytes`; `RANDOM_POOL_IDS` means empty.
+    used: usize,
+}
+
+thread_local! {
+    static RANDOM_POOL: std::cell::RefCell<RandomPool> = const {
+        std::cell::RefCell::new(RandomPool { bytes: [0; 16 * RANDOM_POOL_IDS], used: RANDOM_POOL_IDS })
+    };
+}
+
+/// 16 random bytes from the host's CSPRNG, or `None` when the host cannot supply them.
+pub fn random16() -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    if cfg!(feature = "random-per-request") {
+        return random_fill(&mut out).then_some(out);
+    }
+    RANDOM_POOL.with(|pool| {
+        let mut pool = pool.try_borrow_mut().ok()?;
+        if pool.used >= RANDOM_POOL_IDS {
+            if !random_fill(&mut pool.bytes) {
+                return None;
+            }
+            pool.used = 0;
+        }
+        let start = pool.used * 16;
+        let chunk = pool.bytes.get_mut(start..start + 16)?;
+        out.copy_from_slice(chunk);
+        chunk.fill(0);
+        pool.used += 1;
+        Some(out)
+    })
+}
+
+/// A buffer of exactly `size` bytes for the host to fill; [`take_host_bytes`] takes it back.
+pub fn allocate(size: usize) -> *mut u8 {
+    let mut buffer = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(size));
+    buffer.as_mut_ptr()
+}
+
+/// What the host calls. Each export only converts the ABI's integers and hands over to `lib.rs`;
+/// a callback the filter does not export is skipped by the host (proxy-wasm-cpp-host checks
+/// each one), which is the point: per request Envoy enters the VM four times (context create,
+/// request headers, response headers, delete) instead of the SDK's seven.
+#[cfg(target_arch = "wasm32")]
+mod exports {
+    use crate::Callbacks;
+
+    #[no_mangle]
+    pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+        super::allocate(size)
+    }
+
+    extern "C" {
+        fn __wasm_call_ctors();
+    }
+
+    /// The reactor entry point: the host calls it once, before anything else.
+    #[no_mangle]
+    pub extern "C" fn _initialize() {
+        // SAFETY: the linker's constructor list, run once as a WASI reactor must.
+        unsafe { __wasm_call_ctors() };
+        crate::start();
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_vm_start(_root_context_id: u32, _vm_configuration_size: usize) -> bool {
+        crate::on_vm_start()
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32) {
+        Callbacks::context_create(context_id, root_context_id);
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_configure(root_context_id: u32, plugin_configuration_size: usize) -> bool {
+        Callbacks::configure(root_context_id, plugin_configuration_size)
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_tick(root_context_id: u32) {
+        Callbacks::tick(root_context_id);
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
+        Callbacks::request_headers(context_id);
+        super::ACTION_CONTINUE
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
+        Callbacks::response_headers(context_id);
+        super::ACTION_CONTINUE
+    }
+
+    #[no_mangle]
+    pub extern "C" fn proxy_on_delete(context_id: u32) {
+        Callbacks::delete(context_id);
+    }
+
+    /// The `all-callbacks` build (the benchmark's ablation only): also export, as no-ops, the
+    /// per-request callbacks the SDK's dispatcher exports, to price the crossings they cost.
+    #[cfg(feature = "all-callbacks")]
+    mod sdk_like {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_body(_: u32, _: usize, _: bool) -> u32 {
+            super::super::ACTION_CONTINUE
+        }
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_trailers(_: u32, _: usize) -> u32 {
+            super::super::ACTION_CONTINUE
+        }
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_body(_: u32, _: usize, _: bool) -> u32 {
+            super::super::ACTION_CONTINUE
+        }
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_trailers(_: u32, _: usize) -> u32 {
+            super::super::ACTION_CONTINUE
+        }
+        #[no_mangle]
+        pub extern "C" fn proxy_on_log(_: u32) {}
+        #[no_mangle]
+        pub extern "C" fn proxy_on_done(_: u32) -> bool {
+            true
+        }
+    }
+}
+
+/// The ABI's `Action::Continue`.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+const ACTION_CONTINUE: u32 = 0;

@@ -1,13 +1,18 @@
 //! The sticky-canary proxy-wasm HTTP filter: read headers -> policy-core -> write headers and counters.
 //!
-//! The config (policy-core JSON) is validated once in `on_configure`; an
+//! The config (policy-core JSON) is validated once in `proxy_on_configure`; an
 //! invalid one is logged field by field and refused, so Envoy keeps the last
-//! good one. Per request the filter finds the route, lets policy-core decide,
-//! replaces the routing header and the routing token (removing any the client sent), strips the
-//! override headers, counts the decision, and sends Set-Cookie to new clients (and, once a
-//! day at most, to returning ones whose id cookie is due for a refresh).
-//! A request on no route is not touched at all: on a gateway shared by many apps, requests for
-//! hosts no route owns belong to others (their VirtualServices decide what a header means).
+//! good one. Per request the filter reads the request headers in one host call,
+//! finds the route, lets policy-core decide, replaces the routing header and the
+//! routing token (removing any the client sent), strips the override headers the
+//! request carries, counts the decision in module memory (flushed to the host's
+//! counters on a one-second tick), and sends Set-Cookie to new clients (and, once a day at
+//! most, to returning ones whose id cookie is due for a refresh). A request on no route is not
+//! touched at all: on a gateway shared by many apps, requests for hosts no route owns belong to
+//! others (their VirtualServices decide what a header means).
+//!
+//! The host reaches this file through the exports in [`host`]; `Callbacks` below is what they
+//! call. No SDK: see `host.rs` for why, and docs/benchmarks.md for what it buys.
 
 #![cfg_attr(
     not(test),
@@ -15,15 +20,19 @@
 )]
 
 pub mod glue;
+pub mod headers;
 pub mod host;
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use glue::{Counters, CONFIG_REJECTIONS};
+use headers::HeaderPairs;
 use host::{Headers, Level};
 use policy_core::{Policy, Request};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const GIT: &str = match option_env!("STICKY_CANARY_GIT") {
@@ -31,29 +40,51 @@ const GIT: &str = match option_env!("STICKY_CANARY_GIT") {
     None => "unknown",
 };
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+/// How often `proxy_on_tick` runs: the most the host's counters lag the requests, and how
+/// stale the day used for the client-id cookie's stamp can be.
+pub const TICK_MILLISECONDS: u32 = 1000;
+
+/// Once, when the host loads the module (`_initialize`).
+pub fn start() {
     // Nothing on our paths panics (clippy denies it); should a dependency, say so plainly.
     // The message is fixed: formatting the panic payload would cost wasm bytes for a path that must not run.
     std::panic::set_hook(Box::new(|_| {
-        host::log(Level::Critical, "sticky-canary: panic inside the filter (a bug, please report it)");
+        host::log(
+            Level::Critical,
+            "sticky-canary: panic inside the filter (a bug, please report it)",
+        );
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
-}}
+}
 
-/// The validated policy and its counter ids, shared by every request of this plugin.
+/// `proxy_on_vm_start`: the build an operator can find in the gateway's log.
+pub fn on_vm_start() -> bool {
+    host::log(
+        Level::Info,
+        &format!("sticky-canary filter {VERSION} (git {GIT}) starting"),
+    );
+    true
+}
+
+/// The validated policy and its counters, shared by every request of this plugin.
 struct Active {
     policy: Policy,
     counters: Counters,
 }
 
+impl Drop for Active {
+    /// The last stream of a replaced configuration hands its counts over as it goes.
+    fn drop(&mut self) {
+        flush(&self.counters);
+    }
+}
+
+/// One plugin configuration (Envoy's root context).
 #[derive(Default)]
 struct Root {
     active: Option<Rc<Active>>,
     rejections: Option<u32>,
+    ticking: bool,
 }
-
-impl Context for Root {}
 
 impl Root {
     fn reject(&self, reason: &str) -> bool {
@@ -67,25 +98,9 @@ impl Root {
         }
         false
     }
-}
 
-impl RootContext for Root {
-    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        host::log(
-            Level::Info,
-            &format!("sticky-canary filter {VERSION} (git {GIT}) starting"),
-        );
-        true
-    }
-
-    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        self.on_tick();
-        if host::set_tick_period(glue::TICK_MILLISECONDS).is_err() {
-            host::log(
-                Level::Error,
-                "sticky-canary: no clock tick: client-id cookies are not refreshed",
-            );
-        }
+    fn configure(&mut self, plugin_configuration_size: usize) -> bool {
+        read_clock();
         if self.rejections.is_none() {
             self.rejections = host::define_counter(CONFIG_REJECTIONS).ok();
         }
@@ -118,6 +133,13 @@ impl RootContext for Root {
             Ok(counters) => counters,
             Err(e) => return self.reject(&format!("sticky-canary: cannot define counters (status {})", e.0)),
         };
+        if !self.ticking {
+            // Without a tick the counts would reach the host only when a configuration is replaced.
+            if host::set_tick_period(TICK_MILLISECONDS).is_err() {
+                return self.reject("sticky-canary: the host refused a tick period; counters could not be flushed");
+            }
+            self.ticking = true;
+        }
         host::log(
             Level::Info,
             &format!(
@@ -125,31 +147,178 @@ impl RootContext for Root {
                 policy.routes().len()
             ),
         );
+        // The previous configuration flushes its counts when its last request is done (Drop).
         self.active = Some(Rc::new(Active { policy, counters }));
         true
     }
 
-    /// The only tick: caches the day for the client-id cookie's stamp, so requests make no clock call.
+    /// `proxy_on_tick`, every [`TICK_MILLISECONDS`]. Tick work of other features goes beside
+    /// the flush, each in its own function.
     fn on_tick(&mut self) {
-        if let Ok(nanoseconds) = host::now_nanoseconds() {
-            glue::set_clock(nanoseconds);
+        self.flush_counters();
+        read_clock();
+    }
+
+    /// Hands this configuration's counts to the host: the most Envoy's counters lag is one tick.
+    fn flush_counters(&self) {
+        if let Some(active) = &self.active {
+            flush(&active.counters);
         }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream {
-            active: self.active.clone(),
-            served: None,
-            set_cookie: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 
-/// Reads request data through host calls, lazily.
+/// Caches today's day number for the client-id cookie's stamp, so requests make no clock call.
+fn read_clock() {
+    if let Ok(nanoseconds) = host::now_nanoseconds() {
+        glue::set_clock(nanoseconds);
+    }
+}
+
+/// Hands the counts made since the last flush to the host's counters.
+fn flush(counters: &Counters) {
+    counters.flush(host::increment_by);
+}
+
+/// Counts one decision: in module memory (flushed on the tick), or, in the `metric-per-request`
+/// build kept for the benchmark's ablation, one host call per request as before.
+fn count(active: &Active, route: usize, version: usize, source: policy_core::KeySource) {
+    if cfg!(feature = "metric-per-request") {
+        if let Some(id) = active.counters.get(route, version, source) {
+            host::increment(id);
+        }
+    } else {
+        active.counters.count(route, version, source);
+    }
+}
+
+/// What a request left for its response.
+struct Stream {
+    active: Option<Rc<Active>>,
+    /// (route, version) decided for this request, for the optional response header.
+    served: Option<(usize, usize)>,
+    set_cookie: Option<String>,
+}
+
+/// Context ids are small sequential integers: a multiplicative hash spreads them for the map,
+/// where std's default SipHash would cost more than the lookup is worth.
+#[derive(Default)]
+struct ContextIdHasher(u64);
+
+impl Hasher for ContextIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type ContextMap<T> = HashMap<u32, T, BuildHasherDefault<ContextIdHasher>>;
+
+/// Every context of this VM: plugin configurations (roots) and the requests in flight.
+#[derive(Default)]
+struct Contexts {
+    roots: ContextMap<Root>,
+    streams: ContextMap<Stream>,
+}
+
+thread_local! {
+    static CONTEXTS: RefCell<Contexts> = RefCell::new(Contexts::default());
+}
+
+/// Runs `f` on the contexts; does nothing if they are already borrowed (the host never calls
+/// back into a callback, but a re-entry must not panic).
+fn with_contexts<T: Default>(f: impl FnOnce(&mut Contexts) -> T) -> T {
+    CONTEXTS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut contexts) => f(&mut contexts),
+        Err(_) => T::default(),
+    })
+}
+
+/// The callbacks the exports in [`host`] hand over to.
+pub struct Callbacks;
+
+impl Callbacks {
+    pub fn context_create(context_id: u32, root_context_id: u32) {
+        with_contexts(|contexts| {
+            if root_context_id == 0 {
+                contexts.roots.insert(context_id, Root::default());
+            } else {
+                let active = contexts
+                    .roots
+                    .get(&root_context_id)
+                    .and_then(|root| root.active.clone());
+                contexts.streams.insert(
+                    context_id,
+                    Stream {
+                        active,
+                        served: None,
+                        set_cookie: None,
+                    },
+                );
+            }
+        });
+    }
+
+    pub fn configure(root_context_id: u32, plugin_configuration_size: usize) -> bool {
+        with_contexts(|contexts| {
+            contexts
+                .roots
+                .entry(root_context_id)
+                .or_default()
+                .configure(plugin_configuration_size)
+        })
+    }
+
+    pub fn tick(root_context_id: u32) {
+        with_contexts(|contexts| {
+            if let Some(root) = contexts.roots.get_mut(&root_context_id) {
+                root.on_tick();
+            }
+        });
+    }
+
+    pub fn request_headers(context_id: u32) {
+        with_contexts(|contexts| {
+            if let Some(Stream {
+                active: Some(active),
+                served,
+                set_cookie,
+            }) = contexts.streams.get_mut(&context_id)
+            {
+                if let Some(outcome) = route_request(active) {
+                    *served = Some(outcome.served);
+                    *set_cookie = outcome.set_cookie;
+                }
+            }
+        });
+    }
+
+    pub fn response_headers(context_id: u32) {
+        with_contexts(|contexts| {
+            if let Some(stream) = contexts.streams.get_mut(&context_id) {
+                respond(stream);
+            }
+        });
+    }
+
+    pub fn delete(context_id: u32) {
+        // Dropping a root's last reference to its configuration flushes its counts (Active's Drop).
+        let _gone = with_contexts(|contexts| {
+            let stream = contexts.streams.remove(&context_id).and_then(|s| s.active);
+            let root = contexts.roots.remove(&context_id).and_then(|r| r.active);
+            (stream, root)
+        });
+    }
+}
+
+/// Reads request data through one host call per question: the fallback when the one-call read
+/// fails, and the whole path in the `single-reads` build kept for the benchmark's ablation.
 struct Live;
 
 impl Request for Live {
@@ -170,86 +339,124 @@ impl Request for Live {
     }
 }
 
-struct Stream {
-    active: Option<Rc<Active>>,
-    /// (route, version) decided for this request, for the optional response header.
-    served: Option<(usize, usize)>,
+/// The request headers as one read returned them.
+struct Read<'a>(HeaderPairs<'a>);
+
+impl Request for Read<'_> {
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.0.get(name).map(<[u8]>::to_vec)
+    }
+
+    fn client_address(&mut self) -> Option<Vec<u8>> {
+        Live.client_address()
+    }
+
+    fn random(&mut self) -> Option<[u8; 16]> {
+        host::random16()
+    }
+
+    fn today(&mut self) -> Option<u32> {
+        glue::today()
+    }
+}
+
+/// The request's headers, read in one call, or `None` to fall back to reading them one by one.
+enum Source<'a> {
+    Pairs(HeaderPairs<'a>),
+    OneByOne,
+}
+
+impl<'a> Source<'a> {
+    fn value(&self, name: &str) -> Cow<'a, [u8]> {
+        match self {
+            Source::Pairs(pairs) => Cow::Borrowed(pairs.get(name).unwrap_or_default()),
+            Source::OneByOne => Cow::Owned(Live.header(name).unwrap_or_default()),
+        }
+    }
+
+    /// Whether the request may carry `name`: known from one read; assumed without it.
+    fn may_contain(&self, name: &str) -> bool {
+        match self {
+            Source::Pairs(pairs) => pairs.contains(name),
+            Source::OneByOne => true,
+        }
+    }
+
+    fn decide(&self, route: &policy_core::Route) -> policy_core::Decision {
+        match self {
+            Source::Pairs(pairs) => route.decide(&mut Read(*pairs)),
+            Source::OneByOne => route.decide(&mut Live),
+        }
+    }
+}
+
+struct Outcome {
+    served: (usize, usize),
     set_cookie: Option<String>,
 }
 
-impl Context for Stream {}
-
-impl Stream {
-    fn route_request(&mut self, active: &Active) {
-        let policy = &active.policy;
-        let authority = host::header(Headers::Request, ":authority")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let path = if policy.needs_path() {
-            host::header(Headers::Request, ":path")
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let Some((index, route)) = policy
-            .find_route_index(&authority, &path)
-            .and_then(|i| policy.routes().get(i).map(|r| (i, r)))
-        else {
-            // Not ours: another app's host (or path). Its own routes guard it; the generated
-            // VirtualServices require the routing token, so a client-sent header alone reaches stable.
-            return;
-        };
-        let decision = route.decide(&mut Live);
-        let Some(version) = route.versions().get(decision.version) else {
-            return;
-        };
-        if host::replace_header(Headers::Request, route.routing_header(), version.name().as_bytes()).is_err() {
-            host::log(Level::Error, "sticky-canary: could not set the routing header");
+fn route_request(active: &Active) -> Option<Outcome> {
+    let policy = &active.policy;
+    let bytes = if cfg!(feature = "single-reads") {
+        Vec::new()
+    } else {
+        host::header_pairs(Headers::Request).unwrap_or_default()
+    };
+    let source = match HeaderPairs::parse(&bytes) {
+        Some(pairs) if !bytes.is_empty() => Source::Pairs(pairs),
+        _ => Source::OneByOne,
+    };
+    let authority = source.value(":authority");
+    let path = if policy.needs_path() {
+        source.value(":path")
+    } else {
+        Cow::Borrowed(&[][..])
+    };
+    let Some((index, route)) = policy
+        .find_route_index(&authority, &path)
+        .and_then(|i| policy.routes().get(i).map(|r| (i, r)))
+    else {
+        // Not ours: another app's host (or path). Its own routes guard it; the generated
+        // VirtualServices require the routing token, so a client-sent header alone reaches stable.
+        return None;
+    };
+    let decision = source.decide(route);
+    let version = route.versions().get(decision.version)?;
+    if host::replace_header(Headers::Request, route.routing_header(), version.name().as_bytes()).is_err() {
+        host::log(Level::Error, "sticky-canary: could not set the routing header");
+    }
+    if let Some(token) = route.routing_token() {
+        if host::replace_header(Headers::Request, &token.header, token.value.as_bytes()).is_err() {
+            host::log(Level::Error, "sticky-canary: could not set the routing token header");
         }
-        if let Some(token) = route.routing_token() {
-            if host::replace_header(Headers::Request, &token.header, token.value.as_bytes()).is_err() {
-                host::log(Level::Error, "sticky-canary: could not set the routing token header");
-            }
-        }
-        for name in glue::headers_to_strip(route) {
+    }
+    for name in glue::headers_to_strip(route) {
+        if source.may_contain(name) {
             let _ = host::remove_header(Headers::Request, name);
         }
-        if let Some(id) = active.counters.get(index, decision.version, decision.source) {
-            host::increment(id);
-        }
-        self.served = Some((index, decision.version));
-        self.set_cookie = decision.set_cookie;
     }
+    count(active, index, decision.version, decision.source);
+    Some(Outcome {
+        served: (index, decision.version),
+        set_cookie: decision.set_cookie,
+    })
 }
 
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(active) = self.active.clone() {
-            self.route_request(&active);
-        }
-        Action::Continue
+fn respond(stream: &mut Stream) {
+    if let Some(cookie) = stream.set_cookie.take() {
+        let _ = host::add_header(Headers::Response, "set-cookie", cookie.as_bytes());
     }
-
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(cookie) = self.set_cookie.take() {
-            let _ = host::add_header(Headers::Response, "set-cookie", cookie.as_bytes());
-        }
-        if let (Some(active), Some((route, version))) = (&self.active, self.served) {
-            if let Some(name) = active.policy.response_header() {
-                let served = active
-                    .policy
-                    .routes()
-                    .get(route)
-                    .and_then(|r| r.versions().get(version))
-                    .map(|v| v.name());
-                if let Some(served) = served {
-                    let _ = host::replace_header(Headers::Response, name, served.as_bytes());
-                }
+    if let (Some(active), Some((route, version))) = (&stream.active, stream.served) {
+        if let Some(name) = active.policy.response_header() {
+            let served = active
+                .policy
+                .routes()
+                .get(route)
+                .and_then(|r| r.versions().get(version))
+                .map(|v| v.name());
+            if let Some(served) = served {
+                let _ = host::replace_header(Headers::Response, name, served.as_bytes());
             }
         }
-        Action::Continue
     }
 }

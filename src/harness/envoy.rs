@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 use super::bootstrap::{bootstrap_document, ecds_document, Layout, WasmCode};
 use super::{free_port, io_error, write_atomically, Client, EnvoyConfig, FilterSpec, HarnessError, Request, TempDir};
 
+/// How long after a request its count reaches Envoy's counters at most: the filter's one-second
+/// tick, plus a margin for a tick that is late under load.
+pub const COUNTER_FLUSH: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Set to the path of an Envoy binary to use instead of the repo's `.venv` one.
 pub const ENVOY_ENV: &str = "STICKY_CANARY_ENVOY";
 /// Set to keep Envoy's temp dir (bootstrap, logs) after the run.
@@ -352,6 +356,23 @@ impl Envoy {
     /// `/stats/prometheus`.
     pub fn prometheus(&self) -> Result<String, HarnessError> {
         Ok(self.admin_get("/stats/prometheus")?.body_text())
+    }
+
+    /// `/stats/prometheus` once the filter has handed Envoy every count made before this call.
+    ///
+    /// The filter counts decisions in module memory and adds them to Envoy's counters on a tick
+    /// (every second, `TICK_MILLISECONDS` in filter/src/lib.rs), so a scrape made right after the
+    /// requests can miss up to a second of them. Waiting [`COUNTER_FLUSH`] covers one full tick
+    /// on every worker.
+    pub fn prometheus_flushed(&self) -> Result<String, HarnessError> {
+        std::thread::sleep(COUNTER_FLUSH);
+        self.prometheus()
+    }
+
+    /// `/stats` once the filter has flushed its counts, as [`Envoy::prometheus_flushed`].
+    pub fn stats_flushed(&self) -> Result<String, HarnessError> {
+        std::thread::sleep(COUNTER_FLUSH);
+        self.stats()
     }
 
     /// One counter or gauge from `/stats` by its full name; `None` when absent.

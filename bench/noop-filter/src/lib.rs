@@ -33,6 +33,9 @@ enum Call {
     AddResponse(String, String),
     /// `pairs`: read every request header in one call.
     Pairs,
+    /// `setpairs:NAME=VALUE`: read every request header, then write them all back with NAME set
+    /// (the ABI's only way to make several header writes in one call).
+    SetPairs(String, String),
 }
 
 #[derive(Default)]
@@ -65,6 +68,7 @@ impl RootContext for Root {
                 "remove" => Call::Remove(name.to_owned()),
                 "add-response" => Call::AddResponse(name.to_owned(), value.to_owned()),
                 "pairs" => Call::Pairs,
+                "setpairs" => Call::SetPairs(name.to_owned(), value.to_owned()),
                 "inc" => match hostcalls::define_metric(MetricType::Counter, "bench_probe_total") {
                     Ok(id) => Call::Increment(id),
                     Err(_) => return false,
@@ -104,6 +108,15 @@ impl HttpContext for Stream {
                 Call::Remove(name) => hostcalls::remove_map_value(MapType::HttpRequestHeaders, name),
                 Call::Increment(id) => hostcalls::increment_metric(*id, 1),
                 Call::Pairs => hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map(drop),
+                Call::SetPairs(name, value) => hostcalls::get_map_bytes(MapType::HttpRequestHeaders).and_then(|map| {
+                    let mut pairs: Vec<(&str, &[u8])> = map
+                        .iter()
+                        .filter(|(k, _)| k != name)
+                        .map(|(k, v)| (k.as_str(), v.as_slice()))
+                        .collect();
+                    pairs.push((name, value.as_bytes()));
+                    hostcalls::set_map_bytes(MapType::HttpRequestHeaders, pairs)
+                }),
                 Call::AddResponse(..) => Ok(()),
             };
         }
