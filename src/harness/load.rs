@@ -25,6 +25,21 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// `Err` naming what went wrong when any request failed or the rate stayed under `min_rate`
+    /// (a ramp measured at a lower rate proves little).
+    pub fn check(&self, min_rate: f64) -> Result<(), String> {
+        if self.failed > 0 {
+            return Err(format!("{} failed requests: {:#?}", self.failed, self.failures));
+        }
+        if self.rate() < min_rate {
+            return Err(format!(
+                "load too low to count: {:.0} req/s (at least {min_rate:.0})",
+                self.rate()
+            ));
+        }
+        Ok(())
+    }
+
     /// Requests per second actually achieved.
     pub fn rate(&self) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
