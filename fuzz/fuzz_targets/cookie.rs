@@ -1,4 +1,5 @@
-//! Cookie header parsing: `cookie::find` against an independent reading of RFC 6265 §5.4.
+//! Cookie header parsing: `cookie::find` against an independent reading of RFC 6265 §5.4,
+//! and `cookie::find_each` against `find`.
 //!
 //! Input: the first byte is the cookie name's length (mod 17), the name follows,
 //! the rest is the Cookie header value. The result must be a sub-slice of the
@@ -8,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use policy_core::cookie::find;
+use policy_core::cookie::{find, find_each};
 
 fn is_space(b: u8) -> bool {
     b == b' ' || b == b'\t'
@@ -53,6 +54,10 @@ fuzz_target!(|data: &[u8]| {
     let len = usize::from(len % 17).min(rest.len());
     let (name, header) = rest.split_at(len);
     let found = find(header, name);
+    // The one-pass lookup of several names agrees with `find` for each of them.
+    let mut each = [None, None];
+    find_each(header, &[name, b"session"], &mut each);
+    assert_eq!(each, [found, find(header, b"session")], "find_each differs from find");
     match (found, reference(header, name)) {
         (None, None) => {}
         (Some(value), Some((start, end))) => {

@@ -55,9 +55,68 @@ pub fn find<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     None
 }
 
+/// [`find`] for several names in one pass: `found[i]` gets the first non-empty value of the
+/// cookie `names[i]` (entries already `Some` are kept). Stops early once every name is found.
+///
+/// A request whose key chain reads the client-id cookie and an app cookie scans its Cookie
+/// header once instead of twice (a 4 KB header costs about 1 µs a scan).
+///
+/// ```
+/// use policy_core::cookie::find_each;
+/// let mut found = [None, None];
+/// find_each(b"a=1; sc-id=x; session=s", &[b"sc-id", b"session"], &mut found);
+/// assert_eq!(found, [Some(&b"x"[..]), Some(&b"s"[..])]);
+/// ```
+pub fn find_each<'a>(header: &'a [u8], names: &[&[u8]], found: &mut [Option<&'a [u8]>]) {
+    let mut missing = names.iter().zip(found.iter()).filter(|(_, f)| f.is_none()).count();
+    let mut rest = header;
+    while !rest.is_empty() && missing > 0 {
+        let end = rest.iter().position(|&b| b == b';' || b == b'=').unwrap_or(rest.len());
+        let (pair_name, after) = rest.split_at(end);
+        match after.first() {
+            Some(b'=') => {
+                let value_part = after.get(1..).unwrap_or_default();
+                let value_end = value_part.iter().position(|&b| b == b';').unwrap_or(value_part.len());
+                let (value, next) = value_part.split_at(value_end);
+                let (pair_name, value) = (trim(pair_name), trim(value));
+                if !value.is_empty() {
+                    for (name, slot) in names.iter().zip(found.iter_mut()) {
+                        if slot.is_none() && pair_name == *name {
+                            *slot = Some(value);
+                            missing -= 1;
+                        }
+                    }
+                }
+                rest = next.get(1..).unwrap_or_default();
+            }
+            _ => rest = after.get(1..).unwrap_or_default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::find;
+    use super::{find, find_each};
+
+    #[test]
+    fn find_each_agrees_with_find_for_every_name() {
+        let headers: [&[u8]; 6] = [
+            b"a=1; sc-id=x; session=s",
+            b"session=; session=two; sc-id=\"q\"",
+            b" sc-id = spaced ;session",
+            b"no-equals; =empty-name; sc-id=",
+            b"",
+            b"session=a;session=b;sc-id=c;sc-id=d",
+        ];
+        let names: [&[u8]; 3] = [b"sc-id", b"session", b"absent"];
+        for header in headers {
+            let mut found = [None; 3];
+            find_each(header, &names, &mut found);
+            for (name, got) in names.iter().zip(found) {
+                assert_eq!(got, find(header, name), "{:?} in {:?}", name, header);
+            }
+        }
+    }
 
     #[test]
     fn browser_shapes() {

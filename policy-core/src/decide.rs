@@ -30,6 +30,43 @@ use crate::client_id::{hex_id, identity_id, ClientId};
 use crate::config::{KeySpec, NoKey, Policy, Route};
 use crate::cookie::{self, trim};
 
+/// Cookie names one scan of the Cookie header looks for (the client-id cookie and the chain's
+/// cookies); a route with more falls back to one scan per name.
+const COOKIE_NAMES: usize = 4;
+
+/// The cookies a route reads, in the order it asks for them: the client-id cookie first, then
+/// the chain's. `None` when there are more than [`COOKIE_NAMES`].
+type CookieNames<'r> = Option<([&'r [u8]; COOKIE_NAMES], usize)>;
+
+/// The request's Cookie header, read when first needed, and where in it each cookie a route
+/// reads was found, after one scan for all of them.
+#[derive(Default)]
+struct CookieHeader {
+    header: Option<Option<Vec<u8>>>,
+    /// Byte ranges of the values of `names`, once scanned.
+    spans: Option<[Option<(usize, usize)>; COOKIE_NAMES]>,
+}
+
+impl CookieHeader {
+    /// The value of cookie `name`, one of `names`; `read` gets the header the first time.
+    fn value(&mut self, names: &CookieNames, name: &str, read: impl FnOnce() -> Option<Vec<u8>>) -> Option<&[u8]> {
+        let header = self.header.get_or_insert_with(read).as_deref()?;
+        let Some((names, count)) = names else {
+            return cookie::find(header, name.as_bytes());
+        };
+        let names = names.get(..*count).unwrap_or_default();
+        let spans = self.spans.get_or_insert_with(|| {
+            let mut found = [None; COOKIE_NAMES];
+            cookie::find_each(header, names, &mut found);
+            let start = header.as_ptr() as usize;
+            found.map(|value| value.map(|v| (v.as_ptr() as usize - start, v.as_ptr() as usize - start + v.len())))
+        });
+        let index = names.iter().position(|n| *n == name.as_bytes())?;
+        let (start, end) = spans.get(index).copied().flatten()?;
+        header.get(start..end)
+    }
+}
+
 /// What the decision needs from the request. Names are lowercase.
 pub trait Request {
     /// The value of a request header, or `None` when absent.
@@ -207,6 +244,21 @@ impl Route {
         (b, self.version_for_bucket(b))
     }
 
+    /// The cookies [`Route::decide`] may read, in order: the client-id cookie, then the chain's.
+    fn cookie_names(&self) -> CookieNames<'_> {
+        let mut names: [&[u8]; COOKIE_NAMES] = [&[]; COOKIE_NAMES];
+        let mut count = 0;
+        let chain = self.key_chain.iter().filter_map(|spec| match spec {
+            KeySpec::Cookie(name) => Some(name.as_bytes()),
+            _ => None,
+        });
+        for name in self.client_id().map(|c| c.cookie.as_bytes()).into_iter().chain(chain) {
+            *names.get_mut(count)? = name;
+            count += 1;
+        }
+        Some((names, count))
+    }
+
     fn keyed(&self, source: KeySource, key: &[u8]) -> Decision {
         let (b, version) = self.assign(key);
         Decision {
@@ -247,17 +299,14 @@ impl Route {
                 set_cookie: None,
             };
         }
-        // The Cookie header is read at most once, however many cookie sources the chain has.
-        let mut cookies: Option<Option<Vec<u8>>> = None;
         let client_id = self.client_id();
+        let names = self.cookie_names();
+        // The Cookie header, read when first needed and scanned once for every cookie named.
+        let mut cookies = CookieHeader::default();
         // The client-id cookie, once a client has it, decides ahead of every other source, so
         // logging in, logging out or a rotated session never moves anyone (docs/assignment.md §3).
         if let Some(settings) = client_id {
-            let header = cookies.get_or_insert_with(|| request.header("cookie"));
-            if let Some(value) = header
-                .as_deref()
-                .and_then(|h| cookie::find(h, settings.cookie.as_bytes()))
-            {
+            if let Some(value) = cookies.value(&names, &settings.cookie, || request.header("cookie")) {
                 let id = ClientId::parse(value);
                 let mut decision = self.keyed(KeySource::Cookie, id.key);
                 if let (Some(today), Some(text)) = (request.today(), id.issued_id()) {
@@ -271,8 +320,7 @@ impl Route {
         for spec in &self.key_chain {
             match spec {
                 KeySpec::Cookie(name) => {
-                    let header = cookies.get_or_insert_with(|| request.header("cookie"));
-                    if let Some(value) = header.as_deref().and_then(|h| cookie::find(h, name.as_bytes())) {
+                    if let Some(value) = cookies.value(&names, name, || request.header("cookie")) {
                         return self.keyed(KeySource::Cookie, value);
                     }
                 }
