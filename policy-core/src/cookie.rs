@@ -26,33 +26,44 @@ pub(crate) fn trim(mut bytes: &[u8]) -> &[u8] {
     bytes
 }
 
-/// The value of the first non-empty cookie called `name` in a Cookie header value.
-///
-/// One pass over the header: each pair's name is compared as soon as its `=` is found, and a
-/// pair with another name is skipped to the next `;` without looking at its bytes again.
-pub fn find<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let mut rest = header;
-    while !rest.is_empty() {
-        let end = rest.iter().position(|&b| b == b';' || b == b'=').unwrap_or(rest.len());
-        let (pair_name, after) = rest.split_at(end);
-        match after.first() {
-            Some(b'=') => {
-                let value_part = after.get(1..).unwrap_or_default();
-                let value_end = value_part.iter().position(|&b| b == b';').unwrap_or(value_part.len());
-                let (value, next) = value_part.split_at(value_end);
-                if trim(pair_name) == name {
-                    let value = trim(value);
-                    if !value.is_empty() {
-                        return Some(value);
-                    }
+/// The `name=value` pairs of a Cookie header value, in order, each trimmed; pairs without `=`
+/// are skipped. One pass: a pair's bytes are looked at once, up to its `;`.
+struct Pairs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.rest.is_empty() {
+            let end = self
+                .rest
+                .iter()
+                .position(|&b| b == b';' || b == b'=')
+                .unwrap_or(self.rest.len());
+            let (pair_name, after) = self.rest.split_at(end);
+            match after.first() {
+                Some(b'=') => {
+                    let value_part = after.get(1..).unwrap_or_default();
+                    let value_end = value_part.iter().position(|&b| b == b';').unwrap_or(value_part.len());
+                    let (value, next) = value_part.split_at(value_end);
+                    self.rest = next.get(1..).unwrap_or_default();
+                    return Some((trim(pair_name), trim(value)));
                 }
-                rest = next.get(1..).unwrap_or_default();
+                // A pair without '=' (or the end): skip it.
+                _ => self.rest = after.get(1..).unwrap_or_default(),
             }
-            // A pair without '=' (or the end): skip it.
-            _ => rest = after.get(1..).unwrap_or_default(),
         }
+        None
     }
-    None
+}
+
+/// The value of the first non-empty cookie called `name` in a Cookie header value.
+pub fn find<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    Pairs { rest: header }
+        .find(|(pair_name, value)| *pair_name == name && !value.is_empty())
+        .map(|(_, value)| value)
 }
 
 /// [`find`] for several names in one pass: `found[i]` gets the first non-empty value of the
@@ -69,27 +80,19 @@ pub fn find<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 /// ```
 pub fn find_each<'a>(header: &'a [u8], names: &[&[u8]], found: &mut [Option<&'a [u8]>]) {
     let mut missing = names.iter().zip(found.iter()).filter(|(_, f)| f.is_none()).count();
-    let mut rest = header;
-    while !rest.is_empty() && missing > 0 {
-        let end = rest.iter().position(|&b| b == b';' || b == b'=').unwrap_or(rest.len());
-        let (pair_name, after) = rest.split_at(end);
-        match after.first() {
-            Some(b'=') => {
-                let value_part = after.get(1..).unwrap_or_default();
-                let value_end = value_part.iter().position(|&b| b == b';').unwrap_or(value_part.len());
-                let (value, next) = value_part.split_at(value_end);
-                let (pair_name, value) = (trim(pair_name), trim(value));
-                if !value.is_empty() {
-                    for (name, slot) in names.iter().zip(found.iter_mut()) {
-                        if slot.is_none() && pair_name == *name {
-                            *slot = Some(value);
-                            missing -= 1;
-                        }
-                    }
-                }
-                rest = next.get(1..).unwrap_or_default();
+    let mut pairs = Pairs { rest: header };
+    while missing > 0 {
+        let Some((pair_name, value)) = pairs.next() else {
+            return;
+        };
+        if value.is_empty() {
+            continue;
+        }
+        for (name, slot) in names.iter().zip(found.iter_mut()) {
+            if slot.is_none() && pair_name == *name {
+                *slot = Some(value);
+                missing -= 1;
             }
-            _ => rest = after.get(1..).unwrap_or_default(),
         }
     }
 }
