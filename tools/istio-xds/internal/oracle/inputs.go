@@ -159,17 +159,29 @@ func (in *Inputs) addDocument(raw []byte, created time.Time) error {
 	return nil
 }
 
+// objectMeta is what objectID and describe read of a document.
+type objectMeta struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"metadata"`
+}
+
+// parseMeta reads a document's apiVersion, kind, namespace and name; false without a kind.
+func parseMeta(raw []byte) (objectMeta, bool) {
+	var meta objectMeta
+	if err := utilyaml.Unmarshal(raw, &meta); err != nil || meta.Kind == "" {
+		return meta, false
+	}
+	return meta, true
+}
+
 // objectID identifies an object the way the API server does: group, kind, namespace, name.
 func objectID(raw []byte) string {
-	var meta struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
-		Metadata   struct {
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
-		} `json:"metadata"`
-	}
-	if err := utilyaml.Unmarshal(raw, &meta); err != nil || meta.Kind == "" {
+	meta, ok := parseMeta(raw)
+	if !ok {
 		return ""
 	}
 	group, _, _ := strings.Cut(meta.APIVersion, "/")
@@ -181,14 +193,8 @@ func objectID(raw []byte) string {
 
 // describe names a document as kind/namespace/name for error messages, best effort.
 func describe(raw []byte) string {
-	var meta struct {
-		Kind     string `json:"kind"`
-		Metadata struct {
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
-		} `json:"metadata"`
-	}
-	if err := utilyaml.Unmarshal(raw, &meta); err != nil || meta.Kind == "" {
+	meta, ok := parseMeta(raw)
+	if !ok {
 		return "object"
 	}
 	if meta.Metadata.Namespace == "" {
