@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{run_cli, serial, write_filter_config};
+use common::{assign_on, run_cli, serial, write_filter_config};
 use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{IstioProxy, Proxy, Translate, TRANSLATING_REVISION};
 use sticky_canary::harness::{find_envoy_release, Backend, Client, Request, Response};
@@ -211,26 +211,13 @@ impl World {
     }
 }
 
-/// `sticky-canary assign` for the frontend's route: the first key of `keys` on `version`.
+/// `sticky-canary assign` for the frontend's route: the first of `user-0`..`user-199` on `version`.
 fn key_on(config: &Path, version: &str) -> String {
-    let keys: String = (0..200).map(|i| format!("user-{i}\n")).collect();
-    let keys_path = config.with_file_name("keys.txt");
-    std::fs::write(&keys_path, keys).unwrap();
-    let output = run_cli(&[
-        "assign",
-        "--host",
-        FRONTEND_HOST,
-        "--config",
-        &config.to_string_lossy(),
-        "--keys",
-        &keys_path.to_string_lossy(),
-    ]);
-    output
-        .lines()
-        .map(|line| line.split('\t').collect::<Vec<_>>())
-        .find(|fields| fields.last() == Some(&version))
-        .map(|fields| fields[0].to_owned())
-        .unwrap_or_else(|| panic!("no key of 200 on {version}:\n{output}"))
+    let keys: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+    let assigned = assign_on(config, FRONTEND_HOST, &keys);
+    keys.into_iter()
+        .find(|key| assigned[key] == version)
+        .unwrap_or_else(|| panic!("no key of 200 on {version}: {assigned:?}"))
 }
 
 fn send(client: &mut Client, request: &Request) -> Response {
