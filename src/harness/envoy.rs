@@ -21,7 +21,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::bootstrap::{bootstrap_document, ecds_document, Layout, WasmCode};
-use super::{free_port, io_error, write_atomically, Client, EnvoyConfig, FilterSpec, HarnessError, Request, TempDir};
+use super::{
+    io_error, two_free_ports, write_atomically, Client, EnvoyConfig, FilterSpec, HarnessError, Request, TempDir,
+};
 
 /// How long after a request its count reaches Envoy's counters at most: the filter's one-second
 /// tick, plus a margin for a tick that is late under load.
@@ -161,11 +163,7 @@ impl Envoy {
     pub fn start(config: &EnvoyConfig) -> Result<Envoy, HarnessError> {
         let binary = find_envoy()?;
         let dir = TempDir::new("envoy")?;
-        let listener_port = free_port()?;
-        let mut admin_port = free_port()?;
-        while admin_port == listener_port {
-            admin_port = free_port()?;
-        }
+        let (listener_port, admin_port) = two_free_ports()?;
         let ecds_dir = dir.path().join("ecds");
         std::fs::create_dir_all(&ecds_dir).map_err(io_error(format!("create {}", ecds_dir.display())))?;
         let layout = Layout {

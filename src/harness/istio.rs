@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -37,7 +37,7 @@ use serde_json::json;
 
 use super::bootstrap::{Layout, STATS_TAGS};
 use super::envoy::{stat_value, Launch};
-use super::{free_port, io_error, Envoy, HarnessError, TempDir};
+use super::{io_error, two_free_ports, Envoy, HarnessError, TempDir};
 
 /// An AKS add-on revision, the Istio release line behind it, and the upstream Envoy release
 /// of the line that Istio's proxy builds on (istio/proxy `ENVOY_VERSION.txt` on each release
@@ -250,9 +250,8 @@ fn repo_root() -> PathBuf {
 /// The `istio-xds` binary, built once per process by `tools/istio-xds/build.sh` (Go; the
 /// first build downloads Istio's module graph and takes minutes, later ones are cached).
 pub fn istio_xds() -> Result<PathBuf, HarnessError> {
+    // get_or_init runs the build once; concurrent callers wait for it.
     static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let _guard = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     TOOL.get_or_init(build_istio_xds).clone().map_err(HarnessError::Tool)
 }
 
@@ -388,11 +387,7 @@ impl IstioProxy {
     pub fn start(envoy_binary: &Path, translate: Translate) -> Result<IstioProxy, HarnessError> {
         let xds = TempDir::new("istio-xds")?;
         let cache = TempDir::new("wasm-cache")?;
-        let listener_port = free_port()?;
-        let mut admin_port = free_port()?;
-        while admin_port == listener_port {
-            admin_port = free_port()?;
-        }
+        let (listener_port, admin_port) = two_free_ports()?;
         let listen: SocketAddr = ([127, 0, 0, 1], listener_port).into();
         let summary = translate.run(xds.path(), cache.path(), listen)?;
         let dir = TempDir::new("envoy")?;

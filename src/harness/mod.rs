@@ -97,6 +97,16 @@ pub fn free_port() -> Result<u16, HarnessError> {
     Ok(port)
 }
 
+/// Two distinct free loopback ports (a listener and an admin port for one Envoy).
+pub(crate) fn two_free_ports() -> Result<(u16, u16), HarnessError> {
+    let first = free_port()?;
+    let mut second = free_port()?;
+    while second == first {
+        second = free_port()?;
+    }
+    Ok((first, second))
+}
+
 /// A directory under the system temp dir, removed with its contents on `Drop`.
 #[derive(Debug)]
 pub struct TempDir {
