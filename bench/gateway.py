@@ -436,10 +436,11 @@ def bootstrap(filters: Filters, route_counts: list[int]) -> dict:
 
 
 def find_envoy() -> Path:
-    override = os.environ.get("STICKY_CANARY_ENVOY")
+    """$ENVOY, else the pinned Envoy from the CLI's per-user cache (installed when missing)."""
+    override = os.environ.get("ENVOY")
     if override:
         return Path(override)
-    out = run(["bash", str(REPO / "scripts" / "ensure-envoy.sh")], cwd=REPO, capture_output=True)
+    out = run(["cargo", "run", "--quiet", "--locked", "--", "install-envoy"], cwd=REPO, capture_output=True)
     return Path(out.stdout.strip().splitlines()[-1])
 
 

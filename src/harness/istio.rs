@@ -12,13 +12,13 @@
 //!
 //! ```no_run
 //! use sticky_canary::harness::istio::{IstioProxy, Translate, REVISIONS};
-//! use sticky_canary::harness::{find_envoy_release, Backend, Client, Request};
+//! use sticky_canary::harness::{envoy_release, Backend, Client, Request};
 //!
 //! # fn main() -> Result<(), sticky_canary::harness::HarnessError> {
 //! let v1 = Backend::start("v1")?;
 //! let mut translate = Translate::new(vec!["manifests".into()]);
 //! translate.endpoint("outbound|80|v1|svc-my-app.ns-canary-istio.svc.cluster.local", v1.addr());
-//! let envoy = find_envoy_release(REVISIONS[2].envoy)?;
+//! let envoy = envoy_release(REVISIONS[2].envoy)?;
 //! let gateway = IstioProxy::start(&envoy, translate)?;
 //! let mut client = Client::connect(gateway.listener())?;
 //! let reply = client.send(&Request::get("/").host("my-app.example.com"))?;

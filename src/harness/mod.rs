@@ -23,6 +23,7 @@ pub mod backend;
 pub mod bootstrap;
 pub mod client;
 pub mod envoy;
+pub mod envoy_binary;
 pub mod istio;
 mod json;
 pub mod load;
@@ -34,7 +35,8 @@ use std::path::{Path, PathBuf};
 pub use backend::Backend;
 pub use bootstrap::{EnvoyConfig, FailurePolicy, FilterSpec, HeaderRoute, RouteTable, WasmCode, STATS_TAGS};
 pub use client::{Client, CookieJar, Request, Response, SetCookie};
-pub use envoy::{find_envoy, find_envoy_release, Envoy, UpdateOutcome};
+pub use envoy::{Envoy, UpdateOutcome};
+pub use envoy_binary::{envoy_release, find_envoy, find_or_install_envoy, PINNED_ENVOY};
 pub use registry::Registry;
 
 /// What went wrong while setting up or talking to Envoy and the backends.

@@ -225,10 +225,7 @@ func TestTranslateForSidecar(t *testing.T) {
 // outbound listener (bind_to_port false in Istio) binds where --listen says, and the mesh
 // VirtualService sends the backend host to v2 only with the header and the mesh token.
 func TestEnvoyRunsSidecarTranslation(t *testing.T) {
-	envoy := envoyBinary()
-	if envoy == "" {
-		t.Skip("no envoy binary ($ENVOY, ../../../../.venv/bin/envoy or PATH)")
-	}
+	envoy := envoyBinary(t)
 	_, v1 := backend(t, "backend-v1")
 	_, v2 := backend(t, "backend-v2")
 	sidecar, err := ParseProxy("sidecar", "ns-canary-istio", []string{"app=frontend", "version=v1"}, "")
