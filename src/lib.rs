@@ -4,6 +4,7 @@
 pub mod assign;
 pub mod check;
 pub mod demo;
+pub mod files;
 pub mod harness;
 pub mod oci;
 pub mod render;
@@ -21,10 +22,5 @@ pub const GIT_HASH: &str = env!("STICKY_CANARY_GIT");
 /// Lowercase hex SHA-256 of some bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    format!("{:x}", Sha256::digest(bytes))
 }

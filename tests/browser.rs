@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use sticky_canary::harness::{Backend, Envoy, EnvoyConfig, FilterSpec, HarnessError, TempDir};
+use sticky_canary::harness::{temp_dir, Backend, Envoy, EnvoyConfig, FilterSpec, HarnessError};
 
 const ROUTING_HEADER: &str = "x-canary-version";
 const PROFILES: usize = 20;
@@ -97,7 +97,7 @@ impl Visit {
 
 /// One fresh browser profile loading the page (three loads); its DOM at the end.
 fn visit(browser: &PathBuf, url: &str) -> Visit {
-    let profile = must(TempDir::new("chromium-profile"), "a profile dir");
+    let profile = must(temp_dir("chromium-profile"), "a profile dir");
     let output = Command::new(browser)
         .args([
             "--headless",

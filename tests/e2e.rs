@@ -349,7 +349,7 @@ fn stickiness_200_clients_20_requests() {
 
 /// Runs the real CLI: `sticky-canary assign --config C --keys K` -> key -> version.
 fn cli_assign(config_json: &str, keys: &[String]) -> HashMap<String, String> {
-    let dir = must(sticky_canary::harness::TempDir::new("assign"), "temp dir");
+    let dir = must(sticky_canary::harness::temp_dir("assign"), "temp dir");
     let config_path = dir.path().join("config.json");
     let keys_path = dir.path().join("keys.txt");
     std::fs::write(&config_path, config_json).unwrap();

@@ -110,10 +110,6 @@ impl Drop for FileServer {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    sticky_canary::sha256_hex(bytes)
-}
-
 /// Everything one chain test runs against: app backends, a second app on the same gateway,
 /// the module's source, and a work dir for specs and rendered manifests.
 struct World {
@@ -148,7 +144,7 @@ impl World {
                 let server = FileServer::start(&file);
                 let module = Module::Url {
                     url: server.url.clone(),
-                    sha256: sha256_hex(sticky_canary::FILTER_WASM),
+                    sha256: sticky_canary::sha256_hex(sticky_canary::FILTER_WASM),
                 };
                 (module, None, Some(server), None)
             }

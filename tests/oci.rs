@@ -5,11 +5,10 @@
 //! (`Docker-Content-Digest`), and the manifest fetched by that digest has a last layer of type
 //! `application/vnd.oci.image.layer.v1.tar+gzip` whose `plugin.wasm` is byte-for-byte the embedded filter.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use base64::Engine;
 use sticky_canary::harness;
@@ -67,73 +66,20 @@ impl Registry {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A minimal HTTP/1.1 client, so the checks do not go through the crate under test.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, String)]) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+/// One request to the registry through the harness's raw HTTP client, not the OCI code under test.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+) -> Result<harness::Response, harness::HarnessError> {
+    let mut request = harness::Request::get(path)
+        .method(method)
+        .host(&format!("127.0.0.1:{port}"));
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        request = request.header(name, value);
     }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = trimmed.split_once(':') {
-            headers.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
-    }
-    let mut body = Vec::new();
-    if method != "HEAD" {
-        let chunked = headers
-            .iter()
-            .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-        if chunked {
-            loop {
-                line.clear();
-                reader.read_line(&mut line)?;
-                let size = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
-                if size == 0 {
-                    break;
-                }
-                let mut chunk = vec![0; size + 2];
-                reader.read_exact(&mut chunk)?;
-                body.extend_from_slice(&chunk[..size]);
-            }
-        } else {
-            reader.read_to_end(&mut body)?;
-        }
-    }
-    Ok(Response { status, headers, body })
+    harness::Client::connect(SocketAddr::from(([127, 0, 0, 1], port)))?.send(&request)
 }
 
 fn basic(user: &str, password: &str) -> (&'static str, String) {
@@ -218,7 +164,7 @@ fn assert_istio_can_read(registry: &Registry, repository: &str, tag: &str, diges
     assert_eq!(head.status, 200, "HEAD manifest by tag:\n{}", registry.log_tail());
     assert_eq!(
         head.header("Docker-Content-Digest"),
-        Some(digest),
+        Some(digest.as_bytes()),
         "the printed digest is the registry's"
     );
 
@@ -467,7 +413,7 @@ fn a_wrong_reference_fails_before_touching_the_registry() {
 
 #[test]
 fn an_unreachable_registry_fails_clearly() {
-    let port = free_port();
+    let port = harness::free_port().unwrap();
     let output = cli(
         &["push", &format!("oci://127.0.0.1:{port}/sticky-canary:1"), "--insecure"],
         None,

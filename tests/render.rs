@@ -50,24 +50,12 @@ fn load(relative: &str) -> App {
 }
 
 /// A fresh empty directory under the target dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = root()
-            .join("target")
-            .join("render-tests")
-            .join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory for one test, removed when dropped.
+fn work_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sticky-canary-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
@@ -182,9 +170,9 @@ fn golden_example_does_not_depend_on_the_filter_build() {
 
 #[test]
 fn cli_render_writes_what_the_library_renders_and_is_idempotent() {
-    let work = TempDir::new("cli-render");
-    let key = key_file(&work.0);
-    let out = work.0.join("out");
+    let work = work_dir("cli-render");
+    let key = key_file(work.path());
+    let out = work.path().join("out");
     let dir = out.to_string_lossy().into_owned();
     let first = cli(&["render", EXAMPLE, "--out", &dir, "--token-key", &key]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
@@ -247,7 +235,7 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
             "{tool} is not installed: the schema check needs node and npm (Debian: apt-get install nodejs npm); it is never skipped"
         );
     }
-    let out = TempDir::new("schemas");
+    let out = work_dir("schemas");
     let mut dirs = vec![root().join("manifests"), root().join("manifests/plugin-forms")];
     for entry in std::fs::read_dir(root().join("manifests").join(SHARED_GOLDEN))
         .unwrap()
@@ -273,7 +261,7 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
     ] {
         let app = load(spec);
         for form in forms {
-            let dir = out.0.join(format!("{}-{}", app.name, form.as_str()));
+            let dir = out.path().join(format!("{}-{}", app.name, form.as_str()));
             render::write(&dir, &render::render_with_form(&app, *form, spec, &test_tokens())).unwrap();
             dirs.push(dir);
         }
@@ -627,11 +615,11 @@ fn oci_needs_a_digest_and_fail_reload_needs_asm_1_27() {
 
 #[test]
 fn cli_render_of_an_invalid_spec_writes_nothing() {
-    let out = TempDir::new("invalid");
-    let spec = out.0.join("bad.yaml");
+    let out = work_dir("invalid");
+    let spec = out.path().join("bad.yaml");
     std::fs::write(&spec, BAD_SPEC).unwrap();
-    let target = out.0.join("out");
-    let key = key_file(&out.0);
+    let target = out.path().join("out");
+    let key = key_file(out.path());
     let output = cli(&[
         "render",
         &spec.to_string_lossy(),
@@ -656,12 +644,12 @@ fn cli_render_of_an_invalid_spec_writes_nothing() {
 
 #[test]
 fn set_weight_rewrites_the_spec_and_only_the_plugin() {
-    let work = TempDir::new("set-weight");
-    let spec = work.0.join("my-app.yaml");
+    let work = work_dir("set-weight");
+    let spec = work.path().join("my-app.yaml");
     let original = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
     std::fs::write(&spec, &original).unwrap();
-    let out = work.0.join("manifests");
-    let key = key_file(&work.0);
+    let out = work.path().join("manifests");
+    let key = key_file(work.path());
     let (spec_s, out_s) = (spec.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
     assert!(cli(&["render", &spec_s, "--out", &out_s, "--token-key", &key])
         .status
@@ -709,8 +697,8 @@ fn set_weight_rewrites_the_spec_and_only_the_plugin() {
 
 #[test]
 fn set_weight_keeps_the_last_good_spec_when_the_result_is_invalid() {
-    let work = TempDir::new("set-weight-invalid");
-    let spec = work.0.join("app.yaml");
+    let work = work_dir("set-weight-invalid");
+    let spec = work.path().join("app.yaml");
     // A spec that is already invalid is never rewritten: set-weight checks before it edits.
     let text = std::fs::read_to_string(root().join(EXAMPLE))
         .unwrap()
@@ -720,7 +708,7 @@ fn set_weight_keeps_the_last_good_spec_when_the_result_is_invalid() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("revision: "));
     assert_eq!(std::fs::read_to_string(&spec).unwrap(), text);
-    let leftovers: Vec<_> = std::fs::read_dir(&work.0)
+    let leftovers: Vec<_> = std::fs::read_dir(work.path())
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
@@ -734,10 +722,10 @@ fn set_weight_keeps_the_last_good_spec_when_the_result_is_invalid() {
 
 #[test]
 fn a_dropped_version_removes_its_generated_file() {
-    let work = TempDir::new("dropped");
+    let work = work_dir("dropped");
     let app = load(EXAMPLE);
-    render::write(&work.0, &render::render(&app, EXAMPLE, &test_tokens())).unwrap();
-    std::fs::write(work.0.join("notes.yaml"), "# mine, not generated\n").unwrap();
+    render::write(work.path(), &render::render(&app, EXAMPLE, &test_tokens())).unwrap();
+    std::fs::write(work.path().join("notes.yaml"), "# mine, not generated\n").unwrap();
     let text = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
     let start = text.find("  - name: v2\n").unwrap();
     let end = text.find("\n# The seed's application").unwrap();
@@ -745,10 +733,10 @@ fn a_dropped_version_removes_its_generated_file() {
         .replace("    weight: 90\n", "    weight: 100\n")
         .replace("    allow: [v2]\n", "    allow: [v1]\n");
     let app = App::from_yaml(&one_version).unwrap();
-    let report = render::write(&work.0, &render::render(&app, EXAMPLE, &test_tokens())).unwrap();
+    let report = render::write(work.path(), &render::render(&app, EXAMPLE, &test_tokens())).unwrap();
     assert_eq!(report.removed, vec!["app-v2.yaml".to_owned()]);
     assert!(
-        work.0.join("notes.yaml").exists(),
+        work.path().join("notes.yaml").exists(),
         "files we did not generate are never removed"
     );
 }
@@ -826,8 +814,8 @@ fn strings_that_yaml_1_1_would_turn_into_booleans_stay_strings() {
 
 #[test]
 fn render_without_a_token_key_refuses_and_says_how_to_make_one() {
-    let work = TempDir::new("no-key");
-    let target = work.0.join("out");
+    let work = work_dir("no-key");
+    let target = work.path().join("out");
     let output = cli(&["render", EXAMPLE, "--out", &target.to_string_lossy()]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -835,7 +823,7 @@ fn render_without_a_token_key_refuses_and_says_how_to_make_one() {
     assert!(stderr.contains("STICKY_CANARY_TOKEN_KEY_FILE"), "{stderr}");
     assert!(!target.exists(), "a refused render must write nothing");
     // A key that is too short is refused too, naming the file.
-    let short = work.0.join("short.key");
+    let short = work.path().join("short.key");
     std::fs::write(&short, "abcdef\n").unwrap();
     let output = cli(&["render", EXAMPLE, "--token-key", &short.to_string_lossy()]);
     assert!(!output.status.success());
@@ -845,8 +833,8 @@ fn render_without_a_token_key_refuses_and_says_how_to_make_one() {
 
 #[test]
 fn token_key_files_are_private_and_never_overwritten() {
-    let work = TempDir::new("token-key");
-    let key = key_file(&work.0);
+    let work = work_dir("token-key");
+    let key = key_file(work.path());
     let text = std::fs::read_to_string(&key).unwrap();
     #[cfg(unix)]
     {
@@ -859,7 +847,7 @@ fn token_key_files_are_private_and_never_overwritten() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"));
     assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
     // Two keys, two sets of tokens.
-    let other = work.0.join("other.key");
+    let other = work.path().join("other.key");
     assert!(cli(&["token-key", "--out", &other.to_string_lossy()]).status.success());
     assert_ne!(std::fs::read_to_string(&other).unwrap(), text);
 }
@@ -965,8 +953,8 @@ fn token_rotation_accepts_old_and_new_during_the_switch() {
 
 #[test]
 fn placeholders_and_shared_gateway_fail_strategies_are_warned_about() {
-    let work = TempDir::new("warnings");
-    let key = key_file(&work.0);
+    let work = work_dir("warnings");
+    let key = key_file(work.path());
     let output = cli(&["render", EXAMPLE, "--token-key", &key]);
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -983,7 +971,7 @@ fn placeholders_and_shared_gateway_fail_strategies_are_warned_about() {
         "FAIL_OPEN needs no warning: {stderr}"
     );
     for strategy in ["FAIL_CLOSE", "FAIL_RELOAD"] {
-        let spec = work.0.join(format!("{strategy}.yaml"));
+        let spec = work.path().join(format!("{strategy}.yaml"));
         let text = std::fs::read_to_string(root().join(EXAMPLE))
             .unwrap()
             .replace("fail_strategy: FAIL_OPEN", &format!("fail_strategy: {strategy}"));
@@ -1076,16 +1064,16 @@ fn shared_gateway_render_has_one_plugin_with_every_apps_route() {
 
 #[test]
 fn conflicting_specs_are_refused_naming_both() {
-    let work = TempDir::new("conflicts");
+    let work = work_dir("conflicts");
     let write = |name: &str, text: &str| {
-        let path = work.0.join(name);
+        let path = work.path().join(name);
         std::fs::write(&path, text).unwrap();
         path.to_string_lossy().into_owned()
     };
     let a = write("a.yaml", &spec_for("app-a", "shop.example.com", 10));
     let b = write("b.yaml", &spec_for("app-b", "SHOP.example.com", 10));
-    let key = key_file(&work.0);
-    let out = work.0.join("out");
+    let key = key_file(work.path());
+    let out = work.path().join("out");
     let output = cli(&["render", &a, &b, "--out", &out.to_string_lossy(), "--token-key", &key]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -1110,8 +1098,8 @@ fn conflicting_specs_are_refused_naming_both() {
 
 #[test]
 fn set_weight_on_one_app_changes_only_its_route_in_the_shared_plugin() {
-    let work = TempDir::new("shared-set-weight");
-    let apps = work.0.join("apps");
+    let work = work_dir("shared-set-weight");
+    let apps = work.path().join("apps");
     std::fs::create_dir_all(&apps).unwrap();
     for i in 0..3 {
         std::fs::write(
@@ -1120,8 +1108,8 @@ fn set_weight_on_one_app_changes_only_its_route_in_the_shared_plugin() {
         )
         .unwrap();
     }
-    let key = key_file(&work.0);
-    let out = work.0.join("manifests");
+    let key = key_file(work.path());
+    let out = work.path().join("manifests");
     let (apps_s, out_s) = (apps.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
     let first = cli(&["render", &apps_s, "--out", &out_s, "--token-key", &key]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
@@ -1198,9 +1186,9 @@ fn set_weight_on_one_app_changes_only_its_route_in_the_shared_plugin() {
 /// while the filter switches from the old key's to the new key's.
 #[test]
 fn key_replacement_accepts_both_keys_during_the_switch() {
-    let work = TempDir::new("key-replacement");
-    let old = key_file(&work.0);
-    let new = work.0.join("new.key").to_string_lossy().into_owned();
+    let work = work_dir("key-replacement");
+    let old = key_file(work.path());
+    let new = work.path().join("new.key").to_string_lossy().into_owned();
     assert!(cli(&["token-key", "--out", &new]).status.success());
     let (old_tokens, new_tokens) = (key_of(&old), key_of(&new));
     let gateway = |tokens: &Tokens| tokens.token(render::token::Purpose::Gateway, "frontend", 1);

@@ -52,6 +52,12 @@ impl Request {
         }
     }
 
+    /// Another method than `GET` (`HEAD`: the response is read without a body).
+    pub fn method(mut self, method: &str) -> Request {
+        self.method = method.to_owned();
+        self
+    }
+
     pub fn host(mut self, host: &str) -> Request {
         self.host = host.to_owned();
         self
@@ -210,7 +216,9 @@ impl Client {
             .get_mut()
             .write_all(bytes)
             .map_err(io_error(format!("send a request to {addr}")))?;
-        read_response(connection).map_err(|e| match e {
+        // A response to HEAD announces a body it does not send.
+        let head = bytes.starts_with(b"HEAD ");
+        read_response(connection, head).map_err(|e| match e {
             HarnessError::Io { what, source } => HarnessError::Io {
                 what: format!("{what} from {addr}"),
                 source,
@@ -357,7 +365,9 @@ fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, HarnessError> {
 }
 
 /// Reads one HTTP/1.1 response (skipping `1xx` interim responses).
-pub(crate) fn read_response(reader: &mut impl BufRead) -> Result<Response, HarnessError> {
+/// Reads one response; `to_head`: the request was `HEAD`, so no body follows whatever the
+/// headers say.
+pub(crate) fn read_response(reader: &mut impl BufRead, to_head: bool) -> Result<Response, HarnessError> {
     loop {
         let MessageHead { start_line, headers } = read_head(reader)?
             .ok_or_else(|| HarnessError::Protocol("connection closed before a response".to_owned()))?;
@@ -373,7 +383,7 @@ pub(crate) fn read_response(reader: &mut impl BufRead) -> Result<Response, Harne
             continue;
         }
         let until_close = header_value(&headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
-        let body = if status == 204 || status == 304 {
+        let body = if to_head || status == 204 || status == 304 {
             Vec::new()
         } else {
             read_body(reader, &headers, until_close)?
@@ -471,12 +481,12 @@ mod tests {
     fn reads_chunked_and_length_bodies() {
         let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\nHTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\nno";
         let mut reader = BufReader::new(&wire[..]);
-        let first = read_response(&mut reader).unwrap();
+        let first = read_response(&mut reader, false).unwrap();
         assert_eq!(
             (first.status, first.body.as_slice(), first.header("x-a")),
             (200, &b"abcde"[..], Some(&b"1"[..]))
         );
-        let second = read_response(&mut reader).unwrap();
+        let second = read_response(&mut reader, false).unwrap();
         assert_eq!((second.status, second.body.as_slice()), (404, &b"no"[..]));
     }
 

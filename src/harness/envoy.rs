@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use super::bootstrap::{bootstrap_document, ecds_document, Layout, WasmCode};
 use super::envoy_binary::find_or_install_envoy;
 use super::{
-    io_error, two_free_ports, write_atomically, Client, EnvoyConfig, FilterSpec, HarnessError, Request, TempDir,
+    io_error, temp_dir, two_free_ports, write_atomically, Client, EnvoyConfig, FilterSpec, HarnessError, Request,
+    TempDir,
 };
 
 /// How long after a request its count reaches Envoy's counters at most: the filter's one-second
@@ -74,7 +75,7 @@ impl Envoy {
     /// Writes the bootstrap into a temp dir, starts Envoy and waits until `/ready` says LIVE.
     pub fn start(config: &EnvoyConfig) -> Result<Envoy, HarnessError> {
         let binary = find_or_install_envoy(config.envoy.as_deref())?;
-        let dir = TempDir::new("envoy")?;
+        let dir = temp_dir("envoy")?;
         let (listener_port, admin_port) = two_free_ports()?;
         let ecds_dir = dir.path().join("ecds");
         std::fs::create_dir_all(&ecds_dir).map_err(io_error(format!("create {}", ecds_dir.display())))?;

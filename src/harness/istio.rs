@@ -37,7 +37,7 @@ use serde_json::json;
 
 use super::bootstrap::{Layout, STATS_TAGS};
 use super::envoy::{stat_value, Launch};
-use super::{io_error, two_free_ports, Envoy, HarnessError, TempDir};
+use super::{io_error, temp_dir, two_free_ports, Envoy, HarnessError, TempDir};
 
 /// An AKS add-on revision, the Istio release line behind it, and the upstream Envoy release
 /// of the line that Istio's proxy builds on (istio/proxy `ENVOY_VERSION.txt` on each release
@@ -385,12 +385,12 @@ impl IstioProxy {
     /// Translates, writes a bootstrap that reads the translation's files, starts `envoy_binary`
     /// and waits until it is LIVE (every listener warmed, which needs every ECDS config).
     pub fn start(envoy_binary: &Path, translate: Translate) -> Result<IstioProxy, HarnessError> {
-        let xds = TempDir::new("istio-xds")?;
-        let cache = TempDir::new("wasm-cache")?;
+        let xds = temp_dir("istio-xds")?;
+        let cache = temp_dir("wasm-cache")?;
         let (listener_port, admin_port) = two_free_ports()?;
         let listen: SocketAddr = ([127, 0, 0, 1], listener_port).into();
         let summary = translate.run(xds.path(), cache.path(), listen)?;
-        let dir = TempDir::new("envoy")?;
+        let dir = temp_dir("envoy")?;
         let layout = Layout {
             listener_port,
             admin_port,

@@ -30,7 +30,7 @@ pub mod load;
 pub mod registry;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use backend::Backend;
 pub use bootstrap::{EnvoyConfig, FailurePolicy, FilterSpec, HeaderRoute, RouteTable, WasmCode, STATS_TAGS};
@@ -109,52 +109,18 @@ pub(crate) fn two_free_ports() -> Result<(u16, u16), HarnessError> {
     Ok((first, second))
 }
 
-/// A directory under the system temp dir, removed with its contents on `Drop`.
-#[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
+pub use tempfile::TempDir;
+
+/// A new directory `$TMPDIR/sticky-canary-<purpose>-XXXXXX`, removed with its contents when the
+/// [`TempDir`] is dropped (`TempDir::keep` keeps it, for looking at a failed run).
+pub fn temp_dir(purpose: &str) -> Result<TempDir, HarnessError> {
+    tempfile::Builder::new()
+        .prefix(&format!("sticky-canary-{purpose}-"))
+        .tempdir()
+        .map_err(io_error(format!("create a temp dir for {purpose}")))
 }
 
-impl TempDir {
-    /// Creates `$TMPDIR/sticky-canary-<prefix>-<pid>-<n>`.
-    pub fn new(prefix: &str) -> Result<TempDir, HarnessError> {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!("sticky-canary-{prefix}-{}-{n}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).map_err(io_error(format!("create {}", path.display())))?;
-        Ok(TempDir { path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Keeps the directory after `Drop` (for looking at a failed run); returns its path.
-    pub fn keep(self) -> PathBuf {
-        let path = self.path.clone();
-        std::mem::forget(self);
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Writes `contents` to `path` atomically: a temp file beside it, then a rename,
-/// so a watcher never reads a half-written file.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), HarnessError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = path.with_file_name(format!(".{file_name}.tmp"));
-    std::fs::write(&temp, contents).map_err(io_error(format!("write {}", temp.display())))?;
-    std::fs::rename(&temp, path).map_err(io_error(format!("rename {} to {}", temp.display(), path.display())))
+/// [`crate::files::write_atomically`], with the harness's error.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), HarnessError> {
+    crate::files::write_atomically(path, contents).map_err(io_error(format!("write {}", path.display())))
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, io_error, Client, HarnessError, Request, TempDir};
+use super::{free_port, io_error, temp_dir, Client, HarnessError, Request, TempDir};
 
 /// Set to a `registry` binary to use instead of `docker-registry` on PATH.
 pub const REGISTRY_ENV: &str = "STICKY_CANARY_DOCKER_REGISTRY";
@@ -28,7 +28,7 @@ impl Registry {
     /// in it is replaced by the registry's own directory, where a caller can put an htpasswd file.
     pub fn start_with_config(extra: &str) -> Result<Registry, HarnessError> {
         let binary = registry_binary()?;
-        let dir = TempDir::new("registry")?;
+        let dir = temp_dir("registry")?;
         let port = free_port()?;
         let mut config = format!(
             "version: 0.1\n\

@@ -402,23 +402,9 @@ pub fn write(dir: &Path, rendered: &Rendered) -> Result<WriteReport, String> {
     Ok(report)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
-/// so a reader (or a crash) never sees half a file.
+/// [`crate::files::write_atomically`], with render's error.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&temp, bytes).map_err(|e| format!("{}: cannot write: {e}", temp.display()))?;
-    std::fs::rename(&temp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        format!("{}: cannot replace: {e}", path.display())
-    })
+    crate::files::write_atomically(path, bytes).map_err(|e| format!("{}: cannot write: {e}", path.display()))
 }
 
 /// One header route of a VirtualService: requests with `header: value` go to `subset`.
