@@ -14,6 +14,8 @@
 //! client costs this call and the routing header's write, where reading the headers one by one
 //! costs one call each, and a blind removal for each header that must never go upstream.
 
+use policy_core::Route;
+
 /// A validated view over the serialised pairs.
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderPairs<'a> {
@@ -157,5 +159,101 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+/// The route's override and secret headers: removed from every request on the route before it
+/// goes upstream, whether the client sent them and whether or not they were honoured (policy-core
+/// reads the secret only for an allowed override). Removing an absent header is a no-op.
+pub fn headers_to_strip(route: &Route) -> impl Iterator<Item = &str> {
+    let rule = route.override_rule();
+    let override_header = rule.map(|r| r.header.as_str());
+    let secret_header = rule.and_then(|r| r.secret.as_ref()).map(|s| s.header.as_str());
+    override_header.into_iter().chain(secret_header)
+}
+
+/// What reaches the upstream: the override headers are stripped, and a decision reads only the
+/// headers it needs.
+#[cfg(test)]
+mod upstream_tests {
+    use super::*;
+    use crate::metrics::tests::policy;
+    use policy_core::{KeySource, Request};
+    use std::collections::HashMap;
+
+    struct Fake {
+        headers: HashMap<&'static str, &'static [u8]>,
+        reads: Vec<String>,
+    }
+
+    impl Request for Fake {
+        fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+            self.reads.push(name.to_owned());
+            self.headers.get(name).map(|v| v.to_vec())
+        }
+        fn client_address(&mut self) -> Option<Vec<u8>> {
+            Some(b"10.1.2.3:4567".to_vec())
+        }
+        fn random(&mut self) -> Option<[u8; 16]> {
+            Some([7; 16])
+        }
+    }
+
+    #[test]
+    fn returning_client_costs_one_header_read_besides_the_override() {
+        let policy = policy();
+        let route = &policy.routes()[0];
+        let mut fake = Fake {
+            headers: HashMap::from([("cookie", &b"session=abc"[..])]),
+            reads: Vec::new(),
+        };
+        let decision = route.decide(&mut fake);
+        assert_eq!(decision.source, KeySource::Cookie);
+        assert_eq!(fake.reads, ["x-canary-force", "cookie"]);
+    }
+
+    #[test]
+    fn override_headers_are_always_stripped_even_when_refused() {
+        let policy = policy();
+        let route = &policy.routes()[0];
+        let mut fake = Fake {
+            headers: HashMap::from([
+                ("x-canary-force", &b"v2"[..]),
+                ("x-canary-secret", &b"wrong-secret-000"[..]),
+                ("cookie", &b"sc=feedface"[..]),
+            ]),
+            reads: Vec::new(),
+        };
+        let decision = route.decide(&mut fake);
+        assert_eq!(decision.source, KeySource::Cookie);
+        // Refused (wrong secret), and stripped all the same.
+        assert_eq!(
+            headers_to_strip(route).collect::<Vec<_>>(),
+            ["x-canary-force", "x-canary-secret"]
+        );
+    }
+
+    #[test]
+    fn new_client_gets_a_cookie_that_decides_the_same_way_next_time() {
+        let policy = policy();
+        let route = &policy.routes()[0];
+        let mut fake = Fake {
+            headers: HashMap::new(),
+            reads: Vec::new(),
+        };
+        let first = route.decide(&mut fake);
+        assert_eq!(first.source, KeySource::NewId);
+        let cookie = first.set_cookie.clone().unwrap();
+        assert!(cookie.starts_with(
+            "sc=07070707070707070707070707070707; Path=/; Max-Age=2592000; HttpOnly; Secure; SameSite=Lax"
+        ));
+        let pair: &'static str = Box::leak(cookie.split(';').next().unwrap().to_owned().into_boxed_str());
+        let mut fake = Fake {
+            headers: HashMap::from([("cookie", pair.as_bytes())]),
+            reads: Vec::new(),
+        };
+        let second = route.decide(&mut fake);
+        assert_eq!(second.source, KeySource::Cookie);
+        assert_eq!(second.version, first.version);
     }
 }

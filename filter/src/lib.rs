@@ -19,9 +19,10 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
 )]
 
-pub mod glue;
+pub mod clock;
 pub mod headers;
 pub mod host;
+pub mod metrics;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -29,9 +30,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use glue::{Counters, CONFIG_REJECTIONS};
 use headers::HeaderPairs;
 use host::{Headers, Level};
+use metrics::{Counters, CONFIG_REJECTIONS};
 use policy_core::{Policy, Request};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -170,7 +171,7 @@ impl Root {
 /// Caches today's day number for the client-id cookie's stamp, so requests make no clock call.
 fn read_clock() {
     if let Ok(nanoseconds) = host::now_nanoseconds() {
-        glue::set_clock(nanoseconds);
+        clock::set_clock(nanoseconds);
     }
 }
 
@@ -335,7 +336,7 @@ impl Request for Live {
     }
 
     fn today(&mut self) -> Option<u32> {
-        glue::today()
+        clock::today()
     }
 }
 
@@ -356,7 +357,7 @@ impl Request for Read<'_> {
     }
 
     fn today(&mut self) -> Option<u32> {
-        glue::today()
+        clock::today()
     }
 }
 
@@ -430,7 +431,7 @@ fn route_request(active: &Active) -> Option<Outcome> {
             host::log(Level::Error, "sticky-canary: could not set the routing token header");
         }
     }
-    for name in glue::headers_to_strip(route) {
+    for name in headers::headers_to_strip(route) {
         if source.may_contain(name) {
             let _ = host::remove_header(Headers::Request, name);
         }

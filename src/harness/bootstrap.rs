@@ -8,8 +8,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::json::{object, string, Json};
-use super::Backend;
+use serde_json::{json, Value};
+
+use super::{Backend, HarnessError};
 
 /// The name of the filter in the HTTP filter chain, its ECDS resource and its stats.
 pub const FILTER_NAME: &str = "sticky-canary";
@@ -231,82 +232,54 @@ pub(crate) struct Layout {
     pub access_log: PathBuf,
 }
 
-fn socket_address(address: &str, port: u16) -> Json {
-    object([(
-        "socket_address",
-        object([("address", string(address)), ("port_value", Json::Number(port.into()))]),
-    )])
+fn socket_address(address: &str, port: u16) -> Value {
+    json!({"socket_address": {"address": address, "port_value": port}})
 }
 
-fn typed(type_name: &str, mut members: Vec<(String, Json)>) -> Json {
-    members.insert(
-        0,
-        ("@type".to_owned(), string(format!("type.googleapis.com/{type_name}"))),
-    );
-    Json::Object(members)
+fn type_url(type_name: &str) -> String {
+    format!("type.googleapis.com/{type_name}")
 }
 
-/// A route's header edits, as Envoy route members.
-fn header_edits(route: &HeaderRoute) -> Vec<(String, Json)> {
-    let mut members = Vec::new();
+/// A route's header edits, added to an Envoy route's members.
+fn add_header_edits(entry: &mut Value, route: &HeaderRoute) {
     if !route.set.is_empty() {
-        let add = route
+        let add: Vec<Value> = route
             .set
             .iter()
             .map(|(name, value)| {
-                object([
-                    (
-                        "header",
-                        object([("key", string(name.as_str())), ("value", string(value.as_str()))]),
-                    ),
-                    ("append_action", string("OVERWRITE_IF_EXISTS_OR_ADD")),
-                ])
+                json!({
+                    "header": {"key": name, "value": value},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                })
             })
             .collect();
-        members.push(("request_headers_to_add".to_owned(), Json::Array(add)));
+        entry["request_headers_to_add"] = json!(add);
     }
     if !route.remove.is_empty() {
-        let remove = route.remove.iter().map(|n| string(n.as_str())).collect();
-        members.push(("request_headers_to_remove".to_owned(), Json::Array(remove)));
+        entry["request_headers_to_remove"] = json!(route.remove);
     }
-    members
 }
 
-fn header_route_entry(m: &HeaderRoute) -> Json {
-    let headers = std::iter::once((&m.header, &m.value))
+fn header_route_entry(m: &HeaderRoute) -> Value {
+    let headers: Vec<Value> = std::iter::once((&m.header, &m.value))
         .chain(m.also.iter().map(|(n, v)| (n, v)))
-        .map(|(name, value)| {
-            object([
-                ("name", string(name.as_str())),
-                ("string_match", object([("exact", string(value.as_str()))])),
-            ])
-        })
+        .map(|(name, value)| json!({"name": name, "string_match": {"exact": value}}))
         .collect();
-    let mut members = vec![
-        (
-            "match".to_owned(),
-            object([("prefix", string("/")), ("headers", Json::Array(headers))]),
-        ),
-        ("route".to_owned(), object([("cluster", string(m.cluster.as_str()))])),
-    ];
-    members.extend(header_edits(m));
-    Json::Object(members)
+    let mut entry = json!({
+        "match": {"prefix": "/", "headers": headers},
+        "route": {"cluster": m.cluster},
+    });
+    add_header_edits(&mut entry, m);
+    entry
 }
 
-fn default_entry(default: &HeaderRoute) -> Json {
-    let mut members = vec![
-        ("match".to_owned(), object([("prefix", string("/"))])),
-        (
-            "route".to_owned(),
-            object([("cluster", string(default.cluster.as_str()))]),
-        ),
-    ];
-    members.extend(header_edits(default));
-    Json::Object(members)
+fn default_entry(default: &HeaderRoute) -> Value {
+    let mut entry = json!({"match": {"prefix": "/"}, "route": {"cluster": default.cluster}});
+    add_header_edits(&mut entry, default);
+    entry
 }
 
-fn route_entries(routes: &RouteTable) -> Json {
-    let prefix = || object([("prefix", string("/"))]);
+fn route_entries(routes: &RouteTable) -> Value {
     match routes {
         RouteTable::ByHeader {
             matches,
@@ -323,91 +296,58 @@ fn route_entries(routes: &RouteTable) -> Json {
                 }
                 route
             };
-            let mut entries: Vec<Json> = matches.iter().map(|m| header_route_entry(&with_removals(m))).collect();
+            let mut entries: Vec<Value> = matches.iter().map(|m| header_route_entry(&with_removals(m))).collect();
             entries.push(default_entry(&with_removals(&HeaderRoute {
                 cluster: default_cluster.clone(),
                 ..HeaderRoute::default()
             })));
-            Json::Array(entries)
+            json!(entries)
         }
         RouteTable::Weighted(weights) => {
-            let clusters = weights
+            let clusters: Vec<Value> = weights
                 .iter()
-                .map(|(name, weight)| {
-                    object([
-                        ("name", string(name.as_str())),
-                        ("weight", Json::Number((*weight).into())),
-                    ])
-                })
+                .map(|(name, weight)| json!({"name": name, "weight": weight}))
                 .collect();
-            Json::Array(vec![object([
-                ("match", prefix()),
-                (
-                    "route",
-                    object([("weighted_clusters", object([("clusters", Json::Array(clusters))]))]),
-                ),
-            ])])
+            json!([{"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": clusters}}}])
         }
     }
 }
 
-/// The route config's one virtual host, for every domain.
-fn virtual_hosts(routes: &RouteTable) -> Json {
-    Json::Array(vec![object([
-        ("name", string("all")),
-        ("domains", Json::Array(vec![string("*")])),
-        ("routes", route_entries(routes)),
-    ])])
-}
-
 /// The ECDS resource file: a DiscoveryResponse holding the wasm filter config.
-pub(crate) fn ecds_document(filter: &FilterSpec, wasm_path: &Path) -> String {
+pub(crate) fn ecds_document(filter: &FilterSpec, wasm_path: &Path) -> Result<String, HarnessError> {
     let wasm = if let WasmCode::TypedConfig(raw) = &filter.code {
-        Json::Raw(raw.clone())
+        serde_json::from_str(raw)
+            .map_err(|e| HarnessError::Protocol(format!("the filter's typed_config is not JSON: {e}")))?
     } else {
         built_typed_config(filter, wasm_path)
     };
-    let resource = typed(
-        "envoy.config.core.v3.TypedExtensionConfig",
-        vec![
-            ("name".to_owned(), string(FILTER_NAME)),
-            ("typed_config".to_owned(), wasm),
-        ],
-    );
-    object([("resources", Json::Array(vec![resource]))]).to_string()
+    let resource = json!({
+        "@type": type_url("envoy.config.core.v3.TypedExtensionConfig"),
+        "name": FILTER_NAME,
+        "typed_config": wasm,
+    });
+    Ok(json!({"resources": [resource]}).to_string())
 }
 
 /// The Wasm filter's typed_config for our module and config JSON.
-fn built_typed_config(filter: &FilterSpec, wasm_path: &Path) -> Json {
-    typed(
-        "envoy.extensions.filters.http.wasm.v3.Wasm",
-        vec![(
-            "config".to_owned(),
-            object([
-                ("name", string(FILTER_NAME)),
-                ("root_id", string("")),
-                (
-                    "vm_config",
-                    object([
-                        ("vm_id", string(FILTER_NAME)),
-                        ("runtime", string("envoy.wasm.runtime.v8")),
-                        (
-                            "code",
-                            object([("local", object([("filename", string(wasm_path.to_string_lossy()))]))]),
-                        ),
-                    ]),
-                ),
-                (
-                    "configuration",
-                    typed(
-                        "google.protobuf.StringValue",
-                        vec![("value".to_owned(), string(filter.configuration.as_str()))],
-                    ),
-                ),
-                ("failure_policy", string(filter.failure_policy.as_envoy())),
-            ]),
-        )],
-    )
+fn built_typed_config(filter: &FilterSpec, wasm_path: &Path) -> Value {
+    json!({
+        "@type": type_url("envoy.extensions.filters.http.wasm.v3.Wasm"),
+        "config": {
+            "name": FILTER_NAME,
+            "root_id": "",
+            "vm_config": {
+                "vm_id": FILTER_NAME,
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": wasm_path.to_string_lossy()}},
+            },
+            "configuration": {
+                "@type": type_url("google.protobuf.StringValue"),
+                "value": filter.configuration,
+            },
+            "failure_policy": filter.failure_policy.as_envoy(),
+        },
+    })
 }
 
 /// The bootstrap document (JSON, which Envoy reads as YAML).
@@ -415,149 +355,124 @@ pub(crate) fn bootstrap_document(config: &EnvoyConfig, layout: &Layout) -> Strin
     let mut http_filters = Vec::new();
     if config.filter.is_some() {
         let ecds_dir = layout.ecds_path.parent().map(Path::to_path_buf).unwrap_or_default();
-        http_filters.push(object([
-            ("name", string(FILTER_NAME)),
-            (
-                "config_discovery",
-                object([
-                    (
-                        "config_source",
-                        object([(
-                            "path_config_source",
-                            object([
-                                ("path", string(layout.ecds_path.to_string_lossy())),
-                                (
-                                    "watched_directory",
-                                    object([("path", string(ecds_dir.to_string_lossy()))]),
-                                ),
-                            ]),
-                        )]),
-                    ),
-                    (
-                        "type_urls",
-                        Json::Array(vec![string(
-                            "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                        )]),
-                    ),
-                ]),
-            ),
-        ]));
+        http_filters.push(json!({
+            "name": FILTER_NAME,
+            "config_discovery": {
+                "config_source": {
+                    "path_config_source": {
+                        "path": layout.ecds_path.to_string_lossy(),
+                        "watched_directory": {"path": ecds_dir.to_string_lossy()},
+                    },
+                },
+                "type_urls": [type_url("envoy.extensions.filters.http.wasm.v3.Wasm")],
+            },
+        }));
     }
-    http_filters.push(object([
-        ("name", string("envoy.filters.http.router")),
-        (
-            "typed_config",
-            typed("envoy.extensions.filters.http.router.v3.Router", Vec::new()),
-        ),
-    ]));
-    let access_log = object([
-        ("name", string("envoy.access_loggers.file")),
-        (
-            "typed_config",
-            typed(
-                "envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                vec![
-                    ("path".to_owned(), string(layout.access_log.to_string_lossy())),
-                    (
-                        "log_format".to_owned(),
-                        object([(
-                            "text_format_source",
-                            object([(
-                                "inline_string",
-                                string(
-                                    "[%START_TIME%] %REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER%\n",
-                                ),
-                            )]),
-                        )]),
-                    ),
-                ],
-            ),
-        ),
-    ]);
-    let mut connection_manager_members = vec![
-        ("stat_prefix".to_owned(), string("ingress")),
-        ("access_log".to_owned(), Json::Array(vec![access_log])),
-        (
-            "route_config".to_owned(),
-            object([
-                ("name", string("sticky-canary-e2e")),
-                ("virtual_hosts", virtual_hosts(&config.routes)),
-            ]),
-        ),
-        ("http_filters".to_owned(), Json::Array(http_filters)),
-    ];
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": type_url("envoy.extensions.filters.http.router.v3.Router")},
+    }));
+    let access_log = json!({
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": type_url("envoy.extensions.access_loggers.file.v3.FileAccessLog"),
+            "path": layout.access_log.to_string_lossy(),
+            "log_format": {
+                "text_format_source": {
+                    "inline_string": "[%START_TIME%] %REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER%\n",
+                },
+            },
+        },
+    });
+    let mut connection_manager = json!({
+        "@type": type_url("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+        "stat_prefix": "ingress",
+        "access_log": [access_log],
+        "route_config": {
+            "name": "sticky-canary-e2e",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": route_entries(&config.routes)}],
+        },
+        "http_filters": http_filters,
+    });
     if let Some(kb) = config.max_request_headers_kb {
-        connection_manager_members.push(("max_request_headers_kb".to_owned(), Json::Number(kb.into())));
+        connection_manager["max_request_headers_kb"] = json!(kb);
     }
-    let connection_manager = typed(
-        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        connection_manager_members,
-    );
-    let listener = object([
-        ("name", string("main")),
-        ("address", socket_address("127.0.0.1", layout.listener_port)),
-        (
-            "filter_chains",
-            Json::Array(vec![object([(
-                "filters",
-                Json::Array(vec![object([
-                    ("name", string("envoy.filters.network.http_connection_manager")),
-                    ("typed_config", connection_manager),
-                ])]),
-            )])]),
-        ),
-    ]);
-    let clusters = config
+    let listener = json!({
+        "name": "main",
+        "address": socket_address("127.0.0.1", layout.listener_port),
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": connection_manager,
+        }]}],
+    });
+    let clusters: Vec<Value> = config
         .clusters
         .iter()
         .map(|(name, addr)| {
-            object([
-                ("name", string(name.as_str())),
-                ("type", string("STATIC")),
-                ("connect_timeout", string("1s")),
-                (
-                    "load_assignment",
-                    object([
-                        ("cluster_name", string(name.as_str())),
-                        (
-                            "endpoints",
-                            Json::Array(vec![object([(
-                                "lb_endpoints",
-                                Json::Array(vec![object([(
-                                    "endpoint",
-                                    object([("address", socket_address(&addr.ip().to_string(), addr.port()))]),
-                                )])]),
-                            )])]),
-                        ),
-                    ]),
-                ),
-            ])
+            json!({
+                "name": name,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": name,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {
+                        "address": socket_address(&addr.ip().to_string(), addr.port()),
+                    }}]}],
+                },
+            })
         })
         .collect();
-    let stats_tags = STATS_TAGS
+    let stats_tags: Vec<Value> = STATS_TAGS
         .iter()
-        .map(|(name, regex)| object([("tag_name", string(*name)), ("regex", string(*regex))]))
+        .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
         .collect();
-    object([
-        (
-            "node",
-            object([
-                ("id", string("sticky-canary-e2e")),
-                ("cluster", string("sticky-canary-e2e")),
-            ]),
-        ),
-        (
-            "admin",
-            object([("address", socket_address("127.0.0.1", layout.admin_port))]),
-        ),
-        ("stats_config", object([("stats_tags", Json::Array(stats_tags))])),
-        (
-            "static_resources",
-            object([
-                ("listeners", Json::Array(vec![listener])),
-                ("clusters", Json::Array(clusters)),
-            ]),
-        ),
-    ])
+    json!({
+        "node": {"id": "sticky-canary-e2e", "cluster": "sticky-canary-e2e"},
+        "admin": {"address": socket_address("127.0.0.1", layout.admin_port)},
+        "stats_config": {"stats_tags": stats_tags},
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_header_values_reach_envoy_intact() {
+        let mut config = EnvoyConfig {
+            clusters: vec![("v1".to_owned(), "127.0.0.1:1".parse().unwrap())],
+            routes: RouteTable::Weighted(vec![("v1".to_owned(), 100)]),
+            filter: None,
+            concurrency: 1,
+            log_level: "info".to_owned(),
+            max_request_headers_kb: Some(96),
+            envoy: None,
+        };
+        config.routes = RouteTable::ByHeader {
+            matches: vec![HeaderRoute {
+                header: "x-a\"b".to_owned(),
+                value: "x\ny\u{1}".to_owned(),
+                cluster: "v1".to_owned(),
+                ..HeaderRoute::default()
+            }],
+            default_cluster: "v1".to_owned(),
+            remove: vec!["x-token".to_owned()],
+        };
+        let layout = Layout {
+            listener_port: 1,
+            admin_port: 2,
+            ecds_path: PathBuf::from("/tmp/ecds/filter.json"),
+            wasm_path: PathBuf::from("/tmp/f.wasm"),
+            access_log: PathBuf::from("/tmp/access.log"),
+        };
+        let document: Value = serde_json::from_str(&bootstrap_document(&config, &layout)).unwrap();
+        let manager = &document["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(manager["max_request_headers_kb"], 96);
+        let routes = &manager["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[0]["match"]["headers"][0]["name"], "x-a\"b");
+        assert_eq!(routes[0]["match"]["headers"][0]["string_match"]["exact"], "x\ny\u{1}");
+        assert_eq!(routes[1]["request_headers_to_remove"], json!(["x-token"]));
+    }
 }

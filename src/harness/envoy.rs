@@ -96,7 +96,7 @@ impl Envoy {
                 WasmCode::File(path) => path.clone(),
                 WasmCode::TypedConfig(_) => layout.wasm_path.clone(),
             };
-            write_atomically(&layout.ecds_path, ecds_document(filter, &wasm_path).as_bytes())?;
+            write_atomically(&layout.ecds_path, ecds_document(filter, &wasm_path)?.as_bytes())?;
         }
         let bootstrap_path = dir.path().join("bootstrap.json");
         std::fs::write(&bootstrap_path, bootstrap_document(config, &layout))
@@ -307,7 +307,7 @@ impl Envoy {
         let success = stat_value(&stats, &format!("{ECDS_STATS}update_success")).unwrap_or(0);
         let rejected = stat_value(&stats, &format!("{ECDS_STATS}update_rejected")).unwrap_or(0);
         let log_offset = std::fs::metadata(&self.log_path).map_or(0, |m| m.len());
-        write_atomically(&self.layout.ecds_path, ecds_document(&filter, &wasm_path).as_bytes())?;
+        write_atomically(&self.layout.ecds_path, ecds_document(&filter, &wasm_path)?.as_bytes())?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let stats = self.stats()?;

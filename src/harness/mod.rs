@@ -25,7 +25,6 @@ pub mod client;
 pub mod envoy;
 pub mod envoy_binary;
 pub mod istio;
-mod json;
 pub mod load;
 pub mod registry;
 

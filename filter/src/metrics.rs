@@ -1,26 +1,9 @@
-//! The filter's pure parts: metric names, per-route counter tables (counted in the module,
-//! flushed to the host on a tick), which headers never go upstream, and the day the root
-//! context's tick last saw. No host calls here, so all of it is unit tested natively.
+//! The filter's metrics: counter names, and per-route counter tables counted in the module and
+//! flushed to the host on a tick. No host calls here, so all of it is unit tested natively.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use policy_core::{KeySource, KeySpec, Policy, Route};
-
-/// Today (days since 1970, UTC) as last read by the tick; `u32::MAX` until the first read.
-/// One per VM, that is per Envoy worker; requests read it without a host call.
-static TODAY: AtomicU32 = AtomicU32::new(u32::MAX);
-
-/// Records the host clock's time (nanoseconds since the Unix epoch) as today's day number.
-pub fn set_clock(unix_nanoseconds: u64) {
-    TODAY.store(policy_core::day_of(unix_nanoseconds / 1_000_000_000), Ordering::Relaxed);
-}
-
-/// Today, when the clock has been read.
-pub fn today() -> Option<u32> {
-    let day = TODAY.load(Ordering::Relaxed);
-    (day != u32::MAX).then_some(day)
-}
 
 /// Prefix of the assignment counters; docs/config.md gives the `stats_tags` that turn the rest into labels.
 pub const ASSIGNMENTS: &str = "sticky_canary_assignments_total";
@@ -141,41 +124,13 @@ impl Counters {
     }
 }
 
-/// The route's override and secret headers: removed from every request on the route before it
-/// goes upstream, whether the client sent them and whether or not they were honoured (policy-core
-/// reads the secret only for an allowed override). Removing an absent header is a no-op.
-pub fn headers_to_strip(route: &Route) -> impl Iterator<Item = &str> {
-    let rule = route.override_rule();
-    let override_header = rule.map(|r| r.header.as_str());
-    let secret_header = rule.and_then(|r| r.secret.as_ref()).map(|s| s.header.as_str());
-    override_header.into_iter().chain(secret_header)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use policy_core::Request;
     use std::collections::HashMap;
 
-    struct Fake {
-        headers: HashMap<&'static str, &'static [u8]>,
-        reads: Vec<String>,
-    }
-
-    impl Request for Fake {
-        fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-            self.reads.push(name.to_owned());
-            self.headers.get(name).map(|v| v.to_vec())
-        }
-        fn client_address(&mut self) -> Option<Vec<u8>> {
-            Some(b"10.1.2.3:4567".to_vec())
-        }
-        fn random(&mut self) -> Option<[u8; 16]> {
-            Some([7; 16])
-        }
-    }
-
-    fn policy() -> Policy {
+    /// Two versions, a cookie then a new client id, and an override with a secret.
+    pub(crate) fn policy() -> Policy {
         Policy::from_json(
             br#"{"routes": [{"name": "shop", "hosts": ["*"], "salt": "s",
               "versions": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
@@ -184,12 +139,6 @@ mod tests {
                            "secret_header": "x-canary-secret", "secret": "0123456789abcdef"}}]}"#,
         )
         .unwrap()
-    }
-
-    #[test]
-    fn the_clock_gives_days_since_1970() {
-        set_clock(1_763_856_000 * 1_000_000_000 + 5);
-        assert_eq!(today(), Some(20415));
     }
 
     #[test]
@@ -254,63 +203,5 @@ mod tests {
         assert_eq!(host[&id], expected);
         // Nothing is left to flush, and a flush with nothing pending makes no call.
         assert_eq!(counters.flush(|_, _| panic!("flushed twice")), 0);
-    }
-
-    #[test]
-    fn returning_client_costs_one_header_read_besides_the_override() {
-        let policy = policy();
-        let route = &policy.routes()[0];
-        let mut fake = Fake {
-            headers: HashMap::from([("cookie", &b"session=abc"[..])]),
-            reads: Vec::new(),
-        };
-        let decision = route.decide(&mut fake);
-        assert_eq!(decision.source, KeySource::Cookie);
-        assert_eq!(fake.reads, ["x-canary-force", "cookie"]);
-    }
-
-    #[test]
-    fn override_headers_are_always_stripped_even_when_refused() {
-        let policy = policy();
-        let route = &policy.routes()[0];
-        let mut fake = Fake {
-            headers: HashMap::from([
-                ("x-canary-force", &b"v2"[..]),
-                ("x-canary-secret", &b"wrong-secret-000"[..]),
-                ("cookie", &b"sc=feedface"[..]),
-            ]),
-            reads: Vec::new(),
-        };
-        let decision = route.decide(&mut fake);
-        assert_eq!(decision.source, KeySource::Cookie);
-        // Refused (wrong secret), and stripped all the same.
-        assert_eq!(
-            headers_to_strip(route).collect::<Vec<_>>(),
-            ["x-canary-force", "x-canary-secret"]
-        );
-    }
-
-    #[test]
-    fn new_client_gets_a_cookie_that_decides_the_same_way_next_time() {
-        let policy = policy();
-        let route = &policy.routes()[0];
-        let mut fake = Fake {
-            headers: HashMap::new(),
-            reads: Vec::new(),
-        };
-        let first = route.decide(&mut fake);
-        assert_eq!(first.source, KeySource::NewId);
-        let cookie = first.set_cookie.clone().unwrap();
-        assert!(cookie.starts_with(
-            "sc=07070707070707070707070707070707; Path=/; Max-Age=2592000; HttpOnly; Secure; SameSite=Lax"
-        ));
-        let pair: &'static str = Box::leak(cookie.split(';').next().unwrap().to_owned().into_boxed_str());
-        let mut fake = Fake {
-            headers: HashMap::from([("cookie", pair.as_bytes())]),
-            reads: Vec::new(),
-        };
-        let second = route.decide(&mut fake);
-        assert_eq!(second.source, KeySource::Cookie);
-        assert_eq!(second.version, first.version);
     }
 }
