@@ -21,7 +21,7 @@ pub mod json;
 pub use bucket::bucket;
 pub use client_id::{day_of, hex_id, identity_id, ClientId, SECONDS_PER_DAY};
 pub use config::{
-    format_percent, is_label, is_token, ConfigError, ConfigErrors, KeySpec, NewClientId, NoKey, Override,
+    format_percent, is_dns_name, is_label, is_token, ConfigError, ConfigErrors, KeySpec, NewClientId, NoKey, Override,
     OverrideSecret, Policy, Route, RoutingToken, SameSite, Version, DEFAULT_ROUTING_HEADER, DEFAULT_TOKEN_HEADER,
     MAX_COOKIE_AGE_SECONDS, TOTAL_BASIS_POINTS,
 };
