@@ -1,4 +1,5 @@
-//! `sticky-canary demo`: the seeds' story on a real Envoy, in one command.
+//! `sticky-canary demo`: the AKS canary tutorial's app, bounced by plain weights and kept on one
+//! version by sticky-canary, on a real Envoy, in one command.
 //!
 //! 1. Plain per-request weights (what an Istio VirtualService with weights does):
 //!    a crowd of users, each with its own cookie jar, bounces between v1 and v2.
@@ -382,7 +383,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
     let envoy = find_or_install_envoy(options.envoy.as_deref()).map_err(|e| e.to_string())?;
     say(&format!("Envoy: {}\n", envoy.display()));
 
-    say("[1/4] starting app v1 and app v2 (the seeds' deployment-my-app-v1/-v2) ...");
+    say("[1/4] starting app v1 and app v2 (the tutorial's deployment-my-app-v1/-v2) ...");
     let v1 = Backend::start("v1").map_err(|e| e.to_string())?;
     let v2 = Backend::start("v2").map_err(|e| e.to_string())?;
 

@@ -728,7 +728,7 @@ fn a_dropped_version_removes_its_generated_file() {
     std::fs::write(work.path().join("notes.yaml"), "# mine, not generated\n").unwrap();
     let text = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
     let start = text.find("  - name: v2\n").unwrap();
-    let end = text.find("\n# The seed's application").unwrap();
+    let end = text.find("\n# The tutorial's application").unwrap();
     let one_version = format!("{}{}", &text[..start], &text[end..])
         .replace("    weight: 90\n", "    weight: 100\n")
         .replace("    allow: [v2]\n", "    allow: [v1]\n");

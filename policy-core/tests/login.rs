@@ -165,7 +165,7 @@ fn login_rotation_and_logout_never_move_a_user_with_either_chain() {
 
 #[test]
 fn the_old_semantics_moved_users_at_login() {
-    // What issue 15 measured: keyed by the session once it appears, about 2·p·(1−p) move.
+    // The old rule (keyed by the session once it appears) moves about 2·p·(1−p) at login.
     let policy = policy(5000, r#"[{"cookie": "session"}]"#);
     let route = &policy.routes()[0];
     let moved = (0..2000)

@@ -1,7 +1,7 @@
 //! The Kubernetes and Istio objects rendered from a checked [`App`], one function per kind.
 //!
 //! Field order follows what people write by hand (apiVersion, kind, metadata,
-//! spec), so the output reads like the seeds' YAML. Nothing here decides which
+//! spec), so the output reads like the AKS canary tutorial's YAML. Nothing here decides which
 //! version serves a request: that is policy-core's job, reached through the
 //! filter config carried by the plugin object.
 

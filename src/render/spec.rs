@@ -246,7 +246,7 @@ pub enum ModuleSource {
     Inline,
 }
 
-/// TLS on the gateway, as in seed 003: a Secret named by `credentialName`.
+/// TLS on the gateway: a Secret named by `credentialName`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
     pub credential_name: String,
@@ -282,7 +282,7 @@ pub struct AppVersion {
     pub autoscaling: Autoscaling,
 }
 
-/// A backend that routes by the same routing header (seed 004's dependent services).
+/// A backend that routes by the same routing header (a dependent service the app calls).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dependent {
     pub service: String,
