@@ -482,15 +482,10 @@ fn revision_minor(revision: &str) -> Option<u32> {
     revision.strip_prefix("asm-1-")?.parse().ok()
 }
 
-/// DNS-1035 label: lowercase letters, digits, '-', starting with a letter, at most `max`.
+/// DNS-1035 label: a DNS-1123 label ([`policy_core::is_label`]) that starts with a letter, at
+/// most `max` bytes.
 fn is_dns1035(name: &str, max: usize) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= max
-        && b.first().is_some_and(u8::is_ascii_lowercase)
-        && b.last() != Some(&b'-')
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    name.len() <= max && name.starts_with(|c: char| c.is_ascii_lowercase()) && policy_core::is_label(name)
 }
 
 fn is_hex64(s: &str) -> bool {
@@ -615,7 +610,7 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
     };
 
     let tls = raw.tls.map(|t| {
-        if !policy_core::is_label(&t.credential_name) && !is_subdomain(&t.credential_name) {
+        if !policy_core::is_dns_name(&t.credential_name) {
             errors.add(
                 "tls.credential_name",
                 format!("{:?} is not a Secret name", t.credential_name),
@@ -935,10 +930,6 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         response_header: routing.response_header.clone(),
         warnings,
     })
-}
-
-fn is_subdomain(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(policy_core::is_label)
 }
 
 fn check_plugin(raw: RawPlugin, minor: Option<u32>, errors: &mut Errors) -> Option<Plugin> {
