@@ -52,29 +52,22 @@ fn check_names_a_missing_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.json: cannot read"));
 }
 
-#[test]
-fn assign_predicts_bucket_and_version_per_key() {
+/// `sticky-canary assign` on the example config with `args`, keys from standard input.
+fn assign_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
     let mut child = cli()
-        .args([
-            "assign",
-            "--config",
-            "examples/filter-config.json",
-            "--host",
-            "my-app.example.com",
-            "--keys",
-            "-",
-        ])
+        .args(["assign", "--config", "examples/filter-config.json", "--keys", "-"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"user-42\r\n\"quoted\"\n\xff\xfe\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn assign_predicts_bucket_and_version_per_key() {
+    let out = assign_stdin(&["--host", "my-app.example.com"], b"user-42\r\n\"quoted\"\n\xff\xfe\n");
     assert!(out.status.success());
     let policy = policy_core::Policy::from_json(&std::fs::read("examples/filter-config.json").unwrap()).unwrap();
     let route = &policy.routes()[0];
@@ -94,22 +87,7 @@ fn assign_predicts_bucket_and_version_per_key() {
 #[test]
 fn assign_reads_id_cookie_values_and_identities() {
     let run = |kind: &str, input: &[u8]| {
-        let mut child = cli()
-            .args([
-                "assign",
-                "--config",
-                "examples/filter-config.json",
-                "--kind",
-                kind,
-                "--keys",
-                "-",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = assign_stdin(&["--kind", kind], input);
         assert!(out.status.success());
         String::from_utf8(out.stdout).unwrap()
     };
