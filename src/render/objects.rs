@@ -1,11 +1,27 @@
 //! The Kubernetes and Istio objects rendered from a checked [`App`], one function per kind.
 //!
-//! Field order follows what people write by hand (apiVersion, kind, metadata,
-//! spec), so the output reads like the AKS canary tutorial's YAML. Nothing here decides which
+//! The core Kubernetes kinds (Namespace, Deployment, Service, HorizontalPodAutoscaler) are
+//! `k8s-openapi` types, so a misspelt field does not compile; the Istio kinds have no such
+//! crate and are built as YAML maps, apiVersion, kind, metadata and spec first, like the AKS
+//! canary tutorial's YAML. Nothing here decides which
 //! version serves a request: that is policy-core's job, reached through the
 //! filter config carried by the plugin object.
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+    ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, HTTPGetAction, Namespace, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
 use super::spec::{
@@ -19,6 +35,184 @@ pub const WASM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.ht
 /// The type istio-agent substitutes when it cannot fetch the module (allow-all or deny-all RBAC).
 pub const RBAC_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 
+/// A typed Kubernetes object (`k8s-openapi`) as a YAML value for the emitter. Its fields come out
+/// in `k8s-openapi`'s order: apiVersion, kind, metadata, spec, then each struct's fields
+/// alphabetically, as `kubectl get -o yaml` prints them.
+fn typed<T: serde::Serialize>(object: &T) -> Yaml {
+    // These types hold only strings, numbers, lists and string-keyed maps: nothing YAML refuses.
+    serde_yaml_ng::to_value(object).expect("a Kubernetes object serialises to YAML")
+}
+
+/// A spec number (validated far below `i32::MAX`) as the `int32` Kubernetes fields take.
+fn int32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Labels as a Kubernetes label map.
+fn labels<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+fn app_labels(app: &App, version: Option<&str>) -> BTreeMap<String, String> {
+    let mut m = labels([("app", app.name.as_str())]);
+    if let Some(v) = version {
+        m.insert("version".to_owned(), v.to_owned());
+    }
+    m
+}
+
+/// Typed metadata: a name, the app's namespace and labels.
+fn object_meta(name: String, app: &App, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(app.namespace.clone()),
+        labels: Some(labels),
+        ..ObjectMeta::default()
+    }
+}
+
+pub fn namespace(app: &App) -> Yaml {
+    typed(&Namespace {
+        metadata: ObjectMeta {
+            name: Some(app.namespace.clone()),
+            // The add-on injects sidecars by revision label only; istio-injection=enabled does nothing.
+            labels: Some(labels([("istio.io/rev", app.revision.as_str())])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    })
+}
+
+pub fn deployment(app: &App, version: &AppVersion) -> Yaml {
+    let http_get = |path: &str, port: u32| {
+        Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(int32(port)),
+            ..HTTPGetAction::default()
+        })
+    };
+    let probes = app.probes.as_ref();
+    let container = Container {
+        name: app.name.clone(),
+        image: Some(version.image.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".to_owned()),
+            container_port: int32(version.port),
+            ..ContainerPort::default()
+        }]),
+        env: (!version.env.is_empty()).then(|| {
+            version
+                .env
+                .iter()
+                .map(|(k, v)| EnvVar {
+                    name: k.clone(),
+                    value: Some(v.clone()),
+                    ..EnvVar::default()
+                })
+                .collect()
+        }),
+        // The HPA scales on CPU utilisation, which is relative to the request: without one it cannot scale.
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity(app.cpu_request.clone())),
+                ("memory".to_owned(), Quantity(app.memory_request.clone())),
+            ])),
+            ..ResourceRequirements::default()
+        }),
+        liveness_probe: probes.and_then(|p| {
+            let path = p.liveness_path.as_deref()?;
+            Some(Probe {
+                http_get: http_get(path, p.port),
+                initial_delay_seconds: Some(5),
+                period_seconds: Some(5),
+                ..Probe::default()
+            })
+        }),
+        readiness_probe: probes.and_then(|p| {
+            let path = p.readiness_path.as_deref()?;
+            Some(Probe {
+                http_get: http_get(path, p.port),
+                period_seconds: Some(5),
+                ..Probe::default()
+            })
+        }),
+        ..Container::default()
+    };
+    let version_labels = app_labels(app, Some(&version.name));
+    typed(&Deployment {
+        metadata: object_meta(app.deployment_name(&version.name), app, version_labels.clone()),
+        // No `replicas`: the HPA owns it, and `kubectl apply` would otherwise reset it on every ramp.
+        spec: Some(DeploymentSpec {
+            selector: LabelSelector {
+                match_labels: Some(version_labels.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(version_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    })
+}
+
+pub fn service(app: &App) -> Yaml {
+    typed(&Service {
+        metadata: object_meta(app.service_name(), app, app_labels(app, None)),
+        spec: Some(ServiceSpec {
+            // Selects every version: the DestinationRule subsets split them by the version label.
+            selector: Some(app_labels(app, None)),
+            // The port name tells Istio the protocol is HTTP.
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_owned()),
+                port: int32(app.service_port),
+                target_port: Some(IntOrString::String("http".to_owned())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+pub fn hpa(app: &App, version: &AppVersion) -> Yaml {
+    let a = version.autoscaling;
+    typed(&HorizontalPodAutoscaler {
+        metadata: object_meta(app.hpa_name(&version.name), app, app_labels(app, Some(&version.name))),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name: app.deployment_name(&version.name),
+            },
+            min_replicas: Some(int32(a.min_replicas)),
+            max_replicas: int32(a.max_replicas),
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(int32(a.cpu_utilization)),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    })
+}
+
+/// Metadata of an Istio object (a YAML map: name, namespace, labels).
 fn metadata(name: &str, namespace: &str, labels: Option<Yaml>) -> Yaml {
     let mut m = Mapping::new();
     m.insert("name".into(), name.into());
@@ -27,127 +221,6 @@ fn metadata(name: &str, namespace: &str, labels: Option<Yaml>) -> Yaml {
         m.insert("labels".into(), labels);
     }
     Yaml::Mapping(m)
-}
-
-fn app_labels(app: &App, version: Option<&str>) -> Yaml {
-    let mut m = Mapping::new();
-    m.insert("app".into(), app.name.as_str().into());
-    if let Some(v) = version {
-        m.insert("version".into(), v.into());
-    }
-    Yaml::Mapping(m)
-}
-
-pub fn namespace(app: &App) -> Yaml {
-    map! {
-        "apiVersion" => "v1",
-        "kind" => "Namespace",
-        "metadata" => map! {
-            "name" => app.namespace.as_str(),
-            // The add-on injects sidecars by revision label only; istio-injection=enabled does nothing.
-            "labels" => map! {"istio.io/rev" => app.revision.as_str()},
-        },
-    }
-}
-
-pub fn deployment(app: &App, version: &AppVersion) -> Yaml {
-    let mut container = Mapping::new();
-    container.insert("name".into(), app.name.as_str().into());
-    container.insert("image".into(), version.image.as_str().into());
-    container.insert(
-        "ports".into(),
-        Yaml::Sequence(vec![map! {"name" => "http", "containerPort" => version.port}]),
-    );
-    if !version.env.is_empty() {
-        container.insert(
-            "env".into(),
-            Yaml::Sequence(
-                version
-                    .env
-                    .iter()
-                    .map(|(k, v)| map! {"name" => k.as_str(), "value" => v.as_str()})
-                    .collect(),
-            ),
-        );
-    }
-    // The HPA scales on CPU utilisation, which is relative to the request: without one it cannot scale.
-    container.insert(
-        "resources".into(),
-        map! {"requests" => map! {"cpu" => app.cpu_request.as_str(), "memory" => app.memory_request.as_str()}},
-    );
-    if let Some(probes) = &app.probes {
-        if let Some(path) = &probes.liveness_path {
-            container.insert(
-                "livenessProbe".into(),
-                map! {
-                    "httpGet" => map! {"path" => path.as_str(), "port" => probes.port},
-                    "initialDelaySeconds" => 5u32,
-                    "periodSeconds" => 5u32,
-                },
-            );
-        }
-        if let Some(path) = &probes.readiness_path {
-            container.insert(
-                "readinessProbe".into(),
-                map! {
-                    "httpGet" => map! {"path" => path.as_str(), "port" => probes.port},
-                    "periodSeconds" => 5u32,
-                },
-            );
-        }
-    }
-    map! {
-        "apiVersion" => "apps/v1",
-        "kind" => "Deployment",
-        "metadata" => metadata(&app.deployment_name(&version.name), &app.namespace, Some(app_labels(app, Some(&version.name)))),
-        // No `replicas`: the HPA owns it, and `kubectl apply` would otherwise reset it on every ramp.
-        "spec" => map! {
-            "selector" => map! {"matchLabels" => app_labels(app, Some(&version.name))},
-            "template" => map! {
-                "metadata" => map! {"labels" => app_labels(app, Some(&version.name))},
-                "spec" => map! {"containers" => vec![Yaml::Mapping(container)]},
-            },
-        },
-    }
-}
-
-pub fn service(app: &App) -> Yaml {
-    map! {
-        "apiVersion" => "v1",
-        "kind" => "Service",
-        "metadata" => metadata(&app.service_name(), &app.namespace, Some(app_labels(app, None))),
-        "spec" => map! {
-            // Selects every version: the DestinationRule subsets split them by the version label.
-            "selector" => app_labels(app, None),
-            // The port name tells Istio the protocol is HTTP.
-            "ports" => vec![map! {"name" => "http", "port" => app.service_port, "targetPort" => "http"}],
-        },
-    }
-}
-
-pub fn hpa(app: &App, version: &AppVersion) -> Yaml {
-    let a = version.autoscaling;
-    map! {
-        "apiVersion" => "autoscaling/v2",
-        "kind" => "HorizontalPodAutoscaler",
-        "metadata" => metadata(&app.hpa_name(&version.name), &app.namespace, Some(app_labels(app, Some(&version.name)))),
-        "spec" => map! {
-            "scaleTargetRef" => map! {
-                "apiVersion" => "apps/v1",
-                "kind" => "Deployment",
-                "name" => app.deployment_name(&version.name),
-            },
-            "minReplicas" => a.min_replicas,
-            "maxReplicas" => a.max_replicas,
-            "metrics" => vec![map! {
-                "type" => "Resource",
-                "resource" => map! {
-                    "name" => "cpu",
-                    "target" => map! {"type" => "Utilization", "averageUtilization" => a.cpu_utilization},
-                },
-            }],
-        },
-    }
 }
 
 pub fn gateway(app: &App) -> Yaml {
