@@ -1,4 +1,5 @@
 //! A raw HTTP/1.1 client over one keep-alive TCP connection.
+//! Hand-written because the tests send bytes an HTTP library refuses to (hostile headers).
 //!
 //! Requests are bytes, not a typed model, so tests can send what real clients
 //! and attackers send: duplicated headers, odd casing, non-UTF-8 values, huge

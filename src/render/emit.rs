@@ -1,4 +1,5 @@
 //! A small block-style YAML writer whose output reads the same under YAML 1.1 and 1.2.
+//! Hand-written because serde_yaml_ng quotes by YAML 1.2 rules and kubectl reads YAML 1.1.
 //!
 //! kubectl reads manifests as YAML 1.1, where an unquoted `on`, `yes`, `0777`
 //! or `10:20` is not a string. General emitters quote by YAML 1.2 rules and

@@ -1,7 +1,7 @@
 //! `set-weight`: change the weights in the spec text itself, keeping every comment and line.
 //!
-//! The YAML is read event by event to find where each `versions[i].weight`
-//! value sits in the text; only those bytes are replaced. The new text is then
+//! Each place a `versions[i].weight` value could sit is confirmed by parsing the spec again
+//! with a marker there; only those bytes are replaced. The new text is then
 //! checked as a whole spec before anything is written.
 //!
 //! ```
@@ -12,8 +12,7 @@
 //! assert_eq!(out, "versions:\n  - name: v1   # stable\n    weight: 75\n  - name: v2\n    weight: 25\n");
 //! ```
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
+use serde_yaml_ng::Value as Yaml;
 
 /// Computes the weights after setting `version` to `percent`: the stable version
 /// (listed first) takes whatever the canaries leave.
@@ -64,138 +63,78 @@ fn format_weight(weight: f64) -> String {
     policy_core::format_percent(to_basis_points(weight).unwrap_or(0))
 }
 
-/// Where each `versions[i].weight` value is, as byte ranges in the text.
-#[derive(Default)]
-struct Finder {
-    /// The path of containers above the current event: (is_mapping, key or index).
-    stack: Vec<Frame>,
-    /// (version index, character index of the value, the value, its style).
-    found: Vec<(usize, usize, String, TScalarStyle)>,
-    error: Option<String>,
-}
-
-enum Frame {
-    Mapping { key: Option<String>, expecting_key: bool },
-    Sequence { index: usize },
-}
-
-impl Finder {
-    /// Called when a value (scalar or container) begins at the current position.
-    fn path_here(&self) -> Vec<String> {
-        self.stack
-            .iter()
-            .map(|f| match f {
-                Frame::Mapping { key, .. } => key.clone().unwrap_or_default(),
-                Frame::Sequence { index } => index.to_string(),
-            })
-            .collect()
+/// The value under `versions[i].weight` for each version of a parsed spec (`None`: not there).
+fn version_weights(text: &str) -> Result<Vec<Option<Yaml>>, String> {
+    let spec: Yaml = serde_yaml_ng::from_str(text).map_err(|e| format!("the spec is not valid YAML: {e}"))?;
+    match spec.get("versions") {
+        Some(Yaml::Sequence(versions)) => Ok(versions.iter().map(|v| v.get("weight").cloned()).collect()),
+        _ => Err("cannot edit the weights in place: versions is not a list".to_owned()),
     }
+}
 
-    /// After a complete value, move the parent on to its next key or item.
-    fn value_done(&mut self) {
-        match self.stack.last_mut() {
-            Some(Frame::Mapping { expecting_key, key }) => {
-                *expecting_key = true;
-                *key = None;
-            }
-            Some(Frame::Sequence { index }) => *index += 1,
-            None => {}
+/// Byte ranges of every plain number written right after a `weight:` key: where a weight can sit.
+/// A comment or another mapping's `weight` is a candidate too; probing tells them apart.
+fn weight_candidates(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (at, _) in text.match_indices("weight") {
+        let rest = &text[at + "weight".len()..];
+        let after_colon = rest.trim_start_matches([' ', '\t']);
+        let Some(value) = after_colon.strip_prefix(':') else {
+            continue;
+        };
+        let trimmed = value.trim_start_matches([' ', '\t']);
+        let length = trimmed
+            .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-' | 'e' | 'E')))
+            .unwrap_or(trimmed.len());
+        if length > 0 {
+            let start = text.len() - trimmed.len();
+            out.push((start, start + length));
         }
     }
-
-    fn expecting_key(&self) -> bool {
-        matches!(
-            self.stack.last(),
-            Some(Frame::Mapping {
-                expecting_key: true,
-                ..
-            })
-        )
-    }
-}
-
-impl MarkedEventReceiver for Finder {
-    fn on_event(&mut self, event: Event, mark: Marker) {
-        match event {
-            Event::Scalar(value, style, _, _) => {
-                if self.expecting_key() {
-                    if let Some(Frame::Mapping { key, expecting_key }) = self.stack.last_mut() {
-                        *key = Some(value);
-                        *expecting_key = false;
-                    }
-                    return;
-                }
-                let path = self.path_here();
-                if path.len() == 3 && path[0] == "versions" && path[2] == "weight" {
-                    match path[1].parse::<usize>() {
-                        Ok(index) => self.found.push((index, mark.index(), value, style)),
-                        Err(_) => self.error = Some("versions is not a list".to_owned()),
-                    }
-                }
-                self.value_done();
-            }
-            Event::Alias(_) => {
-                if self.expecting_key() {
-                    self.error = Some("an alias used as a mapping key is not supported".to_owned());
-                    return;
-                }
-                self.value_done();
-            }
-            Event::SequenceStart(..) => {
-                if self.expecting_key() {
-                    self.error = Some("a complex mapping key is not supported".to_owned());
-                }
-                self.stack.push(Frame::Sequence { index: 0 });
-            }
-            Event::MappingStart(..) => {
-                if self.expecting_key() {
-                    self.error = Some("a complex mapping key is not supported".to_owned());
-                }
-                self.stack.push(Frame::Mapping {
-                    key: None,
-                    expecting_key: true,
-                });
-            }
-            Event::SequenceEnd | Event::MappingEnd => {
-                self.stack.pop();
-                self.value_done();
-            }
-            _ => {}
-        }
-    }
+    out
 }
 
 /// Replaces the value of each `versions[i].weight` with `weights[i]`, leaving every other byte alone.
+///
+/// Each place a weight could be written is tried: the spec is parsed again with a marker number
+/// there, and the version whose weight became the marker owns that place. So the YAML parser
+/// itself decides what is a weight (not a comment, not another key's `weight`), and no second
+/// YAML library with source positions is needed.
 pub fn rewrite_weights(text: &str, weights: &[f64]) -> Result<String, String> {
-    let mut finder = Finder::default();
-    let mut parser = Parser::new_from_str(text);
-    parser
-        .load(&mut finder, false)
-        .map_err(|e| format!("the spec is not valid YAML: {e}"))?;
-    if let Some(error) = finder.error {
-        return Err(format!("cannot edit the weights in place: {error}"));
+    let current = version_weights(text)?;
+    const MARKER: &str = "918273645.5";
+    let marker: Yaml = serde_yaml_ng::from_str(MARKER).map_err(|e| e.to_string())?;
+    let mut owners: Vec<Vec<(usize, usize)>> = vec![Vec::new(); current.len()];
+    for (start, end) in weight_candidates(text) {
+        let probe = format!("{}{MARKER}{}", &text[..start], &text[end..]);
+        let Ok(probed) = version_weights(&probe) else {
+            continue;
+        };
+        for (i, weight) in probed.iter().enumerate() {
+            if weight.as_ref() == Some(&marker) && current.get(i) != Some(&Some(marker.clone())) {
+                if let Some(places) = owners.get_mut(i) {
+                    places.push((start, end));
+                }
+            }
+        }
     }
     let mut spans = Vec::new();
     for (i, weight) in weights.iter().enumerate() {
-        let hits: Vec<_> = finder.found.iter().filter(|(index, ..)| *index == i).collect();
-        let [(_, char_index, value, style)] = hits.as_slice() else {
-            return Err(format!(
-                "versions[{i}].weight: expected exactly one, found {}",
-                hits.len()
-            ));
-        };
-        if *style != TScalarStyle::Plain {
-            return Err(format!(
-                "versions[{i}].weight: write it as a plain number to let set-weight edit it"
-            ));
+        match (owners.get(i).map(Vec::as_slice), current.get(i)) {
+            (Some([(start, end)]), _) => spans.push((*start, *end, format_weight(*weight))),
+            (Some([]), Some(Some(_))) => {
+                return Err(format!(
+                    "versions[{i}].weight: write it as a plain number to let set-weight edit it"
+                ))
+            }
+            (Some(places), _) => {
+                return Err(format!(
+                    "versions[{i}].weight: expected exactly one, found {}",
+                    places.len()
+                ))
+            }
+            (None, _) => return Err(format!("versions[{i}].weight: expected exactly one, found 0")),
         }
-        // The parser counts characters, not bytes: a comment in another script shifts them apart.
-        let start = text.char_indices().nth(*char_index).map_or(text.len(), |(b, _)| b);
-        let end = start + value.len();
-        if text.get(start..end) != Some(value.as_str()) {
-            return Err(format!("versions[{i}].weight: cannot locate it in the text"));
-        }
-        spans.push((start, end, format_weight(*weight)));
     }
     spans.sort_by_key(|(start, ..)| std::cmp::Reverse(*start));
     let mut out = text.to_owned();
@@ -247,6 +186,19 @@ mod tests {
             "# réglage — très sûr\nversions:\n  - name: v1 # ünïcode\n    weight: 100\n  - name: v2\n    weight: 0\n";
         let out = rewrite_weights(text, &[90.0, 10.0]).unwrap();
         assert!(out.contains("weight: 90\n") && out.contains("weight: 10\n") && out.contains("très sûr"));
+    }
+
+    #[test]
+    fn a_weight_in_a_comment_or_under_another_key_is_left_alone() {
+        let text = "versions:\n  - name: v1 # was weight: 70\n    weight: 90\n  - {name: v2, weight: 10}\nnotes:\n  weight: 10\n";
+        assert_eq!(
+            rewrite_weights(text, &[75.0, 25.0]).unwrap(),
+            "versions:\n  - name: v1 # was weight: 70\n    weight: 75\n  - {name: v2, weight: 25}\nnotes:\n  weight: 10\n"
+        );
+        let missing = "versions:\n  - name: v1\n  - name: v2\n    weight: 10\n";
+        assert!(rewrite_weights(missing, &[90.0, 10.0])
+            .unwrap_err()
+            .contains("versions[0].weight: expected exactly one, found 0"));
     }
 
     #[test]
