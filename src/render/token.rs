@@ -102,10 +102,7 @@ impl TokenKey {
 
     /// The key file's text: a comment saying what it is, then the key in hex.
     pub fn file_text(&self) -> String {
-        let mut hex = String::with_capacity(self.0.len() * 2);
-        for b in &self.0 {
-            hex.push_str(&format!("{b:02x}"));
-        }
+        let hex = hex::encode(&self.0);
         format!(
             "# sticky-canary routing-token key (created by `sticky-canary token-key`).\n\
              # Whoever holds it can compute every app's routing tokens: keep it out of git, in your\n\
@@ -145,7 +142,7 @@ impl Tokens {
                 mac.update(b"\0");
                 mac.update(generation.to_string().as_bytes());
                 let digest = mac.finalize().into_bytes();
-                digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+                hex::encode(&digest[..16])
             }
         }
     }
