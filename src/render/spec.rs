@@ -58,6 +58,15 @@ struct RawSpec {
     plugin: RawPlugin,
     #[serde(default)]
     dependent_services: Vec<RawDependent>,
+    mirror: Option<RawMirror>,
+}
+
+/// Traffic mirroring: copies of requests sent to a version, whose answers are dropped.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    version: String,
+    percent: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,11 +184,28 @@ impl Errors {
 // Stage 2: the checked app.
 // ---------------------------------------------------------------------------
 
-/// Which add-on ingress gateway serves the app.
+/// Which gateway serves the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Ingress {
+    /// The add-on's external ingress gateway (Istio Gateway and VirtualService).
     External,
+    /// The add-on's internal ingress gateway.
     Internal,
+    /// A Kubernetes Gateway API `Gateway` of class `istio` of the app's own, with an HTTPRoute:
+    /// Istio deploys that gateway in the app's namespace (docs/manifests.md).
+    GatewayApi,
+}
+
+/// The first add-on revision whose Istio runs Gateway API ingress with the managed CRDs.
+pub const GATEWAY_API_MIN_MINOR: u32 = 26;
+
+/// Traffic mirroring: `percent` of the requests served by the other versions are copied to
+/// `version`; the copies' answers are dropped, so users only ever see their own version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    pub version: String,
+    /// Percent of requests, at most two decimals, above 0 and at most 100.
+    pub percent: f64,
 }
 
 /// How the filter is installed on the gateway.
@@ -337,6 +363,8 @@ pub struct App {
     pub token: TokenSettings,
     pub plugin: Plugin,
     pub dependents: Vec<Dependent>,
+    /// Copies of requests to one version, whose answers are dropped.
+    pub mirror: Option<Mirror>,
     /// This app's route of the filter config (policy-core's JSON, fields in their documented
     /// order), without its routing token, which [`App::filter_route`] adds. Validated with a
     /// stand-in token.
@@ -373,12 +401,26 @@ impl App {
         &self.versions[0]
     }
 
-    /// The `istio` label value of the add-on gateway this app uses.
+    /// The `istio` label value of the add-on gateway this app uses; empty for
+    /// `ingress: gateway-api`, whose gateway pods carry the Gateway's name instead
+    /// ([`App::gateway_api_pod_label`]).
     pub fn ingress_selector(&self) -> &'static str {
         match self.ingress {
             Ingress::External => "aks-istio-ingressgateway-external",
             Ingress::Internal => "aks-istio-ingressgateway-internal",
+            Ingress::GatewayApi => "",
         }
+    }
+
+    /// The label Istio puts on the pods it deploys for a Gateway API `Gateway`, and its value
+    /// for this app's Gateway: what the plugin selects with `ingress: gateway-api`.
+    pub fn gateway_api_pod_label(&self) -> (&'static str, String) {
+        ("gateway.networking.k8s.io/gateway-name", self.gateway_name())
+    }
+
+    /// The Service of one version (`ingress: gateway-api`: an HTTPRoute sends to Services, not subsets).
+    pub fn version_service_name(&self, version: &str) -> String {
+        format!("svc-{}-{}", self.name, version)
     }
 
     /// The in-mesh name of the app's Service.
@@ -608,8 +650,20 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
     let ingress = match raw.ingress.as_deref() {
         None | Some("external") => Ingress::External,
         Some("internal") => Ingress::Internal,
+        Some("gateway-api") => {
+            if minor.is_some_and(|m| m < GATEWAY_API_MIN_MINOR) {
+                errors.add(
+                    "ingress",
+                    format!("gateway-api needs revision asm-1-{GATEWAY_API_MIN_MINOR} or later (the add-on's Gateway API support starts there)"),
+                );
+            }
+            Ingress::GatewayApi
+        }
         Some(other) => {
-            errors.add("ingress", format!("{other:?} is not one of \"external\", \"internal\""));
+            errors.add(
+                "ingress",
+                format!("{other:?} is not one of \"external\", \"internal\", \"gateway-api\""),
+            );
             Ingress::External
         }
     };
@@ -624,6 +678,12 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         let mode = t.mode.unwrap_or_else(|| "SIMPLE".to_owned());
         if mode != "SIMPLE" && mode != "MUTUAL" {
             errors.add("tls.mode", format!("{mode:?} is not one of \"SIMPLE\", \"MUTUAL\""));
+        }
+        if mode == "MUTUAL" && ingress == Ingress::GatewayApi {
+            errors.add(
+                "tls.mode",
+                "MUTUAL is not rendered for ingress: gateway-api (a Gateway listener terminates TLS with a server certificate only); use ingress: external",
+            );
         }
         Tls {
             credential_name: t.credential_name,
@@ -907,6 +967,37 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         });
     }
 
+    let mirror = raw.mirror.map(|m| {
+        match version_names.iter().position(|v| *v == m.version) {
+            None => errors.add(
+                "mirror.version",
+                format!("{:?} is not one of the app's versions", m.version),
+            ),
+            Some(0) => errors.add(
+                "mirror.version",
+                format!(
+                    "{:?} is the stable version, which already serves every request it would copy: mirror a canary",
+                    m.version
+                ),
+            ),
+            Some(_) => {}
+        }
+        let hundredths = m.percent * 100.0;
+        if !(m.percent > 0.0 && m.percent <= 100.0) || (hundredths - hundredths.round()).abs() > 1e-6 {
+            errors.add(
+                "mirror.percent",
+                format!(
+                    "{} is not a percentage above 0 and at most 100 with at most two decimals",
+                    m.percent
+                ),
+            );
+        }
+        Mirror {
+            version: m.version,
+            percent: m.percent,
+        }
+    });
+
     if !errors.0.is_empty() {
         return None;
     }
@@ -931,6 +1022,7 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         },
         plugin: plugin?,
         dependents,
+        mirror,
         route: route_without_token,
         response_header: routing.response_header.clone(),
         warnings,
