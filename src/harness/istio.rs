@@ -120,6 +120,11 @@ pub enum Proxy {
         namespace: String,
         labels: Vec<(String, String)>,
     },
+    /// A pod of the gateway Istio deploys for a Gateway API `Gateway` named `gateway` in
+    /// `namespace` (labelled `gateway.networking.k8s.io/gateway-name: GATEWAY`). The inputs must
+    /// hold that Gateway's Service `GATEWAY-istio`, which Istio's deployment controller would
+    /// create: istiod applies the Gateway to the pods behind it.
+    GatewayApi { namespace: String, gateway: String },
 }
 
 impl Proxy {
@@ -129,6 +134,10 @@ impl Proxy {
             Proxy::Gateway => json!({
                 "id": "router~127.0.0.1~aks-istio-ingressgateway-external.aks-istio-ingress~aks-istio-ingress.svc.cluster.local",
                 "cluster": "aks-istio-ingressgateway-external.aks-istio-ingress",
+            }),
+            Proxy::GatewayApi { namespace, gateway } => json!({
+                "id": format!("router~127.0.0.1~{gateway}-istio.{namespace}~{namespace}.svc.cluster.local"),
+                "cluster": format!("{gateway}-istio.{namespace}"),
             }),
             Proxy::Sidecar { namespace, labels } => {
                 let app = labels
@@ -209,10 +218,19 @@ impl Translate {
         for registry in &self.insecure_registries {
             command.arg("--insecure-registry").arg(registry);
         }
-        if let Proxy::Sidecar { namespace, labels } = &self.proxy {
-            command.args(["--proxy", "sidecar", "--proxy-namespace", namespace]);
-            for (key, value) in labels {
-                command.arg("--proxy-label").arg(format!("{key}={value}"));
+        match &self.proxy {
+            Proxy::Gateway => {}
+            Proxy::Sidecar { namespace, labels } => {
+                command.args(["--proxy", "sidecar", "--proxy-namespace", namespace]);
+                for (key, value) in labels {
+                    command.arg("--proxy-label").arg(format!("{key}={value}"));
+                }
+            }
+            Proxy::GatewayApi { namespace, gateway } => {
+                command.args(["--proxy", "gateway", "--proxy-namespace", namespace]);
+                command
+                    .arg("--proxy-label")
+                    .arg(format!("{}={gateway}", crate::render::objects::GATEWAY_NAME_LABEL));
             }
         }
         let output = command
