@@ -1341,6 +1341,15 @@ fn gateway_api_render_has_its_own_gateway_route_services_and_plugin() {
         .unwrap()
         .iter()
         .any(|f| f["type"] == "RequestMirror"));
+    // A partial mirror on an HTTPRoute needs the v1.3 CRDs: said at render time.
+    assert!(
+        rendered
+            .notes
+            .iter()
+            .any(|n| n.contains("mirror.percent") && n.contains("v1.3")),
+        "{:?}",
+        rendered.notes
+    );
 
     // The plugin: in the app's namespace, selecting the pods Istio deploys for that Gateway.
     let plugin = find(&rendered, "EnvoyFilter")[0];

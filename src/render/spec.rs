@@ -992,6 +992,14 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
                 ),
             );
         }
+        if ingress == Ingress::GatewayApi && m.percent < 100.0 {
+            warnings.push(format!(
+                "mirror.percent: {} on an HTTPRoute needs the Gateway API v1.3 CRDs or later (AKS Managed Gateway API on Kubernetes 1.34 and later); \
+                 with v1.2.1 (Kubernetes 1.26 to 1.33) the API server refuses the RequestMirror's percent, or drops it and every request is copied. \
+                 Check the bundle-version annotation of crd/httproutes.gateway.networking.k8s.io (docs/aks-runbook.md)",
+                m.percent
+            ));
+        }
         Mirror {
             version: m.version,
             percent: m.percent,
