@@ -660,7 +660,7 @@ fn istioctl_analyze_finds_no_error_in_rendered_manifests() {
     let _serial = serial();
     let work = tempfile::tempdir().unwrap();
     let mut inputs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")];
-    for example in ["my-app", "frontend-backend"] {
+    for example in ["my-app", "frontend-backend", "gateway-api"] {
         for form in ["envoyfilter", "envoyfilter-inline", "wasmplugin"] {
             let out = work.path().join(format!("{example}-{form}"));
             run_cli(&[
