@@ -1470,4 +1470,12 @@ fn a_gateway_api_app_beside_add_on_apps_keeps_its_own_plugin() {
         .contains("gateway.networking.k8s.io/gateway-name: gateway-storefront"));
     assert!(rendered.file("storefront/gateway-api.yaml").is_some());
     assert!(rendered.file("storefront/istio.yaml").is_none());
+    assert!(
+        rendered
+            .notes
+            .iter()
+            .any(|n| n.contains("own plugin") && n.contains("storefront")),
+        "{:?}",
+        rendered.notes
+    );
 }

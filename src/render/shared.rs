@@ -252,10 +252,21 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
         }],
     ));
     notes.push(format!(
-        "{} app(s) on {} gateway plugin(s): {}",
-        sorted.len(),
+        "{} app(s) on {} add-on gateway plugin(s): {}",
+        sorted.iter().filter(|i| i.1.ingress != Ingress::GatewayApi).count(),
         installs.len(),
         installs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
     ));
+    let own: Vec<&str> = sorted
+        .iter()
+        .filter(|i| i.1.ingress == Ingress::GatewayApi)
+        .map(|i| i.1.name.as_str())
+        .collect();
+    if !own.is_empty() {
+        notes.push(format!(
+            "on Gateway API gateways of their own, each with its own plugin (APP/plugin.yaml): {}",
+            own.join(", ")
+        ));
+    }
     Ok(Rendered { files, notes })
 }
