@@ -50,6 +50,8 @@ fi
 
 step "tools/istio-xds: Istio's own translation and module fetch, for the chain tests (Go; the first build fetches Istio's modules)"
 tools/istio-xds/build.sh >/dev/null
+step "tools/progressive: Flagger's and Argo Rollouts' own routers, for tests/progressive.rs (Go; the first build fetches their modules, about 5 minutes)"
+tools/progressive/build.sh >/dev/null
 
 if [ -f tools/schema-check/package-lock.json ] && [ ! -d tools/schema-check/node_modules ]; then
   step "npm packages for Kubernetes/Istio schema validation"

@@ -7,13 +7,15 @@
 //!    reconciler `SetWeight`, run in-process by `tools/progressive` on the examples' Canary and
 //!    Rollout) writes its objects at every step of a run: 0, 10, 50, 100, rollback, then
 //!    10, 50 and promotion;
-//! 3. istiod's own translation (`tools/istio-xds`) of both, pushed to a real Envoy with our
-//!    filter, beside another app on the same gateway;
+//! 3. istiod's own translation (`tools/istio-xds`) of both, pushed to a real Envoy of each
+//!    AKS revision's release line with our filter, beside another app on the same gateway;
 //! 4. 10,000 users, one request each per step over 8 connections: every user is served the
 //!    version `sticky-canary assign --canary-weight W` predicts, so nobody changes version
 //!    against the plan; the canary's share of users is within 1.5 points of the step's
 //!    weight; Envoy accepts every step's route table (0 % and 100 % included); the other
 //!    app keeps routing; a client-sent position header changes nothing.
+//!
+//! `STICKY_CANARY_REVISIONS=asm-1-30` limits the run to some revisions (comma-separated).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ use std::time::Instant;
 mod common;
 
 use common::{assign_with, run_cli, serial, write_filter_config};
-use sticky_canary::harness::istio::{self, IstioProxy, Translate, TRANSLATING_REVISION};
+use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
 use sticky_canary::harness::{find_envoy_release, Backend, Client, Request, Response};
 
 const HOST: &str = "my-app.example.com";
@@ -185,8 +187,15 @@ fn user_request(key: &str) -> Request {
 }
 
 /// One request per key over [`THREADS`] connections; key -> (status, version served).
-fn serve(gateway: SocketAddr, keys: &[String], extra: Option<(&'static str, &'static str)>) -> HashMap<String, (u16, String)> {
-    let chunks: Vec<Vec<String>> = keys.chunks(keys.len().div_ceil(THREADS)).map(<[String]>::to_vec).collect();
+fn serve(
+    gateway: SocketAddr,
+    keys: &[String],
+    extra: Option<(&'static str, &'static str)>,
+) -> HashMap<String, (u16, String)> {
+    let chunks: Vec<Vec<String>> = keys
+        .chunks(keys.len().div_ceil(THREADS))
+        .map(<[String]>::to_vec)
+        .collect();
     let handles: Vec<_> = chunks
         .into_iter()
         .map(|chunk| {
@@ -240,7 +249,11 @@ fn check_route_table(gateway: &IstioProxy, step: &Step) {
             step.label
         );
         let clusters = weighted["clusters"].as_array().unwrap();
-        let expected = if step.canary_weight == 0 || step.canary_weight == 100 { 1 } else { 2 };
+        let expected = if step.canary_weight == 0 || step.canary_weight == 100 {
+            1
+        } else {
+            2
+        };
         assert_eq!(clusters.len(), expected, "step {}: {weighted}", step.label);
     }
     let other = hosts.iter().find(|h| h["name"] == format!("{OTHER_HOST}:80")).unwrap();
@@ -261,7 +274,22 @@ struct Row {
     seconds: f64,
 }
 
-fn run(tool: &Tool) {
+/// The revision of that name, unless `STICKY_CANARY_REVISIONS` leaves it out.
+fn selected(name: &str) -> Option<Revision> {
+    let revision = *REVISIONS.iter().find(|r| r.name == name).expect("a known revision");
+    match std::env::var("STICKY_CANARY_REVISIONS") {
+        Ok(list) if !list.trim().is_empty() && !list.split(',').any(|r| r.trim() == name) => {
+            eprintln!("{name} not selected by STICKY_CANARY_REVISIONS: nothing to run");
+            None
+        }
+        _ => Some(revision),
+    }
+}
+
+fn run(tool: &Tool, revision_name: &str) {
+    let Some(revision) = selected(revision_name) else {
+        return;
+    };
     let _lock = serial();
     let started = Instant::now();
     let work = tempfile::tempdir().unwrap();
@@ -283,7 +311,7 @@ fn run(tool: &Tool) {
     translate.endpoint(&cluster(tool.stable_service), v1.addr());
     translate.endpoint(&cluster(tool.canary_service), v2.addr());
     translate.endpoint("outbound|80||svc-other.other.svc.cluster.local", other.addr());
-    let envoy = find_envoy_release(TRANSLATING_REVISION.envoy).unwrap_or_else(|e| panic!("{e}"));
+    let envoy = find_envoy_release(revision.envoy).unwrap_or_else(|e| panic!("{e}"));
     let mut gateway = IstioProxy::start(&envoy, translate).unwrap_or_else(|e| panic!("the gateway did not start: {e}"));
 
     let keys: Vec<String> = (0..USERS).map(|i| format!("user-{i:05}")).collect();
@@ -296,7 +324,10 @@ fn run(tool: &Tool) {
             // Promotion: the tool rolled the stable (primary) pods to the canary's version,
             // then routes everyone there.
             stable_version = "v2";
-            gateway.translate_mut().endpoints.insert(cluster(tool.stable_service), vec![v2.addr()]);
+            gateway
+                .translate_mut()
+                .endpoints
+                .insert(cluster(tool.stable_service), vec![v2.addr()]);
         }
         if i > 0 {
             gateway
@@ -360,10 +391,19 @@ fn run(tool: &Tool) {
 
         if step.label == "10" && i == 1 {
             // A client cannot pick its side: the filter overwrites the position header.
-            let stable_keys: Vec<String> = keys.iter().filter(|k| plan[*k] == "stable").take(500).cloned().collect();
+            let stable_keys: Vec<String> = keys
+                .iter()
+                .filter(|k| plan[*k] == "stable")
+                .take(500)
+                .cloned()
+                .collect();
             let spoofed = serve(gateway.listener(), &stable_keys, Some((POSITION_HEADER, "99")));
             let on_canary = spoofed.values().filter(|(_, v)| v == "v2").count();
-            assert_eq!(on_canary, 0, "{}: a client-sent {POSITION_HEADER}: 99 reached the canary", tool.driver);
+            assert_eq!(
+                on_canary, 0,
+                "{}: a client-sent {POSITION_HEADER}: 99 reached the canary",
+                tool.driver
+            );
         }
         let mut client = Client::connect(gateway.listener()).unwrap();
         let reply = send(&mut client, &Request::get("/").host(OTHER_HOST));
@@ -385,12 +425,16 @@ fn run(tool: &Tool) {
             seconds: step_started.elapsed().as_secs_f64(),
         });
     }
-    assert_eq!(rejected_updates(&gateway), 0, "Envoy rejected an update:\n{}", gateway.envoy().log_tail(40));
+    assert_eq!(
+        rejected_updates(&gateway),
+        0,
+        "Envoy rejected an update:\n{}",
+        gateway.envoy().log_tail(40)
+    );
 
     eprintln!(
-        "\n{} (its own router) -> istiod's translation -> Envoy {} with sticky-canary, {USERS} users:",
-        tool.driver,
-        TRANSLATING_REVISION.envoy
+        "\n{} (its own router) -> istiod's translation -> {} (Envoy {}) with sticky-canary, {USERS} users:",
+        tool.driver, revision.name, revision.envoy
     );
     eprintln!("step       weight  on canary  moved  off-plan  seconds");
     for row in &rows {
@@ -404,17 +448,30 @@ fn run(tool: &Tool) {
             row.seconds
         );
     }
-    eprintln!("rejected xDS updates: 0; total {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "rejected xDS updates: 0; total {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
-#[test]
-fn flagger_steps_keep_every_user_on_the_planned_version() {
-    run(&FLAGGER);
+macro_rules! tool_tests {
+    ($($name:ident: $tool:expr, $revision:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                run(&$tool, $revision);
+            }
+        )*
+    };
 }
 
-#[test]
-fn argo_rollouts_steps_keep_every_user_on_the_planned_version() {
-    run(&ARGO);
+tool_tests! {
+    flagger_keeps_every_user_on_the_planned_version_asm_1_28: FLAGGER, "asm-1-28";
+    flagger_keeps_every_user_on_the_planned_version_asm_1_29: FLAGGER, "asm-1-29";
+    flagger_keeps_every_user_on_the_planned_version_asm_1_30: FLAGGER, "asm-1-30";
+    argo_rollouts_keeps_every_user_on_the_planned_version_asm_1_28: ARGO, "asm-1-28";
+    argo_rollouts_keeps_every_user_on_the_planned_version_asm_1_29: ARGO, "asm-1-29";
+    argo_rollouts_keeps_every_user_on_the_planned_version_asm_1_30: ARGO, "asm-1-30";
 }
 
 /// The spec's examples render, and the patch matches only the app's hosts and route.
@@ -431,15 +488,29 @@ fn the_examples_render_the_gateway_the_filter_and_the_sticky_weights() {
         names.sort();
         assert_eq!(
             names,
-            ["00-namespace.yaml", "gateway.yaml", "kustomization.yaml", "plugin.yaml", "sticky-weights.yaml"]
+            [
+                "00-namespace.yaml",
+                "gateway.yaml",
+                "kustomization.yaml",
+                "plugin.yaml",
+                "sticky-weights.yaml"
+            ]
         );
         let text = std::fs::read_to_string(out.join("sticky-weights.yaml")).unwrap();
-        let patch: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n").as_str())
-                .unwrap();
+        let patch: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .as_str(),
+        )
+        .unwrap();
         let config = &patch["spec"]["configPatches"][0];
         assert_eq!(config["applyTo"], "HTTP_ROUTE");
-        assert_eq!(config["match"]["routeConfiguration"]["vhost"]["name"], "my-app.example.com:443");
+        assert_eq!(
+            config["match"]["routeConfiguration"]["vhost"]["name"],
+            "my-app.example.com:443"
+        );
         let matched = &config["match"]["routeConfiguration"]["vhost"]["route"];
         assert_eq!(matched["action"], "ROUTE");
         assert_eq!(matched["name"].as_str(), route);
@@ -471,10 +542,15 @@ fn the_tool_owns_the_weights_and_the_workloads() {
         + "versions:\n  - {name: v1, image: example/app:1, weight: 100}\n";
     let errors = sticky_canary::render::App::from_yaml(&text).unwrap_err();
     assert!(
-        errors.0.iter().any(|e| e.path == "versions" && e.message.contains("Flagger owns")),
+        errors
+            .0
+            .iter()
+            .any(|e| e.path == "versions" && e.message.contains("Flagger owns")),
         "{errors}"
     );
-    let text = std::fs::read_to_string(ARGO.spec).unwrap().replace("  route: primary\n", "");
+    let text = std::fs::read_to_string(ARGO.spec)
+        .unwrap()
+        .replace("  route: primary\n", "");
     let errors = sticky_canary::render::App::from_yaml(&text).unwrap_err();
     assert!(errors.0.iter().any(|e| e.path == "progressive.route"), "{errors}");
 }

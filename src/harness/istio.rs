@@ -313,7 +313,12 @@ fn build_go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("could not run {}: {e} (it needs Go 1.26 and the Go module proxy)", script.display()))?;
+        .map_err(|e| {
+            format!(
+                "could not run {}: {e} (it needs Go 1.26 and the Go module proxy)",
+                script.display()
+            )
+        })?;
     if !output.status.success() {
         return Err(format!(
             "{} failed ({}); it needs Go and the Go module proxy:\n{}",
@@ -327,7 +332,11 @@ fn build_go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!("{} printed no binary path (got {:?})", script.display(), stdout.trim()))
+        Err(format!(
+            "{} printed no binary path (got {:?})",
+            script.display(),
+            stdout.trim()
+        ))
     }
 }
 

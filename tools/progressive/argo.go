@@ -89,7 +89,7 @@ func newArgo(docs [][]byte) (tool, error) {
 	// The dynamic client keys objects by the version Argo asks for.
 	vs.SetAPIVersion(schema.GroupVersion{Group: gvr.Group, Version: gvr.Version}.String())
 	listKinds := map[schema.GroupVersionResource]string{
-		gvr:                                  "VirtualServiceList",
+		gvr:                                    "VirtualServiceList",
 		istioutil.GetIstioDestinationRuleGVR(): "DestinationRuleList",
 	}
 	run.client = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds, vs)
