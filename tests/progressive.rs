@@ -548,6 +548,26 @@ fn the_tool_owns_the_weights_and_the_workloads() {
             .any(|e| e.path == "versions" && e.message.contains("Flagger owns")),
         "{errors}"
     );
+    // `assign` needs the tool's weight for such a route, and refuses one for any other route.
+    let out = work.path().join("out");
+    run_cli(&["render", FLAGGER.spec, "--out", &out.to_string_lossy()]);
+    let config = write_filter_config(&out.join("plugin.yaml"), &work.path().join("config.json"));
+    let assign = |config: &Path, extra: &[&str]| {
+        let output = Command::new(common::CLI)
+            .args(["assign", "--config"])
+            .arg(config)
+            .args(["--keys", "/dev/null"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(assign(&config, &[]).contains("give --canary-weight"));
+    assert!(assign(&config, &["--canary-weight", "101"]).contains("give 0 to 100"));
+    let plain = Path::new("examples/filter-config.json");
+    assert!(assign(plain, &["--canary-weight", "10"]).contains("for routes whose weights a tool sets"));
+
     let text = std::fs::read_to_string(ARGO.spec)
         .unwrap()
         .replace("  route: primary\n", "");
