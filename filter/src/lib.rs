@@ -4,8 +4,9 @@
 //! invalid one is logged field by field and refused, so Envoy keeps the last
 //! good one. Per request the filter reads the request headers in one host call,
 //! finds the route, lets policy-core decide, replaces the routing header and the
-//! routing token (removing any the client sent), strips the override headers the
-//! request carries, counts the decision in module memory (flushed to the host's
+//! routing token (removing any the client sent), or, on a route whose weights Flagger or
+//! Argo Rollouts set, the position header Envoy's weighted clusters read instead; strips the
+//! override headers the request carries, counts the decision in module memory (flushed to the host's
 //! counters on a one-second tick), and sends Set-Cookie to new clients (and, once a day at
 //! most, to returning ones whose id cookie is due for a refresh). A request on no route is not
 //! touched at all: on a gateway shared by many apps, requests for hosts no route owns belong to
