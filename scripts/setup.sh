@@ -50,6 +50,8 @@ fi
 
 step "tools/istio-xds: Istio's own translation and module fetch, for the chain tests (Go; the first build fetches Istio's modules)"
 tools/istio-xds/build.sh >/dev/null
+step "tools/progressive: Flagger's and Argo Rollouts' own routers, for tests/progressive.rs (Go; the first build fetches their modules, about 5 minutes)"
+tools/progressive/build.sh >/dev/null
 
 # Also when package-lock.json changed since the last install (a package added, e.g. gateway-api).
 if [ -f tools/schema-check/package-lock.json ] && { [ ! -f tools/schema-check/node_modules/.package-lock.json ] \

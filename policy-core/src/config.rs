@@ -220,6 +220,9 @@ pub struct Route {
     pub(crate) no_key: NoKey,
     pub(crate) override_: Option<Override>,
     pub(crate) routing_token: Option<RoutingToken>,
+    /// When Flagger or Argo Rollouts own the weights: the header that carries the user's
+    /// position for Envoy's weighted clusters (docs/assignment.md §5), instead of the routing header.
+    pub(crate) position_header: Option<String>,
     /// End of the canary bucket ranges: buckets at or above it are stable.
     pub(crate) canary_end: u16,
 }
@@ -264,6 +267,11 @@ impl Route {
     /// The token header and value set beside the routing header, if configured.
     pub fn routing_token(&self) -> Option<&RoutingToken> {
         self.routing_token.as_ref()
+    }
+    /// The position header, when a progressive-delivery tool owns this route's weights: the
+    /// filter then writes the user's position there, and neither the routing header nor the token.
+    pub fn position_header(&self) -> Option<&str> {
+        self.position_header.as_deref()
     }
     /// Index of the version with this name.
     pub fn version_index(&self, name: &str) -> Option<usize> {
@@ -813,6 +821,10 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
 
     let routing_header = header_field(&mut fields, "routing_header", DEFAULT_ROUTING_HEADER, errors);
 
+    let position_path = fields.child("position_header");
+    let position_header =
+        string_field(&mut fields, "position_header", errors).and_then(|h| header_name(&position_path, &h, errors));
+
     let salt_path = fields.child("salt");
     let salt = string_field(&mut fields, "salt", errors);
     if salt.as_deref().is_some_and(|s| s.contains('\0')) {
@@ -883,6 +895,30 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
         }
     }
 
+    if let Some(header) = &position_header {
+        let taken = [
+            routing_header.as_deref(),
+            routing_token.as_ref().map(|t| t.header.as_str()),
+            override_.as_ref().map(|r| r.header.as_str()),
+            override_
+                .as_ref()
+                .and_then(|r| r.secret.as_ref())
+                .map(|s| s.header.as_str()),
+        ];
+        if taken.contains(&Some(header.as_str())) {
+            errors.add(
+                &position_path,
+                "must differ from the routing, token and override headers",
+            );
+        }
+        if versions.len() != 2 {
+            errors.add(
+                &position_path,
+                "needs exactly two versions, stable then canary: the weighted clusters a tool manages are two",
+            );
+        }
+    }
+
     if errors.0.len() != before {
         return None;
     }
@@ -898,6 +934,7 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
         no_key,
         override_,
         routing_token,
+        position_header,
         canary_end,
     })
 }

@@ -311,6 +311,53 @@ fn build_istio_xds() -> Result<PathBuf, String> {
     }
 }
 
+/// The `progressive` binary (tools/progressive: Flagger's and Argo Rollouts' own routers),
+/// built once per process by `tools/progressive/build.sh`.
+pub fn progressive() -> Result<PathBuf, HarnessError> {
+    static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    TOOL.get_or_init(|| build_go_tool("progressive", "STICKY_CANARY_PROGRESSIVE"))
+        .clone()
+        .map_err(HarnessError::Tool)
+}
+
+/// Builds `tools/NAME` with its `build.sh` (or takes the binary `env` names) and returns its path.
+fn build_go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let script = repo_root().join("tools").join(name).join("build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!(
+                "could not run {}: {e} (it needs Go 1.26 and the Go module proxy)",
+                script.display()
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed ({}); it needs Go and the Go module proxy:\n{}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let path = PathBuf::from(stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim());
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} printed no binary path (got {:?})",
+            script.display(),
+            stdout.trim()
+        ))
+    }
+}
+
 /// Runs `istio-xds analyze` (istioctl analyze's own analyzers, no cluster) on the given
 /// files or directories; returns its report when it found no error-level message.
 pub fn analyze(inputs: &[PathBuf]) -> Result<String, HarnessError> {
@@ -479,6 +526,12 @@ impl IstioProxy {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The translation settings the next [`IstioProxy::update`] uses (e.g. to point a cluster
+    /// at another backend, as a promotion rolls the stable pods to the new version).
+    pub fn translate_mut(&mut self) -> &mut Translate {
+        &mut self.translate
     }
 
     /// The proxy's listener for `gateway_port` (bound on loopback).

@@ -264,6 +264,10 @@ pub(crate) fn app_files(app: &App, source: &str, tokens: &Tokens, with_namespace
             vec![objects::namespace(app)],
         ));
     }
+    if let Some(progressive) = &app.progressive {
+        files.extend(progressive_files(app, progressive, source, dir));
+        return files;
+    }
     for version in &app.versions {
         files.push(file(
             &format!("{dir}app-{}.yaml", version.name),
@@ -378,6 +382,41 @@ fn gateway_api_files(app: &App, source: &str, tokens: &Tokens, dir: &str) -> Vec
             std::iter::once(gateway_api::gateway(app))
                 .chain(gateway_api::http_routes(app, tokens))
                 .collect(),
+        ),
+    ]
+}
+
+/// The files of an app whose weights Flagger or Argo Rollouts own: its Gateway (the tool's
+/// VirtualService binds to it) and the patch that makes the tool's weighted routes sticky.
+fn progressive_files(app: &App, progressive: &spec::Progressive, source: &str, dir: &str) -> Vec<File> {
+    let tool = progressive.tool.title();
+    let route = match &progressive.route {
+        Some(name) => format!("its route {name:?}"),
+        None => "its route".to_owned(),
+    };
+    vec![
+        file(
+            &format!("{dir}gateway.yaml"),
+            source,
+            &format!(
+                "The Gateway {tool}'s VirtualService binds to (gateways: [{ns}/{gw}]).",
+                ns = app.namespace,
+                gw = app.gateway_name()
+            ),
+            vec![objects::gateway(app)],
+        ),
+        file(
+            &format!("{dir}sticky-weights.yaml"),
+            source,
+            &format!(
+                "{tool} sets the weights of the VirtualService for {hosts}; on {route} Envoy then picks the\n\
+                 destination from {header}, the position the filter gives each user, instead of a random\n\
+                 number: every user stays on one version at every step (docs/progressive-delivery.md).\n\
+                 List the stable destination first, keep the total weight 100, and keep that host's routes to the tool's.",
+                hosts = app.hosts.join(", "),
+                header = progressive.position_header,
+            ),
+            objects::sticky_weights(app).into_iter().collect(),
         ),
     ]
 }
@@ -624,6 +663,14 @@ pub fn envoy_wasm_typed_config(install: &Install<'_>, local_module: Option<&Path
 /// stable version takes what the canaries leave; the new spec is checked as a whole.
 pub fn set_weight_text(spec_path: &Path, version: &str, percent: f64) -> Result<(String, App), String> {
     let (text, app) = load(spec_path)?;
+    if let Some(progressive) = &app.progressive {
+        return Err(format!(
+            "set-weight: {} sets this app's weights ({}: progressive.tool {}); change them through it (docs/progressive-delivery.md)",
+            progressive.tool.title(),
+            spec_path.display(),
+            progressive.tool.as_str()
+        ));
+    }
     let current: Vec<(String, f64)> = app.versions.iter().map(|v| (v.name.clone(), v.weight)).collect();
     let weights = weights::new_weights(&current, version, percent).map_err(|e| format!("set-weight: {e}"))?;
     let new_text = weights::rewrite_weights(&text, &weights).map_err(|e| format!("{}: {e}", spec_path.display()))?;

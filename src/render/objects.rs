@@ -619,6 +619,59 @@ pub fn envoy_filter(install: &Install<'_>, form: PluginForm) -> Yaml {
     }
 }
 
+/// The EnvoyFilter that makes the weighted routes Flagger or Argo Rollouts manage sticky: on
+/// the app's virtual hosts (and, for Argo Rollouts, only the named route), Envoy picks the
+/// weighted cluster from the position header the filter writes (`header_name`: the value modulo
+/// the total weight, over the clusters' cumulative weights) instead of a random number. It only
+/// matches routes with `action: ROUTE` on this app's hosts, so no other app's route is touched.
+/// Both tools always list two destinations, so Istio emits `weighted_clusters` at every step,
+/// 0 % and 100 % included (one cluster then): the merge never lands on a single-`cluster`
+/// route, which would leave an empty `weighted_clusters` that Envoy rejects (tests/progressive.rs).
+pub fn sticky_weights(app: &App) -> Option<Yaml> {
+    let progressive = app.progressive.as_ref()?;
+    let port = if app.tls.is_some() { 443u32 } else { 80u32 };
+    let patches: Vec<Yaml> = app
+        .hosts
+        .iter()
+        .map(|host| {
+            let mut route = Mapping::new();
+            if let Some(name) = &progressive.route {
+                route.insert("name".into(), name.as_str().into());
+            }
+            route.insert("action".into(), "ROUTE".into());
+            map! {
+                "applyTo" => "HTTP_ROUTE",
+                "match" => map! {
+                    "context" => "GATEWAY",
+                    "routeConfiguration" => map! {
+                        "vhost" => map! {
+                            "name" => format!("{host}:{port}"),
+                            "route" => Yaml::Mapping(route),
+                        },
+                    },
+                },
+                "patch" => map! {
+                    "operation" => "MERGE",
+                    "value" => map! {
+                        "route" => map! {
+                            "weighted_clusters" => map! {"header_name" => progressive.position_header.as_str()},
+                        },
+                    },
+                },
+            }
+        })
+        .collect();
+    Some(map! {
+        "apiVersion" => "networking.istio.io/v1alpha3",
+        "kind" => "EnvoyFilter",
+        "metadata" => metadata(&app.sticky_weights_name(), INGRESS_NAMESPACE, Some(app_labels(app, None))),
+        "spec" => map! {
+            "workloadSelector" => map! {"labels" => map! {"istio" => app.ingress_selector()}},
+            "configPatches" => patches,
+        },
+    })
+}
+
 /// The plugin object in the form the spec chose.
 pub fn plugin(install: &Install<'_>, form: PluginForm) -> Yaml {
     match form {

@@ -50,6 +50,7 @@ struct RawSpec {
     tls: Option<RawTls>,
     #[serde(default)]
     service_port: Option<u32>,
+    #[serde(default)]
     versions: Vec<RawVersion>,
     autoscaling: Option<RawAutoscaling>,
     resources: Option<RawResources>,
@@ -59,6 +60,7 @@ struct RawSpec {
     #[serde(default)]
     dependent_services: Vec<RawDependent>,
     mirror: Option<RawMirror>,
+    progressive: Option<RawProgressive>,
 }
 
 /// Traffic mirroring: copies of requests sent to a version, whose answers are dropped.
@@ -67,6 +69,15 @@ struct RawSpec {
 struct RawMirror {
     version: String,
     percent: f64,
+}
+
+/// Flagger or Argo Rollouts own the weights (docs/progressive-delivery.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProgressive {
+    tool: String,
+    route: Option<String>,
+    position_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,6 +340,46 @@ pub struct TokenSettings {
     pub also_accept: Vec<u32>,
 }
 
+/// The progressive-delivery tool that owns an app's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Flagger,
+    ArgoRollouts,
+}
+
+impl Tool {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tool::Flagger => "flagger",
+            Tool::ArgoRollouts => "argo-rollouts",
+        }
+    }
+
+    /// How the docs name it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Tool::Flagger => "Flagger",
+            Tool::ArgoRollouts => "Argo Rollouts",
+        }
+    }
+}
+
+/// An app whose weights a progressive-delivery tool sets (`progressive:` in the spec): render
+/// writes the plugin, the Gateway and the route patch that makes Envoy's weighted clusters
+/// sticky; the tool owns the Deployments, Services, VirtualService and DestinationRules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progressive {
+    pub tool: Tool,
+    /// The VirtualService's HTTP route the tool sets weights on (Argo's
+    /// `trafficRouting.istio.virtualService.routes`); `None` for Flagger, whose route has no name.
+    pub route: Option<String>,
+    /// The header the filter writes the position to (lowercase).
+    pub position_header: String,
+}
+
+/// The default position header.
+pub const DEFAULT_POSITION_HEADER: &str = "x-canary-position";
+
 /// The header that carries the mesh token from the gateway to dependent services.
 pub const MESH_TOKEN_HEADER: &str = "x-canary-mesh-token";
 
@@ -365,6 +416,8 @@ pub struct App {
     pub dependents: Vec<Dependent>,
     /// Copies of requests to one version, whose answers are dropped.
     pub mirror: Option<Mirror>,
+    /// Set when Flagger or Argo Rollouts own the weights; `versions` is then `stable`, `canary`.
+    pub progressive: Option<Progressive>,
     /// This app's route of the filter config (policy-core's JSON, fields in their documented
     /// order), without its routing token, which [`App::filter_route`] adds. Validated with a
     /// stand-in token.
@@ -450,6 +503,11 @@ impl App {
 
     pub fn destination_rule_name(&self) -> String {
         format!("dr-{}", self.name)
+    }
+
+    /// Name of the EnvoyFilter that makes a tool's weighted routes sticky (`progressive`).
+    pub fn sticky_weights_name(&self) -> String {
+        format!("sticky-canary-{}-weights", self.name)
     }
 
     /// Name of the plugin object (WasmPlugin or EnvoyFilter) in aks-istio-ingress.
@@ -614,7 +672,7 @@ fn spec_path(filter_path: &str) -> String {
     }
 }
 
-fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
+fn check(mut raw: RawSpec, errors: &mut Errors) -> Option<App> {
     // app, namespace, revision
     if !is_dns1035(&raw.app, 40) {
         errors.add(
@@ -695,6 +753,52 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
     let service_port = raw.service_port.unwrap_or(80);
     port_ok("service_port", service_port, errors);
 
+    let progressive = raw.progressive.take().map(|p| check_progressive(p, errors));
+    if let Some(p) = &progressive {
+        let tool = p.tool.title();
+        let managed = [
+            ("versions", !raw.versions.is_empty()),
+            ("autoscaling", raw.autoscaling.is_some()),
+            ("resources", raw.resources.is_some()),
+            ("probes", raw.probes.is_some()),
+            ("dependent_services", !raw.dependent_services.is_empty()),
+        ];
+        for (field, given) in managed {
+            if given {
+                errors.add(
+                    field,
+                    format!("leave it out with progressive: {tool} owns the workloads, their Services and the weights (docs/progressive-delivery.md)"),
+                );
+            }
+        }
+        if raw.mirror.is_some() {
+            errors.add(
+                "mirror",
+                format!("leave it out with progressive: {tool} mirrors with its own settings (docs/progressive-delivery.md)"),
+            );
+        }
+        if ingress == Ingress::GatewayApi {
+            errors.add(
+                "ingress",
+                "gateway-api is not rendered with progressive: the sticky weights patch an Istio VirtualService's routes on the add-on's gateway; use external or internal",
+            );
+        }
+        // The filter's two sides: the tool's stable (or primary) and canary destinations.
+        raw.versions = ["stable", "canary"]
+            .iter()
+            .zip([100.0, 0.0])
+            .map(|(name, weight)| RawVersion {
+                name: (*name).to_owned(),
+                image: "managed-by-the-tool".to_owned(),
+                weight,
+                port: None,
+                env: BTreeMap::new(),
+                autoscaling: None,
+            })
+            .collect();
+        raw.probes = None;
+        raw.dependent_services = Vec::new();
+    }
     let base_scaling = check_autoscaling(
         "autoscaling",
         raw.autoscaling,
@@ -810,6 +914,9 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         ),
     }
     route.insert("routing_header".into(), routing_header.clone().into());
+    if let Some(p) = &progressive {
+        route.insert("position_header".into(), p.position_header.clone().into());
+    }
     route.insert(
         "versions".into(),
         Yaml::Sequence(
@@ -1031,10 +1138,47 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         plugin: plugin?,
         dependents,
         mirror,
+        progressive,
         route: route_without_token,
         response_header: routing.response_header.clone(),
         warnings,
     })
+}
+
+fn check_progressive(raw: RawProgressive, errors: &mut Errors) -> Progressive {
+    let tool = match raw.tool.as_str() {
+        "flagger" => Tool::Flagger,
+        "argo-rollouts" => Tool::ArgoRollouts,
+        other => {
+            errors.add(
+                "progressive.tool",
+                format!("{other:?} is not one of \"flagger\", \"argo-rollouts\""),
+            );
+            Tool::Flagger
+        }
+    };
+    match (tool, &raw.route) {
+        (Tool::Flagger, Some(_)) => errors.add(
+            "progressive.route",
+            "leave it out for Flagger: the route Flagger writes has no name, the patch matches the app's hosts",
+        ),
+        (Tool::ArgoRollouts, None) => errors.add(
+            "progressive.route",
+            "is required for Argo Rollouts: the VirtualService route named in the Rollout's trafficRouting.istio.virtualService.routes",
+        ),
+        (Tool::ArgoRollouts, Some(route)) if route.is_empty() || route.bytes().any(|b| b.is_ascii_whitespace()) => {
+            errors.add("progressive.route", format!("{route:?} is not a route name"))
+        }
+        _ => {}
+    }
+    Progressive {
+        tool,
+        route: raw.route,
+        position_header: raw
+            .position_header
+            .unwrap_or_else(|| DEFAULT_POSITION_HEADER.to_owned())
+            .to_ascii_lowercase(),
+    }
 }
 
 fn is_subdomain(name: &str) -> bool {

@@ -109,10 +109,16 @@ pub fn write_filter_config(plugin_file: &Path, out: &Path) -> PathBuf {
 
 /// `sticky-canary assign` for the route of `host`, many keys at once: key -> version.
 pub fn assign_on(config: &Path, host: &str, keys: &[String]) -> HashMap<String, String> {
+    assign_with(config, host, keys, &[])
+}
+
+/// [`assign_on`] with more arguments (`--canary-weight 10`).
+pub fn assign_with(config: &Path, host: &str, keys: &[String], extra: &[&str]) -> HashMap<String, String> {
     let mut child = Command::new(CLI)
         .args(["assign", "--host", host, "--config"])
         .arg(config)
         .args(["--keys", "-"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

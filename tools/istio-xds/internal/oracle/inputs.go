@@ -166,6 +166,11 @@ func (in *Inputs) addDocument(raw []byte, created time.Time) error {
 			c.Namespace = "default"
 		}
 		c.CreationTimestamp = created
+		// istiod's CRD client stamps every config with the cluster's domain suffix
+		// (crdclient: cfg.Domain = domainSuffix); VirtualService short names such as
+		// `host: my-app-stable` resolve against it (ResolveShortnameToFQDN), to
+		// my-app-stable.NS.svc.cluster.local. Without it they would name no cluster.
+		c.Domain = "cluster.local"
 		in.Configs = append(in.Configs, c)
 	}
 	if len(others) == 0 {
