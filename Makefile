@@ -22,11 +22,14 @@ lint:
 	cargo clippy -p sticky-canary-filter --target wasm32-wasip1 --target-dir target/clippy-wasm --all-features -- -D warnings
 	cd tools/istio-xds && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: run gofmt -w tools/istio-xds"; exit 1; }
 	cd tools/istio-xds && go vet ./...
+	cd tools/progressive && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: run gofmt -w tools/progressive"; exit 1; }
+	cd tools/progressive && go vet ./...
 
 ## Rust tests (unit, real-Envoy, Istio chain for every AKS revision: STICKY_CANARY_REVISIONS=asm-1-30
-## limits the chain to some) and the Go tool's own tests.
+## limits the chain to some) and the Go tools' own tests.
 unit:
 	cd tools/istio-xds && ENVOY="$$(cd ../.. && cargo run --quiet --locked -- install-envoy)" go test ./...
+	cd tools/progressive && go test ./...
 	cargo test --workspace
 
 wasm-tests:

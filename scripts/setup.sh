@@ -55,8 +55,12 @@ fi
 
 step "tools/istio-xds: Istio's own translation and module fetch, for the chain tests (Go; the first build fetches Istio's modules)"
 tools/istio-xds/build.sh >/dev/null
+step "tools/progressive: Flagger's and Argo Rollouts' own routers, for tests/progressive.rs (Go; the first build fetches their modules, about 5 minutes)"
+tools/progressive/build.sh >/dev/null
 
-if [ -f tools/schema-check/package-lock.json ] && [ ! -d tools/schema-check/node_modules ]; then
-  step "npm packages for Kubernetes/Istio schema validation"
+# Also when package-lock.json changed since the last install (a package added, e.g. gateway-api).
+if [ -f tools/schema-check/package-lock.json ] && { [ ! -f tools/schema-check/node_modules/.package-lock.json ] \
+  || [ tools/schema-check/package-lock.json -nt tools/schema-check/node_modules/.package-lock.json ]; }; then
+  step "npm packages for Kubernetes, Istio and Gateway API schema validation"
   (cd tools/schema-check && npm ci --silent --no-audit --no-fund)
 fi

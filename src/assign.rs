@@ -31,9 +31,33 @@ pub enum KeyKind {
     Identity,
 }
 
+/// Checks `--canary-weight` against the route: required when Flagger or Argo Rollouts set the
+/// route's weights (it has a position header), refused otherwise (the config's weights decide).
+pub fn check_tool_weight(route: &Route, canary_weight: Option<u8>) -> Result<(), String> {
+    match (route.position_header(), canary_weight) {
+        (Some(_), None) => Err(format!(
+            "route {:?}: a tool sets its weights (position_header): give --canary-weight, the canary weight it set",
+            route.name()
+        )),
+        (None, Some(_)) => Err(format!(
+            "route {:?}: --canary-weight is for routes whose weights a tool sets (position_header); this route's weights are in the config",
+            route.name()
+        )),
+        (_, Some(w)) if w > 100 => Err(format!("--canary-weight {w}: give 0 to 100")),
+        _ => Ok(()),
+    }
+}
+
 /// For each line: `line<TAB>bucket<TAB>version`. Lines are taken byte for byte (without the line
-/// end), then read as `kind` says.
-pub fn run(route: &Route, kind: KeyKind, input: impl BufRead, mut out: impl Write) -> std::io::Result<()> {
+/// end), then read as `kind` says. With `canary_weight` (a route whose weights a tool sets), the
+/// version is the one Envoy's weighted clusters give at that canary weight (docs/assignment.md §5).
+pub fn run(
+    route: &Route,
+    kind: KeyKind,
+    canary_weight: Option<u8>,
+    input: impl BufRead,
+    mut out: impl Write,
+) -> std::io::Result<()> {
     for line in input.split(b'\n') {
         let mut key = line?;
         if key.last() == Some(&b'\r') {
@@ -43,6 +67,10 @@ pub fn run(route: &Route, kind: KeyKind, input: impl BufRead, mut out: impl Writ
             KeyKind::Key => route.assign(&key),
             KeyKind::IdCookie => route.assign(ClientId::parse(&key).key),
             KeyKind::Identity => route.assign(identity_id(route.salt(), &key).as_bytes()),
+        };
+        let version = match canary_weight {
+            Some(weight) => route.version_at_tool_weight(bucket, weight),
+            None => version,
         };
         let name = route.versions().get(version).map_or("", |v| v.name());
         out.write_all(&key)?;

@@ -21,11 +21,15 @@ pub fn load(path: &Path) -> Result<Policy, String> {
 pub fn summary(policy: &Policy) -> String {
     let mut out = String::new();
     for route in policy.routes() {
-        let versions: Vec<String> = route
-            .versions()
-            .iter()
-            .map(|v| format!("{} {}%", v.name(), format_percent(u32::from(v.weight_basis_points()))))
-            .collect();
+        let versions: Vec<String> = match route.position_header() {
+            // The weights are in the tool's VirtualService, not here.
+            Some(_) => route.versions().iter().map(|v| v.name().to_owned()).collect(),
+            None => route
+                .versions()
+                .iter()
+                .map(|v| format!("{} {}%", v.name(), format_percent(u32::from(v.weight_basis_points()))))
+                .collect(),
+        };
         let chain: Vec<String> = route
             .key_chain()
             .iter()
@@ -40,14 +44,17 @@ pub fn summary(policy: &Policy) -> String {
                 KeySpec::ClientAddress => "client address".to_owned(),
             })
             .collect();
+        let header = match route.position_header() {
+            Some(h) => format!("weights set by Flagger or Argo Rollouts; position header {h}"),
+            None => format!("routing header {}", route.routing_header()),
+        };
         out.push_str(&format!(
-            "route {}: hosts {} -> {} (stable {}); keys: {}; routing header {}\n",
+            "route {}: hosts {} -> {} (stable {}); keys: {}; {header}\n",
             route.name(),
             route.hosts().join(", "),
             versions.join(", "),
             route.versions().first().map_or("", |v| v.name()),
             chain.join(" > "),
-            route.routing_header(),
         ));
     }
     out

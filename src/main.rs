@@ -65,6 +65,10 @@ enum Command {
         /// (`id-cookie`), or a logged-in user's identity header value (`identity`).
         #[arg(long, value_enum, default_value = "key")]
         kind: assign::KeyKind,
+        /// For a route whose weights Flagger or Argo Rollouts set (`position_header`): the canary
+        /// weight the tool set (0 to 100). Prints the version Envoy's weighted clusters then pick.
+        #[arg(long)]
+        canary_weight: Option<u8>,
     },
     /// Write the embedded gateway filter (.wasm) and print its SHA-256.
     Wasm {
@@ -193,15 +197,17 @@ fn run(command: Command) -> Result<(), String> {
             host,
             keys,
             kind,
+            canary_weight,
         } => {
             let policy = check::load(&config)?;
             let route = assign::pick_route(&policy, host.as_deref())?;
+            assign::check_tool_weight(route, canary_weight)?;
             let stdout = std::io::stdout().lock();
             let result = if keys.as_os_str() == "-" {
-                assign::run(route, kind, std::io::stdin().lock(), stdout)
+                assign::run(route, kind, canary_weight, std::io::stdin().lock(), stdout)
             } else {
                 let file = std::fs::File::open(&keys).map_err(|e| format!("{}: cannot read: {e}", keys.display()))?;
-                assign::run(route, kind, BufReader::new(file), stdout)
+                assign::run(route, kind, canary_weight, BufReader::new(file), stdout)
             };
             result.map_err(|e| format!("assign: {e}"))
         }

@@ -16,34 +16,20 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::MutexGuard;
+use std::time::Instant;
 
 mod common;
 
-use common::{assign_on, run_cli, serial, write_filter_config};
+use common::{assign_on, ramp, revision, run_cli, selected, serial, write_filter_config};
 use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
-use sticky_canary::harness::load::Load;
 use sticky_canary::harness::{envoy_release, Backend, Client, Registry, Request, Response};
 
 const HOST: &str = "shop.example.com";
 const OTHER_HOST: &str = "other.example.com";
 const ROUTING_HEADER: &str = "x-canary-version";
 const TOKEN_HEADER: &str = "x-canary-token";
-
-/// The revisions to run (all, unless `STICKY_CANARY_REVISIONS` names some).
-fn selected(revision: &Revision) -> bool {
-    match std::env::var("STICKY_CANARY_REVISIONS") {
-        Ok(list) if !list.trim().is_empty() => list.split(',').any(|r| r.trim() == revision.name),
-        _ => true,
-    }
-}
-
-fn revision(name: &str) -> Revision {
-    *REVISIONS.iter().find(|r| r.name == name).expect("a known revision")
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Form {
@@ -448,120 +434,14 @@ fn routing_and_ramp(revision_name: &str, form: Form) {
     assert_eq!((reply.status, served(&reply)), (200, "other".to_owned()));
 
     // The ramp: set-weight re-renders, Istio re-translates, the running Envoy takes it.
-    ramp(&world, &mut gateway);
-}
-
-#[derive(Debug)]
-struct Observation {
-    user: usize,
-    started: Instant,
-    /// Ramp step in force when the request was sent; `TRANSITION` while one was being applied.
-    step: usize,
-    version: String,
-}
-const TRANSITION: usize = usize::MAX;
-
-fn ramp(world: &World, gateway: &mut IstioProxy) {
-    const USERS: usize = 250;
-    const RATE: u32 = 250;
-    const STEP: Duration = Duration::from_secs(2);
-    let steps = [0u32, 10, 50, 100, 0];
-    let users: Vec<String> = (0..USERS).map(|u| format!("ramp-user-{u}")).collect();
-    gateway
-        .update(world.set_weight(steps[0]))
-        .unwrap_or_else(|e| panic!("ramp to {}%: {e}", steps[0]));
-    let mut expected = vec![assign(&world.filter_config(), &users)];
-
-    let step = Arc::new(AtomicUsize::new(0));
-    let log: Arc<Mutex<Vec<Observation>>> = Arc::new(Mutex::new(Vec::new()));
-    let (job_step, job_log, job_users) = (Arc::clone(&step), Arc::clone(&log), users.clone());
-    let job = Arc::new(move |sequence: u64, client: &mut Client| -> Result<(), String> {
-        let user = (sequence as usize) % USERS;
-        let step = job_step.load(Ordering::SeqCst);
-        let started = Instant::now();
-        let reply = client
-            .send(&shop(Some(&job_users[user])))
-            .map_err(|e| format!("user {user}: {e}"))?;
-        if reply.status != 200 {
-            return Err(format!("user {user}: status {} {}", reply.status, reply.body_text()));
-        }
-        if !seen_headers(&reply.body, TOKEN_HEADER).is_empty() {
-            return Err(format!("user {user}: the routing token reached the app"));
-        }
-        let version = served(&reply);
-        job_log.lock().map_err(|_| "poisoned")?.push(Observation {
-            user,
-            started,
-            step,
-            version,
-        });
-        Ok(())
-    });
-    let load = Load::start(gateway.listener(), 8, RATE, job).unwrap();
-    std::thread::sleep(STEP);
-    let mut applied = Vec::new();
-    for (index, percent) in steps.iter().enumerate().skip(1) {
-        step.store(TRANSITION, Ordering::SeqCst);
-        let pushed = Instant::now();
-        gateway
-            .update(world.set_weight(*percent))
-            .unwrap_or_else(|e| panic!("ramp to {percent}%: {e}"));
-        applied.push(pushed.elapsed());
-        expected.push(assign(&world.filter_config(), &users));
-        step.store(index, Ordering::SeqCst);
-        std::thread::sleep(STEP);
-    }
-    let report = load.stop();
-    let log = log.lock().unwrap();
-    eprintln!(
-        "{} {:?}: ramp {steps:?}: {} requests at {:.0} req/s, {} failed; render+translate+apply per step {applied:?}",
-        world.revision.name,
-        world.form,
-        report.sent,
-        report.rate(),
-        report.failed
+    let label = format!("{} {:?}", world.revision.name, world.form);
+    ramp(
+        &mut gateway,
+        HOST,
+        &label,
+        |percent| world.set_weight(percent),
+        || world.filter_config(),
     );
-    if let Err(problem) = report.check(200.0) {
-        panic!("during the ramp: {problem}");
-    }
-
-    // Outside the update windows, every request got exactly the predicted version.
-    let wrong: Vec<&Observation> = log
-        .iter()
-        .filter(|o| o.step != TRANSITION && expected[o.step][&users[o.user]] != o.version)
-        .take(10)
-        .collect();
-    assert!(wrong.is_empty(), "versions differing from assign: {wrong:?}");
-    // On the way up, nobody who reached the canary went back; after the rollback, nobody is on it.
-    let rollback = steps.len() - 1;
-    let mut by_user: Vec<Vec<&Observation>> = vec![Vec::new(); USERS];
-    for o in log.iter() {
-        by_user[o.user].push(o);
-    }
-    let mut went_back = Vec::new();
-    for (user, seen) in by_user.iter_mut().enumerate() {
-        seen.sort_by_key(|o| o.started);
-        let ramp_up: Vec<&str> = seen
-            .iter()
-            .take_while(|o| o.step != rollback)
-            .filter(|o| o.step != TRANSITION || o.version == "v2")
-            .map(|o| o.version.as_str())
-            .collect();
-        if let Some(first) = ramp_up.iter().position(|v| *v == "v2") {
-            if ramp_up[first..].iter().any(|v| *v != "v2") {
-                went_back.push((user, ramp_up));
-            }
-        }
-    }
-    assert!(
-        went_back.is_empty(),
-        "users sent back during the ramp: {:?}",
-        &went_back[..went_back.len().min(5)]
-    );
-    let at_full = log.iter().filter(|o| o.step == 3 && o.version != "v2").count();
-    assert_eq!(at_full, 0, "requests on stable at 100%");
-    let after_rollback = log.iter().filter(|o| o.step == rollback && o.version != "v1").count();
-    assert_eq!(after_rollback, 0, "requests on the canary after the rollback");
 }
 
 /// One `#[test]` per revision and form, each calling `$run(revision, form)`.
@@ -776,7 +656,7 @@ fn istioctl_analyze_finds_no_error_in_rendered_manifests() {
     let _serial = serial();
     let work = tempfile::tempdir().unwrap();
     let mut inputs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")];
-    for example in ["my-app", "frontend-backend"] {
+    for example in ["my-app", "frontend-backend", "gateway-api"] {
         for form in ["envoyfilter", "envoyfilter-inline", "wasmplugin"] {
             let out = work.path().join(format!("{example}-{form}"));
             run_cli(&[

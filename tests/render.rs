@@ -14,6 +14,9 @@ use sticky_canary::render::{self, App, PluginForm};
 
 const EXAMPLE: &str = "examples/my-app.yaml";
 const DEPENDENTS_EXAMPLE: &str = "examples/frontend-backend.yaml";
+/// An app on its own Gateway API gateway, mirroring to its canary; golden under manifests/gateway-api/.
+const GATEWAY_API_EXAMPLE: &str = "examples/gateway-api.yaml";
+const GATEWAY_API_GOLDEN: &str = "gateway-api";
 /// Where the golden shared-gateway render of both examples lives, under manifests/.
 const SHARED_GOLDEN: &str = "shared-gateway";
 
@@ -71,9 +74,10 @@ fn cli(args: &[&str]) -> std::process::Output {
 // Golden files
 // ---------------------------------------------------------------------------
 
-/// The files in `manifests/` (top level), `manifests/plugin-forms/` and the shared-gateway render
-/// of both examples in `manifests/shared-gateway/`, as (relative name, text). Rendered with
-/// example tokens: a token committed to a repository is public, so none is.
+/// The files in `manifests/` (top level), `manifests/plugin-forms/`, the shared-gateway render
+/// of both examples in `manifests/shared-gateway/` and the Gateway API example in
+/// `manifests/gateway-api/`, as (relative name, text). Rendered with example tokens: a token
+/// committed to a repository is public, so none is.
 fn golden_expected() -> Vec<(String, String)> {
     let app = load(EXAMPLE);
     let mut files: Vec<(String, String)> = render::render(&app, EXAMPLE, &Tokens::Example)
@@ -96,6 +100,13 @@ fn golden_expected() -> Vec<(String, String)> {
             .files
             .into_iter()
             .map(|f| (format!("{SHARED_GOLDEN}/{}", f.name), f.text)),
+    );
+    let gateway_api = render::render(&load(GATEWAY_API_EXAMPLE), GATEWAY_API_EXAMPLE, &Tokens::Example);
+    files.extend(
+        gateway_api
+            .files
+            .into_iter()
+            .map(|f| (format!("{GATEWAY_API_GOLDEN}/{}", f.name), f.text)),
     );
     files.sort();
     files
@@ -236,7 +247,11 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
         );
     }
     let out = work_dir("schemas");
-    let mut dirs = vec![root().join("manifests"), root().join("manifests/plugin-forms")];
+    let mut dirs = vec![
+        root().join("manifests"),
+        root().join("manifests/plugin-forms"),
+        root().join("manifests").join(GATEWAY_API_GOLDEN),
+    ];
     for entry in std::fs::read_dir(root().join("manifests").join(SHARED_GOLDEN))
         .unwrap()
         .flatten()
@@ -256,6 +271,10 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
         ),
         (
             DEPENDENTS_EXAMPLE,
+            &[PluginForm::EnvoyFilter, PluginForm::WasmPlugin][..],
+        ),
+        (
+            GATEWAY_API_EXAMPLE,
             &[PluginForm::EnvoyFilter, PluginForm::WasmPlugin][..],
         ),
     ] {
@@ -1223,4 +1242,228 @@ fn key_replacement_accepts_both_keys_during_the_switch() {
         assert_eq!(backend_routes.len(), expected.len());
         assert_eq!(backend_routes[0].also[0].1, mesh(sent));
     }
+}
+
+// ---------------------------------------------------------------------------
+// Gateway API ingress and traffic mirroring
+// ---------------------------------------------------------------------------
+
+#[test]
+fn gateway_api_render_has_its_own_gateway_route_services_and_plugin() {
+    let app = load(GATEWAY_API_EXAMPLE);
+    let tokens = test_tokens();
+    let rendered = render::render(&app, GATEWAY_API_EXAMPLE, &tokens);
+    // No add-on objects: no Istio Gateway, VirtualService or DestinationRule.
+    for kind in ["VirtualService", "DestinationRule"] {
+        assert!(find(&rendered, kind).is_empty(), "{kind} rendered for gateway-api");
+    }
+    let gateway = rendered.objects().find(|o| o["kind"] == "Gateway").expect("a Gateway");
+    assert_eq!(gateway["apiVersion"].as_str(), Some("gateway.networking.k8s.io/v1"));
+    assert_eq!(gateway["spec"]["gatewayClassName"].as_str(), Some("istio"));
+    assert_eq!(gateway["metadata"]["namespace"].as_str(), Some("ns-storefront"));
+    let listeners = gateway["spec"]["listeners"].as_sequence().unwrap();
+    assert_eq!(listeners[0]["port"].as_u64(), Some(443));
+    assert_eq!(
+        listeners[0]["tls"]["certificateRefs"][0]["name"].as_str(),
+        Some("storefront-tls")
+    );
+    assert_eq!(listeners[1]["port"].as_u64(), Some(80));
+
+    // The HTTPRoute agrees with the filter config: one rule per canary on the routing header
+    // and the filter's token (which it removes), then stable; every backend is a version Service.
+    let routes = find(&rendered, "HTTPRoute");
+    assert_eq!(routes.len(), 2, "the app's route and the https redirect");
+    let route = routes[0];
+    assert_eq!(route["spec"]["parentRefs"][0]["sectionName"].as_str(), Some("https"));
+    let config =
+        policy_core::Policy::from_json(carried_filter_config(find(&rendered, "EnvoyFilter")[0]).as_bytes()).unwrap();
+    let filter_route = &config.routes()[0];
+    let token = filter_route.routing_token().unwrap();
+    let rules = route["spec"]["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), app.versions.len());
+    let services: Vec<String> = find(&rendered, "Service")
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    for (rule, version) in rules.iter().zip(app.versions.iter().skip(1)) {
+        let headers = rule["matches"][0]["headers"].as_sequence().unwrap();
+        assert_eq!(headers[0]["name"].as_str(), Some(filter_route.routing_header()));
+        assert_eq!(headers[0]["value"].as_str(), Some(version.name.as_str()));
+        assert_eq!(headers[1]["name"].as_str(), Some(token.header.as_str()));
+        assert_eq!(headers[1]["value"].as_str(), Some(token.value.as_str()));
+        assert_eq!(
+            rule["backendRefs"][0]["name"].as_str(),
+            Some(format!("svc-storefront-{}", version.name).as_str())
+        );
+    }
+    let stable = rules.last().unwrap();
+    assert!(stable["matches"][0].get("headers").is_none());
+    assert_eq!(stable["backendRefs"][0]["name"].as_str(), Some("svc-storefront-v1"));
+    for rule in rules {
+        let backend = rule["backendRefs"][0]["name"].as_str().unwrap();
+        assert!(services.iter().any(|s| s == backend), "no Service {backend}");
+        let removed = &rule["filters"][0]["requestHeaderModifier"]["remove"];
+        assert!(
+            removed
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|h| h.as_str() == Some(token.header.as_str())),
+            "a rule keeps the token: {rule:?}"
+        );
+    }
+    // Mirroring: stable's rule copies 25% to v2; v2's own rule does not mirror to itself.
+    let mirror = stable["filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|f| f["type"] == "RequestMirror");
+    let mirror = mirror.expect("stable mirrors");
+    assert_eq!(
+        mirror["requestMirror"]["backendRef"]["name"].as_str(),
+        Some("svc-storefront-v2")
+    );
+    assert_eq!(mirror["requestMirror"]["percent"].as_u64(), Some(25));
+    assert!(!rules[0]["filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|f| f["type"] == "RequestMirror"));
+    // A partial mirror on an HTTPRoute needs the v1.3 CRDs: said at render time.
+    assert!(
+        rendered
+            .notes
+            .iter()
+            .any(|n| n.contains("mirror.percent") && n.contains("v1.3")),
+        "{:?}",
+        rendered.notes
+    );
+
+    // The plugin: in the app's namespace, selecting the pods Istio deploys for that Gateway.
+    let plugin = find(&rendered, "EnvoyFilter")[0];
+    assert_eq!(plugin["metadata"]["namespace"].as_str(), Some("ns-storefront"));
+    assert_eq!(
+        plugin["spec"]["workloadSelector"]["labels"]["gateway.networking.k8s.io/gateway-name"].as_str(),
+        Some("gateway-storefront")
+    );
+    let wasm = render::render_with_form(&app, PluginForm::WasmPlugin, GATEWAY_API_EXAMPLE, &tokens);
+    let wasm_plugin = find(&wasm, "WasmPlugin")[0];
+    assert_eq!(wasm_plugin["metadata"]["namespace"].as_str(), Some("ns-storefront"));
+    assert!(wasm_plugin["spec"].get("selector").is_none());
+    assert_eq!(wasm_plugin["spec"]["targetRefs"][0]["kind"].as_str(), Some("Gateway"));
+    assert_eq!(
+        wasm_plugin["spec"]["targetRefs"][0]["name"].as_str(),
+        Some("gateway-storefront")
+    );
+}
+
+#[test]
+fn mirroring_on_the_add_on_gateway_copies_from_every_route_but_the_mirror_versions() {
+    let spec = std::fs::read_to_string(root().join(EXAMPLE)).unwrap() + "mirror: {version: v2, percent: 12.5}\n";
+    let app = App::from_yaml(&spec).unwrap();
+    let rendered = render::render(&app, EXAMPLE, &test_tokens());
+    let vs = find(&rendered, "VirtualService")[0];
+    let http = vs["spec"]["http"].as_sequence().unwrap();
+    let mut mirrored = 0;
+    for route in http {
+        let subset = route["route"][0]["destination"]["subset"].as_str().unwrap();
+        if subset == "v2" {
+            assert!(route.get("mirror").is_none(), "v2's route mirrors to itself");
+        } else {
+            mirrored += 1;
+            assert_eq!(route["mirror"]["subset"].as_str(), Some("v2"));
+            assert_eq!(
+                route["mirror"]["host"].as_str(),
+                Some("svc-my-app.ns-canary-istio.svc.cluster.local")
+            );
+            assert_eq!(route["mirrorPercentage"]["value"].as_f64(), Some(12.5));
+        }
+    }
+    assert_eq!(mirrored, 1);
+    // A fraction of a percent on an HTTPRoute is a fraction of 10,000.
+    let spec = std::fs::read_to_string(root().join(GATEWAY_API_EXAMPLE))
+        .unwrap()
+        .replace("  percent: 25\n", "  percent: 12.5\n");
+    let rendered = render::render(&App::from_yaml(&spec).unwrap(), GATEWAY_API_EXAMPLE, &test_tokens());
+    let text = rendered.stream();
+    assert!(
+        text.contains("fraction:\n          numerator: 1250\n          denominator: 10000"),
+        "{text}"
+    );
+}
+
+#[test]
+fn gateway_api_and_mirror_mistakes_are_refused_with_their_paths() {
+    let base = std::fs::read_to_string(root().join(GATEWAY_API_EXAMPLE)).unwrap();
+    let cases = [
+        (base.replace("revision: asm-1-28", "revision: asm-1-25"), "ingress: "),
+        (base.replace("ingress: gateway-api", "ingress: gateway"), "ingress: "),
+        (
+            base.replace(
+                "  credential_name: storefront-tls\n",
+                "  credential_name: storefront-tls\n  mode: MUTUAL\n",
+            ),
+            "tls.mode: ",
+        ),
+        (
+            base.replace("  version: v2\n  percent", "  version: v1\n  percent"),
+            "mirror.version: ",
+        ),
+        (
+            base.replace("  version: v2\n  percent", "  version: v9\n  percent"),
+            "mirror.version: ",
+        ),
+        (base.replace("  percent: 25\n", "  percent: 0\n"), "mirror.percent: "),
+        (
+            base.replace("  percent: 25\n", "  percent: 100.5\n"),
+            "mirror.percent: ",
+        ),
+        (
+            base.replace("  percent: 25\n", "  percent: 2.125\n"),
+            "mirror.percent: ",
+        ),
+    ];
+    for (spec, path) in cases {
+        let errors = App::from_yaml(&spec).unwrap_err().to_string();
+        assert!(
+            errors.lines().any(|l| l.starts_with(path)),
+            "no {path}error; got:\n{errors}"
+        );
+    }
+}
+
+#[test]
+fn a_gateway_api_app_beside_add_on_apps_keeps_its_own_plugin() {
+    let mut inputs = shared_inputs();
+    inputs.push((GATEWAY_API_EXAMPLE.to_owned(), load(GATEWAY_API_EXAMPLE)));
+    let rendered = render::render_shared(&inputs, None, &test_tokens()).unwrap();
+    let plugins = find(&rendered, "EnvoyFilter");
+    assert_eq!(
+        plugins.len(),
+        2,
+        "the add-on gateway's shared plugin and the Gateway API app's own"
+    );
+    let shared = plugins
+        .iter()
+        .find(|p| p["metadata"]["name"] == "sticky-canary-external")
+        .unwrap();
+    let shared_routes = carried_filter_config(shared);
+    assert!(
+        !shared_routes.contains("storefront"),
+        "the add-on plugin carries the Gateway API app"
+    );
+    let own = rendered.file("storefront/plugin.yaml").expect("storefront/plugin.yaml");
+    assert!(own
+        .text
+        .contains("gateway.networking.k8s.io/gateway-name: gateway-storefront"));
+    assert!(rendered.file("storefront/gateway-api.yaml").is_some());
+    assert!(rendered.file("storefront/istio.yaml").is_none());
+    assert!(
+        rendered
+            .notes
+            .iter()
+            .any(|n| n.contains("own plugin") && n.contains("storefront")),
+        "{:?}",
+        rendered.notes
+    );
 }

@@ -172,6 +172,17 @@ pub fn headers_to_strip(route: &Route) -> impl Iterator<Item = &str> {
     override_header.into_iter().chain(secret_header)
 }
 
+/// A position (0 to 99) in decimal, without allocating: "7", "42".
+pub fn two_digits(position: u8, buf: &mut [u8; 2]) -> &[u8] {
+    let position = position.min(99);
+    *buf = [b'0' + position / 10, b'0' + position % 10];
+    if position < 10 {
+        buf.get(1..).unwrap_or_default()
+    } else {
+        buf
+    }
+}
+
 /// What reaches the upstream: the override headers are stripped, and a decision reads only the
 /// headers it needs.
 #[cfg(test)]
@@ -255,5 +266,15 @@ mod upstream_tests {
         let second = route.decide(&mut fake);
         assert_eq!(second.source, KeySource::Cookie);
         assert_eq!(second.version, first.version);
+    }
+
+    #[test]
+    fn positions_are_written_in_decimal() {
+        let mut buf = [0u8; 2];
+        assert_eq!(two_digits(0, &mut buf), b"0");
+        assert_eq!(two_digits(7, &mut buf), b"7");
+        assert_eq!(two_digits(42, &mut buf), b"42");
+        assert_eq!(two_digits(99, &mut buf), b"99");
+        assert_eq!(two_digits(200, &mut buf), b"99");
     }
 }

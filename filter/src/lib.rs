@@ -4,8 +4,9 @@
 //! invalid one is logged field by field and refused, so Envoy keeps the last
 //! good one. Per request the filter reads the request headers in one host call,
 //! finds the route, lets policy-core decide, replaces the routing header and the
-//! routing token (removing any the client sent), strips the override headers the
-//! request carries, counts the decision in module memory (flushed to the host's
+//! routing token (removing any the client sent), or, on a route whose weights Flagger or
+//! Argo Rollouts set, the position header Envoy's weighted clusters read instead; strips the
+//! override headers the request carries, counts the decision in module memory (flushed to the host's
 //! counters on a one-second tick), and sends Set-Cookie to new clients (and, once a day at
 //! most, to returning ones whose id cookie is due for a refresh). A request on no route is not
 //! touched at all: on a gateway shared by many apps, requests for hosts no route owns belong to
@@ -293,7 +294,7 @@ impl Callbacks {
             }) = contexts.streams.get_mut(&context_id)
             {
                 if let Some(outcome) = route_request(active) {
-                    *served = Some(outcome.served);
+                    *served = outcome.served;
                     *set_cookie = outcome.set_cookie;
                 }
             }
@@ -392,7 +393,8 @@ impl<'a> Source<'a> {
 }
 
 struct Outcome {
-    served: (usize, usize),
+    /// (route, version), unless a tool's weighted clusters pick the version.
+    served: Option<(usize, usize)>,
     set_cookie: Option<String>,
 }
 
@@ -423,14 +425,27 @@ fn route_request(active: &Active) -> Option<Outcome> {
     };
     let decision = source.decide(route);
     let version = route.versions().get(decision.version)?;
-    if host::replace_header(Headers::Request, route.routing_header(), version.name().as_bytes()).is_err() {
-        host::log(Level::Error, "sticky-canary: could not set the routing header");
-    }
-    if let Some(token) = route.routing_token() {
-        if host::replace_header(Headers::Request, &token.header, token.value.as_bytes()).is_err() {
-            host::log(Level::Error, "sticky-canary: could not set the routing token header");
+    let served = if let Some(header) = route.position_header() {
+        // Flagger or Argo Rollouts own the weights: Envoy's weighted clusters pick the version
+        // from the position (docs/assignment.md §5); which one it is, only Envoy knows.
+        let position = route.position(&decision);
+        let mut digits = [0u8; 2];
+        let text = headers::two_digits(position, &mut digits);
+        if host::replace_header(Headers::Request, header, text).is_err() {
+            host::log(Level::Error, "sticky-canary: could not set the position header");
         }
-    }
+        None
+    } else {
+        if host::replace_header(Headers::Request, route.routing_header(), version.name().as_bytes()).is_err() {
+            host::log(Level::Error, "sticky-canary: could not set the routing header");
+        }
+        if let Some(token) = route.routing_token() {
+            if host::replace_header(Headers::Request, &token.header, token.value.as_bytes()).is_err() {
+                host::log(Level::Error, "sticky-canary: could not set the routing token header");
+            }
+        }
+        Some((index, decision.version))
+    };
     for name in headers::headers_to_strip(route) {
         if source.may_contain(name) {
             let _ = host::remove_header(Headers::Request, name);
@@ -438,7 +453,7 @@ fn route_request(active: &Active) -> Option<Outcome> {
     }
     count(active, index, decision.version, decision.source);
     Some(Outcome {
-        served: (index, decision.version),
+        served,
         set_cookie: decision.set_cookie,
     })
 }

@@ -226,6 +226,9 @@ pub struct Route {
     pub(crate) no_key: NoKey,
     pub(crate) override_: Option<Override>,
     pub(crate) routing_token: Option<RoutingToken>,
+    /// When Flagger or Argo Rollouts own the weights: the header that carries the user's
+    /// position for Envoy's weighted clusters (docs/assignment.md §5), instead of the routing header.
+    pub(crate) position_header: Option<String>,
     /// End of the canary bucket ranges: buckets at or above it are stable.
     pub(crate) canary_end: u16,
 }
@@ -270,6 +273,11 @@ impl Route {
     /// The token header and value set beside the routing header, if configured.
     pub fn routing_token(&self) -> Option<&RoutingToken> {
         self.routing_token.as_ref()
+    }
+    /// The position header, when a progressive-delivery tool owns this route's weights: the
+    /// filter then writes the user's position there, and neither the routing header nor the token.
+    pub fn position_header(&self) -> Option<&str> {
+        self.position_header.as_deref()
     }
     /// Index of the version with this name.
     pub fn version_index(&self, name: &str) -> Option<usize> {

@@ -238,6 +238,29 @@ impl Route {
             .map_or(0, |(i, _)| i)
     }
 
+    /// The user's position for Envoy's weighted clusters, written to the position header when a
+    /// progressive-delivery tool owns the weights: `99 - bucket / 100`, so that with the stable
+    /// destination listed first Envoy sends the user to the canary exactly when
+    /// `bucket < 100 × canary weight`, the rule of [`Route::version_for_bucket`] at those weights
+    /// (docs/assignment.md §5). An override gives 99 for a canary (it is served whenever the
+    /// tool gives the canary any weight) and 0 for stable; no key gives 0 (stable).
+    pub fn position(&self, decision: &Decision) -> u8 {
+        if decision.source == KeySource::Override {
+            return if decision.version == 0 { 0 } else { 99 };
+        }
+        match decision.bucket {
+            Some(b) => 99 - (b / 100).min(99) as u8,
+            None => 0,
+        }
+    }
+
+    /// The version (0 stable, 1 canary) Envoy's weighted clusters give a keyed user when a tool
+    /// gives the canary `canary_percent` (stable listed first, total 100): the canary exactly
+    /// when `bucket < 100 × canary_percent`, which is what [`Route::position`] makes Envoy do.
+    pub fn version_at_tool_weight(&self, bucket: u16, canary_percent: u8) -> usize {
+        usize::from(u32::from(bucket) < 100 * u32::from(canary_percent.min(100)))
+    }
+
     /// The version for a key, as the filter would decide it when that key is found.
     pub fn assign(&self, key: &[u8]) -> (u16, usize) {
         let b = bucket(&self.salt, key);

@@ -630,3 +630,61 @@ fn routing_token_is_checked() {
         "routes[0].routing_token.header: must differ from the override headers",
     );
 }
+
+#[test]
+fn the_position_is_the_bucket_rule_at_the_tools_weight() {
+    // docs/assignment.md §5: with stable listed first, Envoy sends position p to the canary
+    // when p >= 100 - w, which must be exactly "bucket < 100 w", the filter's own rule.
+    let p = policy(r#""position_header": "x-canary-position""#);
+    let route = &p.routes()[0];
+    assert_eq!(route.position_header(), Some("x-canary-position"));
+    for key in 0..3000u32 {
+        let key = format!("user-{key}");
+        let mut req = Req::default().with("cookie", format!("session={key}").as_bytes());
+        let decision = route.decide(&mut req);
+        let bucket = decision.bucket.unwrap();
+        assert_eq!(bucket, policy_core::bucket(b"s1", key.as_bytes()));
+        let position = u32::from(route.position(&decision));
+        assert!(position <= 99);
+        for weight in [0u32, 1, 10, 37, 50, 99, 100] {
+            // Envoy: position mod 100 over [0, 100 - w) stable, [100 - w, 100) canary.
+            let envoy_canary = weight > 0 && position % 100 >= 100 - weight;
+            assert_eq!(envoy_canary, u32::from(bucket) < 100 * weight, "{key} at {weight}%");
+        }
+    }
+    // No key: 0, which is stable whenever stable has any weight.
+    let decision = route.decide(&mut Req::default());
+    assert_eq!(decision.source, KeySource::None);
+    assert_eq!(route.position(&decision), 0);
+}
+
+#[test]
+fn an_override_takes_the_ends_of_the_positions() {
+    let p = policy(
+        r#""position_header": "x-canary-position", "override": {"header": "x-canary-force", "allow": ["v1", "v2"]}"#,
+    );
+    let route = &p.routes()[0];
+    let canary = route.decide(&mut Req::default().with("x-canary-force", b"v2"));
+    assert_eq!(route.position(&canary), 99);
+    let stable = route.decide(&mut Req::default().with("x-canary-force", b"v1"));
+    assert_eq!(route.position(&stable), 0);
+}
+
+#[test]
+fn a_position_header_needs_two_versions_and_its_own_name() {
+    let errors = route_errors(
+        r#""position_header": "x-canary-version", "versions": [{"name": "v1", "weight": 80}, {"name": "v2", "weight": 10}, {"name": "v3", "weight": 10}]"#,
+    );
+    assert_has(
+        &errors,
+        "routes[0].position_header: must differ from the routing, token and override headers",
+    );
+    assert_has(
+        &errors,
+        "routes[0].position_header: needs exactly two versions, stable then canary: the weighted clusters a tool manages are two",
+    );
+    assert_has(
+        &route_errors(r#""position_header": "bad header""#),
+        "routes[0].position_header: \"bad header\" is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+    );
+}

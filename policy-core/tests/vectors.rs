@@ -122,3 +122,41 @@ fn every_cookie_value_vector_matches() {
         );
     }
 }
+
+#[test]
+fn every_position_vector_matches() {
+    // | salt | key | bucket | position | at 10 % | at 50 % | at 90 % |
+    let vectors: Vec<_> = rows(7).into_iter().filter(|r| r[2].parse::<u16>().is_ok()).collect();
+    assert!(vectors.len() >= 5, "found {} position vectors", vectors.len());
+    for row in vectors {
+        let salt = row[0].trim_matches('`');
+        let key = row[1].trim_matches('`');
+        let doc = format!(
+            r#"{{"routes": [{{"name": "my-app", "hosts": ["*"], "salt": "{salt}", "position_header": "x-canary-position",
+                "versions": [{{"name": "stable", "weight": 100}}, {{"name": "canary", "weight": 0}}],
+                "key_chain": [{{"header": "x-user"}}]}}]}}"#
+        );
+        let policy = policy_core::Policy::from_json(doc.as_bytes()).unwrap();
+        let route = &policy.routes()[0];
+        struct User<'a>(&'a str);
+        impl policy_core::Request for User<'_> {
+            fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+                (name == "x-user").then(|| self.0.as_bytes().to_vec())
+            }
+            fn client_address(&mut self) -> Option<Vec<u8>> {
+                None
+            }
+            fn random(&mut self) -> Option<[u8; 16]> {
+                None
+            }
+        }
+        let decision = route.decide(&mut User(key));
+        let bucket = decision.bucket.unwrap();
+        assert_eq!(bucket.to_string(), row[2], "bucket for {row:?}");
+        assert_eq!(route.position(&decision).to_string(), row[3], "position for {row:?}");
+        for (column, weight) in [(4, 10), (5, 50), (6, 90)] {
+            let version = route.version_at_tool_weight(bucket, weight);
+            assert_eq!(route.versions()[version].name(), row[column], "{row:?} at {weight}%");
+        }
+    }
+}

@@ -11,11 +11,15 @@
 //!
 //! one `seen` line per request header line as the upstream got it, so a test can
 //! check that a spoofed routing header was replaced (see [`seen_headers`]).
+//!
+//! A backend started with [`Backend::start_recording`] also keeps every request's headers
+//! ([`Backend::received`]): the only way to look at requests whose answer nobody reads, such as
+//! the copies Envoy mirrors.
 
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -34,6 +38,8 @@ struct Shared {
     version: String,
     stop: AtomicBool,
     requests: AtomicU64,
+    /// Every request's headers (lowercase names), when recording.
+    received: Option<Mutex<Vec<Headers>>>,
     /// Paths answered with a fixed HTML page instead of the echo (a browser test's page).
     pages: Vec<(String, String)>,
 }
@@ -48,12 +54,22 @@ impl Backend {
     /// query) with `200 text/html` and that body, `{{version}}` replaced by the version, for tests
     /// that drive a real browser.
     pub fn start_with_pages(version: &str, pages: Vec<(String, String)>) -> Result<Backend, HarnessError> {
+        Backend::spawn(version, pages, false)
+    }
+
+    /// Like [`Backend::start`], and keeps the headers of every request it answers.
+    pub fn start_recording(version: &str) -> Result<Backend, HarnessError> {
+        Backend::spawn(version, Vec::new(), true)
+    }
+
+    fn spawn(version: &str, pages: Vec<(String, String)>, record: bool) -> Result<Backend, HarnessError> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("bind a backend port"))?;
         let addr = listener.local_addr().map_err(io_error("read a backend port"))?;
         let shared = Arc::new(Shared {
             version: version.to_owned(),
             stop: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            received: record.then(|| Mutex::new(Vec::new())),
             pages,
         });
         let accept_shared = Arc::clone(&shared);
@@ -81,6 +97,24 @@ impl Backend {
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
     }
+
+    /// The headers of every request answered so far, in arrival order (lowercase names);
+    /// empty unless started with [`Backend::start_recording`].
+    pub fn received(&self) -> Vec<Headers> {
+        self.shared
+            .received
+            .as_ref()
+            .and_then(|r| r.lock().ok().map(|r| r.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// One request's header lines: (lowercase name, value).
+pub type Headers = Vec<(String, Vec<u8>)>;
+
+/// The first value of header `name` (lowercase) in `headers`.
+pub fn header_value<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
 }
 
 impl Drop for Backend {
@@ -137,6 +171,9 @@ fn serve(stream: TcpStream, shared: &Shared) {
         } = head;
         if read_body(&mut reader, &headers, false).is_err() {
             return;
+        }
+        if let Some(Ok(mut received)) = shared.received.as_ref().map(Mutex::lock) {
+            received.push(headers.clone());
         }
         shared.requests.fetch_add(1, Ordering::Relaxed);
         let host = headers
@@ -229,5 +266,21 @@ mod tests {
         }
         assert_eq!(client.connections_opened, 1, "keep-alive");
         assert_eq!(backend.requests(), 3);
+        assert!(backend.received().is_empty(), "records only when asked");
+    }
+
+    #[test]
+    fn a_recording_backend_keeps_every_requests_headers() {
+        let backend = Backend::start_recording("v1").unwrap();
+        let mut client = Client::connect(backend.addr()).unwrap();
+        for i in 0..3 {
+            client
+                .send(&Request::get("/").host("app").header("x-test", format!("{i}")))
+                .unwrap();
+        }
+        let received = backend.received();
+        assert_eq!(received.len(), 3);
+        assert_eq!(header_value(&received[2], "x-test"), Some(&b"2"[..]));
+        assert_eq!(header_value(&received[0], "host"), Some(&b"app"[..]));
     }
 }

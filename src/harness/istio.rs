@@ -120,6 +120,11 @@ pub enum Proxy {
         namespace: String,
         labels: Vec<(String, String)>,
     },
+    /// A pod of the gateway Istio deploys for a Gateway API `Gateway` named `gateway` in
+    /// `namespace` (labelled `gateway.networking.k8s.io/gateway-name: GATEWAY`). The inputs must
+    /// hold that Gateway's Service `GATEWAY-istio`, which Istio's deployment controller would
+    /// create: istiod applies the Gateway to the pods behind it.
+    GatewayApi { namespace: String, gateway: String },
 }
 
 impl Proxy {
@@ -129,6 +134,10 @@ impl Proxy {
             Proxy::Gateway => json!({
                 "id": "router~127.0.0.1~aks-istio-ingressgateway-external.aks-istio-ingress~aks-istio-ingress.svc.cluster.local",
                 "cluster": "aks-istio-ingressgateway-external.aks-istio-ingress",
+            }),
+            Proxy::GatewayApi { namespace, gateway } => json!({
+                "id": format!("router~127.0.0.1~{gateway}-istio.{namespace}~{namespace}.svc.cluster.local"),
+                "cluster": format!("{gateway}-istio.{namespace}"),
             }),
             Proxy::Sidecar { namespace, labels } => {
                 let app = labels
@@ -209,10 +218,19 @@ impl Translate {
         for registry in &self.insecure_registries {
             command.arg("--insecure-registry").arg(registry);
         }
-        if let Proxy::Sidecar { namespace, labels } = &self.proxy {
-            command.args(["--proxy", "sidecar", "--proxy-namespace", namespace]);
-            for (key, value) in labels {
-                command.arg("--proxy-label").arg(format!("{key}={value}"));
+        match &self.proxy {
+            Proxy::Gateway => {}
+            Proxy::Sidecar { namespace, labels } => {
+                command.args(["--proxy", "sidecar", "--proxy-namespace", namespace]);
+                for (key, value) in labels {
+                    command.arg("--proxy-label").arg(format!("{key}={value}"));
+                }
+            }
+            Proxy::GatewayApi { namespace, gateway } => {
+                command.args(["--proxy", "gateway", "--proxy-namespace", namespace]);
+                command
+                    .arg("--proxy-label")
+                    .arg(format!("{}={gateway}", crate::render::objects::GATEWAY_NAME_LABEL));
             }
         }
         let output = command
@@ -282,6 +300,53 @@ fn build_istio_xds() -> Result<PathBuf, String> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let path = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
     let path = PathBuf::from(path);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} printed no binary path (got {:?})",
+            script.display(),
+            stdout.trim()
+        ))
+    }
+}
+
+/// The `progressive` binary (tools/progressive: Flagger's and Argo Rollouts' own routers),
+/// built once per process by `tools/progressive/build.sh`.
+pub fn progressive() -> Result<PathBuf, HarnessError> {
+    static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    TOOL.get_or_init(|| build_go_tool("progressive", "STICKY_CANARY_PROGRESSIVE"))
+        .clone()
+        .map_err(HarnessError::Tool)
+}
+
+/// Builds `tools/NAME` with its `build.sh` (or takes the binary `env` names) and returns its path.
+fn build_go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let script = repo_root().join("tools").join(name).join("build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!(
+                "could not run {}: {e} (it needs Go 1.26 and the Go module proxy)",
+                script.display()
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed ({}); it needs Go and the Go module proxy:\n{}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let path = PathBuf::from(stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim());
     if path.is_file() {
         Ok(path)
     } else {
@@ -461,6 +526,12 @@ impl IstioProxy {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The translation settings the next [`IstioProxy::update`] uses (e.g. to point a cluster
+    /// at another backend, as a promotion rolls the stable pods to the new version).
+    pub fn translate_mut(&mut self) -> &mut Translate {
+        &mut self.translate
     }
 
     /// The proxy's listener for `gateway_port` (bound on loopback).

@@ -38,6 +38,8 @@ macro_rules! map {
 
 pub mod cli;
 pub mod emit;
+pub mod gateway_api;
+pub mod mirror;
 pub mod objects;
 pub mod shared;
 pub mod spec;
@@ -46,7 +48,9 @@ pub mod weights;
 
 pub use objects::Install;
 pub use shared::{gateway_installs, render_shared};
-pub use spec::{App, FailStrategy, Ingress, ModuleSource, PluginForm, SpecError, SpecErrors, KUBERNETES_OBJECT_LIMIT};
+pub use spec::{
+    App, FailStrategy, Ingress, Mirror, ModuleSource, PluginForm, SpecError, SpecErrors, KUBERNETES_OBJECT_LIMIT,
+};
 pub use token::{TokenKey, Tokens};
 
 /// First line of every generated file; `write` only ever deletes files that start with it.
@@ -147,11 +151,13 @@ pub fn render_with_form(app: &App, form: PluginForm, source: &str, tokens: &Toke
     let install = objects::single_install(app, tokens);
     notes.extend(fail_strategy_warning(&install, &[app.name.as_str()]));
     let (plugin, note) = plugin_file(&install, form, "plugin.yaml", &mut notes);
-    notes.push(format!(
-        "plugin.yaml: one plugin for {} alone. On a gateway shared with other apps, render every app's spec together \
-         (`sticky-canary render apps/ --out DIR`): one plugin per gateway, whatever the number of apps.",
-        app.name
-    ));
+    if app.ingress != Ingress::GatewayApi {
+        notes.push(format!(
+            "plugin.yaml: one plugin for {} alone. On a gateway shared with other apps, render every app's spec together \
+             (`sticky-canary render apps/ --out DIR`): one plugin per gateway, whatever the number of apps.",
+            app.name
+        ));
+    }
     files.push(file("plugin.yaml", &source, &note, vec![plugin]));
     files.push(kustomization("", &source, &files));
     Rendered { files, notes }
@@ -180,6 +186,21 @@ fn kustomization(dir: &str, source: &str, files: &[File]) -> File {
 /// cannot be fetched.
 fn fail_strategy_warning(install: &Install<'_>, apps: &[&str]) -> Option<String> {
     let strategy = install.plugin.fail_strategy;
+    if let Some(target) = &install.gateway_api {
+        return (strategy != FailStrategy::FailOpen).then(|| {
+            format!(
+                "warning: {name}: plugin.fail_strategy {strategy} on the Gateway API gateway {gateway} (namespace {namespace}), \
+                 serving {apps}: when istio-agent cannot fetch the module it installs a deny-all RBAC filter in its place \
+                 and that gateway answers 403 for every request. FAIL_OPEN sends these apps' users to stable instead \
+                 (see docs/security.md).",
+                name = install.name,
+                strategy = strategy.as_str(),
+                gateway = target.gateway,
+                namespace = target.namespace,
+                apps = apps.join(", "),
+            )
+        });
+    }
     let crash = match strategy {
         FailStrategy::FailOpen => return None,
         FailStrategy::FailClose => {
@@ -243,6 +264,10 @@ pub(crate) fn app_files(app: &App, source: &str, tokens: &Tokens, with_namespace
             vec![objects::namespace(app)],
         ));
     }
+    if let Some(progressive) = &app.progressive {
+        files.extend(progressive_files(app, progressive, source, dir));
+        return files;
+    }
     for version in &app.versions {
         files.push(file(
             &format!("{dir}app-{}.yaml", version.name),
@@ -263,6 +288,11 @@ pub(crate) fn app_files(app: &App, source: &str, tokens: &Tokens, with_namespace
         "One HPA per version: scaling follows each version's own load, whatever the split.",
         app.versions.iter().map(|v| objects::hpa(app, v)).collect(),
     ));
+    if app.ingress == Ingress::GatewayApi {
+        files.extend(gateway_api_files(app, source, tokens, dir));
+        files.extend(dependents_file(app, source, tokens, dir));
+        return files;
+    }
     let token_note = match tokens {
         Tokens::Key(_) | Tokens::Rotating(..) => {
             "Its value is an HMAC of the app name under the token key (never in the spec)."
@@ -291,26 +321,104 @@ pub(crate) fn app_files(app: &App, source: &str, tokens: &Tokens, with_namespace
             objects::destination_rule(app),
         ],
     ));
-    if !app.dependents.is_empty() {
-        let objects = app
-            .dependents
-            .iter()
-            .flat_map(|d| objects::dependent(app, d, tokens))
-            .collect();
-        files.push(file(
-            &format!("{dir}dependents.yaml"),
+    files.extend(dependents_file(app, source, tokens, dir));
+    files
+}
+
+/// `dependents.yaml`, when the app has dependent services.
+fn dependents_file(app: &App, source: &str, tokens: &Tokens, dir: &str) -> Option<File> {
+    if app.dependents.is_empty() {
+        return None;
+    }
+    let objects = app
+        .dependents
+        .iter()
+        .flat_map(|d| objects::dependent(app, d, tokens))
+        .collect();
+    Some(file(
+        &format!("{dir}dependents.yaml"),
+        source,
+        &format!(
+            "Mesh routes for backends called by the app: they route by {} and the mesh token {},\n\
+             which the gateway sets on canary requests only, so the app must copy both headers from its\n\
+             incoming request onto its outgoing calls (as it does for trace headers).",
+            app.routing_header,
+            spec::MESH_TOKEN_HEADER
+        ),
+        objects,
+    ))
+}
+
+/// `ingress: gateway-api`: the per-version Services and `gateway-api.yaml` (Gateway and
+/// HTTPRoutes) in place of `istio.yaml`.
+fn gateway_api_files(app: &App, source: &str, tokens: &Tokens, dir: &str) -> Vec<File> {
+    let mirror_note = match &app.mirror {
+        Some(m) => format!(
+            "\nThe rules of the other versions mirror {}% of their requests to {} (RequestMirror): the copies'\n\
+             answers are dropped, and the filter runs once per user request, before the copy is made.",
+            m.percent, m.version
+        ),
+        None => String::new(),
+    };
+    vec![
+        file(
+            &format!("{dir}services-by-version.yaml"),
+            source,
+            "One Service per version: an HTTPRoute sends requests to Services (there are no subsets).",
+            gateway_api::version_services(app),
+        ),
+        file(
+            &format!("{dir}gateway-api.yaml"),
             source,
             &format!(
-                "Mesh routes for backends called by the app: they route by {} and the mesh token {},\n\
-                 which the gateway sets on canary requests only, so the app must copy both headers from its\n\
-                 incoming request onto its outgoing calls (as it does for trace headers).",
-                app.routing_header,
-                spec::MESH_TOKEN_HEADER
+                "The app's own Gateway API gateway (class istio: Istio deploys gateway-{app}-istio in this namespace)\n\
+                 and its HTTPRoute. Requests the filter marked with {header}: VERSION and its routing token ({token})\n\
+                 go to that version's Service; every other request goes to stable. The token is removed before\n\
+                 the request leaves the gateway, so a client sending {header} itself lands on stable.{mirror_note}",
+                app = app.name,
+                header = app.routing_header,
+                token = app.token.header,
             ),
-            objects,
-        ));
-    }
-    files
+            std::iter::once(gateway_api::gateway(app))
+                .chain(gateway_api::http_routes(app, tokens))
+                .collect(),
+        ),
+    ]
+}
+
+/// The files of an app whose weights Flagger or Argo Rollouts own: its Gateway (the tool's
+/// VirtualService binds to it) and the patch that makes the tool's weighted routes sticky.
+fn progressive_files(app: &App, progressive: &spec::Progressive, source: &str, dir: &str) -> Vec<File> {
+    let tool = progressive.tool.title();
+    let route = match &progressive.route {
+        Some(name) => format!("its route {name:?}"),
+        None => "its route".to_owned(),
+    };
+    vec![
+        file(
+            &format!("{dir}gateway.yaml"),
+            source,
+            &format!(
+                "The Gateway {tool}'s VirtualService binds to (gateways: [{ns}/{gw}]).",
+                ns = app.namespace,
+                gw = app.gateway_name()
+            ),
+            vec![objects::gateway(app)],
+        ),
+        file(
+            &format!("{dir}sticky-weights.yaml"),
+            source,
+            &format!(
+                "{tool} sets the weights of the VirtualService for {hosts}; on {route} Envoy then picks the\n\
+                 destination from {header}, the position the filter gives each user, instead of a random\n\
+                 number: every user stays on one version at every step (docs/progressive-delivery.md).\n\
+                 List the stable destination first, keep the total weight 100, and keep that host's routes to the tool's.",
+                hosts = app.hosts.join(", "),
+                header = progressive.position_header,
+            ),
+            objects::sticky_weights(app).into_iter().collect(),
+        ),
+    ]
 }
 
 /// What `write` did.
@@ -541,6 +649,14 @@ pub fn envoy_wasm_typed_config(install: &Install<'_>, local_module: Option<&Path
 /// stable version takes what the canaries leave; the new spec is checked as a whole.
 pub fn set_weight_text(spec_path: &Path, version: &str, percent: f64) -> Result<(String, App), String> {
     let (text, app) = load(spec_path)?;
+    if let Some(progressive) = &app.progressive {
+        return Err(format!(
+            "set-weight: {} sets this app's weights ({}: progressive.tool {}); change them through it (docs/progressive-delivery.md)",
+            progressive.tool.title(),
+            spec_path.display(),
+            progressive.tool.as_str()
+        ));
+    }
     let current: Vec<(String, f64)> = app.versions.iter().map(|v| (v.name.clone(), v.weight)).collect();
     let weights = weights::new_weights(&current, version, percent).map_err(|e| format!("set-weight: {e}"))?;
     let new_text = weights::rewrite_weights(&text, &weights).map_err(|e| format!("{}: {e}", spec_path.display()))?;

@@ -25,7 +25,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
 use super::spec::{
-    App, AppVersion, Dependent, FailStrategy, ModuleSource, Plugin, PluginForm, INGRESS_NAMESPACE, MESH_TOKEN_HEADER,
+    App, AppVersion, Dependent, FailStrategy, Ingress, ModuleSource, Plugin, PluginForm, INGRESS_NAMESPACE,
+    MESH_TOKEN_HEADER,
 };
 use super::token::{Purpose, Tokens};
 
@@ -163,12 +164,24 @@ pub fn deployment(app: &App, version: &AppVersion) -> Yaml {
     })
 }
 
+/// The app's Service: every version behind it; the DestinationRule subsets split them by the
+/// version label.
 pub fn service(app: &App) -> Yaml {
+    http_service(app.service_name(), app, app_labels(app, None))
+}
+
+/// One version's own Service (`svc-APP-VERSION`), for an HTTPRoute, which sends to Services
+/// rather than subsets.
+pub fn version_service(app: &App, version: &str) -> Yaml {
+    http_service(app.version_service_name(version), app, app_labels(app, Some(version)))
+}
+
+/// A Service named `name` in the app's namespace, selecting the pods with `labels`.
+fn http_service(name: String, app: &App, labels: BTreeMap<String, String>) -> Yaml {
     typed(&Service {
-        metadata: object_meta(app.service_name(), app, app_labels(app, None)),
+        metadata: object_meta(name, app, labels.clone()),
         spec: Some(ServiceSpec {
-            // Selects every version: the DestinationRule subsets split them by the version label.
-            selector: Some(app_labels(app, None)),
+            selector: Some(labels),
             // The port name tells Istio the protocol is HTTP.
             ports: Some(vec![ServicePort {
                 name: Some("http".to_owned()),
@@ -268,17 +281,42 @@ fn destination(host: &str, subset: &str, port: Option<u32>) -> Yaml {
     map! {"destination" => Yaml::Mapping(d)}
 }
 
-/// What the routes of one VirtualService require and do to the request headers.
-struct Guard<'a> {
+/// What the routes of one VirtualService (or HTTPRoute) require and do to the request headers.
+pub(super) struct Guard<'a> {
     /// The token header every canary route requires, and its accepted values (any one matches).
-    token_header: &'a str,
-    accepted: &'a [String],
+    pub(super) token_header: &'a str,
+    pub(super) accepted: &'a [String],
     /// Set on canary routes (the mesh token for dependent services), replacing any client copy.
-    canary_set: Option<(&'a str, &'a str)>,
+    pub(super) canary_set: Option<(&'a str, &'a str)>,
     /// Removed on canary routes.
-    canary_remove: Vec<&'a str>,
+    pub(super) canary_remove: Vec<&'a str>,
     /// Removed on the stable route.
-    stable_remove: Vec<&'a str>,
+    pub(super) stable_remove: Vec<&'a str>,
+}
+
+/// The gateway routes' guard: canary routes require the gateway token and remove it; with
+/// dependent services they also set the mesh token, and the stable route removes the routing
+/// header and any client-sent mesh token, so nothing a client sends can steer a dependent
+/// service (docs/security.md).
+pub(super) fn gateway_guard<'a>(app: &'a App, accepted: &'a [String], mesh_token: &'a str) -> Guard<'a> {
+    let token_header = app.token.header.as_str();
+    if app.dependents.is_empty() {
+        Guard {
+            token_header,
+            accepted,
+            canary_set: None,
+            canary_remove: vec![token_header],
+            stable_remove: vec![token_header],
+        }
+    } else {
+        Guard {
+            token_header,
+            accepted,
+            canary_set: Some((MESH_TOKEN_HEADER, mesh_token)),
+            canary_remove: vec![token_header],
+            stable_remove: vec![token_header, app.routing_header.as_str(), MESH_TOKEN_HEADER],
+        }
+    }
 }
 
 fn header_ops(set: Option<(&str, &str)>, remove: &[&str]) -> Option<Yaml> {
@@ -362,24 +400,7 @@ pub fn virtual_service(app: &App, tokens: &Tokens) -> Yaml {
     let host = app.service_host();
     let accepted = app.accepted_tokens(tokens, Purpose::Gateway);
     let mesh_token = tokens.token(Purpose::Mesh, &app.name, app.token.generation);
-    let token_header = app.token.header.as_str();
-    let guard = if app.dependents.is_empty() {
-        Guard {
-            token_header,
-            accepted: &accepted,
-            canary_set: None,
-            canary_remove: vec![token_header],
-            stable_remove: vec![token_header],
-        }
-    } else {
-        Guard {
-            token_header,
-            accepted: &accepted,
-            canary_set: Some((MESH_TOKEN_HEADER, mesh_token.as_str())),
-            canary_remove: vec![token_header],
-            stable_remove: vec![token_header, app.routing_header.as_str(), MESH_TOKEN_HEADER],
-        }
-    };
+    let guard = gateway_guard(app, &accepted, &mesh_token);
     map! {
         "apiVersion" => "networking.istio.io/v1",
         "kind" => "VirtualService",
@@ -387,7 +408,7 @@ pub fn virtual_service(app: &App, tokens: &Tokens) -> Yaml {
         "spec" => map! {
             "hosts" => app.hosts.iter().map(|h| Yaml::from(h.as_str())).collect::<Vec<_>>(),
             "gateways" => vec![Yaml::from(app.gateway_name())],
-            "http" => header_routes(
+            "http" => super::mirror::on_virtual_service_routes(app, header_routes(
                 "",
                 &app.routing_header,
                 &guard,
@@ -395,7 +416,7 @@ pub fn virtual_service(app: &App, tokens: &Tokens) -> Yaml {
                 &host,
                 Some(app.service_port),
                 app.path_prefix.as_deref(),
-            ),
+            )),
         },
     }
 }
@@ -471,7 +492,20 @@ pub struct Install<'a> {
     pub plugin: &'a Plugin,
     /// The whole filter config (every app's route on this gateway).
     pub config: Yaml,
+    /// `Some` for an app's own Gateway API gateway (`ingress: gateway-api`): the plugin then
+    /// lives in that gateway's namespace and selects its pods, and `selector` is unused.
+    pub gateway_api: Option<GatewayApiTarget>,
 }
+
+/// The Gateway API gateway a plugin is for: its namespace and the `Gateway`'s name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayApiTarget {
+    pub namespace: String,
+    pub gateway: String,
+}
+
+/// The label Istio puts on the pods it deploys for a Gateway API `Gateway` (value: its name).
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 impl Install<'_> {
     /// The filter config as compact JSON: what the filter receives.
@@ -481,6 +515,22 @@ impl Install<'_> {
 
     fn labels(&self) -> Yaml {
         map! {"app.kubernetes.io/managed-by" => "sticky-canary", self.label.0 => self.label.1.as_str()}
+    }
+
+    /// The namespace of the plugin object: the add-on's ingress namespace, or the Gateway API
+    /// gateway's own.
+    pub fn namespace(&self) -> &str {
+        self.gateway_api
+            .as_ref()
+            .map_or(INGRESS_NAMESPACE, |t| t.namespace.as_str())
+    }
+
+    /// The labels of the gateway pods the plugin applies to.
+    fn pod_labels(&self) -> Yaml {
+        match &self.gateway_api {
+            None => map! {"istio" => self.selector},
+            Some(target) => map! {GATEWAY_NAME_LABEL => target.gateway.as_str()},
+        }
     }
 }
 
@@ -492,6 +542,10 @@ pub fn single_install<'a>(app: &'a App, tokens: &Tokens) -> Install<'a> {
         selector: app.ingress_selector(),
         plugin: &app.plugin,
         config: app.filter_config(tokens),
+        gateway_api: (app.ingress == Ingress::GatewayApi).then(|| GatewayApiTarget {
+            namespace: app.namespace.clone(),
+            gateway: app.gateway_name(),
+        }),
     }
 }
 
@@ -504,10 +558,22 @@ pub fn wasm_plugin(install: &Install<'_>) -> Yaml {
         ModuleSource::Inline => (String::new(), crate::sha256_hex(crate::FILTER_WASM)),
     };
     let mut spec = Mapping::new();
-    spec.insert(
-        "selector".into(),
-        map! {"matchLabels" => map! {"istio" => install.selector}},
-    );
+    match &install.gateway_api {
+        None => {
+            spec.insert("selector".into(), map! {"matchLabels" => install.pod_labels()});
+        }
+        // Istio's documented way to attach a WasmPlugin to a Gateway API gateway.
+        Some(target) => {
+            spec.insert(
+                "targetRefs".into(),
+                Yaml::Sequence(vec![map! {
+                    "group" => "gateway.networking.k8s.io",
+                    "kind" => "Gateway",
+                    "name" => target.gateway.as_str(),
+                }]),
+            );
+        }
+    }
     spec.insert("url".into(), url.into());
     spec.insert("sha256".into(), sha256.into());
     if let Some(policy) = &plugin.image_pull_policy {
@@ -523,7 +589,7 @@ pub fn wasm_plugin(install: &Install<'_>) -> Yaml {
     map! {
         "apiVersion" => "extensions.istio.io/v1alpha1",
         "kind" => "WasmPlugin",
-        "metadata" => metadata(&install.name, INGRESS_NAMESPACE, Some(install.labels())),
+        "metadata" => metadata(&install.name, install.namespace(), Some(install.labels())),
         "spec" => Yaml::Mapping(spec),
     }
 }
@@ -630,12 +696,65 @@ pub fn envoy_filter(install: &Install<'_>, form: PluginForm) -> Yaml {
     map! {
         "apiVersion" => "networking.istio.io/v1alpha3",
         "kind" => "EnvoyFilter",
-        "metadata" => metadata(name, INGRESS_NAMESPACE, Some(install.labels())),
+        "metadata" => metadata(name, install.namespace(), Some(install.labels())),
         "spec" => map! {
-            "workloadSelector" => map! {"labels" => map! {"istio" => install.selector}},
+            "workloadSelector" => map! {"labels" => install.pod_labels()},
             "configPatches" => vec![extension, insert],
         },
     }
+}
+
+/// The EnvoyFilter that makes the weighted routes Flagger or Argo Rollouts manage sticky: on
+/// the app's virtual hosts (and, for Argo Rollouts, only the named route), Envoy picks the
+/// weighted cluster from the position header the filter writes (`header_name`: the value modulo
+/// the total weight, over the clusters' cumulative weights) instead of a random number. It only
+/// matches routes with `action: ROUTE` on this app's hosts, so no other app's route is touched.
+/// Both tools always list two destinations, so Istio emits `weighted_clusters` at every step,
+/// 0 % and 100 % included (one cluster then): the merge never lands on a single-`cluster`
+/// route, which would leave an empty `weighted_clusters` that Envoy rejects (tests/progressive.rs).
+pub fn sticky_weights(app: &App) -> Option<Yaml> {
+    let progressive = app.progressive.as_ref()?;
+    let port = if app.tls.is_some() { 443u32 } else { 80u32 };
+    let patches: Vec<Yaml> = app
+        .hosts
+        .iter()
+        .map(|host| {
+            let mut route = Mapping::new();
+            if let Some(name) = &progressive.route {
+                route.insert("name".into(), name.as_str().into());
+            }
+            route.insert("action".into(), "ROUTE".into());
+            map! {
+                "applyTo" => "HTTP_ROUTE",
+                "match" => map! {
+                    "context" => "GATEWAY",
+                    "routeConfiguration" => map! {
+                        "vhost" => map! {
+                            "name" => format!("{host}:{port}"),
+                            "route" => Yaml::Mapping(route),
+                        },
+                    },
+                },
+                "patch" => map! {
+                    "operation" => "MERGE",
+                    "value" => map! {
+                        "route" => map! {
+                            "weighted_clusters" => map! {"header_name" => progressive.position_header.as_str()},
+                        },
+                    },
+                },
+            }
+        })
+        .collect();
+    Some(map! {
+        "apiVersion" => "networking.istio.io/v1alpha3",
+        "kind" => "EnvoyFilter",
+        "metadata" => metadata(&app.sticky_weights_name(), INGRESS_NAMESPACE, Some(typed(&app_labels(app, None)))),
+        "spec" => map! {
+            "workloadSelector" => map! {"labels" => map! {"istio" => app.ingress_selector()}},
+            "configPatches" => patches,
+        },
+    })
 }
 
 /// The plugin object in the form the spec chose.

@@ -37,6 +37,7 @@ fn ingress_key(ingress: Ingress) -> &'static str {
     match ingress {
         Ingress::External => "external",
         Ingress::Internal => "internal",
+        Ingress::GatewayApi => "gateway-api",
     }
 }
 
@@ -98,6 +99,8 @@ fn conflicts(inputs: &[&Input]) -> Vec<String> {
             }
         }
         match plugins.get(&app.ingress) {
+            // Each Gateway API app has a gateway and a plugin of its own: nothing to agree on.
+            _ if app.ingress == Ingress::GatewayApi => {}
             None => {
                 plugins.insert(app.ingress, input);
             }
@@ -167,6 +170,7 @@ pub fn gateway_installs<'a>(inputs: &[&'a Input], tokens: &Tokens) -> Result<Vec
             selector: first.1.ingress_selector(),
             plugin: &first.1.plugin,
             config,
+            gateway_api: None,
         });
     }
     if errors.is_empty() {
@@ -223,6 +227,15 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
         namespaces_done.push(app.namespace.clone());
         let dir = format!("{}/", app.name);
         let mut app_dir = app_files(app, &source, tokens, with_namespace, &dir);
+        if app.ingress == Ingress::GatewayApi {
+            // Its own gateway, so its own plugin, beside its other objects.
+            let install = super::objects::single_install(app, tokens);
+            let form = form.unwrap_or(install.plugin.form);
+            let name = format!("{dir}plugin.yaml");
+            notes.extend(super::fail_strategy_warning(&install, &[app.name.as_str()]));
+            let (plugin, note) = super::plugin_file(&install, form, &name, &mut notes);
+            app_dir.push(file(&name, &source, &note, vec![plugin]));
+        }
         app_dir.push(kustomization(&dir, &source, &app_dir));
         files.extend(app_dir);
         directories.push(Yaml::from(app.name.as_str()));
@@ -239,10 +252,21 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
         }],
     ));
     notes.push(format!(
-        "{} app(s) on {} gateway plugin(s): {}",
-        sorted.len(),
+        "{} app(s) on {} add-on gateway plugin(s): {}",
+        sorted.iter().filter(|i| i.1.ingress != Ingress::GatewayApi).count(),
         installs.len(),
         installs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
     ));
+    let own: Vec<&str> = sorted
+        .iter()
+        .filter(|i| i.1.ingress == Ingress::GatewayApi)
+        .map(|i| i.1.name.as_str())
+        .collect();
+    if !own.is_empty() {
+        notes.push(format!(
+            "on Gateway API gateways of their own, each with its own plugin (APP/plugin.yaml): {}",
+            own.join(", ")
+        ));
+    }
     Ok(Rendered { files, notes })
 }

@@ -50,6 +50,7 @@ struct RawSpec {
     tls: Option<RawTls>,
     #[serde(default)]
     service_port: Option<u32>,
+    #[serde(default)]
     versions: Vec<RawVersion>,
     autoscaling: Option<RawAutoscaling>,
     resources: Option<RawResources>,
@@ -58,6 +59,25 @@ struct RawSpec {
     plugin: RawPlugin,
     #[serde(default)]
     dependent_services: Vec<RawDependent>,
+    mirror: Option<RawMirror>,
+    progressive: Option<RawProgressive>,
+}
+
+/// Traffic mirroring: copies of requests sent to a version, whose answers are dropped.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    version: String,
+    percent: f64,
+}
+
+/// Flagger or Argo Rollouts own the weights (docs/progressive-delivery.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProgressive {
+    tool: String,
+    route: Option<String>,
+    position_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,11 +195,28 @@ impl Errors {
 // Stage 2: the checked app.
 // ---------------------------------------------------------------------------
 
-/// Which add-on ingress gateway serves the app.
+/// Which gateway serves the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Ingress {
+    /// The add-on's external ingress gateway (Istio Gateway and VirtualService).
     External,
+    /// The add-on's internal ingress gateway.
     Internal,
+    /// A Kubernetes Gateway API `Gateway` of class `istio` of the app's own, with an HTTPRoute:
+    /// Istio deploys that gateway in the app's namespace (docs/manifests.md).
+    GatewayApi,
+}
+
+/// The first add-on revision whose Istio runs Gateway API ingress with the managed CRDs.
+pub const GATEWAY_API_MIN_MINOR: u32 = 26;
+
+/// Traffic mirroring: `percent` of the requests served by the other versions are copied to
+/// `version`; the copies' answers are dropped, so users only ever see their own version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    pub version: String,
+    /// Percent of requests, at most two decimals, above 0 and at most 100.
+    pub percent: f64,
 }
 
 /// How the filter is installed on the gateway.
@@ -303,6 +340,46 @@ pub struct TokenSettings {
     pub also_accept: Vec<u32>,
 }
 
+/// The progressive-delivery tool that owns an app's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Flagger,
+    ArgoRollouts,
+}
+
+impl Tool {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tool::Flagger => "flagger",
+            Tool::ArgoRollouts => "argo-rollouts",
+        }
+    }
+
+    /// How the docs name it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Tool::Flagger => "Flagger",
+            Tool::ArgoRollouts => "Argo Rollouts",
+        }
+    }
+}
+
+/// An app whose weights a progressive-delivery tool sets (`progressive:` in the spec): render
+/// writes the plugin, the Gateway and the route patch that makes Envoy's weighted clusters
+/// sticky; the tool owns the Deployments, Services, VirtualService and DestinationRules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progressive {
+    pub tool: Tool,
+    /// The VirtualService's HTTP route the tool sets weights on (Argo's
+    /// `trafficRouting.istio.virtualService.routes`); `None` for Flagger, whose route has no name.
+    pub route: Option<String>,
+    /// The header the filter writes the position to (lowercase).
+    pub position_header: String,
+}
+
+/// The default position header.
+pub const DEFAULT_POSITION_HEADER: &str = "x-canary-position";
+
 /// The header that carries the mesh token from the gateway to dependent services.
 pub const MESH_TOKEN_HEADER: &str = "x-canary-mesh-token";
 
@@ -337,6 +414,10 @@ pub struct App {
     pub token: TokenSettings,
     pub plugin: Plugin,
     pub dependents: Vec<Dependent>,
+    /// Copies of requests to one version, whose answers are dropped.
+    pub mirror: Option<Mirror>,
+    /// Set when Flagger or Argo Rollouts own the weights; `versions` is then `stable`, `canary`.
+    pub progressive: Option<Progressive>,
     /// This app's route of the filter config (policy-core's JSON, fields in their documented
     /// order), without its routing token, which [`App::filter_route`] adds. Validated with a
     /// stand-in token.
@@ -373,12 +454,26 @@ impl App {
         &self.versions[0]
     }
 
-    /// The `istio` label value of the add-on gateway this app uses.
+    /// The `istio` label value of the add-on gateway this app uses; empty for
+    /// `ingress: gateway-api`, whose gateway pods carry the Gateway's name instead
+    /// ([`App::gateway_api_pod_label`]).
     pub fn ingress_selector(&self) -> &'static str {
         match self.ingress {
             Ingress::External => "aks-istio-ingressgateway-external",
             Ingress::Internal => "aks-istio-ingressgateway-internal",
+            Ingress::GatewayApi => "",
         }
+    }
+
+    /// The label Istio puts on the pods it deploys for a Gateway API `Gateway`, and its value
+    /// for this app's Gateway: what the plugin selects with `ingress: gateway-api`.
+    pub fn gateway_api_pod_label(&self) -> (&'static str, String) {
+        ("gateway.networking.k8s.io/gateway-name", self.gateway_name())
+    }
+
+    /// The Service of one version (`ingress: gateway-api`: an HTTPRoute sends to Services, not subsets).
+    pub fn version_service_name(&self, version: &str) -> String {
+        format!("svc-{}-{}", self.name, version)
     }
 
     /// The in-mesh name of the app's Service.
@@ -408,6 +503,11 @@ impl App {
 
     pub fn destination_rule_name(&self) -> String {
         format!("dr-{}", self.name)
+    }
+
+    /// Name of the EnvoyFilter that makes a tool's weighted routes sticky (`progressive`).
+    pub fn sticky_weights_name(&self) -> String {
+        format!("sticky-canary-{}-weights", self.name)
     }
 
     /// Name of the plugin object (WasmPlugin or EnvoyFilter) in aks-istio-ingress.
@@ -567,7 +667,7 @@ fn spec_path(filter_path: &str) -> String {
     }
 }
 
-fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
+fn check(mut raw: RawSpec, errors: &mut Errors) -> Option<App> {
     // app, namespace, revision
     if !is_dns1035(&raw.app, 40) {
         errors.add(
@@ -603,8 +703,20 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
     let ingress = match raw.ingress.as_deref() {
         None | Some("external") => Ingress::External,
         Some("internal") => Ingress::Internal,
+        Some("gateway-api") => {
+            if minor.is_some_and(|m| m < GATEWAY_API_MIN_MINOR) {
+                errors.add(
+                    "ingress",
+                    format!("gateway-api needs revision asm-1-{GATEWAY_API_MIN_MINOR} or later (the add-on's Gateway API support starts there)"),
+                );
+            }
+            Ingress::GatewayApi
+        }
         Some(other) => {
-            errors.add("ingress", format!("{other:?} is not one of \"external\", \"internal\""));
+            errors.add(
+                "ingress",
+                format!("{other:?} is not one of \"external\", \"internal\", \"gateway-api\""),
+            );
             Ingress::External
         }
     };
@@ -620,6 +732,12 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         if mode != "SIMPLE" && mode != "MUTUAL" {
             errors.add("tls.mode", format!("{mode:?} is not one of \"SIMPLE\", \"MUTUAL\""));
         }
+        if mode == "MUTUAL" && ingress == Ingress::GatewayApi {
+            errors.add(
+                "tls.mode",
+                "MUTUAL is not rendered for ingress: gateway-api (a Gateway listener terminates TLS with a server certificate only); use ingress: external",
+            );
+        }
         Tls {
             credential_name: t.credential_name,
             mode,
@@ -630,6 +748,52 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
     let service_port = raw.service_port.unwrap_or(80);
     port_ok("service_port", service_port, errors);
 
+    let progressive = raw.progressive.take().map(|p| check_progressive(p, errors));
+    if let Some(p) = &progressive {
+        let tool = p.tool.title();
+        let managed = [
+            ("versions", !raw.versions.is_empty()),
+            ("autoscaling", raw.autoscaling.is_some()),
+            ("resources", raw.resources.is_some()),
+            ("probes", raw.probes.is_some()),
+            ("dependent_services", !raw.dependent_services.is_empty()),
+        ];
+        for (field, given) in managed {
+            if given {
+                errors.add(
+                    field,
+                    format!("leave it out with progressive: {tool} owns the workloads, their Services and the weights (docs/progressive-delivery.md)"),
+                );
+            }
+        }
+        if raw.mirror.is_some() {
+            errors.add(
+                "mirror",
+                format!("leave it out with progressive: {tool} mirrors with its own settings (docs/progressive-delivery.md)"),
+            );
+        }
+        if ingress == Ingress::GatewayApi {
+            errors.add(
+                "ingress",
+                "gateway-api is not rendered with progressive: the sticky weights patch an Istio VirtualService's routes on the add-on's gateway; use external or internal",
+            );
+        }
+        // The filter's two sides: the tool's stable (or primary) and canary destinations.
+        raw.versions = ["stable", "canary"]
+            .iter()
+            .zip([100.0, 0.0])
+            .map(|(name, weight)| RawVersion {
+                name: (*name).to_owned(),
+                image: "managed-by-the-tool".to_owned(),
+                weight,
+                port: None,
+                env: BTreeMap::new(),
+                autoscaling: None,
+            })
+            .collect();
+        raw.probes = None;
+        raw.dependent_services = Vec::new();
+    }
     let base_scaling = check_autoscaling(
         "autoscaling",
         raw.autoscaling,
@@ -745,6 +909,9 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         ),
     }
     route.insert("routing_header".into(), routing_header.clone().into());
+    if let Some(p) = &progressive {
+        route.insert("position_header".into(), p.position_header.clone().into());
+    }
     route.insert(
         "versions".into(),
         Yaml::Sequence(
@@ -902,6 +1069,45 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         });
     }
 
+    let mirror = raw.mirror.map(|m| {
+        match version_names.iter().position(|v| *v == m.version) {
+            None => errors.add(
+                "mirror.version",
+                format!("{:?} is not one of the app's versions", m.version),
+            ),
+            Some(0) => errors.add(
+                "mirror.version",
+                format!(
+                    "{:?} is the stable version, which already serves every request it would copy: mirror a canary",
+                    m.version
+                ),
+            ),
+            Some(_) => {}
+        }
+        let hundredths = m.percent * 100.0;
+        if !(m.percent > 0.0 && m.percent <= 100.0) || (hundredths - hundredths.round()).abs() > 1e-6 {
+            errors.add(
+                "mirror.percent",
+                format!(
+                    "{} is not a percentage above 0 and at most 100 with at most two decimals",
+                    m.percent
+                ),
+            );
+        }
+        if ingress == Ingress::GatewayApi && m.percent < 100.0 {
+            warnings.push(format!(
+                "mirror.percent: {} on an HTTPRoute needs the Gateway API v1.3 CRDs or later (AKS Managed Gateway API on Kubernetes 1.34 and later); \
+                 with v1.2.1 (Kubernetes 1.26 to 1.33) the API server refuses the RequestMirror's percent, or drops it and every request is copied. \
+                 Check the bundle-version annotation of crd/httproutes.gateway.networking.k8s.io (docs/aks-runbook.md)",
+                m.percent
+            ));
+        }
+        Mirror {
+            version: m.version,
+            percent: m.percent,
+        }
+    });
+
     if !errors.0.is_empty() {
         return None;
     }
@@ -926,10 +1132,48 @@ fn check(raw: RawSpec, errors: &mut Errors) -> Option<App> {
         },
         plugin: plugin?,
         dependents,
+        mirror,
+        progressive,
         route: route_without_token,
         response_header: routing.response_header.clone(),
         warnings,
     })
+}
+
+fn check_progressive(raw: RawProgressive, errors: &mut Errors) -> Progressive {
+    let tool = match raw.tool.as_str() {
+        "flagger" => Tool::Flagger,
+        "argo-rollouts" => Tool::ArgoRollouts,
+        other => {
+            errors.add(
+                "progressive.tool",
+                format!("{other:?} is not one of \"flagger\", \"argo-rollouts\""),
+            );
+            Tool::Flagger
+        }
+    };
+    match (tool, &raw.route) {
+        (Tool::Flagger, Some(_)) => errors.add(
+            "progressive.route",
+            "leave it out for Flagger: the route Flagger writes has no name, the patch matches the app's hosts",
+        ),
+        (Tool::ArgoRollouts, None) => errors.add(
+            "progressive.route",
+            "is required for Argo Rollouts: the VirtualService route named in the Rollout's trafficRouting.istio.virtualService.routes",
+        ),
+        (Tool::ArgoRollouts, Some(route)) if route.is_empty() || route.bytes().any(|b| b.is_ascii_whitespace()) => {
+            errors.add("progressive.route", format!("{route:?} is not a route name"))
+        }
+        _ => {}
+    }
+    Progressive {
+        tool,
+        route: raw.route,
+        position_header: raw
+            .position_header
+            .unwrap_or_else(|| DEFAULT_POSITION_HEADER.to_owned())
+            .to_ascii_lowercase(),
+    }
 }
 
 fn check_plugin(raw: RawPlugin, minor: Option<u32>, errors: &mut Errors) -> Option<Plugin> {

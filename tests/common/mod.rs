@@ -1,5 +1,6 @@
 //! What the Istio chain suites share: the CLI as a user runs it (with a routing-token key made
-//! once per test process), one-at-a-time locking, and reading rendered plugins back.
+//! once per test process), one-at-a-time locking, reading rendered plugins back, and the
+//! `set-weight` ramp under load.
 
 #![allow(dead_code)] // each test file uses its own subset
 
@@ -7,9 +8,28 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use sticky_canary::harness::backend::seen_headers;
+use sticky_canary::harness::istio::{IstioProxy, Revision, REVISIONS};
+use sticky_canary::harness::load::Load;
+use sticky_canary::harness::{Client, Request};
 
 pub const CLI: &str = env!("CARGO_BIN_EXE_sticky-canary");
+
+/// The revisions to run (all, unless `STICKY_CANARY_REVISIONS` names some).
+pub fn selected(revision: &Revision) -> bool {
+    match std::env::var("STICKY_CANARY_REVISIONS") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|r| r.trim() == revision.name),
+        _ => true,
+    }
+}
+
+pub fn revision(name: &str) -> Revision {
+    *REVISIONS.iter().find(|r| r.name == name).expect("a known revision")
+}
 
 /// One test at a time: each runs Envoys under load on a 2-core machine.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -89,10 +109,16 @@ pub fn write_filter_config(plugin_file: &Path, out: &Path) -> PathBuf {
 
 /// `sticky-canary assign` for the route of `host`, many keys at once: key -> version.
 pub fn assign_on(config: &Path, host: &str, keys: &[String]) -> HashMap<String, String> {
+    assign_with(config, host, keys, &[])
+}
+
+/// [`assign_on`] with more arguments (`--canary-weight 10`).
+pub fn assign_with(config: &Path, host: &str, keys: &[String], extra: &[&str]) -> HashMap<String, String> {
     let mut child = Command::new(CLI)
         .args(["assign", "--host", host, "--config"])
         .arg(config)
         .args(["--keys", "-"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -111,4 +137,132 @@ pub fn assign_on(config: &Path, host: &str, keys: &[String]) -> HashMap<String, 
             (fields[0].to_owned(), fields[fields.len() - 1].to_owned())
         })
         .collect()
+}
+
+#[derive(Debug)]
+struct Observation {
+    user: usize,
+    started: Instant,
+    /// Ramp step in force when the request was sent; `TRANSITION` while one was being applied.
+    step: usize,
+    version: String,
+}
+const TRANSITION: usize = usize::MAX;
+
+/// A `set-weight` ramp 0 → 10 → 50 → 100 → 0 under load (250 users keyed by a `session` cookie
+/// on `host`, 250 req/s): each step re-rendered by `set_weight(percent)` (which returns the
+/// inputs to translate), pushed to the running gateway, and predicted by `sticky-canary assign`
+/// on `filter_config()`. Asserts 0 failed requests, the token never reaching the app, every
+/// request outside an update window on the predicted version, no user back to stable on the way
+/// up, everyone on the canary at 100% and nobody after the rollback. `label` names the run.
+pub fn ramp(
+    gateway: &mut IstioProxy,
+    host: &str,
+    label: &str,
+    set_weight: impl Fn(u32) -> Vec<PathBuf>,
+    filter_config: impl Fn() -> PathBuf,
+) {
+    const USERS: usize = 250;
+    const RATE: u32 = 250;
+    const STEP: Duration = Duration::from_secs(2);
+    let steps = [0u32, 10, 50, 100, 0];
+    let users: Vec<String> = (0..USERS).map(|u| format!("ramp-user-{u}")).collect();
+    gateway
+        .update(set_weight(steps[0]))
+        .unwrap_or_else(|e| panic!("ramp to {}%: {e}", steps[0]));
+    let mut expected = vec![assign_on(&filter_config(), host, &users)];
+
+    let step = Arc::new(AtomicUsize::new(0));
+    let log: Arc<Mutex<Vec<Observation>>> = Arc::new(Mutex::new(Vec::new()));
+    let (job_step, job_log, job_users) = (Arc::clone(&step), Arc::clone(&log), users.clone());
+    let job_host = host.to_owned();
+    let job = Arc::new(move |sequence: u64, client: &mut Client| -> Result<(), String> {
+        let user = (sequence as usize) % USERS;
+        let step = job_step.load(Ordering::SeqCst);
+        let started = Instant::now();
+        let reply = client
+            .send(
+                &Request::get("/")
+                    .host(&job_host)
+                    .header("cookie", format!("session={}", job_users[user])),
+            )
+            .map_err(|e| format!("user {user}: {e}"))?;
+        if reply.status != 200 {
+            return Err(format!("user {user}: status {} {}", reply.status, reply.body_text()));
+        }
+        if !seen_headers(&reply.body, "x-canary-token").is_empty() {
+            return Err(format!("user {user}: the routing token reached the app"));
+        }
+        let version = reply.header_str("x-served-version");
+        job_log.lock().map_err(|_| "poisoned")?.push(Observation {
+            user,
+            started,
+            step,
+            version,
+        });
+        Ok(())
+    });
+    let load = Load::start(gateway.listener(), 8, RATE, job).unwrap();
+    std::thread::sleep(STEP);
+    let mut applied = Vec::new();
+    for (index, percent) in steps.iter().enumerate().skip(1) {
+        step.store(TRANSITION, Ordering::SeqCst);
+        let pushed = Instant::now();
+        gateway
+            .update(set_weight(*percent))
+            .unwrap_or_else(|e| panic!("ramp to {percent}%: {e}"));
+        applied.push(pushed.elapsed());
+        expected.push(assign_on(&filter_config(), host, &users));
+        step.store(index, Ordering::SeqCst);
+        std::thread::sleep(STEP);
+    }
+    let report = load.stop();
+    let log = log.lock().unwrap();
+    eprintln!(
+        "{label}: ramp {steps:?}: {} requests at {:.0} req/s, {} failed; render+translate+apply per step {applied:?}",
+        report.sent,
+        report.rate(),
+        report.failed
+    );
+    if let Err(problem) = report.check(200.0) {
+        panic!("during the ramp: {problem}");
+    }
+
+    // Outside the update windows, every request got exactly the predicted version.
+    let wrong: Vec<&Observation> = log
+        .iter()
+        .filter(|o| o.step != TRANSITION && expected[o.step][&users[o.user]] != o.version)
+        .take(10)
+        .collect();
+    assert!(wrong.is_empty(), "versions differing from assign: {wrong:?}");
+    // On the way up, nobody who reached the canary went back; after the rollback, nobody is on it.
+    let rollback = steps.len() - 1;
+    let mut by_user: Vec<Vec<&Observation>> = vec![Vec::new(); USERS];
+    for o in log.iter() {
+        by_user[o.user].push(o);
+    }
+    let mut went_back = Vec::new();
+    for (user, seen) in by_user.iter_mut().enumerate() {
+        seen.sort_by_key(|o| o.started);
+        let ramp_up: Vec<&str> = seen
+            .iter()
+            .take_while(|o| o.step != rollback)
+            .filter(|o| o.step != TRANSITION || o.version == "v2")
+            .map(|o| o.version.as_str())
+            .collect();
+        if let Some(first) = ramp_up.iter().position(|v| *v == "v2") {
+            if ramp_up[first..].iter().any(|v| *v != "v2") {
+                went_back.push((user, ramp_up));
+            }
+        }
+    }
+    assert!(
+        went_back.is_empty(),
+        "users sent back during the ramp: {:?}",
+        &went_back[..went_back.len().min(5)]
+    );
+    let at_full = log.iter().filter(|o| o.step == 3 && o.version != "v2").count();
+    assert_eq!(at_full, 0, "requests on stable at 100%");
+    let after_rollback = log.iter().filter(|o| o.step == rollback && o.version != "v1").count();
+    assert_eq!(after_rollback, 0, "requests on the canary after the rollback");
 }

@@ -1,6 +1,7 @@
-// Validates rendered manifests against the published Kubernetes and Istio schemas
-// (npm kubernetes-models and @kubernetes-models/istio, generated from the
-// upstream OpenAPI and CRD schemas: types, enums, required fields, integers).
+// Validates rendered manifests against the published Kubernetes, Istio and Gateway API
+// schemas (npm kubernetes-models, @kubernetes-models/istio and
+// @kubernetes-models/gateway-api, generated from the upstream OpenAPI and CRD schemas:
+// types, enums, required fields, integers).
 //
 //   node check.mjs DIR_OR_FILE...
 //
@@ -21,7 +22,9 @@ async function modelFor(apiVersion, kind) {
   const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
   const candidates = group.endsWith(".istio.io")
     ? [`@kubernetes-models/istio/${group}/${version}`]
-    : group === ""
+    : group === "gateway.networking.k8s.io"
+      ? [`@kubernetes-models/gateway-api/${group}/${version}`]
+      : group === ""
       ? [`kubernetes-models/${version}`]
       : [`kubernetes-models/${group}/${version}`];
   for (const name of candidates) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Validates rendered manifests against the published Kubernetes and Istio schemas.
+# Validates rendered manifests against the published Kubernetes, Istio and Gateway API schemas.
 #   tools/schema-check/check.sh manifests [more dirs or files]
 # Installs the pinned npm packages (npm ci, from package-lock.json) when they are
 # missing or older than the lockfile. Needs node (>= 18) and npm: fails if absent.

@@ -460,6 +460,10 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
 
     let routing_header = header_field(&mut fields, "routing_header", DEFAULT_ROUTING_HEADER, errors);
 
+    let position_path = fields.child("position_header");
+    let position_header =
+        string_field(&mut fields, "position_header", errors).and_then(|h| header_name(&position_path, &h, errors));
+
     let salt_path = fields.child("salt");
     let salt = string_field(&mut fields, "salt", errors);
     if salt.as_deref().is_some_and(|s| s.contains('\0')) {
@@ -530,6 +534,30 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
         }
     }
 
+    if let Some(header) = &position_header {
+        let taken = [
+            routing_header.as_deref(),
+            routing_token.as_ref().map(|t| t.header.as_str()),
+            override_.as_ref().map(|r| r.header.as_str()),
+            override_
+                .as_ref()
+                .and_then(|r| r.secret.as_ref())
+                .map(|s| s.header.as_str()),
+        ];
+        if taken.contains(&Some(header.as_str())) {
+            errors.add(
+                &position_path,
+                "must differ from the routing, token and override headers",
+            );
+        }
+        if versions.len() != 2 {
+            errors.add(
+                &position_path,
+                "needs exactly two versions, stable then canary: the weighted clusters a tool manages are two",
+            );
+        }
+    }
+
     if errors.0.len() != before {
         return None;
     }
@@ -545,6 +573,7 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
         no_key,
         override_,
         routing_token,
+        position_header,
         canary_end,
     })
 }

@@ -38,7 +38,8 @@ type Inputs struct {
 	// already validated the way istiod's admission webhook validates them.
 	Configs []config.Config
 	// KubeObjects are Kubernetes objects (Service, Namespace, Deployment, ...): Services are
-	// what make outbound clusters exist.
+	// what make outbound clusters exist. Gateway API objects (Gateway, HTTPRoute, GatewayClass,
+	// ...) are here too: istiod's Gateway API controller reads them from the Kubernetes API.
 	KubeObjects []runtime.Object
 	// Ignored names documents of kinds neither Istio nor the Kubernetes scheme knows.
 	Ignored []string
@@ -130,7 +131,30 @@ func LoadInputs(paths []string) (*Inputs, error) {
 	return in, nil
 }
 
+// gatewayAPIGroups are the API groups of the Kubernetes Gateway API. istiod's Gateway API
+// controller watches them through its Kubernetes client (pilot/test/xds creates their CRDs in
+// its fake API server), not through the Istio config store that crd.ParseInputs feeds, so
+// these objects go in as Kubernetes objects, as pilot's own tests give them
+// (KubernetesObjectString).
+var gatewayAPIGroups = map[string]bool{
+	"gateway.networking.k8s.io":   true,
+	"gateway.networking.x-k8s.io": true,
+}
+
+// isGatewayAPI says whether a document is a Gateway API object.
+func isGatewayAPI(raw []byte) bool {
+	meta, ok := parseMeta(raw)
+	if !ok {
+		return false
+	}
+	group, _, found := strings.Cut(meta.APIVersion, "/")
+	return found && gatewayAPIGroups[group]
+}
+
 func (in *Inputs) addDocument(raw []byte, created time.Time) error {
+	if isGatewayAPI(raw) {
+		return in.addKubeObject(raw)
+	}
 	// crd.ParseInputs is what istiod's own tests use: it converts Istio kinds and
 	// validates them with the same schema validation the admission webhook runs.
 	configs, others, err := crd.ParseInputs(string(raw))
@@ -142,11 +166,22 @@ func (in *Inputs) addDocument(raw []byte, created time.Time) error {
 			c.Namespace = "default"
 		}
 		c.CreationTimestamp = created
+		// istiod's CRD client stamps every config with the cluster's domain suffix
+		// (crdclient: cfg.Domain = domainSuffix); VirtualService short names such as
+		// `host: my-app-stable` resolve against it (ResolveShortnameToFQDN), to
+		// my-app-stable.NS.svc.cluster.local. Without it they would name no cluster.
+		c.Domain = "cluster.local"
 		in.Configs = append(in.Configs, c)
 	}
 	if len(others) == 0 {
 		return nil
 	}
+	return in.addKubeObject(raw)
+}
+
+// addKubeObject decodes a Kubernetes object with Istio's scheme (core kinds, Gateway API);
+// a kind the scheme does not know is listed in Ignored.
+func (in *Inputs) addKubeObject(raw []byte) error {
 	obj, _, err := kubelib.IstioCodec.UniversalDeserializer().Decode(raw, nil, nil)
 	if err != nil {
 		if runtime.IsNotRegisteredError(err) || runtime.IsMissingKind(err) {

@@ -18,6 +18,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"istio.io/istio/pilot/pkg/model"
 	v3 "istio.io/istio/pilot/pkg/xds/v3"
@@ -132,9 +135,13 @@ func GenerateXDS(in *Inputs, p Proxy) (*XDS, error) {
 	var out *XDS
 	var genErr error
 	err := runFailer(func(t test.Failer) {
+		objects := in.KubeObjects
+		if p.Kind == ProxyGateway {
+			objects = append(append([]runtime.Object{}, objects...), gatewayPod(p))
+		}
 		s := xds.NewFakeDiscoveryServer(t, xds.FakeOptions{
 			Configs:           in.Configs,
-			KubernetesObjects: in.KubeObjects,
+			KubernetesObjects: objects,
 		})
 		out, genErr = fetchOverADS(s, p)
 	})
@@ -144,11 +151,28 @@ func GenerateXDS(in *Inputs, p Proxy) (*XDS, error) {
 	return out, genErr
 }
 
+// gatewayPod is the gateway's own Pod as the API server holds it: the name istiod reads from
+// the node id, the namespace, the labels and the pod IP. istiod looks the pod up to find the
+// Services that select it (the proxy's service targets) before it reads the labels from the
+// node metadata; a Gateway API Gateway applies only to the pods of its Service
+// (NAME-istio), so without the Pod that Gateway has no listener. The add-on's gateway is
+// matched by its `istio` label and does not need it.
+func gatewayPod(p Proxy) *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: gatewayWorkload, Namespace: p.Namespace, Labels: p.Labels},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: p.IP, PodIPs: []corev1.PodIP{{IP: p.IP}}},
+	}
+}
+
+// gatewayWorkload is the gateway pod's name in the node id.
+const gatewayWorkload = "istio-xds-gateway"
+
 // proxyNode is the node a pod's istio-agent sends: id type~ip~pod.namespace~domain, and
 // the metadata istiod reads the namespace, labels and version from (as pilot/test/xds's
 // SetupProxy fills model.Proxy: Type, IPAddresses, Metadata.Namespace and Labels).
 func proxyNode(p Proxy) *core.Node {
-	nodeType, workload := model.Router, "istio-xds-gateway"
+	nodeType, workload := model.Router, gatewayWorkload
 	if p.Kind == ProxySidecar {
 		nodeType, workload = model.SidecarProxy, "istio-xds-sidecar"
 		if app := p.Labels["app"]; app != "" {

@@ -436,6 +436,49 @@ func TestLoadInputsIgnoresUnknownKinds(t *testing.T) {
 	}
 }
 
+// A VirtualService destination given as a short name (Flagger and Argo Rollouts write
+// `host: my-app-primary`) must resolve to the Service's cluster, as in istiod, whose CRD
+// client stamps every config with the domain suffix.
+func TestShortHostNamesResolveToTheServiceCluster(t *testing.T) {
+	in := writeFile(t, "short.yaml", []byte(`apiVersion: v1
+kind: Service
+metadata: {name: my-app-primary, namespace: ns}
+spec:
+  selector: {app: my-app-primary}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  selector: {istio: aks-istio-ingressgateway-external}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [my-app.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: my-app, namespace: ns}
+spec:
+  hosts: [my-app.example.com]
+  gateways: [gw]
+  http:
+  - route:
+    - destination: {host: my-app-primary}
+`))
+	out := t.TempDir()
+	if _, err := Translate(TranslateOptions{
+		Inputs: []string{in},
+		OutDir: out,
+		Proxy:  testGateway(),
+		Listen: map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rds, _ := os.ReadFile(filepath.Join(out, "rds/http.80.json"))
+	if want := `"cluster": "outbound|80||my-app-primary.ns.svc.cluster.local"`; !strings.Contains(string(rds), want) {
+		t.Errorf("rds/http.80.json lacks %s:\n%s", want, rds)
+	}
+}
+
 func TestAnalyze(t *testing.T) {
 	good := writeManifests(t, "oci://example.com/sticky-canary:0.1.0", strings.Repeat("0", 64), "            fail_open: true")
 	bad := writeFile(t, "bad.yaml", []byte(`apiVersion: networking.istio.io/v1
