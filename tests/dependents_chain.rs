@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{assign_on, run_cli, serial, write_filter_config};
+use common::{assign_on, run_cli, send, serial, served, write_filter_config, ROUTING_HEADER, TOKEN_HEADER};
 use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{IstioProxy, Proxy, Translate, TRANSLATING_REVISION};
 use sticky_canary::harness::{envoy_release, Backend, Client, Request, Response};
@@ -29,8 +29,6 @@ const FRONTEND_HOST: &str = "frontend.istio-test.example.com";
 const MY_APP_HOST: &str = "my-app.example.com";
 /// The dependent's host as the rendered mesh VirtualService names it (`dependent_services[].service`).
 const BACKEND_HOST: &str = "backend.istio-test.svc.cluster.local";
-const ROUTING_HEADER: &str = "x-canary-version";
-const TOKEN_HEADER: &str = "x-canary-token";
 /// The frontend's plugin (shared by both apps on the external gateway) as istiod names it.
 const PLUGIN: &str = "sticky-canary-external";
 /// Unreachable: istio-agent's fetch fails at once and FAIL_OPEN installs allow-all RBAC.
@@ -218,14 +216,6 @@ fn key_on(config: &Path, version: &str) -> String {
     keys.into_iter()
         .find(|key| assigned[key] == version)
         .unwrap_or_else(|| panic!("no key of 200 on {version}: {assigned:?}"))
-}
-
-fn send(client: &mut Client, request: &Request) -> Response {
-    client.send(request).unwrap_or_else(|e| panic!("request failed: {e}"))
-}
-
-fn served(reply: &Response) -> String {
-    reply.header_str("x-served-version")
 }
 
 /// What the frontend received of `header`, as text.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sticky_canary::harness::backend::seen_headers;
-use sticky_canary::harness::load::Load;
+use sticky_canary::harness::load::{over_connections, Load};
 use sticky_canary::harness::{
     Backend, Client, CookieJar, Envoy, EnvoyConfig, FilterSpec, HarnessError, Request, Response, SetCookie,
     UpdateOutcome,
@@ -166,43 +166,24 @@ fn with_session(key: &str) -> Request {
 /// Sends one request per key (cookie `session`) over `threads` keep-alive connections;
 /// returns key -> served version.
 fn serve_keys(envoy: &Envoy, keys: &[String], threads: usize) -> HashMap<String, String> {
-    let chunks: Vec<Vec<String>> = keys
-        .chunks(keys.len().div_ceil(threads))
-        .map(<[String]>::to_vec)
-        .collect();
-    let addr = envoy.listener();
-    let handles: Vec<_> = chunks
+    let replies = must(
+        over_connections(envoy.listener(), keys, threads, |client, key| {
+            let response = client.send(&with_session(key)).map_err(|e| format!("key {key}: {e}"))?;
+            if response.status != 200 {
+                return Err(format!(
+                    "key {key}: status {} {}",
+                    response.status,
+                    response.body_text()
+                ));
+            }
+            Ok((key.clone(), served(&response)))
+        }),
+        "connect to Envoy",
+    );
+    replies
         .into_iter()
-        .map(|chunk| {
-            std::thread::spawn(move || -> Result<Vec<(String, String)>, String> {
-                let mut client = Client::connect(addr).map_err(|e| e.to_string())?;
-                let mut out = Vec::with_capacity(chunk.len());
-                for key in chunk {
-                    let response = client
-                        .send(&with_session(&key))
-                        .map_err(|e| format!("key {key}: {e}"))?;
-                    if response.status != 200 {
-                        return Err(format!(
-                            "key {key}: status {} {}",
-                            response.status,
-                            response.body_text()
-                        ));
-                    }
-                    out.push((key, served(&response)));
-                }
-                Ok(out)
-            })
-        })
-        .collect();
-    let mut served_by = HashMap::with_capacity(keys.len());
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(pairs)) => served_by.extend(pairs),
-            Ok(Err(message)) => panic!("{message}"),
-            Err(_) => panic!("a client thread panicked"),
-        }
-    }
-    served_by
+        .map(|reply| reply.unwrap_or_else(|message| panic!("{message}")))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

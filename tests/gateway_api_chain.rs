@@ -21,19 +21,22 @@ use std::path::PathBuf;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod common;
 
-use common::{assign_on, ramp, revision, run_cli, selected, serial, write_filter_config};
+use common::{
+    assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send, serial, served, shop,
+    write_filter_config, ROUTING_HEADER, SHOP_HOST, TOKEN_HEADER,
+};
 use sticky_canary::harness::backend::{header_value, seen_headers};
 use sticky_canary::harness::istio::{IstioProxy, Proxy, Revision, Translate};
-use sticky_canary::harness::{envoy_release, Backend, Client, Registry, Request, Response};
+use sticky_canary::harness::load::over_connections;
+use sticky_canary::harness::{envoy_release, Backend, Client, Registry};
 
 const APP: &str = "shop";
 const NAMESPACE: &str = "ns-shop";
-const HOST: &str = "shop.example.com";
+const HOST: &str = SHOP_HOST;
 const GATEWAY: &str = "gateway-shop";
-const ROUTING_HEADER: &str = "x-canary-version";
-const TOKEN_HEADER: &str = "x-canary-token";
 const ID_COOKIE: &str = "sticky-canary-id";
 
 /// The Service Istio's deployment controller creates for the Gateway (`NAME-istio`, selecting
@@ -237,22 +240,6 @@ fn world_for(revision_name: &str, ingress: Ingress, form: Form) -> Option<(Mutex
     Some((lock, World::new(revision, ingress, form)))
 }
 
-fn shop(key: Option<&str>) -> Request {
-    let request = Request::get("/").host(HOST);
-    match key {
-        Some(key) => request.header("cookie", format!("session={key}")),
-        None => request,
-    }
-}
-
-fn get(client: &mut Client, request: &Request) -> Response {
-    client.send(request).unwrap_or_else(|e| panic!("request failed: {e}"))
-}
-
-fn served(reply: &Response) -> String {
-    reply.header_str("x-served-version")
-}
-
 /// What one user request got back.
 #[derive(Debug, Clone)]
 struct Reply {
@@ -267,37 +254,22 @@ struct Reply {
 /// Sends one request per key (`None`: a first visit without any cookie) over `threads`
 /// connections, in order within each connection.
 fn serve(gateway: SocketAddr, keys: &[Option<String>], threads: usize) -> Vec<(Option<String>, Reply)> {
-    let chunks: Vec<Vec<Option<String>>> = keys
-        .chunks(keys.len().div_ceil(threads))
-        .map(<[Option<String>]>::to_vec)
-        .collect();
-    let handles: Vec<_> = chunks
-        .into_iter()
-        .map(|chunk| {
-            std::thread::spawn(move || {
-                let mut client = Client::connect(gateway).unwrap();
-                chunk
-                    .into_iter()
-                    .map(|key| {
-                        let reply = get(&mut client, &shop(key.as_deref()));
-                        let set_cookies = reply
-                            .header_all("set-cookie")
-                            .into_iter()
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                            .collect();
-                        let result = Reply {
-                            status: reply.status,
-                            version: served(&reply),
-                            tokens: seen_headers(&reply.body, TOKEN_HEADER).len(),
-                            set_cookies,
-                        };
-                        (key, result)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    over_connections(gateway, keys, threads, |client, key| {
+        let reply = send(client, &shop(key.as_deref()));
+        let set_cookies = reply
+            .header_all("set-cookie")
+            .into_iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let result = Reply {
+            status: reply.status,
+            version: served(&reply),
+            tokens: seen_headers(&reply.body, TOKEN_HEADER).len(),
+            set_cookies,
+        };
+        (key.clone(), result)
+    })
+    .unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -348,22 +320,7 @@ fn gateway_api_routing_and_ramp(revision_name: &str, form: Form) {
     // A client-sent routing header, with or without a guessed token, lands on stable.
     let stable_keys: Vec<&String> = keys.iter().filter(|k| predicted[*k] == "v1").take(50).collect();
     let mut client = Client::connect(gateway.listener()).unwrap();
-    for (i, key) in stable_keys.iter().enumerate() {
-        let mut request = shop(Some(key)).header(ROUTING_HEADER, "v2");
-        if i % 2 == 0 {
-            request = request.header(TOKEN_HEADER, format!("guessed-token-{i:04}"));
-        }
-        let reply = get(&mut client, &request);
-        assert_eq!(
-            (reply.status, served(&reply)),
-            (200, "v1".to_owned()),
-            "spoofed header moved key {key}"
-        );
-        assert!(
-            seen_headers(&reply.body, TOKEN_HEADER).is_empty(),
-            "token reached the app"
-        );
-    }
+    assert_spoofed_headers_stay_on_stable(&mut client, &stable_keys);
 
     // The ramp, each step re-rendered, re-translated by Istio and pushed to the running gateway.
     ramp(
@@ -373,15 +330,6 @@ fn gateway_api_routing_and_ramp(revision_name: &str, form: Form) {
         |percent| world.set_weight(percent),
         || world.filter_config(),
     );
-}
-
-macro_rules! chain_tests {
-    ($run:ident: $($name:ident: $revision:literal, $form:expr;)*) => {$(
-        #[test]
-        fn $name() {
-            $run($revision, $form);
-        }
-    )*};
 }
 
 chain_tests! {

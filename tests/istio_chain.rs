@@ -19,17 +19,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::MutexGuard;
 use std::time::Instant;
 
+#[macro_use]
 mod common;
 
-use common::{assign_on, ramp, revision, run_cli, selected, serial, write_filter_config};
+use common::{
+    assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send, serial, served, shop,
+    write_filter_config, ROUTING_HEADER, SHOP_HOST, TOKEN_HEADER,
+};
 use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
-use sticky_canary::harness::{envoy_release, Backend, Client, Registry, Request, Response};
+use sticky_canary::harness::load::over_connections;
+use sticky_canary::harness::{envoy_release, Backend, Client, Registry, Request};
 
-const HOST: &str = "shop.example.com";
+const HOST: &str = SHOP_HOST;
 const OTHER_HOST: &str = "other.example.com";
-const ROUTING_HEADER: &str = "x-canary-version";
-const TOKEN_HEADER: &str = "x-canary-token";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Form {
@@ -295,46 +298,17 @@ fn assign(config: &Path, keys: &[String]) -> HashMap<String, String> {
     assign_on(config, HOST, keys)
 }
 
-fn get(client: &mut Client, request: &Request) -> Response {
-    client.send(request).unwrap_or_else(|e| panic!("request failed: {e}"))
-}
-
-fn shop(key: Option<&str>) -> Request {
-    let request = Request::get("/").host(HOST);
-    match key {
-        Some(key) => request.header("cookie", format!("session={key}")),
-        None => request,
-    }
-}
-
-fn served(reply: &Response) -> String {
-    reply.header_str("x-served-version")
-}
-
 /// Sends one request per key over `threads` connections; returns key -> (status, version,
 /// routing tokens the app saw).
 fn serve_keys(gateway: SocketAddr, keys: &[String], threads: usize) -> HashMap<String, (u16, String, usize)> {
-    let chunks: Vec<Vec<String>> = keys
-        .chunks(keys.len().div_ceil(threads))
-        .map(<[String]>::to_vec)
-        .collect();
-    let handles: Vec<_> = chunks
-        .into_iter()
-        .map(|chunk| {
-            std::thread::spawn(move || {
-                let mut client = Client::connect(gateway).unwrap();
-                chunk
-                    .into_iter()
-                    .map(|key| {
-                        let reply = get(&mut client, &shop(Some(&key)));
-                        let tokens = seen_headers(&reply.body, TOKEN_HEADER).len();
-                        (key, (reply.status, served(&reply), tokens))
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    over_connections(gateway, keys, threads, |client, key| {
+        let reply = send(client, &shop(Some(key)));
+        let tokens = seen_headers(&reply.body, TOKEN_HEADER).len();
+        (key.clone(), (reply.status, served(&reply), tokens))
+    })
+    .unwrap()
+    .into_iter()
+    .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -413,21 +387,9 @@ fn routing_and_ramp(revision_name: &str, form: Form) {
     // A client-sent routing header, with or without a guessed token, changes nothing.
     let stable_keys: Vec<&String> = keys.iter().filter(|k| predicted[*k] == "v1").take(50).collect();
     let mut client = Client::connect(gateway.listener()).unwrap();
-    for (i, key) in stable_keys.iter().enumerate() {
-        let mut request = shop(Some(key)).header(ROUTING_HEADER, "v2");
-        if i % 2 == 0 {
-            request = request.header(TOKEN_HEADER, format!("guessed-token-{i:04}"));
-        }
-        let reply = get(&mut client, &request);
-        assert_eq!(reply.status, 200);
-        assert_eq!(served(&reply), "v1", "spoofed header moved key {key}");
-        assert!(
-            seen_headers(&reply.body, TOKEN_HEADER).is_empty(),
-            "token reached the app"
-        );
-    }
+    assert_spoofed_headers_stay_on_stable(&mut client, &stable_keys);
     // The other app on the gateway is served, whatever it sends.
-    let reply = get(
+    let reply = send(
         &mut client,
         &Request::get("/").host(OTHER_HOST).header(ROUTING_HEADER, "v2"),
     );
@@ -442,16 +404,6 @@ fn routing_and_ramp(revision_name: &str, form: Form) {
         |percent| world.set_weight(percent),
         || world.filter_config(),
     );
-}
-
-/// One `#[test]` per revision and form, each calling `$run(revision, form)`.
-macro_rules! chain_tests {
-    ($run:ident: $($name:ident: $revision:literal, $form:expr;)*) => {$(
-        #[test]
-        fn $name() {
-            $run($revision, $form);
-        }
-    )*};
 }
 
 chain_tests! {
@@ -503,8 +455,8 @@ fn check_fallback(world: &World, gateway: &IstioProxy, fallback: Fallback, what:
         if i % 2 == 0 {
             request = request.header(TOKEN_HEADER, format!("guessed-{i:04}"));
         }
-        let reply = get(&mut client, &request);
-        let other = get(&mut client, &Request::get("/").host(OTHER_HOST));
+        let reply = send(&mut client, &request);
+        let other = send(&mut client, &Request::get("/").host(OTHER_HOST));
         match fallback {
             Fallback::AllowAll => {
                 assert_eq!(
@@ -640,7 +592,7 @@ fn without_the_rbac_type_url_a_failed_fetch_breaks_every_host() {
         // ...or it serves, but not these hosts.
         Ok(gateway) => {
             let mut client = Client::connect(gateway.listener()).unwrap();
-            let reply = get(&mut client, &Request::get("/").host(OTHER_HOST));
+            let reply = send(&mut client, &Request::get("/").host(OTHER_HOST));
             assert_ne!(
                 reply.status, 200,
                 "the old render survived the fallback: the check is void"
@@ -804,7 +756,7 @@ fn fleet(n: usize) {
                             } else {
                                 request.header(key_name, key)
                             };
-                            let reply = get(&mut client, &request);
+                            let reply = send(&mut client, &request);
                             let got = served(&reply);
                             if reply.status != 200 || got != format!("{name}-{}", predicted[key]) {
                                 mismatches += 1;

@@ -26,9 +26,10 @@ use std::time::Instant;
 
 mod common;
 
-use common::{assign_with, run_cli, serial, write_filter_config};
+use common::{assign_with, run_cli, send, serial, write_filter_config};
 use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
-use sticky_canary::harness::{envoy_release, Backend, Client, Request, Response};
+use sticky_canary::harness::load::over_connections;
+use sticky_canary::harness::{envoy_release, Backend, Client, Request};
 
 const HOST: &str = "my-app.example.com";
 const OTHER_HOST: &str = "other.example.com";
@@ -179,10 +180,6 @@ fn tool_steps(tool: &Tool, out: &Path) -> Vec<Step> {
     steps
 }
 
-fn send(client: &mut Client, request: &Request) -> Response {
-    client.send(request).unwrap_or_else(|e| panic!("request failed: {e}"))
-}
-
 fn user_request(key: &str) -> Request {
     Request::get("/").host(HOST).header("cookie", format!("session={key}"))
 }
@@ -193,30 +190,17 @@ fn serve(
     keys: &[String],
     extra: Option<(&'static str, &'static str)>,
 ) -> HashMap<String, (u16, String)> {
-    let chunks: Vec<Vec<String>> = keys
-        .chunks(keys.len().div_ceil(THREADS))
-        .map(<[String]>::to_vec)
-        .collect();
-    let handles: Vec<_> = chunks
-        .into_iter()
-        .map(|chunk| {
-            std::thread::spawn(move || {
-                let mut client = Client::connect(gateway).unwrap();
-                chunk
-                    .into_iter()
-                    .map(|key| {
-                        let mut request = user_request(&key);
-                        if let Some((name, value)) = extra {
-                            request = request.header(name, value);
-                        }
-                        let reply = send(&mut client, &request);
-                        (key, (reply.status, reply.header_str("x-served-version")))
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    over_connections(gateway, keys, THREADS, |client, key| {
+        let mut request = user_request(key);
+        if let Some((name, value)) = extra {
+            request = request.header(name, value);
+        }
+        let reply = send(client, &request);
+        (key.clone(), (reply.status, reply.header_str("x-served-version")))
+    })
+    .unwrap()
+    .into_iter()
+    .collect()
 }
 
 /// Sum of Envoy's rejected xDS updates (LDS, CDS, RDS, ECDS).
@@ -501,14 +485,7 @@ fn the_examples_render_the_gateway_the_filter_and_the_sticky_weights() {
             ]
         );
         let text = std::fs::read_to_string(out.join("sticky-weights.yaml")).unwrap();
-        let patch: serde_yaml_ng::Value = serde_yaml_ng::from_str(
-            text.lines()
-                .filter(|l| !l.starts_with('#'))
-                .collect::<Vec<_>>()
-                .join("\n")
-                .as_str(),
-        )
-        .unwrap();
+        let patch: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
         let config = &patch["spec"]["configPatches"][0];
         assert_eq!(config["applyTo"], "HTTP_ROUTE");
         assert_eq!(

@@ -1160,14 +1160,7 @@ fn set_weight_on_one_app_changes_only_its_route_in_the_shared_plugin() {
     assert!(written[0].ends_with("gateway/plugin-external.yaml"), "{stdout}");
     let after = std::fs::read_to_string(out.join("gateway/plugin-external.yaml")).unwrap();
     let routes = |text: &str| {
-        let plugin: Yaml = serde_yaml_ng::from_str(
-            text.lines()
-                .filter(|l| !l.starts_with('#'))
-                .collect::<Vec<_>>()
-                .join("\n")
-                .as_str(),
-        )
-        .unwrap();
+        let plugin: Yaml = serde_yaml_ng::from_str(text).unwrap();
         let config: serde_json::Value = serde_json::from_str(&carried_filter_config(&plugin)).unwrap();
         config["routes"].as_array().unwrap().clone()
     };

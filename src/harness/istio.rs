@@ -270,45 +270,9 @@ fn repo_root() -> PathBuf {
 pub fn istio_xds() -> Result<PathBuf, HarnessError> {
     // get_or_init runs the build once; concurrent callers wait for it.
     static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    TOOL.get_or_init(build_istio_xds).clone().map_err(HarnessError::Tool)
-}
-
-fn build_istio_xds() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("STICKY_CANARY_ISTIO_XDS") {
-        return Ok(PathBuf::from(path));
-    }
-    let script = repo_root().join("tools").join("istio-xds").join("build.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            format!(
-                "could not run {}: {e} (it needs Go 1.26 and the Go module proxy)",
-                script.display()
-            )
-        })?;
-    if !output.status.success() {
-        return Err(format!(
-            "{} failed ({}); it needs Go and the Go module proxy:\n{}",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let path = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-    let path = PathBuf::from(path);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} printed no binary path (got {:?})",
-            script.display(),
-            stdout.trim()
-        ))
-    }
+    TOOL.get_or_init(|| build_go_tool("istio-xds", "STICKY_CANARY_ISTIO_XDS"))
+        .clone()
+        .map_err(HarnessError::Tool)
 }
 
 /// The `progressive` binary (tools/progressive: Flagger's and Argo Rollouts' own routers),

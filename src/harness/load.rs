@@ -152,3 +152,35 @@ impl Drop for Load {
         self.finish();
     }
 }
+/// Runs `each` once per item, the items split in order over `connections` keep-alive
+/// connections to `addr` (one thread each, each item's request after the one before it on its
+/// connection); returns the results in the items' order. A panic in `each` (a failed assertion)
+/// reaches the caller.
+pub fn over_connections<T: Sync, R: Send>(
+    addr: SocketAddr,
+    items: &[T],
+    connections: usize,
+    each: impl Fn(&mut Client, &T) -> R + Sync,
+) -> Result<Vec<R>, HarnessError> {
+    let size = items.len().div_ceil(connections.max(1)).max(1);
+    let each = &each;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(size)
+            .map(|chunk| {
+                scope.spawn(move || -> Result<Vec<R>, HarnessError> {
+                    let mut client = Client::connect(addr)?;
+                    Ok(chunk.iter().map(|item| each(&mut client, item)).collect())
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(items.len());
+        for worker in workers {
+            match worker.join() {
+                Ok(part) => results.extend(part?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(results)
+    })
+}

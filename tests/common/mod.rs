@@ -4,6 +4,17 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+/// One `#[test]` per revision and form, each calling `$run(revision, form)`.
+#[allow(unused_macros)] // each test file uses its own subset
+macro_rules! chain_tests {
+    ($run:ident: $($name:ident: $revision:literal, $form:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            $run($revision, $form);
+        }
+    )*};
+}
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +26,7 @@ use std::time::{Duration, Instant};
 use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{IstioProxy, Revision, REVISIONS};
 use sticky_canary::harness::load::Load;
-use sticky_canary::harness::{Client, Request};
+use sticky_canary::harness::{Client, Request, Response};
 
 pub const CLI: &str = env!("CARGO_BIN_EXE_sticky-canary");
 
@@ -29,6 +40,53 @@ pub fn selected(revision: &Revision) -> bool {
 
 pub fn revision(name: &str) -> Revision {
     *REVISIONS.iter().find(|r| r.name == name).expect("a known revision")
+}
+
+/// The routing header and the routing-token header of the example apps.
+pub const ROUTING_HEADER: &str = "x-canary-version";
+pub const TOKEN_HEADER: &str = "x-canary-token";
+/// The host of the chain suites' shop app.
+pub const SHOP_HOST: &str = "shop.example.com";
+
+/// A request to the shop, with `session=KEY` when there is a key.
+pub fn shop(key: Option<&str>) -> Request {
+    let request = Request::get("/").host(SHOP_HOST);
+    match key {
+        Some(key) => request.header("cookie", format!("session={key}")),
+        None => request,
+    }
+}
+
+/// Sends one request; panics with the error when it fails.
+pub fn send(client: &mut Client, request: &Request) -> Response {
+    client.send(request).unwrap_or_else(|e| panic!("request failed: {e}"))
+}
+
+/// The version that served a reply (the test backends' `x-served-version`).
+pub fn served(reply: &Response) -> String {
+    reply.header_str("x-served-version")
+}
+
+/// A client that sends the routing header itself (`v2`), every other time with a guessed
+/// token, for keys `assign` puts on stable: each request lands on stable, and no token reaches
+/// the app.
+pub fn assert_spoofed_headers_stay_on_stable(client: &mut Client, stable_keys: &[&String]) {
+    for (i, key) in stable_keys.iter().enumerate() {
+        let mut request = shop(Some(key)).header(ROUTING_HEADER, "v2");
+        if i % 2 == 0 {
+            request = request.header(TOKEN_HEADER, format!("guessed-token-{i:04}"));
+        }
+        let reply = send(client, &request);
+        assert_eq!(
+            (reply.status, served(&reply)),
+            (200, "v1".to_owned()),
+            "spoofed header moved key {key}"
+        );
+        assert!(
+            seen_headers(&reply.body, TOKEN_HEADER).is_empty(),
+            "token reached the app"
+        );
+    }
 }
 
 /// One test at a time: each runs Envoys under load on a 2-core machine.
