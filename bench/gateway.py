@@ -435,6 +435,14 @@ def bootstrap(filters: Filters, route_counts: list[int]) -> dict:
 # --- processes ----------------------------------------------------------------------------
 
 
+def report_failures(rows: list[dict], cell) -> int:
+    """Logs every cell that failed a request or served none (`cell(row)` names it); their count."""
+    failed = [r for r in rows if r["errors"] or not r["requests"]]
+    for row in failed:
+        log(f"FAILED {cell(row)}: {row['requests']} requests, {row['errors']} errors")
+    return len(failed)
+
+
 def find_envoy() -> Path:
     """$ENVOY, else the pinned Envoy from the CLI's per-user cache (installed when missing)."""
     override = os.environ.get("ENVOY")
@@ -958,10 +966,7 @@ def report_apps(args, data: dict) -> int:
     table = apps_markdown(data, rows)
     (args.out / "apps.md").write_text(table + "\n")
     print(table)
-    failed = [r for r in rows if r["errors"] or not r["requests"]]
-    for row in failed:
-        log(f"FAILED apps{row['apps']}/{row['configuration']}: {row['requests']} requests, {row['errors']} errors")
-    if failed:
+    if report_failures(rows, lambda row: f"apps{row['apps']}/{row['configuration']}"):
         return 1
     if args.smoke:
         log(f"smoke (--apps): all {len(rows)} cells served requests with 0 errors")
@@ -1052,10 +1057,7 @@ def main() -> int:
         print(table)
         print(ablation)
         print(wasm_markdown(data["wasm_sizes"]))
-        failed = [r for r in rows if r["errors"] or not r["requests"]]
-        for row in failed:
-            log(f"FAILED {row['scenario']}/{row['configuration']}: {row['requests']} requests, {row['errors']} errors")
-        if failed:
+        if report_failures(rows, lambda row: f"{row['scenario']}/{row['configuration']}"):
             return 1
         if args.probe:
             (args.out / "probe.md").write_text(table + "\n")
