@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send, serial, served, shop,
-    write_filter_config, ROUTING_HEADER, SHOP_HOST, TOKEN_HEADER,
+    assert_keys_on_plan, assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send,
+    serial, served, shop, write_filter_config, ROUTING_HEADER, SHOP_HOST, TOKEN_HEADER,
 };
 use sticky_canary::harness::backend::{header_value, seen_headers};
 use sticky_canary::harness::istio::{IstioProxy, Proxy, Revision, Translate};
@@ -162,14 +162,7 @@ impl World {
     }
 
     fn set_weight(&self, v2_percent: u32) -> Vec<PathBuf> {
-        run_cli(&[
-            "set-weight",
-            &self.spec_path().to_string_lossy(),
-            "v2",
-            &v2_percent.to_string(),
-            "--out",
-            &self.rendered().to_string_lossy(),
-        ]);
+        common::set_weight(&self.spec_path(), v2_percent, &self.rendered());
         self.inputs()
     }
 
@@ -307,20 +300,11 @@ fn gateway_api_routing_and_ramp(revision_name: &str, form: Form) {
         "{label}: 5000 keys in {elapsed:?}, {on_canary} on v2 (30% planned), {} mismatches",
         mismatches.len()
     );
-    assert!(
-        mismatches.is_empty(),
-        "keys not where assign says: {:?}",
-        &mismatches[..mismatches.len().min(10)]
-    );
-    assert!(
-        (1_350..=1_650).contains(&on_canary),
-        "canary share off: {on_canary} of 5000"
-    );
+    assert_keys_on_plan(&mismatches, on_canary, 5000);
 
     // A client-sent routing header, with or without a guessed token, lands on stable.
-    let stable_keys: Vec<&String> = keys.iter().filter(|k| predicted[*k] == "v1").take(50).collect();
     let mut client = Client::connect(gateway.listener()).unwrap();
-    assert_spoofed_headers_stay_on_stable(&mut client, &stable_keys);
+    assert_spoofed_headers_stay_on_stable(&mut client, &keys, &predicted);
 
     // The ramp, each step re-rendered, re-translated by Istio and pushed to the running gateway.
     ramp(

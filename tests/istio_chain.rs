@@ -23,8 +23,8 @@ use std::time::Instant;
 mod common;
 
 use common::{
-    assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send, serial, served, shop,
-    write_filter_config, ROUTING_HEADER, SHOP_HOST, TOKEN_HEADER,
+    assert_keys_on_plan, assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send,
+    serial, served, shop, write_filter_config, ROUTING_HEADER, SHOP_HOST, TOKEN_HEADER,
 };
 use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
@@ -198,14 +198,7 @@ impl World {
 
     /// `set-weight` on the spec, re-rendering into the same directory, as the runbook does.
     fn set_weight(&self, v2_percent: u32) -> Vec<PathBuf> {
-        run_cli(&[
-            "set-weight",
-            &self.spec_path().to_string_lossy(),
-            "v2",
-            &v2_percent.to_string(),
-            "--out",
-            &self.rendered().to_string_lossy(),
-        ]);
+        common::set_weight(&self.spec_path(), v2_percent, &self.rendered());
         self.inputs()
     }
 
@@ -374,20 +367,11 @@ fn routing_and_ramp(revision_name: &str, form: Form) {
         revision.envoy,
         mismatches.len()
     );
-    assert!(
-        mismatches.is_empty(),
-        "keys not where assign says: {:?}",
-        &mismatches[..mismatches.len().min(10)]
-    );
-    assert!(
-        (2_700..=3_300).contains(&on_canary),
-        "canary share off: {on_canary} of 10000"
-    );
+    assert_keys_on_plan(&mismatches, on_canary, 10000);
 
     // A client-sent routing header, with or without a guessed token, changes nothing.
-    let stable_keys: Vec<&String> = keys.iter().filter(|k| predicted[*k] == "v1").take(50).collect();
     let mut client = Client::connect(gateway.listener()).unwrap();
-    assert_spoofed_headers_stay_on_stable(&mut client, &stable_keys);
+    assert_spoofed_headers_stay_on_stable(&mut client, &keys, &predicted);
     // The other app on the gateway is served, whatever it sends.
     let reply = send(
         &mut client,

@@ -67,10 +67,29 @@ pub fn served(reply: &Response) -> String {
     reply.header_str("x-served-version")
 }
 
+/// Every key on the version `assign` predicted (`mismatches`: key, predicted, served), and the
+/// canary's share of `total` keys within 3 points of the 30 % planned.
+pub fn assert_keys_on_plan(mismatches: &[(String, String, String)], on_canary: usize, total: usize) {
+    assert!(
+        mismatches.is_empty(),
+        "keys not where assign says: {:?}",
+        &mismatches[..mismatches.len().min(10)]
+    );
+    assert!(
+        (total * 27 / 100..=total * 33 / 100).contains(&on_canary),
+        "canary share off: {on_canary} of {total}"
+    );
+}
+
 /// A client that sends the routing header itself (`v2`), every other time with a guessed
-/// token, for keys `assign` puts on stable: each request lands on stable, and no token reaches
-/// the app.
-pub fn assert_spoofed_headers_stay_on_stable(client: &mut Client, stable_keys: &[&String]) {
+/// token, for 50 keys `assign` puts on stable (`predicted`: key -> version): each request lands
+/// on stable, and no token reaches the app.
+pub fn assert_spoofed_headers_stay_on_stable(
+    client: &mut Client,
+    keys: &[String],
+    predicted: &HashMap<String, String>,
+) {
+    let stable_keys: Vec<&String> = keys.iter().filter(|k| predicted[*k] == "v1").take(50).collect();
     for (i, key) in stable_keys.iter().enumerate() {
         let mut request = shop(Some(key)).header(ROUTING_HEADER, "v2");
         if i % 2 == 0 {
@@ -128,6 +147,18 @@ pub fn run_cli(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `sticky-canary set-weight SPEC v2 PERCENT --out OUT`, as the runbook's ramp step does.
+pub fn set_weight(spec: &Path, v2_percent: u32, out: &Path) {
+    run_cli(&[
+        "set-weight",
+        &spec.to_string_lossy(),
+        "v2",
+        &v2_percent.to_string(),
+        "--out",
+        &out.to_string_lossy(),
+    ]);
 }
 
 /// The filter's JSON config inside a rendered plugin object: the Wasm config's
