@@ -24,7 +24,7 @@ mod common;
 
 use common::{
     assert_keys_on_plan, assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send,
-    serial, served, shop, write_filter_config, ROUTING_HEADER, SHOP_HOST, TOKEN_HEADER,
+    serial, served, shop, write_filter_config, OTHER_APP, OTHER_HOST, ROUTING_HEADER, SHOP_HOST, TOKEN_HEADER,
 };
 use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
@@ -32,7 +32,6 @@ use sticky_canary::harness::load::over_connections;
 use sticky_canary::harness::{envoy_release, Backend, Client, Registry, Request};
 
 const HOST: &str = SHOP_HOST;
-const OTHER_HOST: &str = "other.example.com";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Form {
@@ -230,61 +229,6 @@ impl World {
         )
     }
 }
-
-/// A second app on the same gateway (its own Gateway, VirtualService and Service), not
-/// using sticky-canary: what a shared add-on gateway carries beside our app.
-const OTHER_APP: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: other
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: svc-other
-  namespace: other
-spec:
-  selector:
-    app: other
-  ports:
-  - name: http
-    port: 80
-    targetPort: 8080
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: gateway-other
-  namespace: other
-spec:
-  selector:
-    istio: aks-istio-ingressgateway-external
-  servers:
-  - port:
-      number: 80
-      name: http
-      protocol: HTTP
-    hosts:
-    - other.example.com
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: vs-other
-  namespace: other
-spec:
-  hosts:
-  - other.example.com
-  gateways:
-  - gateway-other
-  http:
-  - route:
-    - destination:
-        host: svc-other.other.svc.cluster.local
-        port:
-          number: 80
-";
 
 /// `sticky-canary assign` for many keys at once: key -> version.
 fn assign(config: &Path, keys: &[String]) -> HashMap<String, String> {

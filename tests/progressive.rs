@@ -26,73 +26,18 @@ use std::time::Instant;
 
 mod common;
 
-use common::{assign_with, run_cli, send, serial, write_filter_config};
+use common::{assign_with, run_cli, send, serial, write_filter_config, OTHER_APP, OTHER_HOST};
 use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
 use sticky_canary::harness::load::over_connections;
 use sticky_canary::harness::{envoy_release, Backend, Client, Request};
 
 const HOST: &str = "my-app.example.com";
-const OTHER_HOST: &str = "other.example.com";
 const NAMESPACE: &str = "ns-canary-istio";
 const POSITION_HEADER: &str = "x-canary-position";
 const USERS: usize = 10_000;
 const THREADS: usize = 8;
 /// The run every tool goes through: a ramp rolled back, then a ramp promoted.
 const PLAN: &str = "0,10,50,100,rollback,10,50,promote";
-
-/// Another app on the same gateway, without sticky-canary: one destination, so Istio gives
-/// its route a single `cluster` (where a stray weighted-clusters merge would break it).
-const OTHER_APP: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: other
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: svc-other
-  namespace: other
-spec:
-  selector:
-    app: other
-  ports:
-  - name: http
-    port: 80
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: gateway-other
-  namespace: other
-spec:
-  selector:
-    istio: aks-istio-ingressgateway-external
-  servers:
-  - port:
-      number: 80
-      name: http
-      protocol: HTTP
-    hosts:
-    - other.example.com
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: other
-  namespace: other
-spec:
-  hosts:
-  - other.example.com
-  gateways:
-  - gateway-other
-  http:
-  - route:
-    - destination:
-        host: svc-other.other.svc.cluster.local
-        port:
-          number: 80
-";
 
 /// One progressive-delivery tool as the examples use it.
 struct Tool {

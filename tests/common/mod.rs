@@ -355,3 +355,63 @@ pub fn ramp(
     let after_rollback = log.iter().filter(|o| o.step == rollback && o.version != "v1").count();
     assert_eq!(after_rollback, 0, "requests on the canary after the rollback");
 }
+
+/// The other app's host.
+pub const OTHER_HOST: &str = "other.example.com";
+
+/// A second app on the same gateway (its own Gateway, VirtualService and Service), not
+/// using sticky-canary: what a shared add-on gateway carries beside our app. One destination,
+/// so Istio gives its route a single `cluster` (where a stray weighted-clusters merge would
+/// break it).
+pub const OTHER_APP: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: other
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: svc-other
+  namespace: other
+spec:
+  selector:
+    app: other
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: gateway-other
+  namespace: other
+spec:
+  selector:
+    istio: aks-istio-ingressgateway-external
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts:
+    - other.example.com
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: vs-other
+  namespace: other
+spec:
+  hosts:
+  - other.example.com
+  gateways:
+  - gateway-other
+  http:
+  - route:
+    - destination:
+        host: svc-other.other.svc.cluster.local
+        port:
+          number: 80
+";
