@@ -54,9 +54,9 @@ if [ -n "$wb_version" ] && ! wasm-bindgen-test-runner --version 2>/dev/null | gr
 fi
 
 step "tools/istio-xds: Istio's own translation and module fetch, for the chain tests (Go; the first build fetches Istio's modules)"
-tools/istio-xds/build.sh >/dev/null
+tools/build-go-tool.sh istio-xds >/dev/null
 step "tools/progressive: Flagger's and Argo Rollouts' own routers, for tests/progressive.rs (Go; the first build fetches their modules, about 5 minutes)"
-tools/progressive/build.sh >/dev/null
+tools/build-go-tool.sh progressive >/dev/null
 
 # Also when package-lock.json changed since the last install (a package added, e.g. gateway-api).
 if [ -f tools/schema-check/package-lock.json ] && { [ ! -f tools/schema-check/node_modules/.package-lock.json ] \

@@ -265,7 +265,7 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The `istio-xds` binary, built once per process by `tools/istio-xds/build.sh` (Go; the
+/// The `istio-xds` binary, built once per process by `tools/build-go-tool.sh istio-xds` (Go; the
 /// first build downloads Istio's module graph and takes minutes, later ones are cached).
 pub fn istio_xds() -> Result<PathBuf, HarnessError> {
     // get_or_init runs the build once; concurrent callers wait for it.
@@ -276,7 +276,7 @@ pub fn istio_xds() -> Result<PathBuf, HarnessError> {
 }
 
 /// The `progressive` binary (tools/progressive: Flagger's and Argo Rollouts' own routers),
-/// built once per process by `tools/progressive/build.sh`.
+/// built once per process by `tools/build-go-tool.sh progressive`.
 pub fn progressive() -> Result<PathBuf, HarnessError> {
     static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     TOOL.get_or_init(|| build_go_tool("progressive", "STICKY_CANARY_PROGRESSIVE"))
@@ -284,14 +284,15 @@ pub fn progressive() -> Result<PathBuf, HarnessError> {
         .map_err(HarnessError::Tool)
 }
 
-/// Builds `tools/NAME` with its `build.sh` (or takes the binary `env` names) and returns its path.
+/// Builds `tools/NAME` with `tools/build-go-tool.sh` (or takes the binary `env` names) and returns its path.
 fn build_go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
     }
-    let script = repo_root().join("tools").join(name).join("build.sh");
+    let script = repo_root().join("tools").join("build-go-tool.sh");
     let output = Command::new("bash")
         .arg(&script)
+        .arg(name)
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .output()
