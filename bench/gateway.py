@@ -100,7 +100,8 @@ PROBE_CONFIGURATIONS = [
 # (cargo features of filter/ or profile settings, each built beside the shipped module), run
 # next to (a), (c) and (d) in the scenarios where the lever matters. A lever is kept only if
 # (d) beats the build without it.
-SHA2_OPT_Z = ('profile.wasm.package.sha2.opt-level="z"',)
+SHA_OPT_Z = ('profile.wasm.package.policy-sha256.opt-level="z"',)
+FILTER_OPT_Z = ('profile.wasm.package.sticky-canary-filter.opt-level="z"',)
 ABLATIONS = [
     Configuration("abl-reads", "(d) but headers read one call each", ("single-reads",),
                   scenarios=("returning", "cookie4k")),
@@ -110,9 +111,10 @@ ABLATIONS = [
                   scenarios=("returning",)),
     Configuration("abl-random", "(d) but a random_get call per new client", ("random-per-request",),
                   scenarios=("new",)),
-    Configuration("abl-sha", "(d) but SHA-256 at opt-level z", (), SHA2_OPT_Z, scenarios=("returning",)),
-    Configuration("abl-all", "(d) with all five undone",
-                  ("single-reads", "metric-per-request", "all-callbacks", "random-per-request"), SHA2_OPT_Z,
+    Configuration("abl-sha", "(d) but SHA-256 at opt-level z", (), SHA_OPT_Z, scenarios=("returning",)),
+    Configuration("abl-opt", "(d) but the filter crate at opt-level z", (), FILTER_OPT_Z, scenarios=("returning", "new")),
+    Configuration("abl-all", "(d) with all six undone",
+                  ("single-reads", "metric-per-request", "all-callbacks", "random-per-request"), SHA_OPT_Z + FILTER_OPT_Z,
                   scenarios=("returning", "new")),
 ]
 

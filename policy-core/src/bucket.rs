@@ -8,17 +8,11 @@
 //! assert!(policy_core::bucket(b"my-salt", b"user-42") < 10_000);
 //! ```
 
-use sha2::{Digest, Sha256};
-
 use crate::config::TOTAL_BASIS_POINTS;
 
 /// Hashes a key with a salt into a bucket in `0..10000`.
 pub fn bucket(salt: &[u8], key: &[u8]) -> u16 {
-    let mut hasher = Sha256::new();
-    hasher.update(salt);
-    hasher.update([0u8]);
-    hasher.update(key);
-    let digest = hasher.finalize();
+    let digest = policy_sha256::sha256(&[salt, &[0u8], key]);
     let mut first = [0u8; 8];
     first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
     (u64::from_be_bytes(first) % u64::from(TOTAL_BASIS_POINTS)) as u16

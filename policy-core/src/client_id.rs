@@ -18,8 +18,6 @@
 //! assert!(!other.needs_refresh(20416, 1));
 //! ```
 
-use sha2::{Digest, Sha256};
-
 /// Length of an id the filter issues: 128 bits as lowercase hex.
 pub const ID_LENGTH: usize = 32;
 /// A stamp has at most this many decimal digits (days since 1970; 5 digits last until the year 2243).
@@ -117,11 +115,7 @@ pub fn hex_id(bytes: [u8; 16]) -> String {
 /// The 0x01 keeps it apart from the bucket hash (0x00); the salt keeps identities from being
 /// looked up in a table built for another app.
 pub fn identity_id(salt: &[u8], identity: &[u8]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(salt);
-    hasher.update([1u8]);
-    hasher.update(identity);
-    let digest = hasher.finalize();
+    let digest = policy_sha256::sha256(&[salt, &[1u8], identity]);
     let mut first = [0u8; 16];
     first.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
     hex_id(first)

@@ -26,3 +26,4 @@ pub use config::{
     MAX_COOKIE_AGE_SECONDS, TOTAL_BASIS_POINTS,
 };
 pub use decide::{Decision, KeySource, Request};
+pub use policy_sha256::sha256;
