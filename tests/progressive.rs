@@ -26,9 +26,10 @@ use std::time::Instant;
 
 mod common;
 
-use common::{assign_with, run_cli, send, serial, write_filter_config, OTHER_APP, OTHER_HOST};
+use common::{assign_with, run_cli, send, serial, write_filter_config, OTHER_APP, OTHER_HOST, ROUTING_HEADER};
 use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
 use sticky_canary::harness::load::over_connections;
+use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::{envoy_release, Backend, Client, Request};
 
 const HOST: &str = "my-app.example.com";
@@ -129,19 +130,30 @@ fn user_request(key: &str) -> Request {
     Request::get("/").host(HOST).header("cookie", format!("session={key}"))
 }
 
-/// One request per key over [`THREADS`] connections; key -> (status, version served).
-fn serve(
+/// One request per key over [`THREADS`] connections, with `extra` headers; key -> (status,
+/// version served).
+fn serve(gateway: SocketAddr, keys: &[String], extra: &[(&'static str, &'static str)]) -> HashMap<String, (u16, String)> {
+    serve_seen(gateway, keys, extra, "x-served-version")
+        .into_iter()
+        .map(|(key, (status, version, _))| (key, (status, version)))
+        .collect()
+}
+
+/// [`serve`], also returning the values of header `seen` as the app received it.
+fn serve_seen(
     gateway: SocketAddr,
     keys: &[String],
-    extra: Option<(&'static str, &'static str)>,
-) -> HashMap<String, (u16, String)> {
+    extra: &[(&'static str, &'static str)],
+    seen: &str,
+) -> HashMap<String, (u16, String, Vec<Vec<u8>>)> {
     over_connections(gateway, keys, THREADS, |client, key| {
         let mut request = user_request(key);
-        if let Some((name, value)) = extra {
-            request = request.header(name, value);
+        for (name, value) in extra {
+            request = request.header(name, *value);
         }
         let reply = send(client, &request);
-        (key.clone(), (reply.status, reply.header_str("x-served-version")))
+        let received = seen_headers(&reply.body, seen);
+        (key.clone(), (reply.status, reply.header_str("x-served-version"), received))
     })
     .unwrap()
     .into_iter()
@@ -274,7 +286,7 @@ fn run(tool: &Tool, revision_name: &str) {
         let plan = assign_with(&config, HOST, &keys, &["--canary-weight", &weight]);
         let expected = |key: &str| if plan[key] == "canary" { "v2" } else { stable_version };
 
-        let served = serve(gateway.listener(), &keys, None);
+        let served = serve(gateway.listener(), &keys, &[]);
         let mut mismatches = Vec::new();
         let mut moved = 0;
         let mut canary_users = 0;
@@ -330,11 +342,24 @@ fn run(tool: &Tool, revision_name: &str) {
                 .take(500)
                 .cloned()
                 .collect();
-            let spoofed = serve(gateway.listener(), &stable_keys, Some((POSITION_HEADER, "99")));
-            let on_canary = spoofed.values().filter(|(_, v)| v == "v2").count();
+            // Nor send the routing header on to the app: in position mode nothing routes on it,
+            // and the filter removes a client's copy.
+            let spoofed = serve_seen(
+                gateway.listener(),
+                &stable_keys,
+                &[(POSITION_HEADER, "99"), (ROUTING_HEADER, "v2")],
+                ROUTING_HEADER,
+            );
+            let on_canary = spoofed.values().filter(|(_, v, _)| v == "v2").count();
             assert_eq!(
                 on_canary, 0,
                 "{}: a client-sent {POSITION_HEADER}: 99 reached the canary",
+                tool.driver
+            );
+            let leaked = spoofed.values().filter(|(_, _, seen)| !seen.is_empty()).count();
+            assert_eq!(
+                leaked, 0,
+                "{}: a client-sent {ROUTING_HEADER} reached the app in position mode",
                 tool.driver
             );
         }

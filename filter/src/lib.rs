@@ -434,6 +434,11 @@ fn route_request(active: &Active) -> Option<Outcome> {
         if host::replace_header(Headers::Request, header, text).is_err() {
             host::log(Level::Error, "sticky-canary: could not set the position header");
         }
+        // Nothing routes on the routing header here, but a client's copy must not reach the app
+        // (or steer a service that does route on it).
+        if source.may_contain(route.routing_header()) {
+            let _ = host::remove_header(Headers::Request, route.routing_header());
+        }
         None
     } else {
         if host::replace_header(Headers::Request, route.routing_header(), version.name().as_bytes()).is_err() {
