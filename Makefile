@@ -62,3 +62,7 @@ bench-apps: setup
 bench-smoke:
 	.venv/bin/python3 bench/gateway.py --smoke
 	.venv/bin/python3 bench/gateway.py --smoke --apps
+	mkdir -p target/wasm-micro
+	cargo run --quiet -- wasm --out target/wasm-micro/sticky-canary.wasm
+	node bench/wasm-micro.mjs --rounds 1 --requests 5000 target/filter-wasm/wasm32-wasip1/wasm/bench_noop_filter.wasm target/wasm-micro/sticky-canary.wasm
+	node bench/wasm-micro.mjs --new-clients --rounds 1 --requests 5000 target/filter-wasm/wasm32-wasip1/wasm/bench_noop_filter.wasm target/wasm-micro/sticky-canary.wasm

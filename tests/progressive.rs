@@ -27,9 +27,9 @@ use std::time::Instant;
 mod common;
 
 use common::{assign_with, run_cli, send, serial, write_filter_config, OTHER_APP, OTHER_HOST, ROUTING_HEADER};
+use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
 use sticky_canary::harness::load::over_connections;
-use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::{envoy_release, Backend, Client, Request};
 
 const HOST: &str = "my-app.example.com";
@@ -132,7 +132,11 @@ fn user_request(key: &str) -> Request {
 
 /// One request per key over [`THREADS`] connections, with `extra` headers; key -> (status,
 /// version served).
-fn serve(gateway: SocketAddr, keys: &[String], extra: &[(&'static str, &'static str)]) -> HashMap<String, (u16, String)> {
+fn serve(
+    gateway: SocketAddr,
+    keys: &[String],
+    extra: &[(&'static str, &'static str)],
+) -> HashMap<String, (u16, String)> {
     serve_seen(gateway, keys, extra, "x-served-version")
         .into_iter()
         .map(|(key, (status, version, _))| (key, (status, version)))
@@ -153,7 +157,10 @@ fn serve_seen(
         }
         let reply = send(client, &request);
         let received = seen_headers(&reply.body, seen);
-        (key.clone(), (reply.status, reply.header_str("x-served-version"), received))
+        (
+            key.clone(),
+            (reply.status, reply.header_str("x-served-version"), received),
+        )
     })
     .unwrap()
     .into_iter()
