@@ -287,8 +287,20 @@ def direct(version: str) -> dict:
     return {"status": 200, "body": {"inline_string": f"{version}\n"}}
 
 
+# The routing token, as `render` configures it: in the routing header's value, after the version.
+ROUTING_TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def runs_sticky_canary(configuration: str) -> bool:
+    """Whether the configuration's filter is a build of sticky-canary with the benchmark's policy."""
+    return configuration in ("sticky", "perapp") or configuration.startswith(("abl-", "variant"))
+
+
 def virtual_hosts(configuration: str, routes: int) -> list[dict]:
-    """One virtual host per route; v2 when the routing header says so (or the random draw), else v1."""
+    """One virtual host per route; v2 when the routing header says so (or the random draw), else v1.
+
+    For sticky-canary the canary route matches `v2;TOKEN`, as the generated VirtualService does
+    (the filter writes the token into the routing header); Lua writes the bare name."""
     if configuration == "weighted":
         # Istio weights are weighted_clusters: a random draw per request. Clusters need an
         # upstream, so the same per-request draw is made here with runtime_fraction, keeping
@@ -301,7 +313,8 @@ def virtual_hosts(configuration: str, routes: int) -> list[dict]:
             },
         }
     else:
-        canary_match = {"prefix": "/", "headers": [{"name": ROUTING_HEADER, "string_match": {"exact": "v2"}}]}
+        value = f"v2;{ROUTING_TOKEN}" if runs_sticky_canary(configuration) else "v2"
+        canary_match = {"prefix": "/", "headers": [{"name": ROUTING_HEADER, "string_match": {"exact": value}}]}
     return [
         {
             "name": f"app-{i}",
@@ -316,7 +329,8 @@ def virtual_hosts(configuration: str, routes: int) -> list[dict]:
 
 
 def sticky_route(i: int) -> dict:
-    """One app's route: the shape of examples/my-app.yaml (session cookie, client id, override with secret)."""
+    """One app's route: the shape of examples/my-app.yaml as `render` configures it (session cookie,
+    client id, override with secret, the routing token in the routing header)."""
     return {
         "name": f"app-{i}",
         "hosts": [f"app-{i}.example.com"],
@@ -329,6 +343,7 @@ def sticky_route(i: int) -> dict:
             "secret_header": "x-canary-secret",
             "secret": "0123456789abcdef0123",
         },
+        "routing_token": {"header": ROUTING_HEADER, "value": ROUTING_TOKEN},
     }
 
 

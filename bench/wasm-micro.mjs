@@ -39,6 +39,7 @@ const POLICY = enc.encode(JSON.stringify({routes: [{
   versions: [{name: 'v1', weight: 90}, {name: 'v2', weight: 10}],
   key_chain: [{cookie: 'session'}, {new_client_id: {cookie: 'sticky-canary-id'}}],
   override: {header: 'x-canary-force', allow: ['v2'], secret_header: 'x-canary-secret', secret: '0123456789abcdef0123'},
+  routing_token: {header: 'x-canary-version', value: '0123456789abcdef0123456789abcdef'},
 }]}));
 
 // proxy_get_header_map_pairs' format: count, (key length, value length) per pair, then each key

@@ -24,7 +24,7 @@ mod common;
 
 use common::{
     assert_keys_on_plan, assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send,
-    serial, served, shop, write_filter_config, OTHER_APP, OTHER_HOST, ROUTING_HEADER, SHOP_HOST, TOKEN_HEADER,
+    serial, served, shop, tokens_seen, write_filter_config, OTHER_APP, OTHER_HOST, ROUTING_HEADER, SHOP_HOST,
 };
 use sticky_canary::harness::backend::seen_headers;
 use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
@@ -240,7 +240,7 @@ fn assign(config: &Path, keys: &[String]) -> HashMap<String, String> {
 fn serve_keys(gateway: SocketAddr, keys: &[String], threads: usize) -> HashMap<String, (u16, String, usize)> {
     over_connections(gateway, keys, threads, |client, key| {
         let reply = send(client, &shop(Some(key)));
-        let tokens = seen_headers(&reply.body, TOKEN_HEADER).len();
+        let tokens = tokens_seen(&reply.body);
         (key.clone(), (reply.status, served(&reply), tokens))
     })
     .unwrap()
@@ -378,11 +378,13 @@ fn check_fallback(world: &World, gateway: &IstioProxy, fallback: Fallback, what:
     assert!(!outcome.error.is_empty(), "{what}: the agent's error is not reported");
     let mut client = Client::connect(gateway.listener()).unwrap();
     for i in 0..40 {
-        // A spoofed routing header, with a guessed token on every other request.
-        let mut request = shop(Some(&format!("drill-{i}"))).header(ROUTING_HEADER, "v2");
-        if i % 2 == 0 {
-            request = request.header(TOKEN_HEADER, format!("guessed-{i:04}"));
-        }
+        // A spoofed routing header, with a guessed token in it on every other request.
+        let value = if i % 2 == 0 {
+            format!("v2;guessed-{i:04}-0123456789")
+        } else {
+            "v2".to_owned()
+        };
+        let request = shop(Some(&format!("drill-{i}"))).header(ROUTING_HEADER, value);
         let reply = send(&mut client, &request);
         let other = send(&mut client, &Request::get("/").host(OTHER_HOST));
         match fallback {
@@ -392,9 +394,11 @@ fn check_fallback(world: &World, gateway: &IstioProxy, fallback: Fallback, what:
                     (200, "v1".to_owned()),
                     "{what}: spoof {i}"
                 );
-                assert!(
-                    seen_headers(&reply.body, TOKEN_HEADER).is_empty(),
-                    "{what}: token reached the app"
+                assert_eq!(tokens_seen(&reply.body), 0, "{what}: token reached the app");
+                assert_eq!(
+                    seen_headers(&reply.body, ROUTING_HEADER),
+                    vec![b"v1".to_vec()],
+                    "{what}: the stable route hands the app the stable name"
                 );
                 assert_eq!(
                     (other.status, served(&other)),
@@ -677,8 +681,7 @@ fn fleet(n: usize) {
                         for key in &keys {
                             let mut request = Request::get("/")
                                 .host(&host)
-                                .header(&routing_header, "v2")
-                                .header(TOKEN_HEADER, "guessed-0123456789abcdef0123456789");
+                                .header(&routing_header, "v2;guessed-0123456789abcdef0123456789");
                             request = if *cookie {
                                 request.header("cookie", format!("{key_name}={key}"))
                             } else {
@@ -690,7 +693,9 @@ fn fleet(n: usize) {
                                 mismatches += 1;
                             }
                             assert!(
-                                seen_headers(&reply.body, TOKEN_HEADER).is_empty(),
+                                seen_headers(&reply.body, &routing_header)
+                                    .iter()
+                                    .all(|v| !v.contains(&b';')),
                                 "{name}: token reached the app"
                             );
                             *served_by.entry(got).or_default() += 1;

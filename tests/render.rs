@@ -303,6 +303,15 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
 // Consistency: filter config, VirtualService, DestinationRule
 // ---------------------------------------------------------------------------
 
+/// The token a canary header route requires: what follows `VERSION;` in the routing header.
+fn token_of(route: &render::HeaderRoute) -> String {
+    let (_, token) = route
+        .value
+        .split_once(policy_core::TOKEN_SEPARATOR)
+        .unwrap_or_else(|| panic!("no token in the routing header's value {:?}", route.value));
+    token.to_owned()
+}
+
 fn find<'a>(rendered: &'a render::Rendered, kind: &str) -> Vec<&'a Yaml> {
     rendered
         .objects()
@@ -377,7 +386,7 @@ fn check_consistency(app: &App, form: PluginForm) {
         } else {
             let r = header_routes
                 .iter()
-                .find(|r| r.value == *version)
+                .find(|r| r.subset == *version)
                 .unwrap_or_else(|| panic!("{version} has no VirtualService route"));
             assert_eq!(r.subset, *version);
         }
@@ -399,11 +408,22 @@ fn check_consistency(app: &App, form: PluginForm) {
     }
     assert_eq!(header_routes.len(), versions.len() - 1);
     assert_eq!(render::header_routes(app, &test_tokens()), header_routes);
-    // Every canary route requires the filter's token, and every route removes it.
+    // Every canary route matches exactly what the filter writes for its version: the name and
+    // the token in the routing header (`v2;TOKEN`), and hands the app the bare name.
     let token = route.routing_token().unwrap();
+    assert_eq!(token.header, route.routing_header());
     for r in &header_routes {
-        assert_eq!(r.also, vec![(token.header.clone(), token.value.clone())]);
-        assert!(r.remove.contains(&token.header));
+        let version = &route.versions()[route.version_index(&r.subset).unwrap()];
+        assert_eq!(r.value, version.routing_value());
+        assert_eq!(r.value, format!("{};{}", r.subset, token.value));
+        assert!(r.also.is_empty(), "{:?}", r.also);
+        // First the bare name for the app; with dependent services also the mesh token.
+        assert_eq!(r.set[0], (route.routing_header().to_owned(), r.subset.clone()));
+        assert!(
+            r.set[1..].iter().all(|(name, _)| name == "x-canary-mesh-token"),
+            "{:?}",
+            r.set
+        );
     }
 
     // Gateway, VirtualService and filter route agree on hosts; the gateway is the add-on's.
@@ -448,7 +468,12 @@ fn check_consistency(app: &App, form: PluginForm) {
         let (routes, default) = render::virtual_service_header_routes(dep_vs);
         assert_eq!(default.as_deref(), Some(versions[0]));
         // The gateway's canary routes set the mesh token the dependent's canary routes require.
-        let mesh_set = &header_routes[0].set;
+        let mesh_set: Vec<(String, String)> = header_routes[0]
+            .set
+            .iter()
+            .filter(|(name, _)| name == "x-canary-mesh-token")
+            .cloned()
+            .collect();
         assert_eq!(mesh_set.len(), 1, "the gateway sets no mesh token");
         for r in routes {
             assert_eq!(r.header, route.routing_header());
@@ -479,6 +504,41 @@ fn filter_config_routes_and_subsets_agree_in_every_form() {
     }
 }
 
+/// `routing.token.header` naming another header keeps the two-header form of earlier releases:
+/// the filter sets the token beside the routing header, the canary route requires both and
+/// removes the token, every route removes it, and nothing rewrites the routing header.
+#[test]
+fn a_token_header_of_its_own_keeps_the_two_header_form() {
+    let text = std::fs::read_to_string(root().join(EXAMPLE)).unwrap().replace(
+        "  salt: my-app-2025\n",
+        "  salt: my-app-2025\n  token: {header: X-Canary-Token}\n",
+    );
+    let app = App::from_yaml(&text).unwrap();
+    let tokens = test_tokens();
+    let config = serde_json::to_string(&app.filter_config(&tokens)).unwrap();
+    let policy = policy_core::Policy::from_json(config.as_bytes()).unwrap();
+    let route = &policy.routes()[0];
+    let token = route.separate_routing_token().expect("a separate token header");
+    assert_eq!(token.header, "x-canary-token");
+    assert!(route.versions().iter().all(|v| v.routing_value() == v.name()));
+    let vs = render::objects::virtual_service(&app, &tokens);
+    let (routes, default) = render::virtual_service_routes(&vs);
+    assert_eq!(routes.len(), 1);
+    assert_eq!(
+        (routes[0].header.as_str(), routes[0].value.as_str()),
+        ("x-canary-version", "v2")
+    );
+    assert_eq!(routes[0].also, vec![("x-canary-token".to_owned(), token.value.clone())]);
+    assert!(routes[0].set.is_empty(), "{:?}", routes[0].set);
+    assert_eq!(routes[0].remove, vec!["x-canary-token".to_owned()]);
+    let default = default.unwrap();
+    assert_eq!(
+        (default.subset.as_str(), default.remove.as_slice()),
+        ("v1", &["x-canary-token".to_owned()][..])
+    );
+    assert!(default.set.is_empty());
+}
+
 #[test]
 fn three_versions_and_a_custom_routing_header() {
     let text = std::fs::read_to_string(root().join(EXAMPLE))
@@ -499,10 +559,14 @@ fn three_versions_and_a_custom_routing_header() {
     assert_eq!(
         routes
             .iter()
-            .map(|r| (r.header.as_str(), r.value.as_str(), r.subset.as_str()))
+            .map(|r| (r.header.as_str(), r.value.split(';').next().unwrap(), r.subset.as_str()))
             .collect::<Vec<_>>(),
         vec![("x-my-app-version", "v2", "v2"), ("x-my-app-version", "v3", "v3")]
     );
+    // The token travels in the custom routing header too, and each route hands the app the name.
+    assert!(routes
+        .iter()
+        .all(|r| r.value.len() > 3 && r.set == vec![("x-my-app-version".to_owned(), r.subset.clone())]));
 }
 
 // ---------------------------------------------------------------------------
@@ -945,7 +1009,7 @@ fn token_rotation_accepts_old_and_new_during_the_switch() {
             "{spec}"
         );
         let routes = render::header_routes(&app, &tokens);
-        let values: Vec<String> = routes.iter().map(|r| r.also[0].1.clone()).collect();
+        let values: Vec<String> = routes.iter().map(token_of).collect();
         assert_eq!(
             values,
             accepted.iter().map(|g| gateway(*g)).collect::<Vec<_>>(),
@@ -1071,7 +1135,9 @@ fn shared_gateway_render_has_one_plugin_with_every_apps_route() {
             .find(|v| v["metadata"]["name"].as_str() == Some(&format!("vs-{}", route.name())))
             .unwrap();
         let (routes, _) = render::virtual_service_header_routes(vs);
-        assert_eq!(routes[0].also[0].1, route.routing_token().unwrap().value);
+        let canary = &route.versions()[route.version_index(&routes[0].subset).unwrap()];
+        assert_eq!(routes[0].value, canary.routing_value());
+        assert!(routes[0].value.ends_with(&route.routing_token().unwrap().value));
     }
     let tokens: Vec<&str> = policy
         .routes()
@@ -1222,13 +1288,19 @@ fn key_replacement_accepts_both_keys_during_the_switch() {
             .collect();
         let vs = objects.iter().find(|o| o["metadata"]["name"] == "vs-frontend").unwrap();
         let (routes, _) = render::virtual_service_header_routes(vs);
-        let accepted: Vec<String> = routes.iter().map(|r| r.also[0].1.clone()).collect();
+        let accepted: Vec<String> = routes.iter().map(token_of).collect();
         let expected: Vec<String> = std::iter::once(sent).chain(other).map(gateway).collect();
         assert_eq!(accepted, expected);
         // The filter sends the current key's token; the gateway sets the current key's mesh token.
         let plugin = objects.iter().find(|o| o["kind"] == "EnvoyFilter").unwrap();
         assert!(carried_filter_config(plugin).contains(&gateway(sent)));
-        assert_eq!(routes[0].set, vec![("x-canary-mesh-token".to_owned(), mesh(sent))]);
+        assert_eq!(
+            routes[0].set,
+            vec![
+                ("x-canary-version".to_owned(), "v2".to_owned()),
+                ("x-canary-mesh-token".to_owned(), mesh(sent))
+            ]
+        );
         // The backend accepts the mesh tokens under every key in play.
         let backend = objects.iter().find(|o| o["metadata"]["name"] == "vs-backend").unwrap();
         let (backend_routes, _) = render::virtual_service_header_routes(backend);
@@ -1280,10 +1352,14 @@ fn gateway_api_render_has_its_own_gateway_route_services_and_plugin() {
         .collect();
     for (rule, version) in rules.iter().zip(app.versions.iter().skip(1)) {
         let headers = rule["matches"][0]["headers"].as_sequence().unwrap();
+        // One header carries the version and the token, exactly as the filter writes it.
+        assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers[0]["name"].as_str(), Some(filter_route.routing_header()));
-        assert_eq!(headers[0]["value"].as_str(), Some(version.name.as_str()));
-        assert_eq!(headers[1]["name"].as_str(), Some(token.header.as_str()));
-        assert_eq!(headers[1]["value"].as_str(), Some(token.value.as_str()));
+        assert_eq!(token.header, filter_route.routing_header());
+        let expected = format!("{};{}", version.name, token.value);
+        assert_eq!(headers[0]["value"].as_str(), Some(expected.as_str()));
+        let canary = &filter_route.versions()[filter_route.version_index(&version.name).unwrap()];
+        assert_eq!(canary.routing_value(), expected);
         assert_eq!(
             rule["backendRefs"][0]["name"].as_str(),
             Some(format!("svc-storefront-{}", version.name).as_str())
@@ -1295,15 +1371,16 @@ fn gateway_api_render_has_its_own_gateway_route_services_and_plugin() {
     for rule in rules {
         let backend = rule["backendRefs"][0]["name"].as_str().unwrap();
         assert!(services.iter().any(|s| s == backend), "no Service {backend}");
-        let removed = &rule["filters"][0]["requestHeaderModifier"]["remove"];
-        assert!(
-            removed
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .any(|h| h.as_str() == Some(token.header.as_str())),
+        // Every rule replaces the filter's `VERSION;TOKEN` with the bare version name.
+        let version = backend.strip_prefix("svc-storefront-").unwrap();
+        let set = &rule["filters"][0]["requestHeaderModifier"]["set"];
+        assert_eq!(set.as_sequence().map(Vec::len), Some(1), "{rule:?}");
+        assert_eq!(
+            set[0]["name"].as_str(),
+            Some(token.header.as_str()),
             "a rule keeps the token: {rule:?}"
         );
+        assert_eq!(set[0]["value"].as_str(), Some(version), "{rule:?}");
     }
     // Mirroring: stable's rule copies 25% to v2; v2's own rule does not mirror to itself.
     let mirror = stable["filters"]

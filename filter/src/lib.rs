@@ -441,10 +441,17 @@ fn route_request(active: &Active) -> Option<Outcome> {
         }
         None
     } else {
-        if host::replace_header(Headers::Request, route.routing_header(), version.name().as_bytes()).is_err() {
+        // The version's name, or `NAME;TOKEN` when the routing token travels in this header.
+        if host::replace_header(
+            Headers::Request,
+            route.routing_header(),
+            version.routing_value().as_bytes(),
+        )
+        .is_err()
+        {
             host::log(Level::Error, "sticky-canary: could not set the routing header");
         }
-        if let Some(token) = route.routing_token() {
+        if let Some(token) = route.separate_routing_token() {
             if host::replace_header(Headers::Request, &token.header, token.value.as_bytes()).is_err() {
                 host::log(Level::Error, "sticky-canary: could not set the routing token header");
             }

@@ -87,8 +87,18 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Some(token) = route.routing_token() {
             assert!(header_ok(&token.header));
-            assert_ne!(token.header, route.routing_header());
             assert!(token.value.len() >= 16 && token.value.bytes().all(|b| b.is_ascii_graphic()));
+        }
+        // The routing header carries the bare name, or `NAME;TOKEN` when the token travels in it;
+        // either way the value has no control characters and the name ends at the first `;`.
+        for version in route.versions() {
+            let value = version.routing_value();
+            match route.routing_token().filter(|_| route.separate_routing_token().is_none()) {
+                Some(token) => assert_eq!(value, format!("{};{}", version.name(), token.value)),
+                None => assert_eq!(value, version.name()),
+            }
+            assert_eq!(value.split(';').next(), Some(version.name()));
+            assert!(value.bytes().all(|b| b.is_ascii_graphic()));
         }
         for host in route.hosts() {
             let authority = host

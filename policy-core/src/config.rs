@@ -197,11 +197,24 @@ pub struct Version {
     /// Buckets `[start, end)` that this version serves (stable: the rest, up to 9999).
     pub(crate) start: u16,
     pub(crate) end: u16,
+    /// What the filter writes into the routing header for this version: the name, or
+    /// `NAME;TOKEN` when the routing token travels in the routing header.
+    pub(crate) routing_value: String,
 }
+
+/// Between a version name and the routing token when the token travels in the routing header.
+/// Version names are DNS labels, so the first `;` always ends the name.
+pub const TOKEN_SEPARATOR: char = ';';
 
 impl Version {
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// The routing header's value for this version: its name, followed by `;` and the routing
+    /// token when the route's token travels in the routing header (`routing_token.header` is the
+    /// routing header), so that one header write carries both.
+    pub fn routing_value(&self) -> &str {
+        &self.routing_value
     }
     /// The weight in 0.01% units: 10000 is 100%.
     pub fn weight_basis_points(&self) -> u16 {
@@ -270,9 +283,17 @@ impl Route {
     pub fn override_rule(&self) -> Option<&Override> {
         self.override_.as_ref()
     }
-    /// The token header and value set beside the routing header, if configured.
+    /// The routing token, if configured: a header set beside the routing header, or, when its
+    /// header is the routing header, carried in the routing header's value
+    /// ([`Version::routing_value`]).
     pub fn routing_token(&self) -> Option<&RoutingToken> {
         self.routing_token.as_ref()
+    }
+    /// The routing token when it needs a header of its own (not carried in the routing header).
+    pub fn separate_routing_token(&self) -> Option<&RoutingToken> {
+        self.routing_token
+            .as_ref()
+            .filter(|token| token.header != self.routing_header)
     }
     /// The position header, when a progressive-delivery tool owns this route's weights: the
     /// filter then writes the user's position there, and neither the routing header nor the token.

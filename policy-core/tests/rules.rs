@@ -606,11 +606,17 @@ fn routing_token_is_checked() {
         ("x-canary-token", "0123456789abcdef-token")
     );
     assert_eq!(p.routing_headers(), ["x-canary-version"]);
+    // A separate token header: the routing header carries the bare version name.
+    assert!(p.routes()[0].separate_routing_token().is_some());
+    let names: Vec<&str> = p.routes()[0].versions().iter().map(|v| v.routing_value()).collect();
+    assert_eq!(names, ["v1", "v2"]);
+    // The routing header itself: the token travels in its value, after the version and a `;`.
+    let p = policy(r#""routing_token": {"header": "x-canary-version", "value": "0123456789abcdef-token"}"#);
+    assert!(p.routes()[0].routing_token().is_some());
+    assert!(p.routes()[0].separate_routing_token().is_none());
+    let values: Vec<&str> = p.routes()[0].versions().iter().map(|v| v.routing_value()).collect();
+    assert_eq!(values, ["v1;0123456789abcdef-token", "v2;0123456789abcdef-token"]);
     let e = route_errors(r#""routing_token": {"header": "x-canary-version", "value": "short"}"#);
-    assert_has(
-        &e,
-        "routes[0].routing_token.header: must differ from the routing header",
-    );
     assert_has(
         &e,
         "routes[0].routing_token.value: is shorter than 16 characters: too easy to guess",

@@ -109,12 +109,16 @@ fn exact(name: &str, value: &str) -> Yaml {
     map! {"type" => "Exact", "name" => name, "value" => value}
 }
 
-fn header_modifier(set: Option<(&str, &str)>, remove: &[&str]) -> Option<Yaml> {
+fn header_modifier(set: &[(String, String)], remove: &[&str]) -> Option<Yaml> {
     let mut modifier = Mapping::new();
-    if let Some((name, value)) = set {
+    if !set.is_empty() {
         modifier.insert(
             "set".into(),
-            Yaml::Sequence(vec![map! {"name" => name, "value" => value}]),
+            Yaml::Sequence(
+                set.iter()
+                    .map(|(name, value)| map! {"name" => name.as_str(), "value" => value.as_str()})
+                    .collect(),
+            ),
         );
     }
     if !remove.is_empty() {
@@ -146,23 +150,20 @@ fn rules(app: &App, guard: &Guard<'_>) -> Vec<Yaml> {
     let mut rules = Vec::new();
     for version in app.versions.iter().skip(1) {
         let matches = guard
-            .accepted
-            .iter()
-            .map(|token| {
+            .canary_matches(&version.name)
+            .into_iter()
+            .map(|pairs| {
                 map! {
                     "path" => path_match(app),
-                    "headers" => vec![
-                        exact(&app.routing_header, &version.name),
-                        exact(guard.token_header, token),
-                    ],
+                    "headers" => pairs.iter().map(|(name, value)| exact(name, value)).collect::<Vec<_>>(),
                 }
             })
             .collect();
-        let headers = header_modifier(guard.canary_set, &guard.canary_remove);
+        let headers = header_modifier(&guard.canary_set(&version.name), &guard.canary_remove());
         rules.push(rule(app, &version.name, matches, headers));
     }
     let stable = &app.stable().name;
-    let headers = header_modifier(None, &guard.stable_remove);
+    let headers = header_modifier(&guard.stable_set(stable), &guard.stable_remove());
     rules.push(rule(app, stable, vec![map! {"path" => path_match(app)}], headers));
     rules
 }

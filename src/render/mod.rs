@@ -306,14 +306,14 @@ pub(crate) fn app_files(app: &App, source: &str, tokens: &Tokens, with_namespace
         &format!("{dir}istio.yaml"),
         source,
         &format!(
-            "Requests the filter marked with {header}: VERSION and its routing token ({token}) go to that\n\
+            "{marked} go to that\n\
              subset; every other request goes to the stable subset. A client cannot reach a canary by sending\n\
              {header} itself, even while the filter is skipped: it does not know the token, which is removed\n\
              before the request leaves the gateway. {token_note}\n\
              There is no route on the override header on purpose:\n\
              the filter checks the allow-list (and secret) and then writes {header} itself.",
+            marked = marked_requests(app),
             header = app.routing_header,
-            token = app.token.header
         ),
         vec![
             objects::gateway(app),
@@ -323,6 +323,23 @@ pub(crate) fn app_files(app: &App, source: &str, tokens: &Tokens, with_namespace
     ));
     files.extend(dependents_file(app, source, tokens, dir));
     files
+}
+
+/// How the filter marks a request for a version, for the header comment of the routing objects.
+fn marked_requests(app: &App) -> String {
+    if app.token.header == app.routing_header {
+        format!(
+            "Requests the filter marked with {header}: VERSION{sep}TOKEN (the routing token, in one header)",
+            header = app.routing_header,
+            sep = policy_core::TOKEN_SEPARATOR
+        )
+    } else {
+        format!(
+            "Requests the filter marked with {header}: VERSION and its routing token ({token})",
+            header = app.routing_header,
+            token = app.token.header
+        )
+    }
 }
 
 /// `dependents.yaml`, when the app has dependent services.
@@ -372,12 +389,12 @@ fn gateway_api_files(app: &App, source: &str, tokens: &Tokens, dir: &str) -> Vec
             source,
             &format!(
                 "The app's own Gateway API gateway (class istio: Istio deploys gateway-{app}-istio in this namespace)\n\
-                 and its HTTPRoute. Requests the filter marked with {header}: VERSION and its routing token ({token})\n\
+                 and its HTTPRoute. {marked}\n\
                  go to that version's Service; every other request goes to stable. The token is removed before\n\
                  the request leaves the gateway, so a client sending {header} itself lands on stable.{mirror_note}",
                 app = app.name,
+                marked = marked_requests(app),
                 header = app.routing_header,
-                token = app.token.header,
             ),
             std::iter::once(gateway_api::gateway(app))
                 .chain(gateway_api::http_routes(app, tokens))

@@ -283,46 +283,113 @@ fn destination(host: &str, subset: &str, port: Option<u32>) -> Yaml {
 
 /// What the routes of one VirtualService (or HTTPRoute) require and do to the request headers.
 pub(super) struct Guard<'a> {
-    /// The token header every canary route requires, and its accepted values (any one matches).
-    pub(super) token_header: &'a str,
+    /// The header every canary route matches on.
+    pub(super) routing_header: &'a str,
+    /// The token's own header, or `None` when the token travels in the routing header's value
+    /// (`VERSION;TOKEN`, see [`policy_core::Version::routing_value`]).
+    pub(super) token_header: Option<&'a str>,
+    /// The accepted token values (any one matches).
     pub(super) accepted: &'a [String],
     /// Set on canary routes (the mesh token for dependent services), replacing any client copy.
-    pub(super) canary_set: Option<(&'a str, &'a str)>,
-    /// Removed on canary routes.
-    pub(super) canary_remove: Vec<&'a str>,
-    /// Removed on the stable route.
-    pub(super) stable_remove: Vec<&'a str>,
+    pub(super) mesh_token: Option<&'a str>,
+    /// Whether dependent services route on the routing header: the stable route then removes
+    /// it (and any client-sent mesh token) instead of setting it.
+    pub(super) dependents: bool,
+    /// A mesh VirtualService (a dependent service's): it passes every header on untouched, as
+    /// the backend may call further services with the same headers.
+    pub(super) pass_through: bool,
 }
 
-/// The gateway routes' guard: canary routes require the gateway token and remove it; with
-/// dependent services they also set the mesh token, and the stable route removes the routing
-/// header and any client-sent mesh token, so nothing a client sends can steer a dependent
-/// service (docs/security.md).
-pub(super) fn gateway_guard<'a>(app: &'a App, accepted: &'a [String], mesh_token: &'a str) -> Guard<'a> {
-    let token_header = app.token.header.as_str();
-    if app.dependents.is_empty() {
-        Guard {
-            token_header,
-            accepted,
-            canary_set: None,
-            canary_remove: vec![token_header],
-            stable_remove: vec![token_header],
+impl Guard<'_> {
+    /// The header matches of a canary route for `version`: one match per accepted token, each
+    /// as (header, exact value) pairs, the routing header first.
+    pub(super) fn canary_matches(&self, version: &str) -> Vec<Vec<(String, String)>> {
+        self.accepted
+            .iter()
+            .map(|token| match self.token_header {
+                None => vec![(
+                    self.routing_header.to_owned(),
+                    format!("{version}{}{token}", policy_core::TOKEN_SEPARATOR),
+                )],
+                Some(header) => vec![
+                    (self.routing_header.to_owned(), version.to_owned()),
+                    (header.to_owned(), token.clone()),
+                ],
+            })
+            .collect()
+    }
+
+    /// Headers a canary route for `version` sets: the bare version name when the token came in
+    /// the routing header (so the app sees what it always saw), and the mesh token.
+    pub(super) fn canary_set(&self, version: &str) -> Vec<(String, String)> {
+        let mut set = Vec::new();
+        if self.token_header.is_none() && !self.pass_through {
+            set.push((self.routing_header.to_owned(), version.to_owned()));
         }
-    } else {
-        Guard {
-            token_header,
-            accepted,
-            canary_set: Some((MESH_TOKEN_HEADER, mesh_token)),
-            canary_remove: vec![token_header],
-            stable_remove: vec![token_header, app.routing_header.as_str(), MESH_TOKEN_HEADER],
+        if let Some(mesh) = self.mesh_token {
+            set.push((MESH_TOKEN_HEADER.to_owned(), mesh.to_owned()));
         }
+        set
+    }
+
+    /// Headers a canary route removes: the token's own header.
+    pub(super) fn canary_remove(&self) -> Vec<&str> {
+        match self.token_header {
+            Some(header) if !self.pass_through => vec![header],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Headers the stable route sets: the stable name in the routing header, replacing the
+    /// filter's `VERSION;TOKEN` (or a client's value while the filter is skipped).
+    pub(super) fn stable_set(&self, stable: &str) -> Vec<(String, String)> {
+        if self.token_header.is_none() && !self.dependents && !self.pass_through {
+            vec![(self.routing_header.to_owned(), stable.to_owned())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Headers the stable route removes: the token's own header; with dependent services also
+    /// the routing header and any client-sent mesh token, so nothing a client sends can steer a
+    /// dependent service (docs/security.md).
+    pub(super) fn stable_remove(&self) -> Vec<&str> {
+        if self.pass_through {
+            return Vec::new();
+        }
+        let mut remove: Vec<&str> = self.token_header.into_iter().collect();
+        if self.dependents {
+            remove.push(self.routing_header);
+            remove.push(MESH_TOKEN_HEADER);
+        }
+        remove
     }
 }
 
-fn header_ops(set: Option<(&str, &str)>, remove: &[&str]) -> Option<Yaml> {
+/// The gateway routes' guard: canary routes require the gateway token (in the routing header's
+/// value, or in a header of its own that they remove); with dependent services they also set
+/// the mesh token, and the stable route removes the routing header and any client-sent mesh
+/// token, so nothing a client sends can steer a dependent service (docs/security.md).
+pub(super) fn gateway_guard<'a>(app: &'a App, accepted: &'a [String], mesh_token: &'a str) -> Guard<'a> {
+    let dependents = !app.dependents.is_empty();
+    Guard {
+        routing_header: app.routing_header.as_str(),
+        token_header: (app.token.header != app.routing_header).then_some(app.token.header.as_str()),
+        accepted,
+        mesh_token: dependents.then_some(mesh_token),
+        dependents,
+        pass_through: false,
+    }
+}
+
+fn header_ops(set: &[(String, String)], remove: &[&str]) -> Option<Yaml> {
     let mut request = Mapping::new();
-    if let Some((name, value)) = set {
-        request.insert("set".into(), map! {name => value});
+    if !set.is_empty() {
+        let mut values = Mapping::new();
+        for (name, value) in set {
+            values.insert(name.as_str().into(), value.as_str().into());
+        }
+        request.insert("set".into(), Yaml::Mapping(values));
     }
     if !remove.is_empty() {
         request.insert(
@@ -339,10 +406,8 @@ fn header_ops(set: Option<(&str, &str)>, remove: &[&str]) -> Option<Yaml> {
 /// the secret, then writes the routing header; a route on the raw override
 /// header would skip both. Each canary route has one match per accepted token
 /// (Istio ORs the matches), which is how a token rotation keeps everyone where they are.
-#[allow(clippy::too_many_arguments)]
 fn header_routes(
     name_prefix: &str,
-    header: &str,
     guard: &Guard<'_>,
     versions: &[&str],
     host: &str,
@@ -353,13 +418,14 @@ fn header_routes(
     let mut routes = Vec::new();
     for version in versions.iter().skip(1) {
         let matches = guard
-            .accepted
-            .iter()
-            .map(|token| {
+            .canary_matches(version)
+            .into_iter()
+            .map(|pairs| {
                 let mut m = Mapping::new();
                 let mut headers = Mapping::new();
-                headers.insert(header.into(), map! {"exact" => *version});
-                headers.insert(guard.token_header.into(), map! {"exact" => token.as_str()});
+                for (name, value) in pairs {
+                    headers.insert(name.into(), map! {"exact" => value});
+                }
                 m.insert("headers".into(), Yaml::Mapping(headers));
                 if let Some(uri) = &uri {
                     m.insert("uri".into(), uri.clone());
@@ -371,7 +437,7 @@ fn header_routes(
         route.insert("name".into(), format!("{name_prefix}{version}").into());
         route.insert("match".into(), Yaml::Sequence(matches));
         route.insert("route".into(), Yaml::Sequence(vec![destination(host, version, port)]));
-        if let Some(ops) = header_ops(guard.canary_set, &guard.canary_remove) {
+        if let Some(ops) = header_ops(&guard.canary_set(version), &guard.canary_remove()) {
             route.insert("headers".into(), ops);
         }
         routes.push(Yaml::Mapping(route));
@@ -383,7 +449,7 @@ fn header_routes(
             route.insert("match".into(), Yaml::Sequence(vec![map! {"uri" => uri}]));
         }
         route.insert("route".into(), Yaml::Sequence(vec![destination(host, stable, port)]));
-        if let Some(ops) = header_ops(None, &guard.stable_remove) {
+        if let Some(ops) = header_ops(&guard.stable_set(stable), &guard.stable_remove()) {
             route.insert("headers".into(), ops);
         }
         routes.push(Yaml::Mapping(route));
@@ -410,7 +476,6 @@ pub fn virtual_service(app: &App, tokens: &Tokens) -> Yaml {
             "gateways" => vec![Yaml::from(app.gateway_name())],
             "http" => super::mirror::on_virtual_service_routes(app, header_routes(
                 "",
-                &app.routing_header,
                 &guard,
                 &names,
                 &host,
@@ -450,13 +515,14 @@ pub fn dependent(app: &App, dep: &Dependent, tokens: &Tokens) -> [Yaml; 2] {
     let host = format!("{}.{}.svc.cluster.local", dep.service, dep.namespace);
     let names: Vec<&str> = dep.versions.iter().map(String::as_str).collect();
     let accepted = app.accepted_tokens(tokens, Purpose::Mesh);
-    // Nothing removed: the backend may call further services with the same headers.
+    // Nothing set or removed: the backend may call further services with the same headers.
     let guard = Guard {
-        token_header: MESH_TOKEN_HEADER,
+        routing_header: app.routing_header.as_str(),
+        token_header: Some(MESH_TOKEN_HEADER),
         accepted: &accepted,
-        canary_set: None,
-        canary_remove: Vec::new(),
-        stable_remove: Vec::new(),
+        mesh_token: None,
+        dependents: false,
+        pass_through: true,
     };
     let vs = map! {
         "apiVersion" => "networking.istio.io/v1",
@@ -465,7 +531,7 @@ pub fn dependent(app: &App, dep: &Dependent, tokens: &Tokens) -> [Yaml; 2] {
         "spec" => map! {
             // No `gateways`: the default, `mesh`, applies it to sidecars calling the backend.
             "hosts" => vec![Yaml::from(host.as_str())],
-            "http" => header_routes(&format!("{}-", dep.service), &app.routing_header, &guard, &names, &host, dep.port, None),
+            "http" => header_routes(&format!("{}-", dep.service), &guard, &names, &host, dep.port, None),
         },
     };
     let dr = map! {

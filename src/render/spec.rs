@@ -136,7 +136,8 @@ struct RawRouting {
     token: Option<RawToken>,
 }
 
-/// The routing token: a header the filter sets and the VirtualService requires (docs/security.md).
+/// The routing token: set by the filter (in the routing header's value, or in a header of its
+/// own) and required by the VirtualService (docs/security.md).
 /// Its value comes from the token key (never from the spec); `generation` rotates it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,7 +333,8 @@ pub struct Dependent {
 /// The routing token settings; the values come from [`super::token::Tokens`] at render time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSettings {
-    /// The header the filter sets beside the routing header (lowercase).
+    /// The header that carries the token (lowercase): by default the routing header itself,
+    /// whose value is then `VERSION;TOKEN`; else a header the filter sets beside it.
     pub header: String,
     /// The generation the filter sends (rotation: docs/manifests.md).
     pub generation: u32,
@@ -936,7 +938,9 @@ fn check(mut raw: RawSpec, errors: &mut Errors) -> Option<App> {
         .token
         .as_ref()
         .and_then(|t| t.header.clone())
-        .unwrap_or_else(|| policy_core::DEFAULT_TOKEN_HEADER.to_owned())
+        // By default the token travels in the routing header's value (`VERSION;TOKEN`): one
+        // header write per request instead of two (docs/security.md).
+        .unwrap_or_else(|| routing_header.clone())
         .to_ascii_lowercase();
     let token_generation = routing.token.as_ref().and_then(|t| t.generation).unwrap_or(1);
     let token_also_accept = routing

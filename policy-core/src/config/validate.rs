@@ -521,7 +521,7 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
     let token_path = fields.child("routing_token");
     let routing_token = fields
         .take("routing_token")
-        .and_then(|v| compile_routing_token(&token_path, v, routing_header.as_deref(), errors));
+        .and_then(|v| compile_routing_token(&token_path, v, errors));
     let override_path = fields.child("override");
     let override_ = fields
         .take("override")
@@ -562,6 +562,15 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
         return None;
     }
     let canary_end = versions.iter().skip(1).map(|v| v.weight).sum();
+    let mut versions = versions;
+    if let Some(token) = routing_token
+        .as_ref()
+        .filter(|t| Some(&t.header) == routing_header.as_ref())
+    {
+        for version in &mut versions {
+            version.routing_value = format!("{}{TOKEN_SEPARATOR}{}", version.name, token.value);
+        }
+    }
     Some(Route {
         name: name?,
         hosts,
@@ -635,6 +644,7 @@ fn compile_versions(path: &str, items: &[Value], errors: &mut Errors) -> Vec<Ver
         }
         if let (Some(name), Some(weight)) = (name, weight) {
             versions.push(Version {
+                routing_value: name.clone(),
                 name,
                 weight,
                 start: 0,
@@ -931,19 +941,12 @@ fn compile_override(
     })
 }
 
-fn compile_routing_token(
-    path: &str,
-    value: &Value,
-    routing_header: Option<&str>,
-    errors: &mut Errors,
-) -> Option<RoutingToken> {
+/// The routing token. Its header may be the routing header itself: the token then travels in
+/// that header's value (`VERSION;TOKEN`), one header write instead of two.
+fn compile_routing_token(path: &str, value: &Value, errors: &mut Errors) -> Option<RoutingToken> {
     let before = errors.0.len();
     let mut fields = Fields::new(path, value, errors)?;
-    let header_path = fields.child("header");
     let header = header_field(&mut fields, "header", DEFAULT_TOKEN_HEADER, errors);
-    if header.is_some() && header.as_deref() == routing_header {
-        errors.add(&header_path, "must differ from the routing header");
-    }
     let value_path = fields.child("value");
     let token = string_field(&mut fields, "value", errors);
     match &token {
