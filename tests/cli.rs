@@ -144,7 +144,7 @@ fn wasm_writes_the_module_and_its_sha256() {
     assert!(stdout.starts_with(&sticky_canary::sha256_hex(&written)), "{stdout}");
 }
 
-/// The shipped module's size budget: 116 KB at most (115.5 KB today: no SDK, our own SHA-256, the filter crate at opt-level 2; the goal is 120 KB, the aim 100 KB).
+/// The shipped module's size budget: 117 KB at most (116.1 KB today: no SDK, our own SHA-256, the filter crate at opt-level 2, the token in the routing header; the goal is 120 KB, the aim 100 KB).
 #[test]
 fn the_shipped_wasm_stays_within_its_size_budget() {
     assert_eq!(
@@ -157,5 +157,5 @@ fn the_shipped_wasm_stays_within_its_size_budget() {
         "shipped filter: {size} bytes (before wasm-opt: {} bytes)",
         sticky_canary::FILTER_WASM_RAW_SIZE
     );
-    assert!(size <= 116_000, "the filter is {size} bytes, over the 116 KB budget");
+    assert!(size <= 117_000, "the filter is {size} bytes, over the 117 KB budget");
 }
