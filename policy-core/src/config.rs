@@ -135,11 +135,28 @@ impl NewClientId {
         out.push_str(id);
         if let Some(day) = today {
             out.push('.');
-            out.push_str(&day.to_string());
+            push_decimal(&mut out, day);
         }
         out.push_str(&self.attributes);
         out
     }
+}
+
+/// Appends `n` in decimal without the formatting machinery (once per new client).
+fn push_decimal(out: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(d) = digits.get_mut(start) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || start == 0 {
+            break;
+        }
+    }
+    out.push_str(core::str::from_utf8(digits.get(start..).unwrap_or_default()).unwrap_or_default());
 }
 
 /// One link of a route's key chain, tried in order.
@@ -383,5 +400,17 @@ impl Policy {
     /// on a shared gateway they belong to other apps, whose VirtualServices require the token.)
     pub fn routing_headers(&self) -> &[String] {
         &self.routing_headers
+    }
+}
+
+#[cfg(test)]
+mod decimal_tests {
+    #[test]
+    fn push_decimal_writes_what_to_string_writes() {
+        for n in [0u32, 7, 10, 99, 100, 20_415, 999_999_999, 1_000_000_000, u32::MAX] {
+            let mut out = String::from("x.");
+            super::push_decimal(&mut out, n);
+            assert_eq!(out, format!("x.{n}"));
+        }
     }
 }
