@@ -223,6 +223,12 @@ pub struct Version {
 /// Version names are DNS labels, so the first `;` always ends the name.
 pub const TOKEN_SEPARATOR: char = ';';
 
+/// The routing header's value for `version` when the routing token travels in that header:
+/// `VERSION;TOKEN`. The filter writes it; the generated routes match it exactly.
+pub fn token_routing_value(version: &str, token: &str) -> String {
+    format!("{version}{TOKEN_SEPARATOR}{token}")
+}
+
 impl Version {
     pub fn name(&self) -> &str {
         &self.name

@@ -290,11 +290,10 @@ pub(super) struct Guard<'a> {
     pub(super) token_header: Option<&'a str>,
     /// The accepted token values (any one matches).
     pub(super) accepted: &'a [String],
-    /// Set on canary routes (the mesh token for dependent services), replacing any client copy.
+    /// The mesh token, when dependent services route on the routing header: canary routes set
+    /// it (replacing any client copy), and the stable route removes the routing header and any
+    /// client-sent mesh token instead of setting the header.
     pub(super) mesh_token: Option<&'a str>,
-    /// Whether dependent services route on the routing header: the stable route then removes
-    /// it (and any client-sent mesh token) instead of setting it.
-    pub(super) dependents: bool,
     /// A mesh VirtualService (a dependent service's): it passes every header on untouched, as
     /// the backend may call further services with the same headers.
     pub(super) pass_through: bool,
@@ -309,7 +308,7 @@ impl Guard<'_> {
             .map(|token| match self.token_header {
                 None => vec![(
                     self.routing_header.to_owned(),
-                    format!("{version}{}{token}", policy_core::TOKEN_SEPARATOR),
+                    policy_core::token_routing_value(version, token),
                 )],
                 Some(header) => vec![
                     (self.routing_header.to_owned(), version.to_owned()),
@@ -323,7 +322,7 @@ impl Guard<'_> {
     /// the routing header (so the app sees what it always saw), and the mesh token.
     pub(super) fn canary_set(&self, version: &str) -> Vec<(String, String)> {
         let mut set = Vec::new();
-        if self.token_header.is_none() && !self.pass_through {
+        if self.token_header.is_none() {
             set.push((self.routing_header.to_owned(), version.to_owned()));
         }
         if let Some(mesh) = self.mesh_token {
@@ -343,7 +342,7 @@ impl Guard<'_> {
     /// Headers the stable route sets: the stable name in the routing header, replacing the
     /// filter's `VERSION;TOKEN` (or a client's value while the filter is skipped).
     pub(super) fn stable_set(&self, stable: &str) -> Vec<(String, String)> {
-        if self.token_header.is_none() && !self.dependents && !self.pass_through {
+        if self.token_header.is_none() && self.mesh_token.is_none() {
             vec![(self.routing_header.to_owned(), stable.to_owned())]
         } else {
             Vec::new()
@@ -358,7 +357,7 @@ impl Guard<'_> {
             return Vec::new();
         }
         let mut remove: Vec<&str> = self.token_header.into_iter().collect();
-        if self.dependents {
+        if self.mesh_token.is_some() {
             remove.push(self.routing_header);
             remove.push(MESH_TOKEN_HEADER);
         }
@@ -371,13 +370,11 @@ impl Guard<'_> {
 /// the mesh token, and the stable route removes the routing header and any client-sent mesh
 /// token, so nothing a client sends can steer a dependent service (docs/security.md).
 pub(super) fn gateway_guard<'a>(app: &'a App, accepted: &'a [String], mesh_token: &'a str) -> Guard<'a> {
-    let dependents = !app.dependents.is_empty();
     Guard {
         routing_header: app.routing_header.as_str(),
         token_header: (app.token.header != app.routing_header).then_some(app.token.header.as_str()),
         accepted,
-        mesh_token: dependents.then_some(mesh_token),
-        dependents,
+        mesh_token: (!app.dependents.is_empty()).then_some(mesh_token),
         pass_through: false,
     }
 }
@@ -521,7 +518,6 @@ pub fn dependent(app: &App, dep: &Dependent, tokens: &Tokens) -> [Yaml; 2] {
         token_header: Some(MESH_TOKEN_HEADER),
         accepted: &accepted,
         mesh_token: None,
-        dependents: false,
         pass_through: true,
     };
     let vs = map! {

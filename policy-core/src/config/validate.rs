@@ -568,7 +568,7 @@ fn compile_route(path: &str, value: &Value, errors: &mut Errors) -> Option<Route
         .filter(|t| Some(&t.header) == routing_header.as_ref())
     {
         for version in &mut versions {
-            version.routing_value = format!("{}{TOKEN_SEPARATOR}{}", version.name, token.value);
+            version.routing_value = token_routing_value(&version.name, &token.value);
         }
     }
     Some(Route {
