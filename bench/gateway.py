@@ -113,6 +113,10 @@ ABLATIONS = [
                   scenarios=("new",)),
     Configuration("abl-sha", "(d) but SHA-256 at opt-level z", (), SHA_OPT_Z, scenarios=("returning",)),
     Configuration("abl-opt", "(d) but the filter crate at opt-level z", (), FILTER_OPT_Z, scenarios=("returning", "new")),
+    # Not a lever: the floor of this design. The shipped build's callbacks and host calls with
+    # none of its work between them; (d) minus this row is what the filter's own work costs.
+    Configuration("abl-floor", "floor: (d)'s callbacks and host calls, none of its work", ("calls-only",),
+                  scenarios=("returning", "new", "cookie4k")),
     Configuration("abl-all", "(d) with all six undone",
                   ("single-reads", "metric-per-request", "all-callbacks", "random-per-request"), SHA_OPT_Z + FILTER_OPT_Z,
                   scenarios=("returning", "new")),
@@ -121,6 +125,8 @@ ABLATIONS = [
 
 def is_sticky(configuration: str) -> bool:
     """Configurations that route stickily (sticky-canary, its builds, and the Lua version)."""
+    if configuration == "abl-floor":
+        return False
     return configuration in ("sticky", "lua", "perapp") or configuration.startswith(("abl-", "variant"))
 
 
@@ -151,8 +157,14 @@ SCENARIOS = [
 RUN_ABLATIONS = True
 
 
+# Set from --ablation: only these ablation builds (all when empty).
+ONLY_ABLATIONS: list[str] = []
+
+
 def ablations_for(scenario: Scenario) -> list[Configuration]:
-    return [c for c in ABLATIONS if scenario.key in c.scenarios] if RUN_ABLATIONS else []
+    if not RUN_ABLATIONS:
+        return []
+    return [c for c in ABLATIONS if scenario.key in c.scenarios and (not ONLY_ABLATIONS or c.key in ONLY_ABLATIONS)]
 
 
 def configurations_for(scenario: Scenario) -> list[Configuration]:
@@ -995,7 +1007,7 @@ def report_apps(args, data: dict) -> int:
 
 
 def main() -> int:
-    global CONFIGURATIONS, SCENARIOS, RUN_ABLATIONS
+    global CONFIGURATIONS, SCENARIOS, RUN_ABLATIONS, ONLY_ABLATIONS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true",
                         help="CI mode: 1 short round, no warm-up; assert only that every cell served without errors")
@@ -1015,6 +1027,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (Envoy config and log)")
     parser.add_argument("--scenario", action="append", default=[], choices=[s.key for s in SCENARIOS],
                         help="run only this scenario (repeatable; not with --publish)")
+    parser.add_argument("--ablation", action="append", default=[], choices=[c.key for c in ABLATIONS],
+                        help="build and run only this ablation build (repeatable; not with --publish)")
     parser.add_argument("--no-ablation", action="store_true",
                         help="skip the ablation builds of sticky-canary (faster; no ablation table)")
     parser.add_argument("--probe", action="store_true",
@@ -1024,7 +1038,7 @@ def main() -> int:
                         help=f"many apps on one gateway ({', '.join(map(str, APP_COUNTS))}): one shared plugin "
                              "against one plugin per app, instead of the comparison")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=PATH",
-                        help="with --probe: also run this build of sticky-canary (same policy), e.g. to try an "
+                        help="also run this build of sticky-canary (same policy) beside the others, e.g. to try an "
                              "optimisation of filter/ before making it")
     args = parser.parse_args()
     args.variants = []
@@ -1033,8 +1047,8 @@ def main() -> int:
         if not path or not Path(path).is_file():
             parser.error(f"--variant {variant}: expected LABEL=PATH to a .wasm file")
         args.variants.append((label, Path(path)))
-    if args.variants and not args.probe:
-        parser.error("--variant needs --probe")
+    if args.variants and args.publish:
+        parser.error("--variant and --publish do not go together")
     # The rest of the script reads these two lists.
     if args.probe:
         CONFIGURATIONS = PROBE_CONFIGURATIONS + [
@@ -1043,6 +1057,10 @@ def main() -> int:
         SCENARIOS = SCENARIOS[:1]
         if args.publish:
             parser.error("--probe and --publish do not go together")
+    elif args.variants:
+        CONFIGURATIONS = CONFIGURATIONS + [
+            Configuration(f"variant{i + 1}", f"(d') {label}") for i, (label, _) in enumerate(args.variants)
+        ]
     if args.apps:
         if args.probe:
             parser.error("--apps and --probe do not go together")
@@ -1050,6 +1068,9 @@ def main() -> int:
         SCENARIOS = APPS_SCENARIOS
     # Smoke: the ablation builds would double CI's time; `make lint` compiles their features.
     RUN_ABLATIONS = not (args.no_ablation or args.probe or args.smoke or args.apps)
+    ONLY_ABLATIONS = args.ablation
+    if args.ablation and args.publish:
+        parser.error("--ablation and --publish do not go together")
     if args.scenario:
         if args.publish:
             parser.error("--scenario and --publish do not go together")

@@ -71,6 +71,7 @@ fn must<T>(result: Result<T, HarnessError>, what: &str) -> T {
 struct Sent<'a>(&'a [(Vec<u8>, Vec<u8>)]);
 
 impl PolicyRequest for Sent<'_> {
+    type Header = Vec<u8>;
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         self.0
             .iter()

@@ -1,7 +1,7 @@
 //! The day the root context's tick last read from the host clock, so requests know today
 //! (for the client-id cookie's day stamp) without a host call.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Today (days since 1970, UTC) as last read by the tick; `u32::MAX` until the first read.
 /// One per VM, that is per Envoy worker; requests read it without a host call.

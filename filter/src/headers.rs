@@ -14,6 +14,7 @@
 //! client costs this call and the routing header's write, where reading the headers one by one
 //! costs one call each, and a blind removal for each header that must never go upstream.
 
+use alloc::vec::Vec;
 use policy_core::Route;
 
 /// A validated view over the serialised pairs.
@@ -198,6 +199,7 @@ mod upstream_tests {
     }
 
     impl Request for Fake {
+        type Header = Vec<u8>;
         fn header(&mut self, name: &str) -> Option<Vec<u8>> {
             self.reads.push(name.to_owned());
             self.headers.get(name).map(|v| v.to_vec())

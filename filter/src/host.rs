@@ -11,6 +11,8 @@
 //! `Vec<u8>` of exactly the size asked), so it is taken back as a Vec.
 //! Natively (unit tests) the imports are stubs that report `Unavailable` and nothing is exported.
 
+use alloc::vec::Vec;
+
 /// A non-OK status from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostError(pub u32);
@@ -179,7 +181,7 @@ pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
     if size == 0 {
         return Ok(Vec::new());
     }
-    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut data: *mut u8 = core::ptr::null_mut();
     let mut len: usize = 0;
     // SAFETY: out-pointers are valid locals; the returned buffer is owned by us afterwards.
     let code = unsafe { abi::proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut data, &mut len) };
@@ -192,7 +194,7 @@ pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
 
 /// One header's value (the host joins repeated headers), `None` when absent.
 pub fn header(map: Headers, name: &str) -> HostResult<Option<Vec<u8>>> {
-    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut data: *mut u8 = core::ptr::null_mut();
     let mut len: usize = 0;
     // SAFETY: as above.
     let code = unsafe { abi::proxy_get_header_map_value(map.map(), name.as_ptr(), name.len(), &mut data, &mut len) };
@@ -206,7 +208,7 @@ pub fn header(map: Headers, name: &str) -> HostResult<Option<Vec<u8>>> {
 /// Every header of a map in one call, in the ABI's serialised form ([`crate::headers::HeaderPairs`]
 /// reads it without copying).
 pub fn header_pairs(map: Headers) -> HostResult<Vec<u8>> {
-    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut data: *mut u8 = core::ptr::null_mut();
     let mut len: usize = 0;
     // SAFETY: as above.
     let code = unsafe { abi::proxy_get_header_map_pairs(map.map(), &mut data, &mut len) };
@@ -246,7 +248,7 @@ pub fn property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
         encoded.extend_from_slice(segment.as_bytes());
         encoded.push(0);
     }
-    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut data: *mut u8 = core::ptr::null_mut();
     let mut len: usize = 0;
     // SAFETY: as above.
     let code = unsafe { abi::proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut len) };
@@ -312,10 +314,9 @@ struct RandomPool {
     used: usize,
 }
 
-thread_local! {
-    static RANDOM_POOL: std::cell::RefCell<RandomPool> = const {
-        std::cell::RefCell::new(RandomPool { bytes: [0; 16 * RANDOM_POOL_IDS], used: RANDOM_POOL_IDS })
-    };
+crate::module_state! {
+    static RANDOM_POOL: core::cell::RefCell<RandomPool> =
+        core::cell::RefCell::new(RandomPool { bytes: [0; 16 * RANDOM_POOL_IDS], used: RANDOM_POOL_IDS });
 }
 
 /// 16 random bytes from the host's CSPRNG, or `None` when the host cannot supply them.
@@ -343,7 +344,7 @@ pub fn random16() -> Option<[u8; 16]> {
 
 /// A buffer of exactly `size` bytes for the host to fill; [`take_host_bytes`] takes it back.
 pub fn allocate(size: usize) -> *mut u8 {
-    let mut buffer = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(size));
+    let mut buffer = core::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(size));
     buffer.as_mut_ptr()
 }
 
@@ -372,7 +373,6 @@ mod exports {
     pub extern "C" fn _initialize() {
         // SAFETY: the linker's constructor list, run once as a WASI reactor must.
         unsafe { __wasm_call_ctors() };
-        crate::start();
     }
 
     #[no_mangle]

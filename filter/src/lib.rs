@@ -15,21 +15,32 @@
 //! The host reaches this file through the exports in [`host`]; `Callbacks` below is what they
 //! call. No SDK: see `host.rs` for why, and docs/benchmarks.md for what it buys.
 
+// In wasm the module has no `std`: its panic and I/O machinery and wasi-libc's allocator were a
+// sixth of the module (docs/benchmarks.md, module size); `heap` is the allocator and the panic
+// handler is below. Natively (unit tests) it is an ordinary crate.
+#![cfg_attr(target_arch = "wasm32", no_std)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
 )]
 
+extern crate alloc;
+
 pub mod clock;
 pub mod headers;
+pub mod heap;
 pub mod host;
 pub mod metrics;
 
-use std::borrow::Cow;
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::rc::Rc;
+use alloc::borrow::Cow;
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::hash::{BuildHasherDefault, Hasher};
+
+use hashbrown::HashMap;
 
 use headers::HeaderPairs;
 use host::{Headers, Level};
@@ -46,17 +57,67 @@ const GIT: &str = match option_env!("STICKY_CANARY_GIT") {
 /// stale the day used for the client-id cookie's stamp can be.
 pub const TICK_MILLISECONDS: u32 = 1000;
 
-/// Once, when the host loads the module (`_initialize`).
-pub fn start() {
-    // Nothing on our paths panics (clippy denies it); should a dependency, say so plainly.
-    // The message is fixed: formatting the panic payload would cost wasm bytes for a path that must not run.
-    std::panic::set_hook(Box::new(|_| {
-        host::log(
-            Level::Critical,
-            "sticky-canary: panic inside the filter (a bug, please report it)",
-        );
-    }));
+/// Nothing on our paths panics (clippy denies it); should a dependency, say so plainly, then
+/// trap: the host fails the VM and its `failure_policy` decides what requests see. The message is
+/// fixed: formatting the panic payload would cost wasm bytes for a path that must not run.
+#[cfg(all(target_arch = "wasm32", not(test)))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    host::log(
+        Level::Critical,
+        "sticky-canary: panic inside the filter (a bug, please report it)",
+    );
+    core::arch::wasm32::unreachable()
 }
+
+/// `memcmp`, which comparing byte slices compiles to: without `std` nothing links wasi-libc's,
+/// and the host does not provide one. Bytes are compared one at a time (volatile reads, so the
+/// loop cannot be turned back into a call to itself); the filter compares short names and values.
+///
+/// # Safety
+/// `a` and `b` must each be readable for `n` bytes.
+#[cfg(all(target_arch = "wasm32", not(test)))]
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: the caller passes two readable ranges of `n` bytes.
+        let (x, y) = unsafe { (a.add(i).read_volatile(), b.add(i).read_volatile()) };
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+        i += 1;
+    }
+    0
+}
+
+/// State of the whole module: one per VM, that is per Envoy worker. wasm32 runs one thread, so
+/// a plain static (`with` as `thread_local!` has it); natively (tests) a thread-local.
+#[cfg(target_arch = "wasm32")]
+pub(crate) struct ModuleState<T>(pub(crate) T);
+
+// SAFETY: wasm32 modules here run on one thread (Envoy gives each worker its own VM).
+#[cfg(target_arch = "wasm32")]
+unsafe impl<T> Sync for ModuleState<T> {}
+
+#[cfg(target_arch = "wasm32")]
+impl<T> ModuleState<T> {
+    pub(crate) fn with<R>(&'static self, f: impl FnOnce(&T) -> R) -> R {
+        f(&self.0)
+    }
+}
+
+/// Declares module state: a [`ModuleState`] static in wasm, a `thread_local!` natively.
+macro_rules! module_state {
+    ($vis:vis static $name:ident: $t:ty = $init:expr;) => {
+        #[cfg(target_arch = "wasm32")]
+        $vis static $name: $crate::ModuleState<$t> = $crate::ModuleState($init);
+        #[cfg(not(target_arch = "wasm32"))]
+        std::thread_local! { $vis static $name: $t = const { $init }; }
+    };
+}
+pub(crate) use module_state;
 
 /// `proxy_on_vm_start`: the build an operator can find in the gateway's log.
 pub fn on_vm_start() -> bool {
@@ -229,15 +290,15 @@ struct Contexts {
     streams: ContextMap<Stream>,
 }
 
-thread_local! {
-    static CONTEXTS: RefCell<Contexts> = RefCell::new(Contexts::default());
+module_state! {
+    static CONTEXTS: RefCell<Option<Contexts>> = RefCell::new(None);
 }
 
 /// Runs `f` on the contexts; does nothing if they are already borrowed (the host never calls
 /// back into a callback, but a re-entry must not panic).
 fn with_contexts<T: Default>(f: impl FnOnce(&mut Contexts) -> T) -> T {
     CONTEXTS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut contexts) => f(&mut contexts),
+        Ok(mut contexts) => f(contexts.get_or_insert_with(Contexts::default)),
         Err(_) => T::default(),
     })
 }
@@ -293,7 +354,12 @@ impl Callbacks {
                 set_cookie,
             }) = contexts.streams.get_mut(&context_id)
             {
-                if let Some(outcome) = route_request(active) {
+                let outcome = if cfg!(feature = "calls-only") {
+                    calls_only()
+                } else {
+                    route_request(active)
+                };
+                if let Some(outcome) = outcome {
                     *served = outcome.served;
                     *set_cookie = outcome.set_cookie;
                 }
@@ -324,6 +390,7 @@ impl Callbacks {
 struct Live;
 
 impl Request for Live {
+    type Header = Vec<u8>;
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         host::header(Headers::Request, name).ok().flatten()
     }
@@ -344,9 +411,10 @@ impl Request for Live {
 /// The request headers as one read returned them.
 struct Read<'a>(HeaderPairs<'a>);
 
-impl Request for Read<'_> {
-    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        self.0.get(name).map(<[u8]>::to_vec)
+impl<'a> Request for Read<'a> {
+    type Header = &'a [u8];
+    fn header(&mut self, name: &str) -> Option<&'a [u8]> {
+        self.0.get(name)
     }
 
     fn client_address(&mut self) -> Option<Vec<u8>> {
@@ -467,6 +535,23 @@ fn route_request(active: &Active) -> Option<Outcome> {
     Some(Outcome {
         served,
         set_cookie: decision.set_cookie,
+    })
+}
+
+/// The `calls-only` build, the benchmark's floor: the host calls a request of the shipped build
+/// makes (one read of the request headers, one write of the routing header, and for a request
+/// without a Cookie header a Set-Cookie on the response), none of the work between them.
+fn calls_only() -> Option<Outcome> {
+    let bytes = host::header_pairs(Headers::Request).unwrap_or_default();
+    let new_client = !HeaderPairs::parse(&bytes).is_some_and(|pairs| pairs.contains("cookie"));
+    let _ = host::replace_header(Headers::Request, "x-canary-version", b"v1");
+    Some(Outcome {
+        served: None,
+        set_cookie: new_client.then(|| {
+            String::from(
+                "sticky-canary-id=00000000000000000000000000000000; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
+            )
+        }),
     })
 }
 

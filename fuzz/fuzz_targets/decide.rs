@@ -106,6 +106,7 @@ impl Fake {
 }
 
 impl Request for Fake {
+    type Header = Vec<u8>;
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         assert!(!name.bytes().any(|b| b.is_ascii_uppercase()), "asked for {name:?}");
         self.get(name)

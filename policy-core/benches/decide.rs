@@ -8,6 +8,7 @@ struct Req {
 }
 
 impl Request for Req {
+    type Header = Vec<u8>;
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         (name == "cookie" && !self.cookie.is_empty()).then(|| self.cookie.to_vec())
     }

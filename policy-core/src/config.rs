@@ -29,7 +29,8 @@
 //! assert!(text.contains("routes[0].colour: unknown field"));
 //! ```
 
-use std::fmt;
+use crate::prelude::*;
+use core::fmt;
 
 use crate::json;
 
@@ -79,7 +80,7 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-impl std::error::Error for ConfigErrors {}
+impl core::error::Error for ConfigErrors {}
 
 /// What to do when no key source yields a key and no client id is issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,6 +412,8 @@ impl Policy {
 
 #[cfg(test)]
 mod decimal_tests {
+    use crate::prelude::*;
+
     #[test]
     fn push_decimal_writes_what_to_string_writes() {
         for n in [0u32, 7, 10, 99, 100, 20_415, 999_999_999, 1_000_000_000, u32::MAX] {

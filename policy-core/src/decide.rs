@@ -8,6 +8,7 @@
 //! use policy_core::{Policy, Request, KeySource};
 //! struct Req(&'static [u8]);
 //! impl Request for Req {
+//!     type Header = Vec<u8>;
 //!     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
 //!         (name == "cookie").then(|| self.0.to_vec())
 //!     }
@@ -29,6 +30,7 @@ use crate::bucket::{bucket, random_bucket};
 use crate::client_id::{hex_id, identity_id, ClientId};
 use crate::config::{KeySpec, NoKey, Policy, Route};
 use crate::cookie::{self, trim};
+use crate::prelude::*;
 
 /// Cookie names one scan of the Cookie header looks for (the client-id cookie and the chain's
 /// cookies); a route with more falls back to one scan per name.
@@ -40,17 +42,23 @@ type CookieNames<'r> = Option<([&'r [u8]; COOKIE_NAMES], usize)>;
 
 /// The request's Cookie header, read when first needed, and where in it each cookie a route
 /// reads was found, after one scan for all of them.
-#[derive(Default)]
-struct CookieHeader {
-    header: Option<Option<Vec<u8>>>,
+struct CookieHeader<H> {
+    header: Option<Option<H>>,
     /// Byte ranges of the values of `names`, once scanned.
     spans: Option<[Option<(usize, usize)>; COOKIE_NAMES]>,
 }
 
-impl CookieHeader {
+impl<H: AsRef<[u8]>> CookieHeader<H> {
+    fn new() -> Self {
+        CookieHeader {
+            header: None,
+            spans: None,
+        }
+    }
+
     /// The value of cookie `name`, one of `names`; `read` gets the header the first time.
-    fn value(&mut self, names: &CookieNames, name: &str, read: impl FnOnce() -> Option<Vec<u8>>) -> Option<&[u8]> {
-        let header = self.header.get_or_insert_with(read).as_deref()?;
+    fn value(&mut self, names: &CookieNames, name: &str, read: impl FnOnce() -> Option<H>) -> Option<&[u8]> {
+        let header = self.header.get_or_insert_with(read).as_ref()?.as_ref();
         let Some((names, count)) = names else {
             return cookie::find(header, name.as_bytes());
         };
@@ -69,8 +77,11 @@ impl CookieHeader {
 
 /// What the decision needs from the request. Names are lowercase.
 pub trait Request {
+    /// A header's value as the host gives it: borrowed from a buffer the request already holds
+    /// (the filter's one read of every header) or owned.
+    type Header: AsRef<[u8]>;
     /// The value of a request header, or `None` when absent.
-    fn header(&mut self, name: &str) -> Option<Vec<u8>>;
+    fn header(&mut self, name: &str) -> Option<Self::Header>;
     /// The downstream address (`ip:port`, `[v6]:port` or a bare ip), or `None`.
     fn client_address(&mut self) -> Option<Vec<u8>>;
     /// 16 random bytes (a new client id, or a per-request weighted pick), or `None` when unavailable.
@@ -296,7 +307,7 @@ impl Route {
     fn override_version(&self, request: &mut impl Request) -> Option<usize> {
         let rule = self.override_.as_ref()?;
         let asked = request.header(&rule.header)?;
-        let asked = trim(&asked);
+        let asked = trim(asked.as_ref());
         let version = rule
             .allow
             .iter()
@@ -304,7 +315,7 @@ impl Route {
             .find(|&i| self.versions.get(i).is_some_and(|v| v.name.as_bytes() == asked))?;
         if let Some(secret) = &rule.secret {
             let given = request.header(&secret.header)?;
-            if !same_secret(trim(&given), &secret.value) {
+            if !same_secret(trim(given.as_ref()), &secret.value) {
                 return None;
             }
         }
@@ -325,7 +336,7 @@ impl Route {
         let client_id = self.client_id();
         let names = self.cookie_names();
         // The Cookie header, read when first needed and scanned once for every cookie named.
-        let mut cookies = CookieHeader::default();
+        let mut cookies = CookieHeader::new();
         // The client-id cookie, once a client has it, decides ahead of every other source, so
         // logging in, logging out or a rotated session never moves anyone (docs/assignment.md §3).
         if let Some(settings) = client_id {
@@ -349,7 +360,7 @@ impl Route {
                 }
                 KeySpec::Header(name) => {
                     if let Some(value) = request.header(name) {
-                        let value = trim(&value);
+                        let value = trim(value.as_ref());
                         if !value.is_empty() {
                             return self.keyed(KeySource::Header, value);
                         }
@@ -357,7 +368,7 @@ impl Route {
                 }
                 KeySpec::IdentityHeader(name) => {
                     if let Some(value) = request.header(name) {
-                        let value = trim(&value);
+                        let value = trim(value.as_ref());
                         if !value.is_empty() {
                             let id = identity_id(&self.salt, value);
                             let mut decision = self.keyed(KeySource::Identity, id.as_bytes());

@@ -146,6 +146,7 @@ fn a_64_kib_header() {
 struct Cookies(&'static [u8]);
 
 impl Request for Cookies {
+    type Header = Vec<u8>;
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         (name == "cookie").then(|| self.0.to_vec())
     }

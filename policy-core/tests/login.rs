@@ -38,6 +38,7 @@ impl Req {
 }
 
 impl Request for Req {
+    type Header = Vec<u8>;
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         if name == "cookie" {
             if self.cookies.is_empty() {

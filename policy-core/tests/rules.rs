@@ -25,6 +25,7 @@ impl Req {
 }
 
 impl Request for Req {
+    type Header = Vec<u8>;
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         self.reads.push(name.to_owned());
         self.headers.get(name).cloned()

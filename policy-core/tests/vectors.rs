@@ -140,6 +140,7 @@ fn every_position_vector_matches() {
         let route = &policy.routes()[0];
         struct User<'a>(&'a str);
         impl policy_core::Request for User<'_> {
+            type Header = Vec<u8>;
             fn header(&mut self, name: &str) -> Option<Vec<u8>> {
                 (name == "x-user").then(|| self.0.as_bytes().to_vec())
             }

@@ -370,14 +370,14 @@ pub(super) fn compile(value: &Value, errors: &mut Errors) -> Option<Policy> {
         .exact_hosts
         .lists_mut()
         .chain(policy.wildcard_hosts.lists_mut())
-        .chain(std::iter::once(&mut policy.any_host))
+        .chain(core::iter::once(&mut policy.any_host))
     {
         list.sort_by_key(|&r| {
             let len = routes
                 .get(r)
                 .and_then(|route| route.path_prefix.as_ref())
                 .map_or(0, String::len);
-            std::cmp::Reverse(len)
+            core::cmp::Reverse(len)
         });
         list.dedup();
     }
