@@ -12,14 +12,17 @@ use crate::config::TOTAL_BASIS_POINTS;
 
 /// Hashes a key with a salt into a bucket in `0..10000`.
 pub fn bucket(salt: &[u8], key: &[u8]) -> u16 {
-    let digest = policy_sha256::sha256(&[salt, &[0u8], key]);
-    let [a, b, c, d, e, f, g, h, ..] = digest;
-    (u64::from_be_bytes([a, b, c, d, e, f, g, h]) % u64::from(TOTAL_BASIS_POINTS)) as u16
+    let [a, b, c, d, e, f, g, h, ..] = policy_sha256::sha256(&[salt, &[0u8], key]);
+    from_first_eight([a, b, c, d, e, f, g, h])
 }
 
 /// A bucket from 8 random bytes, for the per-request weighted pick.
 pub(crate) fn random_bucket(random: [u8; 16]) -> u16 {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(random.get(..8).unwrap_or(&[0; 8]));
-    (u64::from_be_bytes(first) % u64::from(TOTAL_BASIS_POINTS)) as u16
+    let [a, b, c, d, e, f, g, h, ..] = random;
+    from_first_eight([a, b, c, d, e, f, g, h])
+}
+
+/// Eight bytes read as a big-endian u64, modulo 10000.
+fn from_first_eight(bytes: [u8; 8]) -> u16 {
+    (u64::from_be_bytes(bytes) % u64::from(TOTAL_BASIS_POINTS)) as u16
 }
