@@ -36,7 +36,7 @@ use crate::json;
 
 mod validate;
 
-use validate::{compile, Errors};
+use validate::compile;
 pub use validate::{format_percent, is_dns_name, is_label, is_token};
 
 /// The routing header used when a route does not name one.
@@ -64,9 +64,26 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every problem found in one config, in document order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Every problem found in one config, in document order. Validation collects into one of
+/// these (policy-core's config reader and the CLI's spec checks alike) instead of stopping at
+/// the first problem.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// Records one problem at a field path (`routes[0].versions[1].weight`; empty: the whole document).
+    pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Whether no problem was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -381,11 +398,11 @@ impl Policy {
                 message: e.to_string(),
             }])
         })?;
-        let mut errors = Errors::default();
+        let mut errors = ConfigErrors::default();
         let policy = compile(&value, &mut errors);
         match policy {
             Some(policy) if errors.0.is_empty() => Ok(policy),
-            _ => Err(ConfigErrors(errors.0)),
+            _ => Err(errors),
         }
     }
 

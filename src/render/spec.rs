@@ -180,17 +180,8 @@ pub type SpecError = policy_core::ConfigError;
 /// Every problem found in one spec, in field order.
 pub type SpecErrors = policy_core::ConfigErrors;
 
-#[derive(Default)]
-struct Errors(Vec<SpecError>);
-
-impl Errors {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(SpecError {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-}
+/// Where the spec checks collect their problems: the same collector as policy-core's.
+type Errors = SpecErrors;
 
 // ---------------------------------------------------------------------------
 // Stage 2: the checked app.
@@ -446,7 +437,7 @@ impl App {
         let app = check(raw, &mut errors);
         match app {
             Some(app) if errors.0.is_empty() => Ok(app),
-            _ => Err(policy_core::ConfigErrors(errors.0)),
+            _ => Err(errors),
         }
     }
 

@@ -5,17 +5,8 @@ use super::*;
 use crate::client_id::SECONDS_PER_DAY;
 use crate::json::Value;
 
-#[derive(Default)]
-pub(super) struct Errors(pub(super) Vec<ConfigError>);
-
-impl Errors {
-    fn add(&mut self, path: &str, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.to_owned(),
-            message: message.into(),
-        });
-    }
-}
+/// Where validation collects its problems.
+type Errors = ConfigErrors;
 
 /// Reads the members of one JSON object, so that unknown and duplicated
 /// member names are reported once every known one has been taken.
