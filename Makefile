@@ -1,7 +1,7 @@
 # One entry point for people and CI. `make demo` and `make test` work on a fresh machine:
 # scripts/setup.sh installs what is missing (rustup targets, Debian tools, ...); the CLI installs
 # the pinned Envoy into the per-user cache on first use (`sticky-canary install-envoy`).
-.PHONY: setup demo test lint unit wasm-tests wasm fuzz bench bench-apps bench-smoke
+.PHONY: setup demo test lint unit system wasm-tests wasm fuzz bench bench-apps bench-smoke
 
 setup:
 	scripts/setup.sh
@@ -12,11 +12,13 @@ demo:
 	cargo run --release --quiet -- demo
 
 ## Every test, as CI runs it (README's second command).
-test: setup lint unit wasm-tests fuzz bench-smoke
+test: setup lint unit system wasm-tests fuzz bench-smoke
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features sticky-canary/system-tests -- -D warnings
+	# Licenses and banned crates, from the lock file and the local registry cache (deny.toml).
+	cargo deny --offline --all-features check licenses bans
 	cargo clippy -p sticky-canary-filter --target wasm32-wasip1 --target-dir target/clippy-wasm -- -D warnings
 	# The ablation builds bench/gateway.py makes (not shipped; bench-smoke skips them to stay short).
 	cargo clippy -p sticky-canary-filter --target wasm32-wasip1 --target-dir target/clippy-wasm --all-features -- -D warnings
@@ -25,12 +27,19 @@ lint:
 	cd tools/progressive && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: run gofmt -w tools/progressive"; exit 1; }
 	cd tools/progressive && go vet ./...
 
-## Rust tests (unit, real-Envoy, Istio chain for every AKS revision: STICKY_CANARY_REVISIONS=asm-1-30
-## limits the chain to some) and the Go tools' own tests.
+## The fast tier: unit, property, CLI and render tests; needs only Rust (`cargo test`).
 unit:
+	cargo test
+
+## The system tier: a real Envoy, Istio's own code for every AKS revision
+## (STICKY_CANARY_REVISIONS=asm-1-30 limits the chain to some), npm's schemas, Chromium, a local
+## OCI registry, `cargo install`, a fresh build of the embedded module; the Go tools' own tests;
+## and build.rs rerunning when a module input changes.
+system:
 	cd tools/istio-xds && ENVOY="$$(cd ../.. && cargo run --quiet --locked -- install-envoy)" go test ./...
 	cd tools/progressive && go test ./...
-	cargo test --workspace
+	cargo test --workspace --features sticky-canary/system-tests
+	scripts/check-rebuild.sh
 
 wasm-tests:
 	scripts/wasm-tests.sh

@@ -4,78 +4,68 @@
 //! The nested cargo uses its own target dir (target/filter-wasm) so it never
 //! waits on the lock the outer build holds. `wasm-opt -Oz` runs when binaryen is
 //! installed; without it the build still works, with a larger module.
+//! Every input of the module is declared (build/wasm.rs, `inputs`), so an edit to any of them
+//! rebuilds it.
 
 use std::env;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip1";
+#[path = "build/wasm.rs"]
+mod wasm;
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in [
-        "filter/src",
-        "filter/Cargo.toml",
-        "policy-core/src",
-        "policy-core/Cargo.toml",
-        "Cargo.lock",
-    ] {
-        println!("cargo:rerun-if-changed={watched}");
+    if let Err(message) = run() {
+        // A build script reports failure by exiting non-zero; cargo shows what it printed.
+        eprintln!("error: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|_| "cargo sets CARGO_MANIFEST_DIR")?);
+    let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|_| "cargo sets OUT_DIR")?);
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build/wasm.rs");
+    for input in wasm::inputs(&cargo, &manifest_dir)? {
+        println!("cargo:rerun-if-changed={}", input.display());
     }
     println!("cargo:rerun-if-env-changed=STICKY_CANARY_NO_WASM_OPT");
-    let git = git_hash(&manifest_dir);
+    let git = wasm::git_hash(&manifest_dir);
     println!("cargo:rustc-env=STICKY_CANARY_GIT={git}");
 
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    check_target_installed();
+    check_target_installed()?;
     let target_dir = manifest_dir.join("target").join("filter-wasm");
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(&manifest_dir)
-        .args([
-            "build",
-            "--locked",
-            "-p",
-            "sticky-canary-filter",
-            "--target",
-            TARGET,
-            "--profile",
-            "wasm",
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("STICKY_CANARY_GIT", &git);
-    // Do not leak the outer build's settings (rustflags for the host, jobserver, coverage...) into the wasm build.
-    for (key, _) in env::vars() {
-        if key.starts_with("CARGO_ENCODED_RUSTFLAGS")
-            || key == "RUSTFLAGS"
-            || key == "RUSTC_WORKSPACE_WRAPPER"
-            || key == "CARGO_TARGET_DIR"
-            || key == "CARGO_BUILD_TARGET"
-            || key.starts_with("CARGO_CFG_")
-            || key.starts_with("CARGO_FEATURE_")
-            || key == "CARGO_MAKEFLAGS"
-            || key == "LLVM_PROFILE_FILE"
-        {
-            cmd.env_remove(key);
-        }
-    }
-    let status = cmd.status().expect("could not run cargo to build the wasm filter");
-    if !status.success() {
-        panic!("building the wasm filter (cargo build -p sticky-canary-filter --target {TARGET}) failed; see the errors above");
-    }
-    let built = target_dir.join(TARGET).join("wasm").join("sticky_canary_filter.wasm");
+    let built = wasm::build(&cargo, &manifest_dir, &target_dir, &git)?;
     let raw_size = std::fs::metadata(&built).map(|m| m.len()).unwrap_or(0);
-    let shipped = out_dir.join("sticky_canary_filter.wasm");
-    let optimised = env::var_os("STICKY_CANARY_NO_WASM_OPT").is_none() && wasm_opt(&built, &shipped);
+    let shipped = out_dir.join(wasm::ARTIFACT);
+    let optimised = if env::var_os("STICKY_CANARY_NO_WASM_OPT").is_some() {
+        false
+    } else {
+        match wasm::optimise(&built, &shipped) {
+            wasm::Optimised::Yes => true,
+            wasm::Optimised::Failed => {
+                println!("cargo:warning=wasm-opt failed; embedding the unoptimised filter");
+                false
+            }
+            wasm::Optimised::Missing => {
+                println!("cargo:warning=wasm-opt (binaryen) not found; embedding the unoptimised filter. `make setup` installs it.");
+                false
+            }
+        }
+    };
     if !optimised {
-        std::fs::copy(&built, &shipped).expect("copy the wasm filter into OUT_DIR");
+        std::fs::copy(&built, &shipped).map_err(|e| format!("copy the wasm filter into OUT_DIR: {e}"))?;
     }
     println!("cargo:rustc-env=STICKY_CANARY_WASM_RAW_SIZE={raw_size}");
     println!("cargo:rustc-env=STICKY_CANARY_WASM_OPTIMISED={optimised}");
+    println!("cargo:rustc-env=STICKY_CANARY_WASM_BUILT={}", built.display());
+    Ok(())
 }
 
-fn check_target_installed() {
+fn check_target_installed() -> Result<(), String> {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot = Command::new(rustc)
         .args(["--print", "sysroot"])
@@ -83,54 +73,13 @@ fn check_target_installed() {
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| PathBuf::from(s.trim()));
-    if let Some(sysroot) = sysroot {
-        if !sysroot.join("lib/rustlib").join(TARGET).exists() {
-            panic!(
-                "\n\nThe Rust target {TARGET} is not installed, so the gateway filter cannot be built.\n\
-                 Install it with:\n\n    rustup target add {TARGET}\n\n\
-                 (`make setup` does this and installs the other tools.)\n"
-            );
-        }
+    match sysroot {
+        Some(sysroot) if !sysroot.join("lib/rustlib").join(wasm::TARGET).exists() => Err(format!(
+            "\n\nThe Rust target {t} is not installed, so the gateway filter cannot be built.\n\
+             Install it with:\n\n    rustup target add {t}\n\n\
+             (`make setup` does this and installs the other tools.)\n",
+            t = wasm::TARGET
+        )),
+        _ => Ok(()),
     }
-}
-
-/// Runs `wasm-opt -Oz` when binaryen is on PATH. Returns whether it produced `out`.
-fn wasm_opt(input: &Path, out: &Path) -> bool {
-    let status = Command::new("wasm-opt")
-        .args(["-Oz", "--converge"])
-        .args([
-            "--enable-bulk-memory",
-            "--enable-nontrapping-float-to-int",
-            "--enable-sign-ext",
-            "--enable-mutable-globals",
-            "--strip-debug",
-            "--strip-producers",
-        ])
-        .arg(input)
-        .arg("-o")
-        .arg(out)
-        .status();
-    match status {
-        Ok(s) if s.success() => true,
-        Ok(_) => {
-            println!("cargo:warning=wasm-opt failed; embedding the unoptimised filter");
-            false
-        }
-        Err(_) => {
-            println!("cargo:warning=wasm-opt (binaryen) not found; embedding the unoptimised filter. `make setup` installs it.");
-            false
-        }
-    }
-}
-
-fn git_hash(dir: &Path) -> String {
-    Command::new("git")
-        .current_dir(dir)
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -5,7 +5,7 @@ pub mod assign;
 pub mod check;
 pub mod demo;
 pub mod files;
-pub mod harness;
+pub mod local;
 pub mod oci;
 pub mod render;
 

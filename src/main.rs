@@ -181,8 +181,8 @@ fn run(command: Command) -> Result<(), String> {
             }
         }
         Command::InstallEnvoy { version } => {
-            let version = version.as_deref().unwrap_or(sticky_canary::harness::PINNED_ENVOY);
-            let path = sticky_canary::harness::envoy_release(version).map_err(|e| e.to_string())?;
+            let version = version.as_deref().unwrap_or(sticky_canary::local::PINNED_ENVOY);
+            let path = sticky_canary::local::envoy_release(version).map_err(|e| e.to_string())?;
             println!("{}", path.display());
             Ok(())
         }

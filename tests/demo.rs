@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! The README's main job: `sticky-canary demo`, run short and non-interactive, must pass all its checks;
 //! and Ctrl-C during `--serve` leaves no Envoy behind.
 
@@ -77,8 +78,8 @@ fn ctrl_c_while_serving_leaves_no_process_behind() {
     );
     // The served Envoy answers with a version and a client id cookie.
     let addr = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut client = sticky_canary::harness::Client::connect(addr.parse().unwrap()).unwrap();
-    let reply = client.send(&sticky_canary::harness::Request::get("/")).unwrap();
+    let mut client = sticky_canary_harness::Client::connect(addr.parse().unwrap()).unwrap();
+    let reply = client.send(&sticky_canary_harness::Request::get("/")).unwrap();
     assert_eq!(reply.status, 200);
     assert!(reply
         .header("set-cookie")

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! Dependent services through Istio's own translation: `sticky-canary render` of
 //! examples/my-app.yaml and examples/frontend-backend.yaml together → istiod's translation for
 //! the AKS gateway **and for the frontend pod's sidecar** (`istio-xds translate --proxy
@@ -19,10 +20,10 @@ use std::path::{Path, PathBuf};
 mod common;
 
 use common::{assign_on, run_cli, send, serial, served, write_filter_config, ROUTING_HEADER, TOKEN_HEADER};
-use sticky_canary::harness::backend::seen_headers;
-use sticky_canary::harness::istio::{IstioProxy, Proxy, Translate, TRANSLATING_REVISION};
-use sticky_canary::harness::{envoy_release, Backend, Client, Request, Response};
 use sticky_canary::render::spec::MESH_TOKEN_HEADER;
+use sticky_canary_harness::backend::seen_headers;
+use sticky_canary_harness::istio::{IstioProxy, Proxy, Translate, TRANSLATING_REVISION};
+use sticky_canary_harness::{envoy_release, Backend, Client, Request, Response};
 
 const NAMESPACE: &str = "istio-test";
 const FRONTEND_HOST: &str = "frontend.istio-test.example.com";

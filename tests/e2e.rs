@@ -1,6 +1,7 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! End-to-end: the built filter in a real Envoy, two upstream versions, raw HTTP clients.
 //!
-//! One Envoy (or two) per test, started by `sticky_canary::harness`; tests take
+//! One Envoy (or two) per test, started by `sticky_canary_harness`; tests take
 //! a global lock so they run one at a time even with the default test threads
 //! (each drives Envoy hard enough to disturb another's timing on 2 cores).
 //! A failing assertion prints Envoy's log tail (the `Envoy` drop does it).
@@ -12,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sticky_canary::harness::backend::seen_headers;
-use sticky_canary::harness::load::{over_connections, Load};
-use sticky_canary::harness::{
+use sticky_canary_harness::backend::seen_headers;
+use sticky_canary_harness::load::{over_connections, Load};
+use sticky_canary_harness::{
     Backend, Client, CookieJar, Envoy, EnvoyConfig, FilterSpec, HarnessError, Request, Response, SetCookie,
     UpdateOutcome,
 };
@@ -330,7 +331,7 @@ fn stickiness_200_clients_20_requests() {
 
 /// Runs the real CLI: `sticky-canary assign --config C --keys K` -> key -> version.
 fn cli_assign(config_json: &str, keys: &[String]) -> HashMap<String, String> {
-    let dir = must(sticky_canary::harness::temp_dir("assign"), "temp dir");
+    let dir = must(sticky_canary_harness::temp_dir("assign"), "temp dir");
     let config_path = dir.path().join("config.json");
     let keys_path = dir.path().join("keys.txt");
     std::fs::write(&config_path, config_json).unwrap();

@@ -1,5 +1,6 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! Gateway API ingress and traffic mirroring through Istio's own translation (see
-//! `sticky_canary::harness::istio` and docs/testing.md).
+//! `sticky_canary_harness::istio` and docs/testing.md).
 //!
 //! `ingress: gateway-api`: `sticky-canary render` → istiod's Gateway API controller (the
 //! Gateway, HTTPRoute and Services go in as Kubernetes objects) for a pod of the gateway Istio
@@ -28,10 +29,10 @@ use common::{
     assert_keys_on_plan, assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send,
     serial, served, shop, tokens_seen, write_filter_config, ROUTING_HEADER, SHOP_HOST,
 };
-use sticky_canary::harness::backend::header_value;
-use sticky_canary::harness::istio::{IstioProxy, Proxy, Revision, Translate};
-use sticky_canary::harness::load::over_connections;
-use sticky_canary::harness::{envoy_release, Backend, Client, Registry};
+use sticky_canary_harness::backend::header_value;
+use sticky_canary_harness::istio::{IstioProxy, Proxy, Revision, Translate};
+use sticky_canary_harness::load::over_connections;
+use sticky_canary_harness::{envoy_release, Backend, Client, Registry};
 
 const APP: &str = "shop";
 const NAMESPACE: &str = "ns-shop";

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! Hostile requests and hostile configs against the built filter in a real Envoy.
 //!
 //! Every case checks four things: Envoy's log shows no panic or wasm trap from
@@ -14,8 +15,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use policy_core::{KeySource, Policy, Request as PolicyRequest};
-use sticky_canary::harness::backend::seen_headers;
-use sticky_canary::harness::{
+use sticky_canary_harness::backend::seen_headers;
+use sticky_canary_harness::{
     Backend, Client, Envoy, EnvoyConfig, FilterSpec, HarnessError, Request, Response, UpdateOutcome,
 };
 

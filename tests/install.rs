@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! The CLI as a platform engineer gets it: `cargo install --path .` into a scratch root, then
 //! `sticky-canary demo --quick` run from a directory outside the repository. Envoy comes from
 //! nowhere but the per-user cache, which the CLI fills itself (a fresh `XDG_CACHE_HOME`, no
@@ -69,9 +70,9 @@ fn the_installed_cli_runs_the_demo_from_anywhere_with_envoy_from_its_own_cache()
     let release = cache
         .path()
         .join("sticky-canary")
-        .join(format!("envoy-{}", sticky_canary::harness::PINNED_ENVOY));
+        .join(format!("envoy-{}", sticky_canary_harness::PINNED_ENVOY));
     assert!(
-        stderr.contains(&format!("installing Envoy {}", sticky_canary::harness::PINNED_ENVOY)),
+        stderr.contains(&format!("installing Envoy {}", sticky_canary_harness::PINNED_ENVOY)),
         "the CLI did not install Envoy itself:\n{stderr}"
     );
     let envoy_line = stdout

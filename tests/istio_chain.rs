@@ -1,6 +1,7 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! The whole chain as it runs on the AKS add-on: `sticky-canary render` → istiod's own
 //! translation → istio-agent's own module fetch and conversion → a real Envoy of each
-//! revision's release line (see `sticky_canary::harness::istio` and docs/testing.md).
+//! revision's release line (see `sticky_canary_harness::istio` and docs/testing.md).
 //!
 //! For every revision and every plugin form: 10,000 keys land exactly where
 //! `sticky-canary assign` says, a spoofed routing header (with or without a guessed token)
@@ -26,10 +27,10 @@ use common::{
     assert_keys_on_plan, assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send,
     serial, served, shop, tokens_seen, write_filter_config, OTHER_APP, OTHER_HOST, ROUTING_HEADER, SHOP_HOST,
 };
-use sticky_canary::harness::backend::seen_headers;
-use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
-use sticky_canary::harness::load::over_connections;
-use sticky_canary::harness::{envoy_release, Backend, Client, Registry, Request};
+use sticky_canary_harness::backend::seen_headers;
+use sticky_canary_harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
+use sticky_canary_harness::load::over_connections;
+use sticky_canary_harness::{envoy_release, Backend, Client, Registry, Request};
 
 const HOST: &str = SHOP_HOST;
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! `sticky-canary push` against a real registry on loopback: Debian's `docker-registry` (the CNCF
 //! distribution registry), started per test with its own storage dir and port, killed on drop.
 //!
@@ -11,8 +12,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use base64::Engine;
-use sticky_canary::harness;
 use sticky_canary::oci::{self, CredentialSource, Credentials, ImageReference, TransportOptions};
+use sticky_canary_harness as harness;
 
 const USER: &str = "canary";
 const PASSWORD: &str = "s3cret-Passw0rd";

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! Flagger and Argo Rollouts stepping the weights, sticky-canary keeping users in place, each
 //! piece run from its own project's code:
 //!
@@ -27,10 +28,10 @@ use std::time::Instant;
 mod common;
 
 use common::{assign_with, run_cli, send, serial, write_filter_config, OTHER_APP, OTHER_HOST, ROUTING_HEADER};
-use sticky_canary::harness::backend::seen_headers;
-use sticky_canary::harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
-use sticky_canary::harness::load::over_connections;
-use sticky_canary::harness::{envoy_release, Backend, Client, Request};
+use sticky_canary_harness::backend::seen_headers;
+use sticky_canary_harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
+use sticky_canary_harness::load::over_connections;
+use sticky_canary_harness::{envoy_release, Backend, Client, Request};
 
 const HOST: &str = "my-app.example.com";
 const NAMESPACE: &str = "ns-canary-istio";

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! `sticky-canary render` and `set-weight`: golden files, published schemas, and the
 //! consistency between the filter config, the VirtualService and the DestinationRule.
 //!

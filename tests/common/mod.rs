@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! What the Istio chain suites share: the CLI as a user runs it (with a routing-token key made
 //! once per test process), one-at-a-time locking, reading rendered plugins back, and the
 //! `set-weight` ramp under load.
@@ -23,10 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use sticky_canary::harness::backend::seen_headers;
-use sticky_canary::harness::istio::{IstioProxy, Revision, REVISIONS};
-use sticky_canary::harness::load::Load;
-use sticky_canary::harness::{Client, Request, Response};
+use sticky_canary_harness::backend::seen_headers;
+use sticky_canary_harness::istio::{IstioProxy, Revision, REVISIONS};
+use sticky_canary_harness::load::Load;
+use sticky_canary_harness::{Client, Request, Response};
 
 pub const CLI: &str = env!("CARGO_BIN_EXE_sticky-canary");
 

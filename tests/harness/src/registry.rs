@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, io_error, temp_dir, Client, HarnessError, Request, TempDir};
+use sticky_canary::local::{free_port, io_error, temp_dir, Client, LocalError, Request, TempDir};
 
 /// Set to a `registry` binary to use instead of `docker-registry` on PATH.
 pub const REGISTRY_ENV: &str = "STICKY_CANARY_DOCKER_REGISTRY";
@@ -20,13 +20,13 @@ pub struct Registry {
 
 impl Registry {
     /// An anonymous registry (push and pull without credentials).
-    pub fn start() -> Result<Registry, HarnessError> {
+    pub fn start() -> Result<Registry, LocalError> {
         Registry::start_with_config("")
     }
 
     /// A registry whose config gets `extra` appended (YAML, e.g. an `auth:` section); `{dir}`
     /// in it is replaced by the registry's own directory, where a caller can put an htpasswd file.
-    pub fn start_with_config(extra: &str) -> Result<Registry, HarnessError> {
+    pub fn start_with_config(extra: &str) -> Result<Registry, LocalError> {
         let binary = registry_binary()?;
         let dir = temp_dir("registry")?;
         let port = free_port()?;
@@ -56,11 +56,11 @@ impl Registry {
         Ok(registry)
     }
 
-    fn wait_ready(&mut self) -> Result<(), HarnessError> {
+    fn wait_ready(&mut self) -> Result<(), LocalError> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(HarnessError::Tool(format!(
+                return Err(LocalError::Tool(format!(
                     "docker-registry exited ({status}) before serving:\n{}",
                     self.log_tail()
                 )));
@@ -73,7 +73,7 @@ impl Registry {
                 }
             }
             if Instant::now() > deadline {
-                return Err(HarnessError::Timeout(format!(
+                return Err(LocalError::Timeout(format!(
                     "docker-registry did not answer on {}:\n{}",
                     self.host(),
                     self.log_tail()
@@ -113,7 +113,7 @@ impl Drop for Registry {
 }
 
 /// The registry binary: `$STICKY_CANARY_DOCKER_REGISTRY`, else `docker-registry` on PATH.
-fn registry_binary() -> Result<PathBuf, HarnessError> {
+fn registry_binary() -> Result<PathBuf, LocalError> {
     if let Some(path) = std::env::var_os(REGISTRY_ENV) {
         return Ok(PathBuf::from(path));
     }
@@ -123,7 +123,7 @@ fn registry_binary() -> Result<PathBuf, HarnessError> {
         .map(|dir| dir.join("docker-registry"))
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| {
-            HarnessError::Tool(
+            LocalError::Tool(
                 "no docker-registry: install Debian's package with `sudo apt-get install -y docker-registry` \
                  (or `make setup`), or point STICKY_CANARY_DOCKER_REGISTRY at a `registry` binary"
                     .to_owned(),

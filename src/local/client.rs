@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! use sticky_canary::harness::{Client, CookieJar, Request};
-//! # fn main() -> Result<(), sticky_canary::harness::HarnessError> {
+//! # fn main() -> Result<(), sticky_canary::harness::LocalError> {
 //! let mut client = Client::connect("127.0.0.1:8080".parse().unwrap())?;
 //! let mut jar = CookieJar::default();
 //! let reply = client.send(&jar.apply(Request::get("/").host("app.example.com")))?;
@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::{io_error, HarnessError};
+use super::{io_error, LocalError};
 
 /// Longest response head (status line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 256 * 1024;
@@ -163,7 +163,7 @@ pub struct Client {
 
 impl Client {
     /// Connects to `addr` (10 s read/write timeout).
-    pub fn connect(addr: SocketAddr) -> Result<Client, HarnessError> {
+    pub fn connect(addr: SocketAddr) -> Result<Client, LocalError> {
         let mut client = Client {
             addr,
             connection: None,
@@ -178,7 +178,7 @@ impl Client {
         self.timeout = timeout;
     }
 
-    fn reconnect(&mut self) -> Result<&mut BufReader<TcpStream>, HarnessError> {
+    fn reconnect(&mut self) -> Result<&mut BufReader<TcpStream>, LocalError> {
         let what = format!("connect to {}", self.addr);
         let stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(io_error(what.clone()))?;
         stream
@@ -193,12 +193,12 @@ impl Client {
     }
 
     /// Sends one request and reads its response.
-    pub fn send(&mut self, request: &Request) -> Result<Response, HarnessError> {
+    pub fn send(&mut self, request: &Request) -> Result<Response, LocalError> {
         self.send_raw(&request.to_bytes())
     }
 
     /// Sends raw bytes (one complete request) and reads one response.
-    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<Response, HarnessError> {
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<Response, LocalError> {
         let result = self.exchange(bytes);
         match &result {
             Ok(response) if !response.closes_connection() => {}
@@ -207,7 +207,7 @@ impl Client {
         result
     }
 
-    fn exchange(&mut self, bytes: &[u8]) -> Result<Response, HarnessError> {
+    fn exchange(&mut self, bytes: &[u8]) -> Result<Response, LocalError> {
         let addr = self.addr;
         let connection = match self.connection.as_mut() {
             Some(connection) => connection,
@@ -220,7 +220,7 @@ impl Client {
         // A response to HEAD announces a body it does not send.
         let head = bytes.starts_with(b"HEAD ");
         read_response(connection, head).map_err(|e| match e {
-            HarnessError::Io { what, source } => HarnessError::Io {
+            LocalError::Io { what, source } => LocalError::Io {
                 what: format!("{what} from {addr}"),
                 source,
             },
@@ -230,7 +230,7 @@ impl Client {
 }
 
 /// The start line and header lines of a request or response.
-pub(crate) struct MessageHead {
+pub struct MessageHead {
     pub start_line: Vec<u8>,
     /// Names lowercased, values trimmed.
     pub headers: Vec<(String, Vec<u8>)>,
@@ -238,7 +238,7 @@ pub(crate) struct MessageHead {
 
 /// Reads a message head: the start line and the header lines, up to the empty line.
 /// `Ok(None)` when the peer closed before sending anything.
-pub(crate) fn read_head(reader: &mut impl BufRead) -> Result<Option<MessageHead>, HarnessError> {
+pub fn read_head(reader: &mut impl BufRead) -> Result<Option<MessageHead>, LocalError> {
     let mut start_line = Vec::new();
     let mut headers = Vec::new();
     let mut total = 0;
@@ -251,13 +251,13 @@ pub(crate) fn read_head(reader: &mut impl BufRead) -> Result<Option<MessageHead>
             if start_line.is_empty() && total == 0 {
                 return Ok(None);
             }
-            return Err(HarnessError::Protocol(
+            return Err(LocalError::Protocol(
                 "connection closed in the middle of a message head".to_owned(),
             ));
         }
         total += n;
         if total > MAX_HEAD_BYTES {
-            return Err(HarnessError::Protocol(format!(
+            return Err(LocalError::Protocol(format!(
                 "message head longer than {MAX_HEAD_BYTES} bytes"
             )));
         }
@@ -275,7 +275,7 @@ pub(crate) fn read_head(reader: &mut impl BufRead) -> Result<Option<MessageHead>
             return Ok(Some(MessageHead { start_line, headers }));
         }
         let colon = line.iter().position(|b| *b == b':').ok_or_else(|| {
-            HarnessError::Protocol(format!(
+            LocalError::Protocol(format!(
                 "header line without a colon: {:?}",
                 String::from_utf8_lossy(&line)
             ))
@@ -290,16 +290,17 @@ pub(crate) fn read_head(reader: &mut impl BufRead) -> Result<Option<MessageHead>
     }
 }
 
-fn header_value<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+/// The first value of header `name` (lowercase) among header lines (lowercase name, value).
+pub fn header_value<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
 }
 
 /// Reads a body framed by `headers`: chunked, `Content-Length`, or (responses only) until close.
-pub(crate) fn read_body(
+pub fn read_body(
     reader: &mut impl BufRead,
     headers: &[(String, Vec<u8>)],
     until_close: bool,
-) -> Result<Vec<u8>, HarnessError> {
+) -> Result<Vec<u8>, LocalError> {
     let chunked = header_value(headers, "transfer-encoding")
         .is_some_and(|v| String::from_utf8_lossy(v).to_ascii_lowercase().contains("chunked"));
     if chunked {
@@ -309,11 +310,9 @@ pub(crate) fn read_body(
         let length: usize = std::str::from_utf8(length)
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| {
-                HarnessError::Protocol(format!("bad Content-Length {:?}", String::from_utf8_lossy(length)))
-            })?;
+            .ok_or_else(|| LocalError::Protocol(format!("bad Content-Length {:?}", String::from_utf8_lossy(length))))?;
         if length > MAX_BODY_BYTES {
-            return Err(HarnessError::Protocol(format!("body of {length} bytes is too large")));
+            return Err(LocalError::Protocol(format!("body of {length} bytes is too large")));
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).map_err(io_error("read a body"))?;
@@ -329,7 +328,7 @@ pub(crate) fn read_body(
     Ok(body)
 }
 
-fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, HarnessError> {
+fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, LocalError> {
     let mut body = Vec::new();
     loop {
         let mut line = Vec::new();
@@ -339,9 +338,9 @@ fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, HarnessError> {
         let text = String::from_utf8_lossy(&line);
         let size_text = text.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| HarnessError::Protocol(format!("bad chunk size line {text:?}")))?;
+            .map_err(|_| LocalError::Protocol(format!("bad chunk size line {text:?}")))?;
         if body.len() + size > MAX_BODY_BYTES {
-            return Err(HarnessError::Protocol("chunked body too large".to_owned()));
+            return Err(LocalError::Protocol("chunked body too large".to_owned()));
         }
         if size == 0 {
             // Trailers, then the empty line.
@@ -368,10 +367,10 @@ fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, HarnessError> {
 /// Reads one HTTP/1.1 response (skipping `1xx` interim responses).
 /// Reads one response; `to_head`: the request was `HEAD`, so no body follows whatever the
 /// headers say.
-pub(crate) fn read_response(reader: &mut impl BufRead, to_head: bool) -> Result<Response, HarnessError> {
+pub(crate) fn read_response(reader: &mut impl BufRead, to_head: bool) -> Result<Response, LocalError> {
     loop {
-        let MessageHead { start_line, headers } = read_head(reader)?
-            .ok_or_else(|| HarnessError::Protocol("connection closed before a response".to_owned()))?;
+        let MessageHead { start_line, headers } =
+            read_head(reader)?.ok_or_else(|| LocalError::Protocol("connection closed before a response".to_owned()))?;
         let text = String::from_utf8_lossy(&start_line);
         let mut parts = text.split(' ');
         let version = parts.next().unwrap_or("");
@@ -379,7 +378,7 @@ pub(crate) fn read_response(reader: &mut impl BufRead, to_head: bool) -> Result<
             .next()
             .and_then(|s| s.parse().ok())
             .filter(|_| version.starts_with("HTTP/1."))
-            .ok_or_else(|| HarnessError::Protocol(format!("bad status line {text:?}")))?;
+            .ok_or_else(|| LocalError::Protocol(format!("bad status line {text:?}")))?;
         if (100..200).contains(&status) {
             continue;
         }

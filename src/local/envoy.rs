@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use super::bootstrap::{bootstrap_document, ecds_document, Layout, WasmCode};
 use super::envoy_binary::find_or_install_envoy;
 use super::{
-    io_error, temp_dir, two_free_ports, write_atomically, Client, EnvoyConfig, FilterSpec, HarnessError, Request,
-    TempDir,
+    io_error, temp_dir, two_free_ports, write_atomically, Client, EnvoyConfig, FilterSpec, LocalError, Request, TempDir,
 };
 
 /// How long after a request its count reaches Envoy's counters at most: the filter's one-second
@@ -33,7 +32,7 @@ pub const COUNTER_FLUSH: std::time::Duration = std::time::Duration::from_millis(
 pub const KEEP_ENV: &str = "STICKY_CANARY_KEEP_ENVOY_DIR";
 
 /// Everything [`Envoy::launch`] needs to run one Envoy on a written bootstrap.
-pub(crate) struct Launch {
+pub struct Launch {
     pub binary: PathBuf,
     /// Envoy's temp dir: holds the bootstrap; logs are written here; removed on drop.
     pub dir: TempDir,
@@ -73,7 +72,7 @@ const ECDS_STATS: &str = "extension_config_discovery.http_filter.sticky-canary."
 
 impl Envoy {
     /// Writes the bootstrap into a temp dir, starts Envoy and waits until `/ready` says LIVE.
-    pub fn start(config: &EnvoyConfig) -> Result<Envoy, HarnessError> {
+    pub fn start(config: &EnvoyConfig) -> Result<Envoy, LocalError> {
         let binary = find_or_install_envoy(config.envoy.as_deref())?;
         let dir = temp_dir("envoy")?;
         let (listener_port, admin_port) = two_free_ports()?;
@@ -113,7 +112,7 @@ impl Envoy {
     }
 
     /// Starts Envoy on a bootstrap already written into `launch.dir`, waits until LIVE.
-    pub(crate) fn launch(launch: Launch) -> Result<Envoy, HarnessError> {
+    pub fn launch(launch: Launch) -> Result<Envoy, LocalError> {
         let Launch {
             binary,
             dir,
@@ -129,7 +128,7 @@ impl Envoy {
             std::fs::File::create(dir.path().join("envoy.stdout")).map_err(io_error("create envoy.stdout"))?;
         let stderr_file = std::fs::File::create(&stderr_path).map_err(io_error("create envoy.stderr"))?;
 
-        let mut command = Command::new(&binary);
+        let mut command = dies_with_its_parent(&binary);
         command
             .arg("-c")
             .arg(&bootstrap_path)
@@ -148,18 +147,6 @@ impl Envoy {
             .stdout(stdout_file)
             .stderr(stderr_file)
             .process_group(0);
-        // Envoy sits in its own process group (a terminal's Ctrl-C does not reach it), so
-        // ask the kernel to kill it when the spawning (supervisor) thread dies, which also
-        // happens when this whole process is killed before any destructor runs.
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
 
         let (started_tx, started_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -173,14 +160,14 @@ impl Envoy {
             Ok(Ok(pid)) => pid,
             Ok(Err(e)) => {
                 let _ = supervisor.join();
-                return Err(HarnessError::Io {
+                return Err(LocalError::Io {
                     what: format!("run {}", binary.display()),
                     source: e,
                 });
             }
             Err(_) => {
                 let _ = supervisor.join();
-                return Err(HarnessError::EnvoyStart {
+                return Err(LocalError::EnvoyStart {
                     reason: "the supervisor thread ended before starting Envoy".to_owned(),
                     log_tail: String::new(),
                 });
@@ -201,11 +188,11 @@ impl Envoy {
         Ok(envoy)
     }
 
-    fn wait_ready(&self, limit: Duration) -> Result<(), HarnessError> {
+    fn wait_ready(&self, limit: Duration) -> Result<(), LocalError> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.exit_status() {
-                return Err(HarnessError::EnvoyStart {
+                return Err(LocalError::EnvoyStart {
                     reason: format!("Envoy exited with {status}"),
                     log_tail: self.log_tail(40),
                 });
@@ -216,7 +203,7 @@ impl Envoy {
                 }
             }
             if Instant::now() > deadline {
-                return Err(HarnessError::EnvoyStart {
+                return Err(LocalError::EnvoyStart {
                     reason: format!("not ready after {limit:?}"),
                     log_tail: self.log_tail(40),
                 });
@@ -254,18 +241,18 @@ impl Envoy {
     }
 
     /// GET on the admin port.
-    pub fn admin_get(&self, path: &str) -> Result<super::Response, HarnessError> {
+    pub fn admin_get(&self, path: &str) -> Result<super::Response, LocalError> {
         let mut client = Client::connect(self.admin())?;
         client.send(&Request::get(path).header("Connection", "close"))
     }
 
     /// `/stats` as text (`name: value` lines).
-    pub fn stats(&self) -> Result<String, HarnessError> {
+    pub fn stats(&self) -> Result<String, LocalError> {
         Ok(self.admin_get("/stats")?.body_text())
     }
 
     /// `/stats/prometheus`.
-    pub fn prometheus(&self) -> Result<String, HarnessError> {
+    pub fn prometheus(&self) -> Result<String, LocalError> {
         Ok(self.admin_get("/stats/prometheus")?.body_text())
     }
 
@@ -275,28 +262,28 @@ impl Envoy {
     /// (every second, `TICK_MILLISECONDS` in filter/src/lib.rs), so a scrape made right after the
     /// requests can miss up to a second of them. Waiting [`COUNTER_FLUSH`] covers one full tick
     /// on every worker.
-    pub fn prometheus_flushed(&self) -> Result<String, HarnessError> {
+    pub fn prometheus_flushed(&self) -> Result<String, LocalError> {
         std::thread::sleep(COUNTER_FLUSH);
         self.prometheus()
     }
 
     /// `/stats` once the filter has flushed its counts, as [`Envoy::prometheus_flushed`].
-    pub fn stats_flushed(&self) -> Result<String, HarnessError> {
+    pub fn stats_flushed(&self) -> Result<String, LocalError> {
         std::thread::sleep(COUNTER_FLUSH);
         self.stats()
     }
 
     /// One counter or gauge from `/stats` by its full name; `None` when absent.
-    pub fn stat(&self, name: &str) -> Result<Option<u64>, HarnessError> {
+    pub fn stat(&self, name: &str) -> Result<Option<u64>, LocalError> {
         let text = self.stats()?;
         Ok(stat_value(&text, name))
     }
 
     /// Pushes a new filter config the way a control plane would (ECDS file,
     /// written then renamed over), and waits for Envoy to accept or reject it.
-    pub fn update_filter_config(&mut self, configuration: &str) -> Result<UpdateOutcome, HarnessError> {
+    pub fn update_filter_config(&mut self, configuration: &str) -> Result<UpdateOutcome, LocalError> {
         let mut filter = self.filter.clone().ok_or_else(|| {
-            HarnessError::Protocol("this Envoy runs without the wasm filter: nothing to update".to_owned())
+            LocalError::Protocol("this Envoy runs without the wasm filter: nothing to update".to_owned())
         })?;
         filter.configuration = configuration.to_owned();
         let wasm_path = match &filter.code {
@@ -325,7 +312,7 @@ impl Envoy {
                 });
             }
             if Instant::now() > deadline {
-                return Err(HarnessError::Timeout(format!(
+                return Err(LocalError::Timeout(format!(
                     "Envoy neither accepted nor rejected the filter config pushed to {}\n--- Envoy log ---\n{}",
                     self.layout.ecds_path.display(),
                     self.log_tail(30)
@@ -463,6 +450,25 @@ fn tail(text: &str, lines: usize) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A command that runs `binary` and is killed by the kernel when the thread that spawned it
+/// (the supervisor) dies, which also happens when this whole process is killed before any
+/// destructor runs: Envoy sits in its own process group, so a terminal's Ctrl-C does not reach it.
+/// On Linux through util-linux's `setpriv --pdeathsig KILL` (which then execs Envoy in its own
+/// place: same pid), so this crate needs no `unsafe` `pre_exec`; without `setpriv`, or on other
+/// systems, Envoy is still stopped on `Drop`.
+fn dies_with_its_parent(binary: &Path) -> Command {
+    #[cfg(target_os = "linux")]
+    {
+        const SETPRIV: &str = "/usr/bin/setpriv";
+        if Path::new(SETPRIV).is_file() {
+            let mut command = Command::new(SETPRIV);
+            command.args(["--pdeathsig", "KILL"]).arg(binary);
+            return command;
+        }
+    }
+    Command::new(binary)
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
-//! A real Envoy, upstream versions and a raw HTTP client on loopback, for the
-//! end-to-end tests (`tests/e2e.rs`) and the `sticky-canary demo` command.
+//! What `sticky-canary demo` and `install-envoy` run on this machine: a real Envoy (installed
+//! into the per-user cache on first use), the app's versions as small HTTP servers, and an
+//! HTTP/1.1 client with a cookie jar, all on loopback. The test harness
+//! (`tests/harness`, not shipped) builds on these and adds Istio's own code, a registry and load.
 //!
 //! ```no_run
-//! use sticky_canary::harness::{Backend, Client, Envoy, EnvoyConfig, Request};
+//! use sticky_canary::local::{Backend, Client, Envoy, EnvoyConfig, Request};
 //!
-//! # fn main() -> Result<(), sticky_canary::harness::HarnessError> {
+//! # fn main() -> Result<(), sticky_canary::local::LocalError> {
 //! let v1 = Backend::start("v1")?;
 //! let v2 = Backend::start("v2")?;
 //! let config = EnvoyConfig::by_header("x-canary-version", &[&v1, &v2]);
@@ -24,9 +26,6 @@ pub mod bootstrap;
 pub mod client;
 pub mod envoy;
 pub mod envoy_binary;
-pub mod istio;
-pub mod load;
-pub mod registry;
 
 use std::fmt;
 use std::path::Path;
@@ -36,11 +35,10 @@ pub use bootstrap::{EnvoyConfig, FailurePolicy, FilterSpec, HeaderRoute, RouteTa
 pub use client::{Client, CookieJar, Request, Response, SetCookie};
 pub use envoy::{Envoy, UpdateOutcome};
 pub use envoy_binary::{envoy_release, find_envoy, find_or_install_envoy, PINNED_ENVOY};
-pub use registry::Registry;
 
 /// What went wrong while setting up or talking to Envoy and the backends.
 #[derive(Debug)]
-pub enum HarnessError {
+pub enum LocalError {
     /// No Envoy binary, and installing one failed: says how to install it by hand.
     EnvoyMissing(String),
     /// Envoy exited or never became ready; carries the end of its log.
@@ -55,51 +53,51 @@ pub enum HarnessError {
     Tool(String),
 }
 
-impl fmt::Display for HarnessError {
+impl fmt::Display for LocalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HarnessError::EnvoyMissing(how) => write!(f, "Envoy not found: {how}"),
-            HarnessError::EnvoyStart { reason, log_tail } => {
+            LocalError::EnvoyMissing(how) => write!(f, "Envoy not found: {how}"),
+            LocalError::EnvoyStart { reason, log_tail } => {
                 write!(
                     f,
                     "Envoy did not start: {reason}\n--- Envoy log (last lines) ---\n{log_tail}"
                 )
             }
-            HarnessError::Io { what, source } => write!(f, "{what}: {source}"),
-            HarnessError::Protocol(message) => write!(f, "HTTP protocol error: {message}"),
-            HarnessError::Timeout(message) => write!(f, "timed out: {message}"),
-            HarnessError::Tool(message) => write!(f, "{message}"),
+            LocalError::Io { what, source } => write!(f, "{what}: {source}"),
+            LocalError::Protocol(message) => write!(f, "HTTP protocol error: {message}"),
+            LocalError::Timeout(message) => write!(f, "timed out: {message}"),
+            LocalError::Tool(message) => write!(f, "{message}"),
         }
     }
 }
 
-impl std::error::Error for HarnessError {
+impl std::error::Error for LocalError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            HarnessError::Io { source, .. } => Some(source),
+            LocalError::Io { source, .. } => Some(source),
             _ => None,
         }
     }
 }
 
 /// Wraps an I/O error with what was being done.
-pub(crate) fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
+pub fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
     let what = what.into();
-    move |source| HarnessError::Io { what, source }
+    move |source| LocalError::Io { what, source }
 }
 
 /// A loopback port that was free a moment ago (bound to port 0, then released).
 ///
 /// Envoy binds its own sockets, so its ports are picked this way; a collision
 /// in the short gap is possible but shows up as a clear start error.
-pub fn free_port() -> Result<u16, HarnessError> {
+pub fn free_port() -> Result<u16, LocalError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_error("bind 127.0.0.1:0"))?;
     let port = listener.local_addr().map_err(io_error("read a bound port"))?.port();
     Ok(port)
 }
 
 /// Two distinct free loopback ports (a listener and an admin port for one Envoy).
-pub(crate) fn two_free_ports() -> Result<(u16, u16), HarnessError> {
+pub fn two_free_ports() -> Result<(u16, u16), LocalError> {
     let first = free_port()?;
     let mut second = free_port()?;
     while second == first {
@@ -112,7 +110,7 @@ pub use tempfile::TempDir;
 
 /// A new directory `$TMPDIR/sticky-canary-<purpose>-XXXXXX`, removed with its contents when the
 /// [`TempDir`] is dropped (`TempDir::keep` keeps it, for looking at a failed run).
-pub fn temp_dir(purpose: &str) -> Result<TempDir, HarnessError> {
+pub fn temp_dir(purpose: &str) -> Result<TempDir, LocalError> {
     tempfile::Builder::new()
         .prefix(&format!("sticky-canary-{purpose}-"))
         .tempdir()
@@ -120,6 +118,6 @@ pub fn temp_dir(purpose: &str) -> Result<TempDir, HarnessError> {
 }
 
 /// [`crate::files::write_atomically`], with the harness's error.
-pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), HarnessError> {
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), LocalError> {
     crate::files::write_atomically(path, contents).map_err(io_error(format!("write {}", path.display())))
 }

@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use super::client::header_value;
 use super::client::{read_body, read_head, MessageHead};
-use super::{io_error, HarnessError};
+use super::{io_error, LocalError};
 
 /// One upstream version listening on a free loopback port; stopped on `Drop`.
 pub struct Backend {
@@ -46,23 +47,23 @@ struct Shared {
 
 impl Backend {
     /// Starts the server for `version` (also the Envoy cluster name).
-    pub fn start(version: &str) -> Result<Backend, HarnessError> {
+    pub fn start(version: &str) -> Result<Backend, LocalError> {
         Backend::start_with_pages(version, Vec::new())
     }
 
     /// Like [`Backend::start`], and answers each `(path, html)` page's exact path (without the
     /// query) with `200 text/html` and that body, `{{version}}` replaced by the version, for tests
     /// that drive a real browser.
-    pub fn start_with_pages(version: &str, pages: Vec<(String, String)>) -> Result<Backend, HarnessError> {
+    pub fn start_with_pages(version: &str, pages: Vec<(String, String)>) -> Result<Backend, LocalError> {
         Backend::spawn(version, pages, false)
     }
 
     /// Like [`Backend::start`], and keeps the headers of every request it answers.
-    pub fn start_recording(version: &str) -> Result<Backend, HarnessError> {
+    pub fn start_recording(version: &str) -> Result<Backend, LocalError> {
         Backend::spawn(version, Vec::new(), true)
     }
 
-    fn spawn(version: &str, pages: Vec<(String, String)>, record: bool) -> Result<Backend, HarnessError> {
+    fn spawn(version: &str, pages: Vec<(String, String)>, record: bool) -> Result<Backend, LocalError> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("bind a backend port"))?;
         let addr = listener.local_addr().map_err(io_error("read a backend port"))?;
         let shared = Arc::new(Shared {
@@ -112,11 +113,6 @@ impl Backend {
 /// One request's header lines: (lowercase name, value).
 pub type Headers = Vec<(String, Vec<u8>)>;
 
-/// The first value of header `name` (lowercase) in `headers`.
-pub fn header_value<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
-}
-
 impl Drop for Backend {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -152,7 +148,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
         let head = match read_head(&mut reader) {
             Ok(Some(head)) => head,
             Ok(None) => return,
-            Err(HarnessError::Io { source, .. })
+            Err(LocalError::Io { source, .. })
                 if matches!(
                     source.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
@@ -242,7 +238,7 @@ pub fn seen_headers(body: &[u8], name: &str) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::{Client, Request};
+    use crate::local::{Client, Request};
 
     #[test]
     fn answers_with_its_version_and_echoes_headers() {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::{Backend, HarnessError};
+use super::{Backend, LocalError};
 
 /// The name of the filter in the HTTP filter chain, its ECDS resource and its stats.
 pub const FILTER_NAME: &str = "sticky-canary";
@@ -223,7 +223,7 @@ impl EnvoyConfig {
 
 /// Ports and file paths of one Envoy run.
 #[derive(Debug, Clone)]
-pub(crate) struct Layout {
+pub struct Layout {
     pub listener_port: u16,
     pub admin_port: u16,
     /// The ECDS file Envoy watches (replaced by rename on updates).
@@ -314,10 +314,10 @@ fn route_entries(routes: &RouteTable) -> Value {
 }
 
 /// The ECDS resource file: a DiscoveryResponse holding the wasm filter config.
-pub(crate) fn ecds_document(filter: &FilterSpec, wasm_path: &Path) -> Result<String, HarnessError> {
+pub(crate) fn ecds_document(filter: &FilterSpec, wasm_path: &Path) -> Result<String, LocalError> {
     let wasm = if let WasmCode::TypedConfig(raw) = &filter.code {
         serde_json::from_str(raw)
-            .map_err(|e| HarnessError::Protocol(format!("the filter's typed_config is not JSON: {e}")))?
+            .map_err(|e| LocalError::Protocol(format!("the filter's typed_config is not JSON: {e}")))?
     } else {
         built_typed_config(filter, wasm_path)
     };

@@ -11,10 +11,10 @@
 //! re-translations to the running Envoy the way istiod pushes a changed object.
 //!
 //! ```no_run
-//! use sticky_canary::harness::istio::{IstioProxy, Translate, REVISIONS};
-//! use sticky_canary::harness::{envoy_release, Backend, Client, Request};
+//! use sticky_canary_harness::istio::{IstioProxy, Translate, REVISIONS};
+//! use sticky_canary_harness::{envoy_release, Backend, Client, Request};
 //!
-//! # fn main() -> Result<(), sticky_canary::harness::HarnessError> {
+//! # fn main() -> Result<(), sticky_canary_harness::LocalError> {
 //! let v1 = Backend::start("v1")?;
 //! let mut translate = Translate::new(vec!["manifests".into()]);
 //! translate.endpoint("outbound|80|v1|svc-my-app.ns-canary-istio.svc.cluster.local", v1.addr());
@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::bootstrap::{Layout, STATS_TAGS};
-use super::envoy::{stat_value, Launch};
-use super::{io_error, temp_dir, two_free_ports, Envoy, HarnessError, TempDir};
+use sticky_canary::local::bootstrap::{Layout, STATS_TAGS};
+use sticky_canary::local::envoy::{stat_value, Launch};
+use sticky_canary::local::{io_error, temp_dir, two_free_ports, Envoy, LocalError, TempDir};
 
 /// An AKS add-on revision, the Istio release line behind it, and the upstream Envoy release
 /// of the line that Istio's proxy builds on (istio/proxy `ENVOY_VERSION.txt` on each release
@@ -189,7 +189,7 @@ impl Translate {
     }
 
     /// Runs the tool into `out` (atomically per file, so a watching Envoy never reads half a file).
-    pub fn run(&self, out: &Path, wasm_cache: &Path, listen: SocketAddr) -> Result<Summary, HarnessError> {
+    pub fn run(&self, out: &Path, wasm_cache: &Path, listen: SocketAddr) -> Result<Summary, LocalError> {
         let tool = istio_xds()?;
         let endpoints_path = out.join("endpoints.input.json");
         let endpoints: BTreeMap<&String, Vec<String>> = self
@@ -228,9 +228,10 @@ impl Translate {
             }
             Proxy::GatewayApi { namespace, gateway } => {
                 command.args(["--proxy", "gateway", "--proxy-namespace", namespace]);
-                command
-                    .arg("--proxy-label")
-                    .arg(format!("{}={gateway}", crate::render::objects::GATEWAY_NAME_LABEL));
+                command.arg("--proxy-label").arg(format!(
+                    "{}={gateway}",
+                    sticky_canary::render::objects::GATEWAY_NAME_LABEL
+                ));
             }
         }
         let output = command
@@ -238,7 +239,7 @@ impl Translate {
             .output()
             .map_err(io_error(format!("run {}", tool.display())))?;
         if !output.status.success() {
-            return Err(HarnessError::Tool(format!(
+            return Err(LocalError::Tool(format!(
                 "istio-xds translate failed ({}):\n{}{}",
                 output.status,
                 String::from_utf8_lossy(&output.stdout),
@@ -249,11 +250,11 @@ impl Translate {
     }
 }
 
-fn read_summary(out: &Path) -> Result<Summary, HarnessError> {
+fn read_summary(out: &Path) -> Result<Summary, LocalError> {
     let path = out.join("summary.json");
     let text = std::fs::read_to_string(&path).map_err(io_error(format!("read {}", path.display())))?;
     serde_json::from_str(&text).map_err(|e| {
-        HarnessError::Tool(format!(
+        LocalError::Tool(format!(
             "{} is not the summary the harness expects: {e}",
             path.display()
         ))
@@ -267,21 +268,21 @@ fn repo_root() -> PathBuf {
 
 /// The `istio-xds` binary, built once per process by `tools/build-go-tool.sh istio-xds` (Go; the
 /// first build downloads Istio's module graph and takes minutes, later ones are cached).
-pub fn istio_xds() -> Result<PathBuf, HarnessError> {
+pub fn istio_xds() -> Result<PathBuf, LocalError> {
     // get_or_init runs the build once; concurrent callers wait for it.
     static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     TOOL.get_or_init(|| build_go_tool("istio-xds", "STICKY_CANARY_ISTIO_XDS"))
         .clone()
-        .map_err(HarnessError::Tool)
+        .map_err(LocalError::Tool)
 }
 
 /// The `progressive` binary (tools/progressive: Flagger's and Argo Rollouts' own routers),
 /// built once per process by `tools/build-go-tool.sh progressive`.
-pub fn progressive() -> Result<PathBuf, HarnessError> {
+pub fn progressive() -> Result<PathBuf, LocalError> {
     static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     TOOL.get_or_init(|| build_go_tool("progressive", "STICKY_CANARY_PROGRESSIVE"))
         .clone()
-        .map_err(HarnessError::Tool)
+        .map_err(LocalError::Tool)
 }
 
 /// Builds `tools/NAME` with `tools/build-go-tool.sh` (or takes the binary `env` names) and returns its path.
@@ -325,7 +326,7 @@ fn build_go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
 
 /// Runs `istio-xds analyze` (istioctl analyze's own analyzers, no cluster) on the given
 /// files or directories; returns its report when it found no error-level message.
-pub fn analyze(inputs: &[PathBuf]) -> Result<String, HarnessError> {
+pub fn analyze(inputs: &[PathBuf]) -> Result<String, LocalError> {
     let tool = istio_xds()?;
     let output = Command::new(&tool)
         .arg("analyze")
@@ -341,7 +342,7 @@ pub fn analyze(inputs: &[PathBuf]) -> Result<String, HarnessError> {
     if output.status.success() {
         Ok(report)
     } else {
-        Err(HarnessError::Tool(format!(
+        Err(LocalError::Tool(format!(
             "istio-xds analyze {inputs:?} reported errors ({}):\n{report}",
             output.status
         )))
@@ -414,7 +415,7 @@ fn xds_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 impl IstioProxy {
     /// Translates, writes a bootstrap that reads the translation's files, starts `envoy_binary`
     /// and waits until it is LIVE (every listener warmed, which needs every ECDS config).
-    pub fn start(envoy_binary: &Path, translate: Translate) -> Result<IstioProxy, HarnessError> {
+    pub fn start(envoy_binary: &Path, translate: Translate) -> Result<IstioProxy, LocalError> {
         let xds = temp_dir("istio-xds")?;
         let cache = temp_dir("wasm-cache")?;
         let (listener_port, admin_port) = two_free_ports()?;
@@ -456,7 +457,7 @@ impl IstioProxy {
     /// Re-renders have happened: translates `inputs` again into the files Envoy watches and
     /// waits until Envoy took every changed resource (as istiod's push would deliver them).
     /// A rejected update is an error carrying Envoy's log since the push.
-    pub fn update(&mut self, inputs: Vec<PathBuf>) -> Result<&Summary, HarnessError> {
+    pub fn update(&mut self, inputs: Vec<PathBuf>) -> Result<&Summary, LocalError> {
         let before = xds_files(self.xds.path());
         let (success, rejected) = xds_updates(&self.envoy.stats()?);
         let log_mark = self.envoy.log_len();
@@ -472,7 +473,7 @@ impl IstioProxy {
             let (now_success, now_rejected) = xds_updates(&self.envoy.stats()?);
             if now_rejected > rejected {
                 std::thread::sleep(Duration::from_millis(200));
-                return Err(HarnessError::Protocol(format!(
+                return Err(LocalError::Protocol(format!(
                     "Envoy rejected a re-translated resource:\n{}",
                     self.envoy.log_since(log_mark)
                 )));
@@ -483,7 +484,7 @@ impl IstioProxy {
                 return Ok(&self.summary);
             }
             if Instant::now() > deadline {
-                return Err(HarnessError::Timeout(format!(
+                return Err(LocalError::Timeout(format!(
                     "Envoy applied {} of {changed} changed xDS files within 20 s\n{}",
                     now_success - success,
                     self.envoy.log_since(log_mark)
@@ -519,7 +520,7 @@ impl IstioProxy {
     }
 
     /// A counter or gauge by its full name.
-    pub fn stat(&self, name: &str) -> Result<Option<u64>, HarnessError> {
+    pub fn stat(&self, name: &str) -> Result<Option<u64>, LocalError> {
         Ok(stat_value(&self.envoy.stats()?, name))
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{io_error, Client, HarnessError};
+use sticky_canary::local::{io_error, Client, LocalError};
 
 /// The caller's work for one request: sends it on the client and checks the reply.
 /// `sequence` counts requests over all workers. `Err` is a failed request.
@@ -74,7 +74,7 @@ impl Load {
         connections: usize,
         rate_per_second: u32,
         job: Arc<Job>,
-    ) -> Result<Load, HarnessError> {
+    ) -> Result<Load, LocalError> {
         let connections = connections.max(1);
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -161,14 +161,14 @@ pub fn over_connections<T: Sync, R: Send>(
     items: &[T],
     connections: usize,
     each: impl Fn(&mut Client, &T) -> R + Sync,
-) -> Result<Vec<R>, HarnessError> {
+) -> Result<Vec<R>, LocalError> {
     let size = items.len().div_ceil(connections.max(1)).max(1);
     let each = &each;
     std::thread::scope(|scope| {
         let workers: Vec<_> = items
             .chunks(size)
             .map(|chunk| {
-                scope.spawn(move || -> Result<Vec<R>, HarnessError> {
+                scope.spawn(move || -> Result<Vec<R>, LocalError> {
                     let mut client = Client::connect(addr)?;
                     Ok(chunk.iter().map(|item| each(&mut client, item)).collect())
                 })

