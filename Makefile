@@ -17,8 +17,8 @@ test: setup lint unit system wasm-tests fuzz bench-smoke
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features sticky-canary/system-tests -- -D warnings
-	# Licenses and banned crates, from the lock file and the local registry cache (deny.toml).
-	cargo deny --offline --all-features check licenses bans
+	# Licenses and banned crates (deny.toml), from the lock file; no advisory database is fetched.
+	cargo deny --all-features check licenses bans
 	cargo clippy -p sticky-canary-filter --target wasm32-wasip1 --target-dir target/clippy-wasm -- -D warnings
 	# The ablation builds bench/gateway.py makes (not shipped; bench-smoke skips them to stay short).
 	cargo clippy -p sticky-canary-filter --target wasm32-wasip1 --target-dir target/clippy-wasm --all-features -- -D warnings

@@ -46,11 +46,17 @@ if [ ! -x .venv/bin/python3 ]; then
   python3 -m venv .venv
 fi
 
+CARGO_DENY_VERSION=0.20.2
 wb_version=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
 if [ -n "$wb_version" ] && ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q "$wb_version"; then
   step "wasm-bindgen-cli $wb_version (test runner for policy-core compiled to wasm; a few minutes)"
   # Not --locked: the registry mirror lacks one of its pinned transitive versions.
   cargo install -q wasm-bindgen-cli --version "$wb_version"
+fi
+
+if ! cargo deny --version >/dev/null 2>&1; then
+  step "cargo-deny (make lint: licenses and bans; a few minutes)"
+  cargo install -q --locked cargo-deny --version "$CARGO_DENY_VERSION"
 fi
 
 step "tools/istio-xds: Istio's own translation and module fetch, for the chain tests (Go; the first build fetches Istio's modules)"
