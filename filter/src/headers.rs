@@ -118,6 +118,46 @@ mod tests {
         assert_eq!(headers.iter().count(), 3);
     }
 
+    /// `proxy_get_header_map_pairs`' form, written by hand from the ABI spec (0.2.1), not by
+    /// [`serialise`]: a little-endian u32 count, then per pair a u32 key length and a u32 value
+    /// length, then each key and each value followed by a NUL.
+    const TWO_PAIRS: [u8; 56] = [
+        2, 0, 0, 0, // 2 pairs
+        10, 0, 0, 0, // key 1: 10 bytes (":authority")
+        13, 0, 0, 0, // value 1: 13 bytes ("a.example.com")
+        6, 0, 0, 0, // key 2: 6 bytes ("cookie")
+        3, 0, 0, 0, // value 2: 3 bytes ("s=1")
+        b':', b'a', b'u', b't', b'h', b'o', b'r', b'i', b't', b'y', 0, //
+        b'a', b'.', b'e', b'x', b'a', b'm', b'p', b'l', b'e', b'.', b'c', b'o', b'm', 0, //
+        b'c', b'o', b'o', b'k', b'i', b'e', 0, //
+        b's', b'=', b'1', 0,
+    ];
+
+    #[test]
+    fn reads_the_abi_layout_written_by_hand() {
+        let headers = HeaderPairs::parse(&TWO_PAIRS).unwrap();
+        let pairs: Vec<(&[u8], &[u8])> = headers.iter().collect();
+        assert_eq!(
+            pairs,
+            [
+                (&b":authority"[..], &b"a.example.com"[..]),
+                (&b"cookie"[..], &b"s=1"[..])
+            ]
+        );
+        assert_eq!(headers.get(":authority"), Some(&b"a.example.com"[..]));
+        assert_eq!(headers.get("cookie"), Some(&b"s=1"[..]));
+        assert_eq!(headers.get("cookie2"), None);
+        // And the serialiser the tests and the fuzz target use writes exactly these bytes.
+        assert_eq!(
+            serialise(&[(":authority", "a.example.com"), ("cookie", "s=1")]),
+            TWO_PAIRS
+        );
+        // A value length one too long (so its NUL is misplaced) is refused.
+        let mut wrong = TWO_PAIRS;
+        wrong[8] = 14;
+        assert!(HeaderPairs::parse(&wrong).is_none());
+    }
+
     #[test]
     fn empty_buffers_are_empty_maps() {
         for bytes in [Vec::new(), serialise(&[])] {
