@@ -12,7 +12,7 @@
 //! touched at all: on a gateway shared by many apps, requests for hosts no route owns belong to
 //! others (their VirtualServices decide what a header means).
 //!
-//! [`Callbacks`] is that flow, over a [`Host`]: in wasm the proxy-wasm ABI ([`host::abi`], whose
+//! [`Callbacks`] is that flow, over a [`Host`]: in wasm the proxy-wasm ABI (`host::abi`, whose
 //! exports hand over to it), in the unit tests a fake host that records every call. No SDK: see
 //! `host/abi.rs` for why, and docs/benchmarks.md for what it buys. Logging goes through the `log`
 //! facade ([`logger`]); at debug level each routed request leaves a one-line decision trace.
@@ -131,6 +131,7 @@ pub struct Callbacks<H: Host> {
 }
 
 impl<H: Host> Callbacks<H> {
+    /// A VM with no context yet (const: in wasm it is a `thread_local!` with no lazy init).
     pub const fn new(host: H) -> Callbacks<H> {
         Callbacks {
             host,
@@ -160,6 +161,8 @@ impl<H: Host> Callbacks<H> {
         true
     }
 
+    /// `proxy_on_context_create`: a plugin configuration (root 0) or a request on one; the
+    /// request keeps the configuration in force now until it ends.
     pub fn context_create(&self, context_id: u32, root_context_id: u32) {
         self.with_contexts(|contexts| {
             if root_context_id == 0 {
@@ -183,6 +186,8 @@ impl<H: Host> Callbacks<H> {
         });
     }
 
+    /// `proxy_on_configure`: validates the new configuration; `false` (refused, logged field by
+    /// field, counted) keeps the previous one in force.
     pub fn configure(&self, root_context_id: u32, plugin_configuration_size: usize) -> bool {
         self.with_contexts(|contexts| {
             let root = contexts.roots.entry(root_context_id).or_default();
@@ -202,6 +207,7 @@ impl<H: Host> Callbacks<H> {
         self.read_clock();
     }
 
+    /// `proxy_on_request_headers`: route, decide, write the routing headers, strip the override.
     pub fn request_headers(&self, context_id: u32) {
         self.with_contexts(|contexts| {
             if let Some(Stream {
@@ -223,6 +229,7 @@ impl<H: Host> Callbacks<H> {
         });
     }
 
+    /// `proxy_on_response_headers`: the Set-Cookie and the served-version header, if any.
     pub fn response_headers(&self, context_id: u32) {
         self.with_contexts(|contexts| {
             if let Some(stream) = contexts.streams.get_mut(&context_id) {
@@ -231,6 +238,8 @@ impl<H: Host> Callbacks<H> {
         });
     }
 
+    /// `proxy_on_delete`: a request or a root is gone; its configuration's counts are handed over
+    /// when it was the last to hold it.
     pub fn delete(&self, context_id: u32) {
         self.with_contexts(|contexts| {
             if let Some(stream) = contexts.streams.remove(&context_id) {

@@ -1,7 +1,7 @@
 //! Every host call the filter makes, as one trait: the filter's logic ([`crate::Callbacks`])
 //! reaches Envoy only through [`Host`].
 //!
-//! In wasm the implementation is [`abi::Abi`], the proxy-wasm ABI itself (the only `unsafe`
+//! In wasm the implementation is `abi::Abi`, the proxy-wasm ABI itself (the only `unsafe`
 //! code of the crate, with the exports Envoy calls); natively, the unit tests drive the same
 //! logic through a fake host that records every call (`crate::fake`). `Callbacks` is generic
 //! over its host and `Abi` has no fields, so in wasm each call compiles to the direct import
