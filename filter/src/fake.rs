@@ -43,7 +43,8 @@ impl Call {
 #[derive(Debug)]
 pub struct State {
     pub calls: Vec<Call>,
-    pub level: Level,
+    /// What `proxy_get_log_level` answers (`None`: logging off).
+    pub level: Option<Level>,
     pub config: Vec<u8>,
     pub request: Vec<(String, String)>,
     pub response: Vec<(String, String)>,
@@ -61,7 +62,7 @@ impl Default for State {
     fn default() -> State {
         State {
             calls: Vec::new(),
-            level: Level::Info,
+            level: Some(Level::Info),
             config: Vec::new(),
             request: Vec::new(),
             response: Vec::new(),
@@ -161,7 +162,7 @@ impl Host for FakeHost {
         FakeHost::record(Call::Log(level, message.to_owned()), |_| ());
     }
 
-    fn log_level(&self) -> HostResult<Level> {
+    fn log_level(&self) -> HostResult<Option<Level>> {
         FakeHost::record(Call::LogLevel, |state| Ok(state.level))
     }
 

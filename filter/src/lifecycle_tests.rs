@@ -467,7 +467,7 @@ fn at_debug_level_each_routed_request_leaves_one_trace_line_without_credentials(
     assert!(exchange(&filter, 2, &headers).logs(Level::Debug).is_empty());
 
     // The operator lowers the level; the next tick follows it.
-    FakeHost::with(|host| host.level = Level::Debug);
+    FakeHost::with(|host| host.level = Some(Level::Debug));
     filter.tick(ROOT);
     let policy = policy_core::Policy::from_json(v1_v2().as_bytes()).unwrap();
     let (bucket, version) = policy.routes()[0].assign(session.as_bytes());
@@ -528,7 +528,7 @@ fn at_debug_level_each_routed_request_leaves_one_trace_line_without_credentials(
     }
 
     // Back to info: no trace after the next tick.
-    FakeHost::with(|host| host.level = Level::Info);
+    FakeHost::with(|host| host.level = Some(Level::Info));
     filter.tick(ROOT);
     assert!(exchange(&filter, 7, &headers).logs(Level::Debug).is_empty());
 }
@@ -543,8 +543,10 @@ fn the_vm_start_names_the_build_at_info_level() {
         matches!(&calls[1], Call::Log(Level::Info, m) if m.starts_with("sticky-canary filter 0.1.0 (git ")),
         "{calls:?}"
     );
-    // At error level, the same start writes nothing.
-    FakeHost::with(|host| host.level = Level::Error);
-    assert!(filter.vm_start());
-    assert_eq!(FakeHost::take_calls(), [Call::LogLevel]);
+    // At error level, or with the host's logging off, the same start writes nothing.
+    for level in [Some(Level::Error), None] {
+        FakeHost::with(|host| host.level = level);
+        assert!(filter.vm_start());
+        assert_eq!(FakeHost::take_calls(), [Call::LogLevel], "{level:?}");
+    }
 }

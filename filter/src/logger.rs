@@ -45,16 +45,16 @@ fn host_level(level: log::Level) -> Level {
     }
 }
 
-/// The facade's filter for the host's level. `log` has no critical level: at critical, only
-/// the panic hook (which calls the host directly) writes anything.
-pub fn level_filter(level: Level) -> LevelFilter {
+/// The facade's filter for the host's level (`None`: the host writes nothing). `log` has no
+/// critical level: at critical, only the panic hook (which calls the host directly) writes.
+pub fn level_filter(level: Option<Level>) -> LevelFilter {
     match level {
-        Level::Trace => LevelFilter::Trace,
-        Level::Debug => LevelFilter::Debug,
-        Level::Info => LevelFilter::Info,
-        Level::Warn => LevelFilter::Warn,
-        Level::Error => LevelFilter::Error,
-        Level::Critical => LevelFilter::Off,
+        Some(Level::Trace) => LevelFilter::Trace,
+        Some(Level::Debug) => LevelFilter::Debug,
+        Some(Level::Info) => LevelFilter::Info,
+        Some(Level::Warn) => LevelFilter::Warn,
+        Some(Level::Error) => LevelFilter::Error,
+        Some(Level::Critical) | None => LevelFilter::Off,
     }
 }
 
@@ -100,11 +100,12 @@ mod tests {
 
     #[test]
     fn host_levels_map_to_the_facade_and_back() {
-        assert_eq!(level_filter(Level::Info), LevelFilter::Info);
-        assert_eq!(level_filter(Level::Debug), LevelFilter::Debug);
-        assert_eq!(level_filter(Level::Critical), LevelFilter::Off);
+        assert_eq!(level_filter(Some(Level::Info)), LevelFilter::Info);
+        assert_eq!(level_filter(Some(Level::Debug)), LevelFilter::Debug);
+        assert_eq!(level_filter(Some(Level::Critical)), LevelFilter::Off);
+        assert_eq!(level_filter(None), LevelFilter::Off);
         for level in [log::Level::Error, log::Level::Warn, log::Level::Info, log::Level::Debug] {
-            assert_eq!(level_filter(host_level(level)), level.to_level_filter());
+            assert_eq!(level_filter(Some(host_level(level))), level.to_level_filter());
         }
         for abi in 0..6 {
             assert_eq!(Level::from_abi(abi).map(|l| l as u32), Some(abi));

@@ -23,6 +23,8 @@ const MAP_REQUEST_HEADERS: u32 = 0;
 const MAP_RESPONSE_HEADERS: u32 = 2;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const METRIC_COUNTER: u32 = 0;
+/// What Envoy's `proxy_get_log_level` answers when the wasm logger is off (spdlog's `off`).
+const LEVEL_OFF: u32 = 6;
 
 /// The ABI's `Action::Continue`.
 const ACTION_CONTINUE: u32 = 0;
@@ -123,11 +125,14 @@ impl Host for Abi {
         let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
     }
 
-    fn log_level(&self) -> HostResult<Level> {
+    fn log_level(&self) -> HostResult<Option<Level>> {
         let mut level = 0u32;
         // SAFETY: the out-pointer is a live local.
         status(unsafe { proxy_get_log_level(&mut level) })?;
-        Level::from_abi(level).ok_or(HostError(level))
+        match level {
+            LEVEL_OFF => Ok(None),
+            level => Level::from_abi(level).map(Some).ok_or(HostError(level)),
+        }
     }
 
     fn plugin_configuration(&self, size: usize) -> HostResult<Vec<u8>> {

@@ -57,8 +57,10 @@ pub enum Headers {
 pub trait Host {
     /// Writes a log line; a failure is ignored (there is nowhere else to report it).
     fn log(&self, level: Level, message: &str);
-    /// The lowest level the host writes (`proxy_get_log_level`).
-    fn log_level(&self) -> HostResult<Level>;
+    /// The lowest level the host writes (`proxy_get_log_level`); `None` when it writes nothing
+    /// (Envoy answers spdlog's `off`, 6, which is no level to write at: Envoy's `proxy_log`
+    /// aborts on it).
+    fn log_level(&self) -> HostResult<Option<Level>>;
     /// The plugin configuration, `size` bytes as `proxy_on_configure` announced (empty when none).
     fn plugin_configuration(&self, size: usize) -> HostResult<Vec<u8>>;
     /// Every header of a map in one call, in the ABI's serialised form
