@@ -117,6 +117,10 @@ ABLATIONS = [
     # none of its work between them; (d) minus this row is what the filter's own work costs.
     Configuration("abl-floor", "floor: (d)'s callbacks and host calls, none of its work", ("calls-only",),
                   scenarios=("returning", "new", "cookie4k")),
+    # Not a lever either: what the debug decision trace costs at the default (info) level, where
+    # it is one comparison per request; this build has it compiled out.
+    Configuration("abl-trace", "(d) but the debug decision trace compiled out", ("no-trace",),
+                  scenarios=("returning", "new")),
     Configuration("abl-all", "(d) with all six undone",
                   ("single-reads", "metric-per-request", "all-callbacks", "random-per-request"), SHA_OPT_Z + FILTER_OPT_Z,
                   scenarios=("returning", "new")),

@@ -6,7 +6,12 @@
 // 100-200 ns per request, mostly copying the headers into the module), the same for every
 // module, so differences are the modules' own.
 //
-//   node bench/wasm-micro.mjs [--new-clients] [--rounds N] [--requests N] A.wasm [B.wasm ...]
+//   node bench/wasm-micro.mjs [--new-clients] [--cpu] [--log-level N] [--rounds N] [--requests N] A.wasm [B.wasm ...]
+//
+// `--cpu` times each round by the process's CPU time instead of the wall clock: steadier on a
+// machine shared with other jobs (time spent descheduled is not counted).
+// `--log-level` is what `proxy_get_log_level` answers (proxy-wasm levels: 1 debug, 2 info, the
+// default; a module at debug writes its decision trace, which the stub drops).
 //
 // Exploration aid for filter/ changes (which lever moved which function); the figures in
 // docs/benchmarks.md come from bench/gateway.py on a real Envoy.
@@ -17,16 +22,20 @@ const args = process.argv.slice(2);
 let rounds = 5;
 let requests = 200000;
 let newClients = false;
+let logLevel = 2;
+let cpu = false;
 const modules = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '--rounds') rounds = Number(args[++i]);
   else if (a === '--requests') requests = Number(args[++i]);
   else if (a === '--new-clients') newClients = true;
+  else if (a === '--log-level') logLevel = Number(args[++i]);
+  else if (a === '--cpu') cpu = true;
   else modules.push(a);
 }
 if (modules.length === 0 || !(rounds > 0) || !(requests > 0)) {
-  console.error('usage: node bench/wasm-micro.mjs [--new-clients] [--rounds N] [--requests N] A.wasm [B.wasm ...]');
+  console.error('usage: node bench/wasm-micro.mjs [--new-clients] [--cpu] [--log-level N] [--rounds N] [--requests N] A.wasm [B.wasm ...]');
   process.exit(2);
 }
 
@@ -94,6 +103,7 @@ function load(file) {
       if (level >= 4) console.error(path.basename(file), dec.decode(new Uint8Array(host.instance.exports.memory.buffer, at, size)));
       return 0;
     },
+    proxy_get_log_level: (out) => { view().setUint32(out, logLevel, true); return 0; },
     proxy_get_buffer_bytes: (buffer, start, max, outData, outSize) => give(noop ? new Uint8Array() : POLICY, outData, outSize),
     proxy_get_header_map_pairs: (map, outData, outSize) => give(host.headers, outData, outSize),
     proxy_get_header_map_value: () => 1,
@@ -124,7 +134,7 @@ function load(file) {
   if (!e.proxy_on_configure(1, noop ? 0 : POLICY.length)) throw new Error(`${file}: configuration refused`);
   let next = 2;
   const run = (n) => {
-    const start = process.hrtime.bigint();
+    const start = cpu ? process.cpuUsage() : process.hrtime.bigint();
     for (let i = 0; i < n; i++) {
       const id = next++;
       host.headers = REQUESTS[i % REQUESTS.length];
@@ -132,6 +142,10 @@ function load(file) {
       e.proxy_on_request_headers(id, 6, 1);
       e.proxy_on_response_headers?.(id, 2, 0);
       e.proxy_on_delete?.(id);
+    }
+    if (cpu) {
+      const used = process.cpuUsage(start);
+      return ((used.user + used.system) * 1000) / n;
     }
     return Number(process.hrtime.bigint() - start) / n;
   };
@@ -154,7 +168,7 @@ for (let r = 0; r < rounds; r++) {
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const base = loaded[0];
-console.log(`${newClients ? 'new clients' : 'returning clients'}, ${rounds} rounds of ${requests} requests, Node ${process.versions.node} (V8 ${process.versions.v8})`);
+console.log(`${newClients ? 'new clients' : 'returning clients'}, log level ${logLevel}, ${cpu ? 'CPU time' : 'wall clock'}, ${rounds} rounds of ${requests} requests, Node ${process.versions.node} (V8 ${process.versions.v8})`);
 console.log('| module | ns/request (median) | vs first (within rounds) |');
 console.log('|---|---:|---:|');
 for (const m of loaded) {

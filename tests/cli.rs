@@ -145,8 +145,9 @@ fn wasm_writes_the_module_and_its_sha256() {
     assert!(stdout.starts_with(&sticky_canary::sha256_hex(&written)), "{stdout}");
 }
 
-/// The shipped module's size budget: 100 KB at most (95.8 KB today: no SDK, no `std` and its
-/// allocator, our own SHA-256, the filter crate at opt-level 2; the goal is 120 KB, the aim 100 KB).
+/// The shipped module's size budget: 150 KB at most. It is on the `std` library and its
+/// allocator since the filter dropped its own heap, `memcmp` and panic handler; docs/benchmarks.md
+/// (Module size) has today's size and what each part costs.
 #[test]
 fn the_shipped_wasm_stays_within_its_size_budget() {
     assert_eq!(
@@ -159,7 +160,7 @@ fn the_shipped_wasm_stays_within_its_size_budget() {
         "shipped filter: {size} bytes (before wasm-opt: {} bytes)",
         sticky_canary::FILTER_WASM_RAW_SIZE
     );
-    assert!(size <= 100_000, "the filter is {size} bytes, over the 100 KB budget");
+    assert!(size <= 150_000, "the filter is {size} bytes, over the 150 KB budget");
 }
 
 /// Unsigned LEB128 at `at`; the value and the offset after it.
@@ -176,9 +177,15 @@ fn leb128(bytes: &[u8], mut at: usize) -> (u64, usize) {
     }
 }
 
-/// `module.name` of every import of a wasm module.
-fn wasm_imports(wasm: &[u8]) -> Vec<String> {
+/// `module.name` of every import of a wasm module, and the name of every export.
+fn wasm_imports_and_exports(wasm: &[u8]) -> (Vec<String>, Vec<String>) {
     assert_eq!(&wasm[..8], b"\0asm\x01\0\0\0");
+    let name = |p: usize| {
+        let (len, start) = leb128(wasm, p);
+        let end = start + len as usize;
+        (String::from_utf8(wasm[start..end].to_vec()).unwrap(), end)
+    };
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
     let mut at = 8;
     while at < wasm.len() {
         let id = wasm[at];
@@ -186,41 +193,124 @@ fn wasm_imports(wasm: &[u8]) -> Vec<String> {
         let end = body + size as usize;
         if id == 2 {
             let (count, mut p) = leb128(wasm, body);
-            let mut names = Vec::new();
             for _ in 0..count {
-                let mut parts = Vec::new();
-                for _ in 0..2 {
-                    let (len, start) = leb128(wasm, p);
-                    parts.push(String::from_utf8(wasm[start..start + len as usize].to_vec()).unwrap());
-                    p = start + len as usize;
-                }
-                names.push(parts.join("."));
+                let (module, next) = name(p);
+                let (field, next) = name(next);
+                imports.push(format!("{module}.{field}"));
                 // Import kind, then its type: only functions are expected (kind 0, a type index).
-                assert_eq!(wasm[p], 0, "{}: not a function import", names.last().unwrap());
-                p = leb128(wasm, p + 1).1;
+                assert_eq!(wasm[next], 0, "{module}.{field}: not a function import");
+                p = leb128(wasm, next + 1).1;
             }
             assert_eq!(p, end);
-            return names;
+        } else if id == 7 {
+            let (count, mut p) = leb128(wasm, body);
+            for _ in 0..count {
+                let (field, next) = name(p);
+                exports.push(field);
+                // Export kind, then its index.
+                p = leb128(wasm, next + 1).1;
+            }
+            assert_eq!(p, end);
         }
         at = end;
     }
-    Vec::new()
+    (imports, exports)
 }
 
-/// The module imports proxy-wasm calls and WASI's `random_get`, nothing else: without `std`, a
-/// function the code needs but nobody defines (a libc `memcmp`, say) would become an import,
-/// and Envoy refuses a module with an import it does not provide.
+/// The proxy-wasm calls Envoy provides to a module of ABI 0.2.1, module `env` (proxy-wasm-cpp-host,
+/// `FOR_ALL_HOST_FUNCTIONS` in include/proxy-wasm/exports.h, and the 0.2.1 additions registered in
+/// src/wasm.cc).
+const ENVOY_PROXY_CALLS: &[&str] = &[
+    "log",
+    "get_status",
+    "set_property",
+    "get_property",
+    "send_local_response",
+    "get_shared_data",
+    "set_shared_data",
+    "register_shared_queue",
+    "resolve_shared_queue",
+    "dequeue_shared_queue",
+    "enqueue_shared_queue",
+    "get_header_map_value",
+    "add_header_map_value",
+    "replace_header_map_value",
+    "remove_header_map_value",
+    "get_header_map_pairs",
+    "set_header_map_pairs",
+    "get_header_map_size",
+    "get_buffer_status",
+    "get_buffer_bytes",
+    "set_buffer_bytes",
+    "http_call",
+    "grpc_call",
+    "grpc_stream",
+    "grpc_close",
+    "grpc_cancel",
+    "grpc_send",
+    "set_tick_period_milliseconds",
+    "get_current_time_nanoseconds",
+    "define_metric",
+    "increment_metric",
+    "record_metric",
+    "get_metric",
+    "set_effective_context",
+    "done",
+    "call_foreign_function",
+    "continue_stream",
+    "close_stream",
+    "get_log_level",
+];
+
+/// The WASI calls Envoy implements, module `wasi_snapshot_preview1` (proxy-wasm-cpp-host,
+/// src/exports.cc): stdout and stderr go to Envoy's log, the environment is the plugin's `env`,
+/// `proc_exit` fails the VM. Envoy registers the rest of WASI too, as stubs answering ENOSYS or
+/// ENOTSUP (files, sockets, `fd_read`): a module importing one of those would link and then
+/// silently not work, so they fail the test like any unknown import.
+const ENVOY_WASI_CALLS: &[&str] = &[
+    "fd_write",
+    "fd_fdstat_get",
+    "environ_get",
+    "environ_sizes_get",
+    "args_get",
+    "args_sizes_get",
+    "clock_time_get",
+    "clock_res_get",
+    "random_get",
+    "sched_yield",
+    "poll_oneoff",
+    "proc_exit",
+];
+
+/// The module imports only calls Envoy provides (Envoy refuses a module with any other import),
+/// and exports `_initialize`, the WASI reactor's entry point Envoy calls once before anything
+/// else (without it the linker would wrap every export to run the constructors each time).
 #[test]
 fn the_shipped_wasm_imports_only_host_calls() {
-    let imports = wasm_imports(sticky_canary::FILTER_WASM);
+    let (imports, exports) = wasm_imports_and_exports(sticky_canary::FILTER_WASM);
     assert!(
         imports.contains(&"env.proxy_get_header_map_pairs".to_string()),
         "{imports:?}"
     );
     for import in &imports {
+        let known = match import.split_once('.') {
+            Some(("env", call)) => call
+                .strip_prefix("proxy_")
+                .is_some_and(|call| ENVOY_PROXY_CALLS.contains(&call)),
+            Some(("wasi_snapshot_preview1", call)) => ENVOY_WASI_CALLS.contains(&call),
+            _ => false,
+        };
+        assert!(known, "unexpected import {import} (all: {imports:?})");
+    }
+    for export in [
+        "_initialize",
+        "proxy_abi_version_0_2_1",
+        "proxy_on_memory_allocate",
+        "proxy_on_request_headers",
+    ] {
         assert!(
-            import.starts_with("env.proxy_") || import == "wasi_snapshot_preview1.random_get",
-            "unexpected import {import} (all: {imports:?})"
+            exports.iter().any(|e| e == export),
+            "{export} is not exported (exports: {exports:?})"
         );
     }
 }

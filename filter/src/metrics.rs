@@ -1,11 +1,7 @@
 //! The filter's metrics: counter names, and per-route counter tables counted in the module and
 //! flushed to the host on a tick. No host calls here, so all of it is unit tested natively.
 
-use alloc::format;
-use alloc::string::String;
-use alloc::vec;
-use alloc::vec::Vec;
-use core::cell::Cell;
+use std::cell::Cell;
 
 use policy_core::{KeySource, KeySpec, Policy, Route};
 
