@@ -57,9 +57,13 @@ wasm:
 ## ablation builds of sticky-canary) on one pinned Envoy, plus the policy-core criterion bench;
 ## rewrites the generated parts of docs/benchmarks.md. About 13 minutes; run it on a quiet
 ## machine. Raw results: bench-results/.
+## `make bench BASELINE=REV` also runs the filter as it was at REV beside this tree's (d), in the same
+## rounds, and rewrites the side-by-side block.
 bench: setup
 	.venv/bin/python3 -m pip install --quiet -r bench/requirements.txt
-	BENCH_COMMAND="make bench" .venv/bin/python3 bench/gateway.py --publish
+	$(if $(BASELINE),scripts/build-module-at.sh $(BASELINE) target/baseline/$(BASELINE).wasm)
+	BENCH_COMMAND="make bench$(if $(BASELINE), BASELINE=$(BASELINE))" .venv/bin/python3 bench/gateway.py --publish \
+	  $(if $(BASELINE),--variant "build at $(BASELINE)=target/baseline/$(BASELINE).wasm")
 
 ## Many apps on one gateway: one shared plugin against one plugin per app, with 1, 10 and 50
 ## apps, side by side in one run; rewrites the generated `apps` block of docs/benchmarks.md.

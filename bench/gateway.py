@@ -792,6 +792,10 @@ def summarise(data: dict) -> list[dict]:
                     "added_sticky_us": statistics.median(
                         x["cpu_us_per_request"] - d["cpu_us_per_request"] for (x, _, _), d in zip(per_round, sticky)
                     ) if all(sticky) else None,
+                    # Another build of sticky-canary against this one's (d), within each round:
+                    # (d)'s capacity relative to it (above 1: (d) is ahead).
+                    "vs_sticky": [x["cpu_us_per_request"] / d["cpu_us_per_request"]
+                                  for (x, _, _), d in zip(per_round, sticky)] if all(sticky) else None,
                     "p50_us": statistics.median(x["latency_us"]["p50"] for x, _, _ in per_round),
                     "p99_us": statistics.median(x["latency_us"]["p99"] for x, _, _ in per_round),
                     "requests": sum(x["requests"] for x, _, _ in per_round),
@@ -884,6 +888,27 @@ def markdown(data: dict, rows: list[dict]) -> str:
                 f"| {row['p50_us']:.0f} | {row['p99_us']:.0f} |"
             )
         out.append("")
+    return "\n".join(out)
+
+
+def variants_markdown(data: dict, rows: list[dict]) -> str:
+    """(d) beside the other builds given with --variant (e.g. `make bench BASELINE=REV`), same run."""
+    labels = {c.key: c.label for c in CONFIGURATIONS}
+    out = [f"From the same run as the tables above ({data['date']}): this tree's build (d) against each "
+           "`--variant` build, Envoy CPU µs per request, medians over rounds; *(d) vs it*: the variant's CPU "
+           "time per request over (d)'s, within each round (above 1: (d) is ahead), min–max over rounds: the "
+           "run-to-run noise.", "",
+           "| scenario | build | CPU µs/req | (d) CPU µs/req | (d) vs it | min–max |",
+           "|---|---|---:|---:|---:|---:|"]
+    sticky = {r["scenario"]: r for r in rows if r["configuration"] == "sticky"}
+    for row in rows:
+        if not row["configuration"].startswith("variant") or not row.get("vs_sticky"):
+            continue
+        ratios = row["vs_sticky"]
+        scenario = next(s.label for s in SCENARIOS if s.key == row["scenario"])
+        out.append(f"| {scenario} | {labels[row['configuration']]} | {row['cpu_us']:.1f} "
+                   f"| {sticky[row['scenario']]['cpu_us']:.1f} | {statistics.median(ratios):.3f} "
+                   f"| {min(ratios):.2f}–{max(ratios):.2f} |")
     return "\n".join(out)
 
 
@@ -1051,8 +1076,6 @@ def main() -> int:
         if not path or not Path(path).is_file():
             parser.error(f"--variant {variant}: expected LABEL=PATH to a .wasm file")
         args.variants.append((label, Path(path)))
-    if args.variants and args.publish:
-        parser.error("--variant and --publish do not go together")
     # The rest of the script reads these two lists.
     if args.probe:
         CONFIGURATIONS = PROBE_CONFIGURATIONS + [
@@ -1096,7 +1119,12 @@ def main() -> int:
         ablation = ablation_markdown(data, rows) if RUN_ABLATIONS else ""
         if ablation:
             (args.out / "gateway.md").write_text(table + "\n\n" + ablation + "\n\n" + wasm_markdown(data["wasm_sizes"]) + "\n")
+        side_by_side = variants_markdown(data, rows) if args.variants else ""
+        if side_by_side:
+            with (args.out / "gateway.md").open("a") as f:
+                f.write("\n" + side_by_side + "\n")
         print(table)
+        print(side_by_side)
         print(ablation)
         print(wasm_markdown(data["wasm_sizes"]))
         if report_failures(rows, lambda row: f"{row['scenario']}/{row['configuration']}"):
@@ -1114,6 +1142,8 @@ def main() -> int:
             doc = doc_path.read_text()
             doc = replace_block(doc, "gateway", table)
             doc = replace_block(doc, "ablation", ablation)
+            if side_by_side:
+                doc = replace_block(doc, "side-by-side", side_by_side)
             doc = replace_block(doc, "wasm-size", wasm_markdown(data["wasm_sizes"]))
             doc = replace_block(doc, "criterion", "| benchmark | time per decision (median) |\n|---|---:|\n"
                                 + "\n".join(f"| `{name}` | {time_} |" for name, time_ in decide))
