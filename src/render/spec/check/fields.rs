@@ -1,4 +1,4 @@
-//! The small field rules several sections share: names, ports, quantities, digests.
+//! The small field rules several sections share: names, ports, quantities, placeholders.
 
 use crate::render::spec::app::SpecErrors;
 
@@ -6,10 +6,6 @@ use crate::render::spec::app::SpecErrors;
 /// most `max` bytes.
 pub(super) fn is_dns1035(name: &str, max: usize) -> bool {
     name.len() <= max && name.starts_with(|c: char| c.is_ascii_lowercase()) && policy_core::is_label(name)
-}
-
-pub(super) fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A Kubernetes quantity such as `100m`, `0.5`, `128Mi`, `1G`.

@@ -1,7 +1,8 @@
 //! `plugin`: how the filter is installed (form, module source and digest, phase, fail
 //! strategy, pull settings).
 
-use super::fields::{is_hex64, is_placeholder_digest};
+use super::fields::is_placeholder_digest;
+use crate::oci::is_sha256_hex;
 use crate::render::spec::app::{FailStrategy, ModuleSource, Plugin, PluginForm, SpecErrors};
 use crate::render::spec::raw::RawPlugin;
 
@@ -48,7 +49,7 @@ fn check_fields(raw: RawPlugin, minor: Option<u32>, errors: &mut SpecErrors) -> 
         .as_deref()
         .map(|s| s.strip_prefix("sha256:").unwrap_or(s).to_ascii_lowercase());
     if let Some(s) = &sha256 {
-        if !is_hex64(s) {
+        if !is_sha256_hex(s) {
             errors.add("plugin.sha256", "must be 64 hex digits (optionally after \"sha256:\")");
         }
     }
