@@ -83,11 +83,17 @@ pub fn namespace(app: &App) -> Yaml {
 }
 
 pub fn deployment(app: &App, version: &AppVersion) -> Yaml {
-    let http_get = |path: &str, port: u32| {
-        Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(int32(port)),
-            ..HTTPGetAction::default()
+    // Both probes check every 5 s; liveness waits 5 s before the first check.
+    let probe = |path: Option<&str>, port: u32, initial_delay_seconds: Option<i32>| {
+        Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(path?.to_owned()),
+                port: IntOrString::Int(int32(port)),
+                ..HTTPGetAction::default()
+            }),
+            initial_delay_seconds,
+            period_seconds: Some(5),
+            ..Probe::default()
         })
     };
     let probes = app.probes.as_ref();
@@ -118,23 +124,8 @@ pub fn deployment(app: &App, version: &AppVersion) -> Yaml {
             ])),
             ..ResourceRequirements::default()
         }),
-        liveness_probe: probes.and_then(|p| {
-            let path = p.liveness_path.as_deref()?;
-            Some(Probe {
-                http_get: http_get(path, p.port),
-                initial_delay_seconds: Some(5),
-                period_seconds: Some(5),
-                ..Probe::default()
-            })
-        }),
-        readiness_probe: probes.and_then(|p| {
-            let path = p.readiness_path.as_deref()?;
-            Some(Probe {
-                http_get: http_get(path, p.port),
-                period_seconds: Some(5),
-                ..Probe::default()
-            })
-        }),
+        liveness_probe: probes.and_then(|p| probe(p.liveness_path.as_deref(), p.port, Some(5))),
+        readiness_probe: probes.and_then(|p| probe(p.readiness_path.as_deref(), p.port, None)),
         ..Container::default()
     };
     let version_labels = app_labels(app, Some(&version.name));
@@ -414,17 +405,27 @@ fn subsets(versions: &[&str]) -> Vec<Yaml> {
         .collect()
 }
 
-pub fn destination_rule(app: &App) -> Yaml {
-    let names: Vec<&str> = app.versions.iter().map(|v| v.name.as_str()).collect();
+/// A DestinationRule for `host` with one subset per version, selected by the version label.
+fn destination_rule_for(name: &str, namespace: &str, host: &str, versions: &[&str]) -> Yaml {
     map! {
         "apiVersion" => "networking.istio.io/v1",
         "kind" => "DestinationRule",
-        "metadata" => metadata(&app.destination_rule_name(), &app.namespace, None),
+        "metadata" => metadata(name, namespace, None),
         "spec" => map! {
-            "host" => app.service_host(),
-            "subsets" => subsets(&names),
+            "host" => host,
+            "subsets" => subsets(versions),
         },
     }
+}
+
+pub fn destination_rule(app: &App) -> Yaml {
+    let names: Vec<&str> = app.versions.iter().map(|v| v.name.as_str()).collect();
+    destination_rule_for(
+        &app.destination_rule_name(),
+        &app.namespace,
+        &app.service_host(),
+        &names,
+    )
 }
 
 /// Mesh VirtualService and DestinationRule for a backend that routes by the same header.
@@ -446,15 +447,7 @@ pub fn dependent(app: &App, dep: &Dependent, tokens: &Tokens) -> [Yaml; 2] {
             "http" => header_routes(&format!("{}-", dep.service), &guard, &names, &host, dep.port, None),
         },
     };
-    let dr = map! {
-        "apiVersion" => "networking.istio.io/v1",
-        "kind" => "DestinationRule",
-        "metadata" => metadata(&dep.destination_rule_name(), &dep.namespace, None),
-        "spec" => map! {
-            "host" => host.as_str(),
-            "subsets" => subsets(&names),
-        },
-    };
+    let dr = destination_rule_for(&dep.destination_rule_name(), &dep.namespace, &host, &names);
     [vs, dr]
 }
 

@@ -32,11 +32,6 @@ impl Rendered {
         self.files.iter().find(|f| f.name == name)
     }
 
-    /// Every object, in file order.
-    pub fn objects(&self) -> impl Iterator<Item = &Yaml> {
-        self.files.iter().flat_map(|f| f.objects.iter())
-    }
-
     /// All objects as one multi-document stream, for `| kubectl apply -f -`.
     pub fn stream(&self) -> String {
         let mut out = String::new();

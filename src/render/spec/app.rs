@@ -284,11 +284,6 @@ impl App {
             .collect();
         tokens.accepted(purpose, &self.name, &generations)
     }
-
-    /// The Istio minor version of the add-on revision (`asm-1-28` is 28).
-    pub fn minor_revision(&self) -> Option<u32> {
-        revision_minor(&self.revision)
-    }
 }
 
 /// A filter config from routes (in order) and the optional response header.
@@ -299,11 +294,6 @@ pub fn filter_config(routes: Vec<Yaml>, response_header: Option<&str>) -> Yaml {
         config.insert("response_header".into(), header.into());
     }
     Yaml::Mapping(config)
-}
-
-/// The Istio minor version of an add-on revision (`asm-1-28` is 28).
-pub(super) fn revision_minor(revision: &str) -> Option<u32> {
-    revision.strip_prefix("asm-1-")?.parse().ok()
 }
 
 /// A weight as a number that policy-core reads exactly once written: `90`, `12.5`, `33.33`.

@@ -21,6 +21,7 @@
 //! "#).unwrap();
 //! assert_eq!(app.stable().name, "v1");
 //! assert_eq!(app.ingress_selector(), "aks-istio-ingressgateway-external");
+//! ```
 //!
 //! The module holds the two stages apart: `raw` (the serde types), `check` (one function per
 //! section of the spec: versions, routing, plugin, ingress, dependents, ...), `app` (the checked

@@ -19,19 +19,13 @@ fn cluster_host(service: &str, namespace: &str) -> String {
 impl App {
     /// The `istio` label value of the add-on gateway this app uses; empty for
     /// `ingress: gateway-api`, whose gateway pods carry the Gateway's name instead
-    /// ([`App::gateway_api_pod_label`]).
+    /// ([`GATEWAY_NAME_LABEL`]: the Gateway's name).
     pub fn ingress_selector(&self) -> &'static str {
         match self.ingress {
             Ingress::External => "aks-istio-ingressgateway-external",
             Ingress::Internal => "aks-istio-ingressgateway-internal",
             Ingress::GatewayApi => "",
         }
-    }
-
-    /// The label Istio puts on the pods it deploys for a Gateway API `Gateway`, and its value
-    /// for this app's Gateway: what the plugin selects with `ingress: gateway-api`.
-    pub fn gateway_api_pod_label(&self) -> (&'static str, String) {
-        (GATEWAY_NAME_LABEL, self.gateway_name())
     }
 
     /// The Service of one version (`ingress: gateway-api`: an HTTPRoute sends to Services, not subsets).

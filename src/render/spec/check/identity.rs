@@ -1,7 +1,7 @@
 //! `app`, `namespace` and `revision`: who the app is and which add-on revision serves it.
 
 use super::fields::is_dns1035;
-use crate::render::spec::app::{revision_minor, SpecErrors, INGRESS_NAMESPACE};
+use crate::render::spec::app::{SpecErrors, INGRESS_NAMESPACE};
 use crate::render::spec::raw::RawSpec;
 
 /// The namespace (by default the app's name) and the Istio minor version of the revision.
@@ -36,4 +36,9 @@ pub(super) fn check(raw: &RawSpec, errors: &mut SpecErrors) -> (String, Option<u
         );
     }
     (namespace, minor)
+}
+
+/// The Istio minor version of an add-on revision (`asm-1-28` is 28).
+fn revision_minor(revision: &str) -> Option<u32> {
+    revision.strip_prefix("asm-1-")?.parse().ok()
 }
