@@ -54,7 +54,7 @@ pub enum RenderError {
     /// No spec was given at all.
     NoSpec,
     /// Specs that cannot be rendered for one gateway together (the same host, different plugin
-    /// settings, ...): each message names both spec files.
+    /// settings, routes policy-core refuses side by side): each message names the spec files.
     Conflicts(Vec<String>),
     /// One app's plugin would be written over the shared gateway plugin rendered from several
     /// specs in `dir`, dropping the other apps' routes.

@@ -139,10 +139,10 @@ fn conflicts(inputs: &[&Input]) -> Vec<String> {
 
 /// One plugin per gateway the apps use (external first), its config holding every app's route
 /// in app-name order. `Err` lists every conflict, naming both specs.
-pub fn gateway_installs<'a>(inputs: &[&'a Input], tokens: &Tokens) -> Result<Vec<Install<'a>>, Vec<String>> {
+pub fn gateway_installs<'a>(inputs: &[&'a Input], tokens: &Tokens) -> Result<Vec<Install<'a>>, RenderError> {
     let errors = conflicts(inputs);
     if !errors.is_empty() {
-        return Err(errors);
+        return Err(RenderError::Conflicts(errors));
     }
     let mut installs = Vec::new();
     let mut errors = Vec::new();
@@ -178,7 +178,7 @@ pub fn gateway_installs<'a>(inputs: &[&'a Input], tokens: &Tokens) -> Result<Vec
     if errors.is_empty() {
         Ok(installs)
     } else {
-        Err(errors)
+        Err(RenderError::Conflicts(errors))
     }
 }
 
@@ -187,7 +187,7 @@ pub fn gateway_installs<'a>(inputs: &[&'a Input], tokens: &Tokens) -> Result<Vec
 pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens) -> Result<Rendered, RenderError> {
     let mut sorted: Vec<&Input> = inputs.iter().collect();
     sorted.sort_by(|a, b| a.1.name.cmp(&b.1.name));
-    let installs = gateway_installs(&sorted, tokens).map_err(RenderError::Conflicts)?;
+    let installs = gateway_installs(&sorted, tokens)?;
     let all_sources = sorted
         .iter()
         .map(|i| i.0.replace('\\', "/"))
