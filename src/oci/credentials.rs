@@ -62,7 +62,7 @@ impl Credentials {
         }
     }
 
-    /// The credentials for `registry` (host[:port]): the environment variables when set, else the
+    /// The credentials for `registry` (`host[:port]`): the environment variables when set, else the
     /// Docker config (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`), else anonymous.
     pub fn for_registry(registry: &str) -> Result<Self, OciError> {
         let username = std::env::var(USERNAME_VARIABLE).ok().filter(|v| !v.is_empty());

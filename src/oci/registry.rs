@@ -20,7 +20,7 @@ const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// How to talk to the registry.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TransportOptions {
-    /// Plain HTTP; only accepted for a registry on localhost, 127.0.0.1 or [::1].
+    /// Plain HTTP; only accepted for a registry on localhost, 127.0.0.1 or `[::1]`.
     pub insecure: bool,
 }
 

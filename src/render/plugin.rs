@@ -13,8 +13,7 @@ use super::spec::{
 };
 use super::token::Tokens;
 
-/// The Envoy filter name and type of the proxy-wasm HTTP filter.
-pub const WASM_FILTER_NAME: &str = "envoy.filters.http.wasm";
+/// The type of the proxy-wasm HTTP filter's config.
 pub const WASM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 /// The type istio-agent substitutes when it cannot fetch the module (allow-all or deny-all RBAC).
 pub const RBAC_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";

@@ -10,7 +10,7 @@ use super::spec::{App, Ingress, PluginForm, Progressive, MESH_TOKEN_HEADER};
 use super::token::Tokens;
 
 /// Renders every file for the app, with the plugin in the form the spec chose: one app on its
-/// own plugin (for a gateway shared with other apps, [`render_shared`]).
+/// own plugin (for a gateway shared with other apps, [`super::render_shared`]).
 pub fn render(app: &App, source: &str, tokens: &Tokens) -> Rendered {
     render_with_form(app, app.plugin.form, source, tokens)
 }

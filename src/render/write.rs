@@ -15,7 +15,7 @@ pub struct WriteReport {
 }
 
 /// Refuses to write one app's plugin over a shared gateway plugin rendered from several specs
-/// (see [`write`]); `set-weight` asks before it edits the spec.
+/// (see [`write()`]); `set-weight` asks before it edits the spec.
 pub fn check_target(dir: &Path, rendered: &Rendered) -> Result<(), RenderError> {
     let shared_here = dir.join(GATEWAY_DIR).join("kustomization.yaml");
     let renders_shared = rendered.files.iter().any(|f| f.name.starts_with("gateway/"));

@@ -1,7 +1,7 @@
 //! The app spec: one small YAML file per app, parsed and checked into an [`App`].
 //!
 //! Two stages, as everywhere in this project: serde reads the YAML into plain
-//! structs (unknown fields are refused there), then [`App::from_spec`] checks
+//! structs (unknown fields are refused there), then [`App::from_yaml`] checks
 //! every field, fills the defaults of the AKS Istio add-on, builds the filter
 //! config and runs it through policy-core. Every problem comes back at once,
 //! each with its field path in the spec (`versions[1].weight`). The reference
