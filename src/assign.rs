@@ -1,4 +1,5 @@
 //! `sticky-canary assign`: predict which version each key lands on.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, Write};
 

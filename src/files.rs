@@ -1,5 +1,13 @@
 //! Writing a file so that a reader (Envoy watching its config, `kubectl` reading manifests) or a
 //! crash never sees half of it.
+//!
+//! The file gets the mode `std::fs::write` would give a new file: 0666 less the process's
+//! umask. That needs no call to learn the umask: the temporary file is created with mode 0666
+//! and the kernel applies the umask on creation, as it does for `std::fs::write` (`tempfile`'s
+//! own default, 0600, would make manifests and configs unreadable to anyone else). A fixed 0644
+//! would ignore a stricter umask the user chose; copying an existing file's mode would differ
+//! between the first write and the next.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::Path;
@@ -27,6 +35,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
     #[test]
     fn replaces_the_file_whole_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -39,17 +51,16 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["config.json"]);
-        // Readable by others as std::fs::write makes it (not tempfile's private 0600).
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o044, 0o044 & !umask(), "mode {mode:o}");
     }
 
-    fn umask() -> u32 {
-        // SAFETY: umask only swaps the process's mask; it is set back at once.
-        unsafe {
-            let old = libc::umask(0o022);
-            libc::umask(old);
-            old as u32
-        }
+    #[test]
+    fn the_mode_is_the_one_std_fs_write_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours.yaml");
+        let theirs = dir.path().join("theirs.yaml");
+        write_atomically(&ours, b"x").unwrap();
+        std::fs::write(&theirs, b"x").unwrap();
+        // Not tempfile's private 0600: what std::fs::write makes under the same umask.
+        assert_eq!(mode(&ours), mode(&theirs), "{:o} vs {:o}", mode(&ours), mode(&theirs));
     }
 }

@@ -367,7 +367,8 @@ fn set_weight(
             Some(rendered)
         }
     };
-    render::write_atomically(spec, new_text.as_bytes())?;
+    sticky_canary::files::write_atomically(spec, new_text.as_bytes())
+        .map_err(render::RenderError::io(spec, render::Action::Write))?;
     let weights: Vec<String> = app
         .versions
         .iter()

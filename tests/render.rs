@@ -301,11 +301,145 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
 }
 
 // ---------------------------------------------------------------------------
+// Reading the routes back from a rendered VirtualService
+// ---------------------------------------------------------------------------
+
+/// One header route of a VirtualService: requests with `header: value` go to `subset`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct HeaderRoute {
+    header: String,
+    value: String,
+    /// Further headers the same match requires (the routing token), as (name, exact value).
+    also: Vec<(String, String)>,
+    subset: String,
+    /// Request headers the route sets (`headers.request.set`), as (name, value).
+    set: Vec<(String, String)>,
+    /// Request headers the route removes (`headers.request.remove`).
+    remove: Vec<String>,
+}
+
+/// The no-match route of a VirtualService: its subset and header edits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct DefaultRoute {
+    subset: String,
+    set: Vec<(String, String)>,
+    remove: Vec<String>,
+}
+
+/// The header routes of the rendered gateway VirtualService, read back from the object itself.
+fn gateway_header_routes(app: &App, tokens: &Tokens) -> Vec<HeaderRoute> {
+    virtual_service_routes(&render::objects::virtual_service(app, tokens)).0
+}
+
+/// The subset that requests without a routing header reach (the stable version).
+fn default_subset(app: &App, tokens: &Tokens) -> Option<String> {
+    virtual_service_routes(&render::objects::virtual_service(app, tokens))
+        .1
+        .map(|d| d.subset)
+}
+
+/// Reads `spec.http[].match[].headers.NAME.exact` and the route's subset from a VirtualService,
+/// plus the subset of its default (no-match) route.
+fn virtual_service_header_routes(vs: &Yaml) -> (Vec<HeaderRoute>, Option<String>) {
+    let (routes, default) = virtual_service_routes(vs);
+    (routes, default.map(|d| d.subset))
+}
+
+fn header_edits(route: &Yaml) -> (Vec<(String, String)>, Vec<String>) {
+    let request = route.get("headers").and_then(|h| h.get("request"));
+    let set = request
+        .and_then(|r| r.get("set"))
+        .and_then(Yaml::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+        .collect();
+    let remove = request
+        .and_then(|r| r.get("remove"))
+        .and_then(Yaml::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    (set, remove)
+}
+
+/// Every header route (one per match) and the default route of a VirtualService, with their
+/// header edits.
+fn virtual_service_routes(vs: &Yaml) -> (Vec<HeaderRoute>, Option<DefaultRoute>) {
+    let mut routes = Vec::new();
+    let mut default = None;
+    let http = vs.get("spec").and_then(|s| s.get("http")).and_then(Yaml::as_sequence);
+    for route in http.into_iter().flatten() {
+        let subset = route
+            .get("route")
+            .and_then(Yaml::as_sequence)
+            .and_then(|r| r.first())
+            .and_then(|d| d.get("destination"))
+            .and_then(|d| d.get("subset"))
+            .and_then(Yaml::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let (set, remove) = header_edits(route);
+        let matches = route.get("match").and_then(Yaml::as_sequence);
+        let mut has_header = false;
+        for m in matches.into_iter().flatten() {
+            // The first header of a match is the routing header; the others must match too.
+            let mut exact = Vec::new();
+            if let Some(headers) = m.get("headers").and_then(Yaml::as_mapping) {
+                for (name, rule) in headers {
+                    if let (Some(name), Some(value)) = (name.as_str(), rule.get("exact").and_then(Yaml::as_str)) {
+                        exact.push((name.to_owned(), value.to_owned()));
+                    }
+                }
+            }
+            let mut exact = exact.into_iter();
+            if let Some((header, value)) = exact.next() {
+                has_header = true;
+                routes.push(HeaderRoute {
+                    header,
+                    value,
+                    also: exact.collect(),
+                    subset: subset.clone(),
+                    set: set.clone(),
+                    remove: remove.clone(),
+                });
+            }
+        }
+        if !has_header && default.is_none() {
+            default = Some(DefaultRoute { subset, set, remove });
+        }
+    }
+    (routes, default)
+}
+
+/// The `typed_config` of the `envoy.filters.http.wasm` filter an EnvoyFilter form installs
+/// (`@type` Wasm, `config.vm_config`, `config.configuration`), as JSON.
+///
+/// With `local_module`, `vm_config.code` becomes `local.filename` (what istio-agent
+/// hands Envoy after fetching the url), so a plain Envoy can load it. The inline form
+/// already carries the module and ignores it.
+fn envoy_wasm_typed_config(install: &render::Install<'_>, local_module: Option<&Path>) -> serde_json::Value {
+    let form = match install.plugin.form {
+        PluginForm::EnvoyFilterInline => PluginForm::EnvoyFilterInline,
+        _ => PluginForm::EnvoyFilter,
+    };
+    let mut value =
+        serde_json::to_value(render::plugin::wasm_typed_config(install, form)).unwrap_or(serde_json::Value::Null);
+    if form == PluginForm::EnvoyFilter {
+        if let (Some(path), Some(code)) = (local_module, value.pointer_mut("/config/vm_config/code")) {
+            *code = serde_json::json!({"local": {"filename": path.to_string_lossy()}});
+        }
+    }
+    value
+}
+
+// ---------------------------------------------------------------------------
 // Consistency: filter config, VirtualService, DestinationRule
 // ---------------------------------------------------------------------------
 
 /// The token a canary header route requires: what follows `VERSION;` in the routing header.
-fn token_of(route: &render::HeaderRoute) -> String {
+fn token_of(route: &HeaderRoute) -> String {
     let (_, token) = route
         .value
         .split_once(policy_core::TOKEN_SEPARATOR)
@@ -313,9 +447,13 @@ fn token_of(route: &render::HeaderRoute) -> String {
     token.to_owned()
 }
 
+/// Every object of a render, in file order.
+fn objects(rendered: &render::Rendered) -> impl Iterator<Item = &Yaml> {
+    rendered.files.iter().flat_map(|f| f.objects.iter())
+}
+
 fn find<'a>(rendered: &'a render::Rendered, kind: &str) -> Vec<&'a Yaml> {
-    rendered
-        .objects()
+    objects(rendered)
         .filter(|o| o.get("kind").and_then(Yaml::as_str) == Some(kind))
         .collect()
 }
@@ -347,7 +485,7 @@ fn check_consistency(app: &App, form: PluginForm) {
     let route = &policy.routes()[0];
 
     let vs = find(&rendered, "VirtualService")[0];
-    let (header_routes, default) = render::virtual_service_header_routes(vs);
+    let (header_routes, default) = virtual_service_header_routes(vs);
     let dr = find(&rendered, "DestinationRule")[0];
     let subsets: Vec<&str> = dr["spec"]["subsets"]
         .as_sequence()
@@ -408,7 +546,7 @@ fn check_consistency(app: &App, form: PluginForm) {
         }
     }
     assert_eq!(header_routes.len(), versions.len() - 1);
-    assert_eq!(render::header_routes(app, &test_tokens()), header_routes);
+    assert_eq!(gateway_header_routes(app, &test_tokens()), header_routes);
     // Every canary route matches exactly what the filter writes for its version: the name and
     // the token in the routing header (`v2;TOKEN`), and hands the app the bare name.
     let token = route.routing_token().unwrap();
@@ -466,7 +604,7 @@ fn check_consistency(app: &App, form: PluginForm) {
             dep_vs["spec"].get("gateways").is_none(),
             "a dependent route applies to the mesh"
         );
-        let (routes, default) = render::virtual_service_header_routes(dep_vs);
+        let (routes, default) = virtual_service_header_routes(dep_vs);
         assert_eq!(default.as_deref(), Some(versions[0]));
         // The gateway's canary routes set the mesh token the dependent's canary routes require.
         let mesh_set: Vec<(String, String)> = header_routes[0]
@@ -523,7 +661,7 @@ fn a_token_header_of_its_own_keeps_the_two_header_form() {
     assert_eq!(token.header, "x-canary-token");
     assert!(route.versions().iter().all(|v| v.routing_value() == v.name()));
     let vs = render::objects::virtual_service(&app, &tokens);
-    let (routes, default) = render::virtual_service_routes(&vs);
+    let (routes, default) = virtual_service_routes(&vs);
     assert_eq!(routes.len(), 1);
     assert_eq!(
         (routes[0].header.as_str(), routes[0].value.as_str()),
@@ -556,7 +694,7 @@ fn three_versions_and_a_custom_routing_header() {
     let app = App::from_yaml(&text).unwrap();
     assert_eq!(app.routing_header, "x-my-app-version");
     check_consistency(&app, PluginForm::EnvoyFilter);
-    let routes = render::header_routes(&app, &test_tokens());
+    let routes = gateway_header_routes(&app, &test_tokens());
     assert_eq!(
         routes
             .iter()
@@ -598,31 +736,38 @@ dependent_services:
   - {service: backend, versions: [v2]}
 "#;
 
-#[test]
-fn an_invalid_spec_reports_every_error_with_its_path() {
-    let errors = App::from_yaml(BAD_SPEC).unwrap_err();
-    let text = errors.to_string();
-    for path in [
-        "app: ",
-        "namespace: ",
-        "revision: ",
-        "ingress: ",
-        "tls.mode: ",
-        "versions[0].image: ",
-        "versions[2].port: ",
-        "versions[2].autoscaling.max_replicas: ",
-        "versions[2].autoscaling.cpu_utilization: ",
-        "resources.cpu: ",
-        "routing.salt: ",
-        "plugin.sha256: ",
-        "plugin.phase: ",
-        "dependent_services[0].versions: ",
-    ] {
+/// Asserts that `spec` is refused with an error at each field path (`"versions[1].weight: "`).
+fn assert_refused_at(spec: &str, paths: &[&str]) {
+    let text = App::from_yaml(spec).unwrap_err().to_string();
+    for path in paths {
         assert!(
             text.lines().any(|l| l.starts_with(path)),
             "no error for {path}; got:\n{text}"
         );
     }
+}
+
+#[test]
+fn an_invalid_spec_reports_every_error_with_its_path() {
+    assert_refused_at(
+        BAD_SPEC,
+        &[
+            "app: ",
+            "namespace: ",
+            "revision: ",
+            "ingress: ",
+            "tls.mode: ",
+            "versions[0].image: ",
+            "versions[2].port: ",
+            "versions[2].autoscaling.max_replicas: ",
+            "versions[2].autoscaling.cpu_utilization: ",
+            "resources.cpu: ",
+            "routing.salt: ",
+            "plugin.sha256: ",
+            "plugin.phase: ",
+            "dependent_services[0].versions: ",
+        ],
+    );
 }
 
 #[test]
@@ -633,18 +778,15 @@ fn policy_core_errors_come_back_with_spec_paths() {
         .replace("    allow: [v2]\n", "    allow: [v9]\n")
         .replace("    - cookie: session ", "    - cookie: \"bad cookie\" ")
         .replace("  - my-app.example.com\n", "  - my-app.example.com:443\n");
-    let text = App::from_yaml(&text).unwrap_err().to_string();
-    for path in [
-        "versions[1].weight: ",
-        "routing.override.allow[0]: ",
-        "routing.key_chain[0].cookie: ",
-        "hosts[0]: ",
-    ] {
-        assert!(
-            text.lines().any(|l| l.starts_with(path)),
-            "no error for {path}; got:\n{text}"
-        );
-    }
+    assert_refused_at(
+        &text,
+        &[
+            "versions[1].weight: ",
+            "routing.override.allow[0]: ",
+            "routing.key_chain[0].cookie: ",
+            "hosts[0]: ",
+        ],
+    );
 }
 
 #[test]
@@ -854,14 +996,14 @@ fn inline_form_carries_the_embedded_module_under_the_object_size_limit() {
 #[test]
 fn typed_config_for_a_real_envoy() {
     let app = load(EXAMPLE);
-    let install = render::objects::single_install(&app, &test_tokens());
-    let remote = render::envoy_wasm_typed_config(&install, None);
-    assert_eq!(remote["@type"], render::objects::WASM_TYPE_URL);
+    let install = render::plugin::single_install(&app, &test_tokens());
+    let remote = envoy_wasm_typed_config(&install, None);
+    assert_eq!(remote["@type"], render::plugin::WASM_TYPE_URL);
     assert_eq!(
         remote["config"]["vm_config"]["code"]["remote"]["http_uri"]["uri"],
         "oci://myregistry.azurecr.io/sticky-canary:0.1.0"
     );
-    let local = render::envoy_wasm_typed_config(&install, Some(Path::new("/tmp/filter.wasm")));
+    let local = envoy_wasm_typed_config(&install, Some(Path::new("/tmp/filter.wasm")));
     assert_eq!(
         local["config"]["vm_config"]["code"],
         serde_json::json!({"local": {"filename": "/tmp/filter.wasm"}})
@@ -876,7 +1018,7 @@ fn typed_config_for_a_real_envoy() {
     )
     .unwrap();
     assert_eq!(carried, remote);
-    assert_eq!(render::default_subset(&app, &test_tokens()).as_deref(), Some("v1"));
+    assert_eq!(default_subset(&app, &test_tokens()).as_deref(), Some("v1"));
 }
 
 #[test]
@@ -1009,7 +1151,7 @@ fn token_rotation_accepts_old_and_new_during_the_switch() {
             gateway(sent),
             "{spec}"
         );
-        let routes = render::header_routes(&app, &tokens);
+        let routes = gateway_header_routes(&app, &tokens);
         let values: Vec<String> = routes.iter().map(token_of).collect();
         assert_eq!(
             values,
@@ -1135,7 +1277,7 @@ fn shared_gateway_render_has_one_plugin_with_every_apps_route() {
             .into_iter()
             .find(|v| v["metadata"]["name"].as_str() == Some(&format!("vs-{}", route.name())))
             .unwrap();
-        let (routes, _) = render::virtual_service_header_routes(vs);
+        let (routes, _) = virtual_service_header_routes(vs);
         let canary = &route.versions()[route.version_index(&routes[0].subset).unwrap()];
         assert_eq!(routes[0].value, canary.routing_value());
         assert!(routes[0].value.ends_with(&route.routing_token().unwrap().value));
@@ -1288,7 +1430,7 @@ fn key_replacement_accepts_both_keys_during_the_switch() {
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
         let vs = objects.iter().find(|o| o["metadata"]["name"] == "vs-frontend").unwrap();
-        let (routes, _) = render::virtual_service_header_routes(vs);
+        let (routes, _) = virtual_service_header_routes(vs);
         let accepted: Vec<String> = routes.iter().map(token_of).collect();
         let expected: Vec<String> = std::iter::once(sent).chain(other).map(gateway).collect();
         assert_eq!(accepted, expected);
@@ -1304,7 +1446,7 @@ fn key_replacement_accepts_both_keys_during_the_switch() {
         );
         // The backend accepts the mesh tokens under every key in play.
         let backend = objects.iter().find(|o| o["metadata"]["name"] == "vs-backend").unwrap();
-        let (backend_routes, _) = render::virtual_service_header_routes(backend);
+        let (backend_routes, _) = virtual_service_header_routes(backend);
         assert_eq!(backend_routes.len(), expected.len());
         assert_eq!(backend_routes[0].also[0].1, mesh(sent));
     }
@@ -1323,7 +1465,7 @@ fn gateway_api_render_has_its_own_gateway_route_services_and_plugin() {
     for kind in ["VirtualService", "DestinationRule"] {
         assert!(find(&rendered, kind).is_empty(), "{kind} rendered for gateway-api");
     }
-    let gateway = rendered.objects().find(|o| o["kind"] == "Gateway").expect("a Gateway");
+    let gateway = objects(&rendered).find(|o| o["kind"] == "Gateway").expect("a Gateway");
     assert_eq!(gateway["apiVersion"].as_str(), Some("gateway.networking.k8s.io/v1"));
     assert_eq!(gateway["spec"]["gatewayClassName"].as_str(), Some("istio"));
     assert_eq!(gateway["metadata"]["namespace"].as_str(), Some("ns-storefront"));
@@ -1495,11 +1637,7 @@ fn gateway_api_and_mirror_mistakes_are_refused_with_their_paths() {
         ),
     ];
     for (spec, path) in cases {
-        let errors = App::from_yaml(&spec).unwrap_err().to_string();
-        assert!(
-            errors.lines().any(|l| l.starts_with(path)),
-            "no {path}error; got:\n{errors}"
-        );
+        assert_refused_at(&spec, &[path]);
     }
 }
 

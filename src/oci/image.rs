@@ -10,12 +10,12 @@
 //! assert_eq!(image.digest(), WasmImage::from_wasm(wasm).unwrap().digest());
 //! ```
 
-use std::fmt;
 use std::io::{Read, Write};
 
 use serde::Serialize;
 
-use super::OciError;
+use super::digest::Digest;
+use super::error::OciError;
 
 /// The file name Istio looks for inside the layer (the "compat" variant of the Wasm image spec).
 pub const PLUGIN_FILE_NAME: &str = "plugin.wasm";
@@ -26,41 +26,6 @@ pub(crate) const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+
 pub(crate) const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// The Docker layer type Istio also reads (under a Docker manifest); accepted when pulling back.
 pub(crate) const DOCKER_LAYER_MEDIA_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// A `sha256:` content digest.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Digest {
-    hex: String,
-}
-
-impl Digest {
-    /// The digest of some bytes.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self {
-            hex: crate::sha256_hex(bytes),
-        }
-    }
-
-    /// Parses `sha256:` followed by 64 lowercase hex digits.
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let hex = text.strip_prefix("sha256:").ok_or("expected sha256:HEX")?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err("expected 64 lowercase hex digits after sha256:");
-        }
-        Ok(Self { hex: hex.to_owned() })
-    }
-
-    /// The bare hex, as a WasmPlugin `sha256` holds it.
-    pub fn hex(&self) -> &str {
-        &self.hex
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex)
-    }
-}
 
 /// The three blobs of the image, ready to push.
 #[derive(Debug, Clone)]
@@ -224,69 +189,4 @@ pub fn extract_plugin_wasm(layer: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const WASM: &[u8] = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0";
-
-    #[test]
-    fn the_layer_round_trips_and_is_what_istio_expects() {
-        let image = WasmImage::from_wasm(WASM).unwrap();
-        assert_eq!(extract_plugin_wasm(image.layer()).unwrap(), WASM);
-        let manifest: serde_json::Value = serde_json::from_slice(image.manifest()).unwrap();
-        assert_eq!(manifest["schemaVersion"], 2);
-        assert_eq!(manifest["mediaType"], MANIFEST_MEDIA_TYPE);
-        assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(1));
-        assert_eq!(manifest["layers"][0]["mediaType"], LAYER_MEDIA_TYPE);
-        assert_eq!(manifest["layers"][0]["digest"], image.layer_digest().to_string());
-        assert_eq!(manifest["layers"][0]["size"], image.layer().len());
-        assert_eq!(manifest["config"]["digest"], image.config_digest().to_string());
-        let config: serde_json::Value = serde_json::from_slice(image.config()).unwrap();
-        assert_eq!(config["rootfs"]["type"], "layers");
-    }
-
-    #[test]
-    fn packaging_is_deterministic_and_follows_the_module() {
-        let a = WasmImage::from_wasm(WASM).unwrap();
-        let b = WasmImage::from_wasm(WASM).unwrap();
-        assert_eq!(a.manifest(), b.manifest());
-        assert_eq!(a.layer(), b.layer());
-        let mut other = WASM.to_vec();
-        other.push(0);
-        assert_ne!(WasmImage::from_wasm(&other).unwrap().digest(), a.digest());
-    }
-
-    #[test]
-    fn the_layer_carries_no_time_or_owner() {
-        let image = WasmImage::from_wasm(WASM).unwrap();
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(image.layer()));
-        let entry = archive.entries().unwrap().next().unwrap().unwrap();
-        let header = entry.header();
-        assert_eq!(header.mtime().unwrap(), 0);
-        assert_eq!(header.uid().unwrap(), 0);
-        assert_eq!(header.mode().unwrap(), 0o644);
-        // gzip header: mtime bytes 4..8 are zero, no file name flag.
-        assert_eq!(&image.layer()[4..8], &[0, 0, 0, 0]);
-        assert_eq!(image.layer()[3] & 0x08, 0);
-    }
-
-    #[test]
-    fn extraction_refuses_what_istio_refuses() {
-        assert!(extract_plugin_wasm(b"not gzip").is_err());
-        let tar = plugin_tar(b"not wasm at all").unwrap();
-        let error = extract_plugin_wasm(&gzip(&tar).unwrap()).unwrap_err();
-        assert!(error.contains("not a wasm module"), "{error}");
-        let empty = tar::Builder::new(Vec::new()).into_inner().unwrap();
-        let error = extract_plugin_wasm(&gzip(&empty).unwrap()).unwrap_err();
-        assert!(error.contains("no plugin.wasm"), "{error}");
-    }
-
-    #[test]
-    fn digests_parse_strictly() {
-        let hex = "0123456789abcdef".repeat(4);
-        assert_eq!(Digest::parse(&format!("sha256:{hex}")).unwrap().hex(), hex);
-        assert!(Digest::parse(&hex).is_err());
-        assert!(Digest::parse(&format!("sha256:{}", hex.to_uppercase())).is_err());
-        assert!(Digest::parse("sha256:abc").is_err());
-    }
-}
+mod tests;

@@ -1,25 +1,39 @@
-//! What `render` and `set-weight` share on the command line: which spec files, which layout.
+//! What `render` and `set-weight` share on the command line: which spec files, loading them, which layout.
 
 use std::path::{Path, PathBuf};
 
-use super::shared::Input;
+use super::error::{Action, RenderError};
+use super::output::Rendered;
+use super::shared::{render_shared, Input};
+use super::single::render_with_form;
+use super::spec::{App, PluginForm};
 use super::token::Tokens;
-use super::{load, render_shared, render_with_form, PluginForm, Rendered};
+
+/// Reads and checks a spec file: its text and the app. The error lists every problem, one per
+/// line, with the file name.
+pub fn load(path: &Path) -> Result<(String, App), RenderError> {
+    let text = std::fs::read_to_string(path).map_err(RenderError::io(path, Action::Read))?;
+    let app = App::from_yaml(&text).map_err(|errors| RenderError::InvalidSpec {
+        path: path.to_owned(),
+        errors,
+    })?;
+    Ok((text, app))
+}
 
 /// The spec files named by the arguments: files as given, directories as their `*.yaml` and
 /// `*.yml` files (not recursive), in name order.
-pub fn spec_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+pub fn spec_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RenderError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let entries = std::fs::read_dir(path).map_err(|e| format!("{}: cannot list: {e}", path.display()))?;
+            let entries = std::fs::read_dir(path).map_err(RenderError::io(path, Action::List))?;
             let mut found: Vec<PathBuf> = entries
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
                 .collect();
             if found.is_empty() {
-                return Err(format!("{}: holds no *.yaml spec", path.display()));
+                return Err(RenderError::NoSpecIn { dir: path.clone() });
             }
             found.sort();
             files.extend(found);
@@ -31,7 +45,7 @@ pub fn spec_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 }
 
 /// Loads every spec; the error lists every problem of every spec, each line naming its file.
-pub fn load_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
+pub fn load_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, RenderError> {
     let mut inputs = Vec::new();
     let mut errors = Vec::new();
     for file in spec_files(paths)? {
@@ -43,7 +57,7 @@ pub fn load_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
     if errors.is_empty() {
         Ok(inputs)
     } else {
-        Err(errors.join("\n"))
+        Err(RenderError::Specs(errors))
     }
 }
 
@@ -59,10 +73,10 @@ pub fn render_inputs(
     shared: bool,
     form: Option<PluginForm>,
     tokens: &Tokens,
-) -> Result<Rendered, String> {
+) -> Result<Rendered, RenderError> {
     match inputs {
         [(source, app)] if !shared => Ok(render_with_form(app, form.unwrap_or(app.plugin.form), source, tokens)),
-        [] => Err("no app spec given".to_owned()),
+        [] => Err(RenderError::NoSpec),
         _ => render_shared(inputs, form, tokens),
     }
 }

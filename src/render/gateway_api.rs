@@ -13,16 +13,14 @@
 
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
-use super::objects::{gateway_guard, version_service, Guard};
+use super::metadata::metadata;
+use super::mirror;
+use super::routing::{Guard, HeaderEdits};
 use super::spec::App;
-use super::token::{Purpose, Tokens};
+use super::token::Tokens;
 
 pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
 const GROUP: &str = "gateway.networking.k8s.io";
-
-fn metadata(name: &str, app: &App) -> Yaml {
-    map! {"name" => name, "namespace" => app.namespace.as_str()}
-}
 
 /// The listener the app's HTTPRoute attaches to: `https` with TLS, else `http`.
 fn serving_listener(app: &App) -> &'static str {
@@ -69,12 +67,8 @@ pub fn gateway(app: &App) -> Yaml {
     map! {
         "apiVersion" => API_VERSION,
         "kind" => "Gateway",
-        "metadata" => map! {
-            "name" => app.gateway_name(),
-            "namespace" => app.namespace.as_str(),
-            // The add-on's istiod of this revision is the one that deploys and programs it.
-            "labels" => map! {"istio.io/rev" => app.revision.as_str()},
-        },
+        // The add-on's istiod of this revision is the one that deploys and programs it.
+        "metadata" => metadata(&app.gateway_name(), &app.namespace, Some(map! {"istio.io/rev" => app.revision.as_str()})),
         "spec" => map! {
             "gatewayClassName" => "istio",
             "listeners" => listeners,
@@ -92,7 +86,7 @@ fn parent_ref(app: &App, listener: &str) -> Yaml {
 }
 
 /// A reference to one version's Service, as `backendRefs` and `RequestMirror` take it.
-pub fn backend_ref(app: &App, version: &str) -> Yaml {
+fn backend_ref(app: &App, version: &str) -> Yaml {
     map! {
         "group" => "",
         "kind" => "Service",
@@ -109,31 +103,54 @@ fn exact(name: &str, value: &str) -> Yaml {
     map! {"type" => "Exact", "name" => name, "value" => value}
 }
 
-fn header_modifier(set: &[(String, String)], remove: &[&str]) -> Option<Yaml> {
+/// Header edits in an HTTPRoute rule's shape: a `RequestHeaderModifier` filter.
+fn request_header_modifier(edits: &HeaderEdits<'_>) -> Option<Yaml> {
     let mut modifier = Mapping::new();
-    if !set.is_empty() {
+    if !edits.set.is_empty() {
         modifier.insert(
             "set".into(),
             Yaml::Sequence(
-                set.iter()
+                edits
+                    .set
+                    .iter()
                     .map(|(name, value)| map! {"name" => name.as_str(), "value" => value.as_str()})
                     .collect(),
             ),
         );
     }
-    if !remove.is_empty() {
+    if !edits.remove.is_empty() {
         modifier.insert(
             "remove".into(),
-            Yaml::Sequence(remove.iter().map(|n| Yaml::from(*n)).collect()),
+            Yaml::Sequence(edits.remove.iter().map(|n| Yaml::from(*n)).collect()),
         );
     }
-    (!modifier.is_empty())
+    (!edits.is_empty())
         .then(|| map! {"type" => "RequestHeaderModifier", "requestHeaderModifier" => Yaml::Mapping(modifier)})
+}
+
+/// The `RequestMirror` filter of a rule that serves `version`, when it mirrors
+/// (`mirror::for_route`). A whole percent is written as `percent`, anything finer as a
+/// `fraction` of 10,000.
+fn request_mirror(app: &App, version: &str) -> Option<Yaml> {
+    let mirror = mirror::for_route(app, version)?;
+    let mut filter = Mapping::new();
+    filter.insert("backendRef".into(), backend_ref(app, &mirror.version));
+    // Exact: the spec allows at most two decimals.
+    let hundredths = (mirror.percent * 100.0).round() as u32;
+    if hundredths.is_multiple_of(100) {
+        filter.insert("percent".into(), (hundredths / 100).into());
+    } else {
+        filter.insert(
+            "fraction".into(),
+            map! {"numerator" => hundredths, "denominator" => 10_000u32},
+        );
+    }
+    Some(map! {"type" => "RequestMirror", "requestMirror" => Yaml::Mapping(filter)})
 }
 
 fn rule(app: &App, version: &str, matches: Vec<Yaml>, headers: Option<Yaml>) -> Yaml {
     let mut filters: Vec<Yaml> = headers.into_iter().collect();
-    filters.extend(super::mirror::http_route_filter(app, version));
+    filters.extend(request_mirror(app, version));
     let mut rule = Mapping::new();
     rule.insert("matches".into(), Yaml::Sequence(matches));
     if !filters.is_empty() {
@@ -159,11 +176,11 @@ fn rules(app: &App, guard: &Guard<'_>) -> Vec<Yaml> {
                 }
             })
             .collect();
-        let headers = header_modifier(&guard.canary_set(&version.name), &guard.canary_remove());
+        let headers = request_header_modifier(&guard.canary_edits(&version.name));
         rules.push(rule(app, &version.name, matches, headers));
     }
     let stable = &app.stable().name;
-    let headers = header_modifier(&guard.stable_set(stable), &guard.stable_remove());
+    let headers = request_header_modifier(&guard.stable_edits(stable));
     rules.push(rule(app, stable, vec![map! {"path" => path_match(app)}], headers));
     rules
 }
@@ -171,14 +188,12 @@ fn rules(app: &App, guard: &Guard<'_>) -> Vec<Yaml> {
 /// The HTTPRoute of the app, and with TLS and `redirect_http` a second one that redirects
 /// plain HTTP to HTTPS.
 pub fn http_routes(app: &App, tokens: &Tokens) -> Vec<Yaml> {
-    let accepted = app.accepted_tokens(tokens, Purpose::Gateway);
-    let mesh_token = tokens.token(Purpose::Mesh, &app.name, app.token.generation);
-    let guard = gateway_guard(app, &accepted, &mesh_token);
+    let guard = Guard::gateway(app, tokens);
     let hostnames: Vec<Yaml> = app.hosts.iter().map(|h| Yaml::from(h.as_str())).collect();
     let mut routes = vec![map! {
         "apiVersion" => API_VERSION,
         "kind" => "HTTPRoute",
-        "metadata" => metadata(&format!("httproute-{}", app.name), app),
+        "metadata" => metadata(&app.http_route_name(), &app.namespace, None),
         "spec" => map! {
             "parentRefs" => vec![parent_ref(app, serving_listener(app))],
             "hostnames" => hostnames.clone(),
@@ -189,7 +204,7 @@ pub fn http_routes(app: &App, tokens: &Tokens) -> Vec<Yaml> {
         routes.push(map! {
             "apiVersion" => API_VERSION,
             "kind" => "HTTPRoute",
-            "metadata" => metadata(&format!("httproute-{}-redirect", app.name), app),
+            "metadata" => metadata(&app.http_redirect_route_name(), &app.namespace, None),
             "spec" => map! {
                 "parentRefs" => vec![parent_ref(app, "http")],
                 "hostnames" => hostnames,
@@ -204,9 +219,4 @@ pub fn http_routes(app: &App, tokens: &Tokens) -> Vec<Yaml> {
         });
     }
     routes
-}
-
-/// One Service per version (`svc-APP-VERSION`): an HTTPRoute sends to Services, not subsets.
-pub fn version_services(app: &App) -> Vec<Yaml> {
-    app.versions.iter().map(|v| version_service(app, &v.name)).collect()
 }

@@ -5,11 +5,12 @@
 //! crate and are built as YAML maps, apiVersion, kind, metadata and spec first, like the AKS
 //! canary tutorial's YAML. Nothing here decides which
 //! version serves a request: that is policy-core's job, reached through the
-//! filter config carried by the plugin object.
+//! filter config carried by the plugin object ([`super::plugin`]). What the routes require and
+//! do to the headers is `routing`'s (shared with the HTTPRoute writer,
+//! [`super::gateway_api`]); which routes mirror is `mirror`'s.
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
@@ -24,17 +25,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
-use super::spec::{
-    App, AppVersion, Dependent, FailStrategy, Ingress, ModuleSource, Plugin, PluginForm, INGRESS_NAMESPACE,
-    MESH_TOKEN_HEADER,
-};
-use super::token::{Purpose, Tokens};
+use super::metadata::metadata;
+use super::mirror;
+use super::routing::{Guard, HeaderEdits};
+use super::spec::{weight_yaml, App, AppVersion, Dependent, INGRESS_NAMESPACE};
+use super::token::Tokens;
 
-/// The Envoy filter name and type of the proxy-wasm HTTP filter.
-pub const WASM_FILTER_NAME: &str = "envoy.filters.http.wasm";
-pub const WASM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
-/// The type istio-agent substitutes when it cannot fetch the module (allow-all or deny-all RBAC).
-pub const RBAC_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+/// Where the harness finds the pods of a Gateway API gateway (the name it had here first).
+pub use super::spec::GATEWAY_NAME_LABEL;
 
 /// A typed Kubernetes object (`k8s-openapi`) as a YAML value for the emitter. Its fields come out
 /// in `k8s-openapi`'s order: apiVersion, kind, metadata, spec, then each struct's fields
@@ -85,11 +83,17 @@ pub fn namespace(app: &App) -> Yaml {
 }
 
 pub fn deployment(app: &App, version: &AppVersion) -> Yaml {
-    let http_get = |path: &str, port: u32| {
-        Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(int32(port)),
-            ..HTTPGetAction::default()
+    // Both probes check every 5 s; liveness waits 5 s before the first check.
+    let probe = |path: Option<&str>, port: u32, initial_delay_seconds: Option<i32>| {
+        Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(path?.to_owned()),
+                port: IntOrString::Int(int32(port)),
+                ..HTTPGetAction::default()
+            }),
+            initial_delay_seconds,
+            period_seconds: Some(5),
+            ..Probe::default()
         })
     };
     let probes = app.probes.as_ref();
@@ -120,23 +124,8 @@ pub fn deployment(app: &App, version: &AppVersion) -> Yaml {
             ])),
             ..ResourceRequirements::default()
         }),
-        liveness_probe: probes.and_then(|p| {
-            let path = p.liveness_path.as_deref()?;
-            Some(Probe {
-                http_get: http_get(path, p.port),
-                initial_delay_seconds: Some(5),
-                period_seconds: Some(5),
-                ..Probe::default()
-            })
-        }),
-        readiness_probe: probes.and_then(|p| {
-            let path = p.readiness_path.as_deref()?;
-            Some(Probe {
-                http_get: http_get(path, p.port),
-                period_seconds: Some(5),
-                ..Probe::default()
-            })
-        }),
+        liveness_probe: probes.and_then(|p| probe(p.liveness_path.as_deref(), p.port, Some(5))),
+        readiness_probe: probes.and_then(|p| probe(p.readiness_path.as_deref(), p.port, None)),
         ..Container::default()
     };
     let version_labels = app_labels(app, Some(&version.name));
@@ -225,15 +214,9 @@ pub fn hpa(app: &App, version: &AppVersion) -> Yaml {
     })
 }
 
-/// Metadata of an Istio object (a YAML map: name, namespace, labels).
-fn metadata(name: &str, namespace: &str, labels: Option<Yaml>) -> Yaml {
-    let mut m = Mapping::new();
-    m.insert("name".into(), name.into());
-    m.insert("namespace".into(), namespace.into());
-    if let Some(labels) = labels {
-        m.insert("labels".into(), labels);
-    }
-    Yaml::Mapping(m)
+/// One Service per version (`svc-APP-VERSION`): an HTTPRoute sends to Services, not subsets.
+pub fn version_services(app: &App) -> Vec<Yaml> {
+    app.versions.iter().map(|v| version_service(app, &v.name)).collect()
 }
 
 pub fn gateway(app: &App) -> Yaml {
@@ -281,120 +264,23 @@ fn destination(host: &str, subset: &str, port: Option<u32>) -> Yaml {
     map! {"destination" => Yaml::Mapping(d)}
 }
 
-/// What the routes of one VirtualService (or HTTPRoute) require and do to the request headers.
-pub(super) struct Guard<'a> {
-    /// The header every canary route matches on.
-    pub(super) routing_header: &'a str,
-    /// The token's own header, or `None` when the token travels in the routing header's value
-    /// (`VERSION;TOKEN`, see [`policy_core::Version::routing_value`]).
-    pub(super) token_header: Option<&'a str>,
-    /// The accepted token values (any one matches).
-    pub(super) accepted: &'a [String],
-    /// The mesh token, when dependent services route on the routing header: canary routes set
-    /// it (replacing any client copy), and the stable route removes the routing header and any
-    /// client-sent mesh token instead of setting the header.
-    pub(super) mesh_token: Option<&'a str>,
-    /// A mesh VirtualService (a dependent service's): it passes every header on untouched, as
-    /// the backend may call further services with the same headers.
-    pub(super) pass_through: bool,
-}
-
-impl Guard<'_> {
-    /// The header matches of a canary route for `version`: one match per accepted token, each
-    /// as (header, exact value) pairs, the routing header first.
-    pub(super) fn canary_matches(&self, version: &str) -> Vec<Vec<(String, String)>> {
-        self.accepted
-            .iter()
-            .map(|token| match self.token_header {
-                None => vec![(
-                    self.routing_header.to_owned(),
-                    policy_core::token_routing_value(version, token),
-                )],
-                Some(header) => vec![
-                    (self.routing_header.to_owned(), version.to_owned()),
-                    (header.to_owned(), token.clone()),
-                ],
-            })
-            .collect()
-    }
-
-    /// Headers a canary route for `version` sets: the bare version name when the token came in
-    /// the routing header (so the app sees what it always saw), and the mesh token.
-    pub(super) fn canary_set(&self, version: &str) -> Vec<(String, String)> {
-        let mut set = Vec::new();
-        if self.token_header.is_none() {
-            set.push((self.routing_header.to_owned(), version.to_owned()));
-        }
-        if let Some(mesh) = self.mesh_token {
-            set.push((MESH_TOKEN_HEADER.to_owned(), mesh.to_owned()));
-        }
-        set
-    }
-
-    /// Headers a canary route removes: the token's own header.
-    pub(super) fn canary_remove(&self) -> Vec<&str> {
-        match self.token_header {
-            Some(header) if !self.pass_through => vec![header],
-            _ => Vec::new(),
-        }
-    }
-
-    /// Headers the stable route sets: the stable name in the routing header, replacing the
-    /// filter's `VERSION;TOKEN` (or a client's value while the filter is skipped).
-    pub(super) fn stable_set(&self, stable: &str) -> Vec<(String, String)> {
-        if self.token_header.is_none() && self.mesh_token.is_none() {
-            vec![(self.routing_header.to_owned(), stable.to_owned())]
-        } else {
-            Vec::new()
-        }
-    }
-
-    /// Headers the stable route removes: the token's own header; with dependent services also
-    /// the routing header and any client-sent mesh token, so nothing a client sends can steer a
-    /// dependent service (docs/security.md).
-    pub(super) fn stable_remove(&self) -> Vec<&str> {
-        if self.pass_through {
-            return Vec::new();
-        }
-        let mut remove: Vec<&str> = self.token_header.into_iter().collect();
-        if self.mesh_token.is_some() {
-            remove.push(self.routing_header);
-            remove.push(MESH_TOKEN_HEADER);
-        }
-        remove
-    }
-}
-
-/// The gateway routes' guard: canary routes require the gateway token (in the routing header's
-/// value, or in a header of its own that they remove); with dependent services they also set
-/// the mesh token, and the stable route removes the routing header and any client-sent mesh
-/// token, so nothing a client sends can steer a dependent service (docs/security.md).
-pub(super) fn gateway_guard<'a>(app: &'a App, accepted: &'a [String], mesh_token: &'a str) -> Guard<'a> {
-    Guard {
-        routing_header: app.routing_header.as_str(),
-        token_header: (app.token.header != app.routing_header).then_some(app.token.header.as_str()),
-        accepted,
-        mesh_token: (!app.dependents.is_empty()).then_some(mesh_token),
-        pass_through: false,
-    }
-}
-
-fn header_ops(set: &[(String, String)], remove: &[&str]) -> Option<Yaml> {
+/// Header edits in a VirtualService route's shape: `headers: {request: {set: {..}, remove: [..]}}`.
+fn istio_headers(edits: &HeaderEdits<'_>) -> Option<Yaml> {
     let mut request = Mapping::new();
-    if !set.is_empty() {
+    if !edits.set.is_empty() {
         let mut values = Mapping::new();
-        for (name, value) in set {
+        for (name, value) in &edits.set {
             values.insert(name.as_str().into(), value.as_str().into());
         }
         request.insert("set".into(), Yaml::Mapping(values));
     }
-    if !remove.is_empty() {
+    if !edits.remove.is_empty() {
         request.insert(
             "remove".into(),
-            Yaml::Sequence(remove.iter().map(|n| Yaml::from(*n)).collect()),
+            Yaml::Sequence(edits.remove.iter().map(|n| Yaml::from(*n)).collect()),
         );
     }
-    (!request.is_empty()).then(|| map! {"request" => Yaml::Mapping(request)})
+    (!edits.is_empty()).then(|| map! {"request" => Yaml::Mapping(request)})
 }
 
 /// HTTP routes: one per non-stable version on the routing header and a token, then stable for the rest.
@@ -434,7 +320,7 @@ fn header_routes(
         route.insert("name".into(), format!("{name_prefix}{version}").into());
         route.insert("match".into(), Yaml::Sequence(matches));
         route.insert("route".into(), Yaml::Sequence(vec![destination(host, version, port)]));
-        if let Some(ops) = header_ops(&guard.canary_set(version), &guard.canary_remove()) {
+        if let Some(ops) = istio_headers(&guard.canary_edits(version)) {
             route.insert("headers".into(), ops);
         }
         routes.push(Yaml::Mapping(route));
@@ -446,7 +332,7 @@ fn header_routes(
             route.insert("match".into(), Yaml::Sequence(vec![map! {"uri" => uri}]));
         }
         route.insert("route".into(), Yaml::Sequence(vec![destination(host, stable, port)]));
-        if let Some(ops) = header_ops(&guard.stable_set(stable), &guard.stable_remove()) {
+        if let Some(ops) = istio_headers(&guard.stable_edits(stable)) {
             route.insert("headers".into(), ops);
         }
         routes.push(Yaml::Mapping(route));
@@ -461,9 +347,15 @@ fn header_routes(
 pub fn virtual_service(app: &App, tokens: &Tokens) -> Yaml {
     let names: Vec<&str> = app.versions.iter().map(|v| v.name.as_str()).collect();
     let host = app.service_host();
-    let accepted = app.accepted_tokens(tokens, Purpose::Gateway);
-    let mesh_token = tokens.token(Purpose::Mesh, &app.name, app.token.generation);
-    let guard = gateway_guard(app, &accepted, &mesh_token);
+    let guard = Guard::gateway(app, tokens);
+    let routes = header_routes(
+        "",
+        &guard,
+        &names,
+        &host,
+        Some(app.service_port),
+        app.path_prefix.as_deref(),
+    );
     map! {
         "apiVersion" => "networking.istio.io/v1",
         "kind" => "VirtualService",
@@ -471,16 +363,39 @@ pub fn virtual_service(app: &App, tokens: &Tokens) -> Yaml {
         "spec" => map! {
             "hosts" => app.hosts.iter().map(|h| Yaml::from(h.as_str())).collect::<Vec<_>>(),
             "gateways" => vec![Yaml::from(app.gateway_name())],
-            "http" => super::mirror::on_virtual_service_routes(app, header_routes(
-                "",
-                &guard,
-                &names,
-                &host,
-                Some(app.service_port),
-                app.path_prefix.as_deref(),
-            )),
+            "http" => with_mirror(app, routes),
         },
     }
+}
+
+/// The VirtualService's HTTP routes with `mirror` and `mirrorPercentage` on every route that
+/// mirrors (`mirror::for_route`).
+fn with_mirror(app: &App, mut routes: Vec<Yaml>) -> Vec<Yaml> {
+    for route in &mut routes {
+        let serves = route
+            .get("route")
+            .and_then(|r| r.get(0))
+            .and_then(|d| d.get("destination"))
+            .and_then(|d| d.get("subset"))
+            .and_then(Yaml::as_str)
+            .unwrap_or_default();
+        let Some(mirror) = mirror::for_route(app, serves) else {
+            continue;
+        };
+        let (version, percent) = (mirror.version.as_str(), weight_yaml(mirror.percent));
+        if let Yaml::Mapping(route) = route {
+            route.insert(
+                "mirror".into(),
+                map! {
+                    "host" => app.service_host(),
+                    "subset" => version,
+                    "port" => map! {"number" => app.service_port},
+                },
+            );
+            route.insert("mirrorPercentage".into(), map! {"value" => percent});
+        }
+    }
+    routes
 }
 
 fn subsets(versions: &[&str]) -> Vec<Yaml> {
@@ -490,17 +405,27 @@ fn subsets(versions: &[&str]) -> Vec<Yaml> {
         .collect()
 }
 
-pub fn destination_rule(app: &App) -> Yaml {
-    let names: Vec<&str> = app.versions.iter().map(|v| v.name.as_str()).collect();
+/// A DestinationRule for `host` with one subset per version, selected by the version label.
+fn destination_rule_for(name: &str, namespace: &str, host: &str, versions: &[&str]) -> Yaml {
     map! {
         "apiVersion" => "networking.istio.io/v1",
         "kind" => "DestinationRule",
-        "metadata" => metadata(&app.destination_rule_name(), &app.namespace, None),
+        "metadata" => metadata(name, namespace, None),
         "spec" => map! {
-            "host" => app.service_host(),
-            "subsets" => subsets(&names),
+            "host" => host,
+            "subsets" => subsets(versions),
         },
     }
+}
+
+pub fn destination_rule(app: &App) -> Yaml {
+    let names: Vec<&str> = app.versions.iter().map(|v| v.name.as_str()).collect();
+    destination_rule_for(
+        &app.destination_rule_name(),
+        &app.namespace,
+        &app.service_host(),
+        &names,
+    )
 }
 
 /// Mesh VirtualService and DestinationRule for a backend that routes by the same header.
@@ -509,261 +434,21 @@ pub fn destination_rule(app: &App) -> Yaml {
 /// VirtualService sets that token on canary routes only and removes client copies, so a
 /// spoofed routing header never reaches a backend canary, even while the filter is skipped.
 pub fn dependent(app: &App, dep: &Dependent, tokens: &Tokens) -> [Yaml; 2] {
-    let host = format!("{}.{}.svc.cluster.local", dep.service, dep.namespace);
+    let host = dep.host();
     let names: Vec<&str> = dep.versions.iter().map(String::as_str).collect();
-    let accepted = app.accepted_tokens(tokens, Purpose::Mesh);
-    // Nothing set or removed: the backend may call further services with the same headers.
-    let guard = Guard {
-        routing_header: app.routing_header.as_str(),
-        token_header: Some(MESH_TOKEN_HEADER),
-        accepted: &accepted,
-        mesh_token: None,
-        pass_through: true,
-    };
+    let guard = Guard::dependent(app, tokens);
     let vs = map! {
         "apiVersion" => "networking.istio.io/v1",
         "kind" => "VirtualService",
-        "metadata" => metadata(&format!("vs-{}", dep.service), &dep.namespace, None),
+        "metadata" => metadata(&dep.virtual_service_name(), &dep.namespace, None),
         "spec" => map! {
             // No `gateways`: the default, `mesh`, applies it to sidecars calling the backend.
             "hosts" => vec![Yaml::from(host.as_str())],
             "http" => header_routes(&format!("{}-", dep.service), &guard, &names, &host, dep.port, None),
         },
     };
-    let dr = map! {
-        "apiVersion" => "networking.istio.io/v1",
-        "kind" => "DestinationRule",
-        "metadata" => metadata(&format!("dr-{}", dep.service), &dep.namespace, None),
-        "spec" => map! {
-            "host" => host.as_str(),
-            "subsets" => subsets(&names),
-        },
-    };
+    let dr = destination_rule_for(&dep.destination_rule_name(), &dep.namespace, &host, &names);
     [vs, dr]
-}
-
-/// One plugin object on one add-on gateway: whose routes it carries, its name and settings.
-#[derive(Debug, Clone)]
-pub struct Install<'a> {
-    /// The object name in aks-istio-ingress; also the Envoy filter and VM name.
-    pub name: String,
-    /// `sticky-canary/app: APP` (one app) or `sticky-canary/gateway: external` (shared).
-    pub label: (&'static str, String),
-    /// The `istio` label of the gateway pods.
-    pub selector: &'static str,
-    pub plugin: &'a Plugin,
-    /// The whole filter config (every app's route on this gateway).
-    pub config: Yaml,
-    /// `Some` for an app's own Gateway API gateway (`ingress: gateway-api`): the plugin then
-    /// lives in that gateway's namespace and selects its pods, and `selector` is unused.
-    pub gateway_api: Option<GatewayApiTarget>,
-}
-
-/// The Gateway API gateway a plugin is for: its namespace and the `Gateway`'s name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayApiTarget {
-    pub namespace: String,
-    pub gateway: String,
-}
-
-/// The label Istio puts on the pods it deploys for a Gateway API `Gateway` (value: its name).
-pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
-
-impl Install<'_> {
-    /// The filter config as compact JSON: what the filter receives.
-    pub fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_default()
-    }
-
-    fn labels(&self) -> Yaml {
-        map! {"app.kubernetes.io/managed-by" => "sticky-canary", self.label.0 => self.label.1.as_str()}
-    }
-
-    /// The namespace of the plugin object: the add-on's ingress namespace, or the Gateway API
-    /// gateway's own.
-    pub fn namespace(&self) -> &str {
-        self.gateway_api
-            .as_ref()
-            .map_or(INGRESS_NAMESPACE, |t| t.namespace.as_str())
-    }
-
-    /// The labels of the gateway pods the plugin applies to.
-    fn pod_labels(&self) -> Yaml {
-        match &self.gateway_api {
-            None => map! {"istio" => self.selector},
-            Some(target) => map! {GATEWAY_NAME_LABEL => target.gateway.as_str()},
-        }
-    }
-}
-
-/// The plugin object of one app alone (`render` of a single spec).
-pub fn single_install<'a>(app: &'a App, tokens: &Tokens) -> Install<'a> {
-    Install {
-        name: app.plugin_name(),
-        label: ("sticky-canary/app", app.name.clone()),
-        selector: app.ingress_selector(),
-        plugin: &app.plugin,
-        config: app.filter_config(tokens),
-        gateway_api: (app.ingress == Ingress::GatewayApi).then(|| GatewayApiTarget {
-            namespace: app.namespace.clone(),
-            gateway: app.gateway_name(),
-        }),
-    }
-}
-
-pub fn wasm_plugin(install: &Install<'_>) -> Yaml {
-    let plugin = install.plugin;
-    let (url, sha256) = match &plugin.source {
-        ModuleSource::Oci { url, digest } => (url.clone(), digest.clone()),
-        ModuleSource::Url { url, sha256 } => (url.clone(), sha256.clone()),
-        // Inline is an EnvoyFilter form; a WasmPlugin always fetches.
-        ModuleSource::Inline => (String::new(), crate::sha256_hex(crate::FILTER_WASM)),
-    };
-    let mut spec = Mapping::new();
-    match &install.gateway_api {
-        None => {
-            spec.insert("selector".into(), map! {"matchLabels" => install.pod_labels()});
-        }
-        // Istio's documented way to attach a WasmPlugin to a Gateway API gateway.
-        Some(target) => {
-            spec.insert(
-                "targetRefs".into(),
-                Yaml::Sequence(vec![map! {
-                    "group" => "gateway.networking.k8s.io",
-                    "kind" => "Gateway",
-                    "name" => target.gateway.as_str(),
-                }]),
-            );
-        }
-    }
-    spec.insert("url".into(), url.into());
-    spec.insert("sha256".into(), sha256.into());
-    if let Some(policy) = &plugin.image_pull_policy {
-        spec.insert("imagePullPolicy".into(), policy.as_str().into());
-    }
-    if let Some(secret) = &plugin.image_pull_secret {
-        spec.insert("imagePullSecret".into(), secret.as_str().into());
-    }
-    spec.insert("phase".into(), plugin.phase.as_str().into());
-    spec.insert("failStrategy".into(), plugin.fail_strategy.as_str().into());
-    spec.insert("type".into(), "HTTP".into());
-    spec.insert("pluginConfig".into(), install.config.clone());
-    map! {
-        "apiVersion" => "extensions.istio.io/v1alpha1",
-        "kind" => "WasmPlugin",
-        "metadata" => metadata(&install.name, install.namespace(), Some(install.labels())),
-        "spec" => Yaml::Mapping(spec),
-    }
-}
-
-/// The `typed_config` of the `envoy.filters.http.wasm` filter, as Envoy reads it.
-pub fn wasm_typed_config(install: &Install<'_>, form: PluginForm) -> Yaml {
-    let code = match (&install.plugin.source, form) {
-        (_, PluginForm::EnvoyFilterInline) | (ModuleSource::Inline, _) => map! {
-            "local" => map! {
-                "inline_bytes" => base64::engine::general_purpose::STANDARD.encode(crate::FILTER_WASM),
-            },
-        },
-        (ModuleSource::Oci { url, digest }, _) => remote_code(url, digest),
-        (ModuleSource::Url { url, sha256 }, _) => remote_code(url, sha256),
-    };
-    let mut config = Mapping::new();
-    config.insert("name".into(), install.name.as_str().into());
-    config.insert(
-        "vm_config".into(),
-        map! {
-            "vm_id" => install.name.as_str(),
-            "runtime" => "envoy.wasm.runtime.v8",
-            "code" => code,
-        },
-    );
-    config.insert(
-        "configuration".into(),
-        map! {
-            "@type" => "type.googleapis.com/google.protobuf.StringValue",
-            "value" => install.config_json(),
-        },
-    );
-    // istio-agent reads failure_policy too: when it cannot fetch the module it swaps this config
-    // for an RBAC filter, allow-all for FAIL_OPEN and deny-all for the others (docs/security.md).
-    let failure_policy = match install.plugin.fail_strategy {
-        FailStrategy::FailOpen => "FAIL_OPEN",
-        FailStrategy::FailClose => "FAIL_CLOSED",
-        FailStrategy::FailReload => "FAIL_RELOAD",
-    };
-    config.insert("failure_policy".into(), failure_policy.into());
-    map! {
-        "@type" => WASM_TYPE_URL,
-        "config" => Yaml::Mapping(config),
-    }
-}
-
-fn remote_code(url: &str, sha256: &str) -> Yaml {
-    map! {
-        "remote" => map! {
-            // istio-agent fetches this (oci:// or https://), checks sha256 (for oci://, the manifest
-            // digest) and hands Envoy a local file; Envoy never fetches it itself.
-            // Envoy requires a cluster; the agent fetches the module itself, so Istio's own
-            // placeholder `_` (pilot's buildDataSource) names none.
-            "http_uri" => map! {"uri" => url, "timeout" => "30s", "cluster" => "_"},
-            "sha256" => sha256,
-        },
-    }
-}
-
-/// The EnvoyFilter: the Wasm filter as an extension config (ECDS), inserted before the router.
-///
-/// Delivering the filter config by ECDS (as WasmPlugin does) means a weight
-/// change updates the filter alone, without draining the gateway's listeners.
-pub fn envoy_filter(install: &Install<'_>, form: PluginForm) -> Yaml {
-    let name = install.name.as_str();
-    let extension = map! {
-        "applyTo" => "EXTENSION_CONFIG",
-        "patch" => map! {
-            "operation" => "ADD",
-            "value" => map! {
-                "name" => name,
-                "typed_config" => wasm_typed_config(install, form),
-            },
-        },
-    };
-    let insert = map! {
-        "applyTo" => "HTTP_FILTER",
-        "match" => map! {
-            "context" => "GATEWAY",
-            "listener" => map! {
-                "filterChain" => map! {
-                    "filter" => map! {
-                        "name" => "envoy.filters.network.http_connection_manager",
-                        "subFilter" => map! {"name" => "envoy.filters.http.router"},
-                    },
-                },
-            },
-        },
-        "patch" => map! {
-            "operation" => "INSERT_BEFORE",
-            "value" => map! {
-                "name" => name,
-                "config_discovery" => map! {
-                    // Wait for the module rather than serve without it (Istio's own choice for Wasm).
-                    "config_source" => map! {"ads" => map! {}, "initial_fetch_timeout" => "0s"},
-                    // The RBAC type too: when istio-agent cannot fetch the module it delivers an RBAC
-                    // filter (allow-all or deny-all) under this name. Without it Envoy rejects that
-                    // update and the listener answers 500 for every host on the gateway.
-                    "type_urls" => vec![Yaml::from(WASM_TYPE_URL), Yaml::from(RBAC_TYPE_URL)],
-                },
-            },
-        },
-    };
-    map! {
-        "apiVersion" => "networking.istio.io/v1alpha3",
-        "kind" => "EnvoyFilter",
-        "metadata" => metadata(name, install.namespace(), Some(install.labels())),
-        "spec" => map! {
-            "workloadSelector" => map! {"labels" => install.pod_labels()},
-            "configPatches" => vec![extension, insert],
-        },
-    }
 }
 
 /// The EnvoyFilter that makes the weighted routes Flagger or Argo Rollouts manage sticky: on
@@ -817,12 +502,4 @@ pub fn sticky_weights(app: &App) -> Option<Yaml> {
             "configPatches" => patches,
         },
     })
-}
-
-/// The plugin object in the form the spec chose.
-pub fn plugin(install: &Install<'_>, form: PluginForm) -> Yaml {
-    match form {
-        PluginForm::WasmPlugin => wasm_plugin(install),
-        PluginForm::EnvoyFilter | PluginForm::EnvoyFilterInline => envoy_filter(install, form),
-    }
 }

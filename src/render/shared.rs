@@ -25,10 +25,12 @@ use std::collections::BTreeMap;
 
 use serde_yaml_ng::Value as Yaml;
 
-use super::objects::Install;
+use super::error::RenderError;
+use super::output::{file, kustomization, kustomization_of, File, Rendered, GATEWAY_DIR};
+use super::plugin::{fail_strategy_warning, plugin_file, single_install, Install};
+use super::single::app_files;
 use super::spec::{filter_config, App, Ingress, PluginForm};
 use super::token::Tokens;
-use super::{app_files, file, kustomization, File, Rendered, GATEWAY_DIR};
 
 /// One spec: where it came from (for messages and the generated-by line) and the checked app.
 pub type Input = (String, App);
@@ -137,10 +139,10 @@ fn conflicts(inputs: &[&Input]) -> Vec<String> {
 
 /// One plugin per gateway the apps use (external first), its config holding every app's route
 /// in app-name order. `Err` lists every conflict, naming both specs.
-pub fn gateway_installs<'a>(inputs: &[&'a Input], tokens: &Tokens) -> Result<Vec<Install<'a>>, Vec<String>> {
+pub fn gateway_installs<'a>(inputs: &[&'a Input], tokens: &Tokens) -> Result<Vec<Install<'a>>, RenderError> {
     let errors = conflicts(inputs);
     if !errors.is_empty() {
-        return Err(errors);
+        return Err(RenderError::Conflicts(errors));
     }
     let mut installs = Vec::new();
     let mut errors = Vec::new();
@@ -176,16 +178,16 @@ pub fn gateway_installs<'a>(inputs: &[&'a Input], tokens: &Tokens) -> Result<Vec
     if errors.is_empty() {
         Ok(installs)
     } else {
-        Err(errors)
+        Err(RenderError::Conflicts(errors))
     }
 }
 
 /// Renders every app for a shared gateway (layout in the module docs). `form` overrides the
 /// specs' plugin form. `Err` holds every problem, one per line, each naming its spec.
-pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens) -> Result<Rendered, String> {
+pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens) -> Result<Rendered, RenderError> {
     let mut sorted: Vec<&Input> = inputs.iter().collect();
     sorted.sort_by(|a, b| a.1.name.cmp(&b.1.name));
-    let installs = gateway_installs(&sorted, tokens).map_err(|e| e.join("\n"))?;
+    let installs = gateway_installs(&sorted, tokens)?;
     let all_sources = sorted
         .iter()
         .map(|i| i.0.replace('\\', "/"))
@@ -206,8 +208,8 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
             "{GATEWAY_DIR}/plugin-{}.yaml",
             install.name.trim_start_matches("sticky-canary-")
         );
-        notes.extend(super::fail_strategy_warning(install, &served));
-        let (plugin, note) = super::plugin_file(install, form, &file_name, &mut notes);
+        notes.extend(fail_strategy_warning(install, &served));
+        let (plugin, note) = plugin_file(install, form, &file_name, &mut notes);
         let note = format!(
             "One plugin for every app on this gateway ({}): {}.\n{note}",
             install.selector,
@@ -229,11 +231,11 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
         let mut app_dir = app_files(app, &source, tokens, with_namespace, &dir);
         if app.ingress == Ingress::GatewayApi {
             // Its own gateway, so its own plugin, beside its other objects.
-            let install = super::objects::single_install(app, tokens);
+            let install = single_install(app, tokens);
             let form = form.unwrap_or(install.plugin.form);
             let name = format!("{dir}plugin.yaml");
-            notes.extend(super::fail_strategy_warning(&install, &[app.name.as_str()]));
-            let (plugin, note) = super::plugin_file(&install, form, &name, &mut notes);
+            notes.extend(fail_strategy_warning(&install, &[app.name.as_str()]));
+            let (plugin, note) = plugin_file(&install, form, &name, &mut notes);
             app_dir.push(file(&name, &source, &note, vec![plugin]));
         }
         app_dir.push(kustomization(&dir, &source, &app_dir));
@@ -241,16 +243,7 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
         directories.push(Yaml::from(app.name.as_str()));
     }
     files.splice(0..0, gateway_files);
-    files.push(file(
-        "kustomization.yaml",
-        &all_sources,
-        "",
-        vec![map! {
-            "apiVersion" => "kustomize.config.k8s.io/v1beta1",
-            "kind" => "Kustomization",
-            "resources" => directories,
-        }],
-    ));
+    files.push(kustomization_of("kustomization.yaml", &all_sources, directories));
     notes.push(format!(
         "{} app(s) on {} add-on gateway plugin(s): {}",
         sorted.iter().filter(|i| i.1.ingress != Ingress::GatewayApi).count(),

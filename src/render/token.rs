@@ -18,13 +18,78 @@
 //! assert_eq!(a, tokens.token(Purpose::Gateway, "my-app", 1));  // stable across renders
 //! assert_ne!(a, tokens.token(Purpose::Gateway, "my-app", 2));  // a new generation: a new token
 //! assert_ne!(a, tokens.token(Purpose::Mesh, "my-app", 1));     // the mesh hop has its own
-//! assert!(TokenKey::parse("abcd").unwrap_err().contains("64 hex digits"));
+//! assert!(TokenKey::parse("abcd").unwrap_err().to_string().contains("64 hex digits"));
 //! ```
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+/// Why there is no usable key.
+#[derive(Debug)]
+pub enum TokenError {
+    /// The operating system gave no randomness for a new key.
+    NoRandomness(String),
+    /// The key text is not hex digits.
+    NotHex,
+    /// The key has fewer than 64 hex digits (this many).
+    TooShort(usize),
+    /// A key file could not be read.
+    Read { path: PathBuf, source: std::io::Error },
+    /// A key file holds no valid key.
+    InFile { path: PathBuf, error: Box<TokenError> },
+    /// `token-key --out` names a file that exists: a new key would change every token.
+    Exists(PathBuf),
+    /// A new key file could not be created.
+    Create { path: PathBuf, source: std::io::Error },
+    /// A new key file could not be written.
+    Write { path: PathBuf, source: std::io::Error },
+    /// Neither `--token-key` nor the environment variable names a key.
+    NoKey,
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let make_one = || {
+            format!(
+                "a token key is at least {} hex digits ({KEY_BYTES} bytes from a CSPRNG); create one with `sticky-canary token-key --out FILE`",
+                KEY_BYTES * 2
+            )
+        };
+        match self {
+            TokenError::NoRandomness(e) => write!(f, "no randomness from the operating system: {e}"),
+            TokenError::NotHex => write!(f, "not hex digits: {}", make_one()),
+            TokenError::TooShort(digits) => write!(f, "{digits} hex digits is too short: {}", make_one()),
+            TokenError::Read { path, source } => write!(f, "token key {}: cannot read: {source}", path.display()),
+            TokenError::InFile { path, error } => write!(f, "token key {}: {error}", path.display()),
+            TokenError::Exists(path) => write!(
+                f,
+                "{}: already exists; a new key changes every routing token, so it is never overwritten (remove it first if you mean it)",
+                path.display()
+            ),
+            TokenError::Create { path, source } => write!(f, "{}: cannot create: {source}", path.display()),
+            TokenError::Write { path, source } => write!(f, "{}: cannot write: {source}", path.display()),
+            TokenError::NoKey => write!(
+                f,
+                "render needs the routing-token key, which never goes into a spec (a token derived from public facts can be guessed).\n\
+                 Create one once:   sticky-canary token-key --out ~/.config/sticky-canary/token.key\n\
+                 then pass it:      --token-key FILE   or   {KEY_FILE_ENV}=FILE\n\
+                 Keep the file out of git (CI secret store, Kubernetes Secret); the same key gives the same manifests."
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+/// The CLI prints errors as text.
+impl From<TokenError> for String {
+    fn from(error: TokenError) -> String {
+        error.to_string()
+    }
+}
 
 /// Bytes of key material: 256 bits, the HMAC-SHA256 block's natural key size.
 pub const KEY_BYTES: usize = 32;
@@ -61,31 +126,25 @@ impl std::fmt::Debug for TokenKey {
 
 impl TokenKey {
     /// A fresh key from the operating system's CSPRNG.
-    pub fn generate() -> Result<TokenKey, String> {
+    pub fn generate() -> Result<TokenKey, TokenError> {
         let mut bytes = vec![0u8; KEY_BYTES];
-        getrandom::getrandom(&mut bytes).map_err(|e| format!("no randomness from the operating system: {e}"))?;
+        getrandom::getrandom(&mut bytes).map_err(|e| TokenError::NoRandomness(e.to_string()))?;
         Ok(TokenKey(bytes))
     }
 
     /// Reads a key file: hex digits (at least 64), `#` comment lines and white space ignored.
-    pub fn parse(text: &str) -> Result<TokenKey, String> {
+    pub fn parse(text: &str) -> Result<TokenKey, TokenError> {
         let digits: String = text
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))
             .flat_map(str::chars)
             .filter(|c| !c.is_whitespace())
             .collect();
-        let short = || {
-            format!(
-                "a token key is at least {} hex digits ({KEY_BYTES} bytes from a CSPRNG); create one with `sticky-canary token-key --out FILE`",
-                KEY_BYTES * 2
-            )
-        };
         if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("not hex digits: {}", short()));
+            return Err(TokenError::NotHex);
         }
         if digits.len() < KEY_BYTES * 2 {
-            return Err(format!("{} hex digits is too short: {}", digits.len(), short()));
+            return Err(TokenError::TooShort(digits.len()));
         }
         let bytes = (0..digits.len())
             .step_by(2)
@@ -94,10 +153,16 @@ impl TokenKey {
         Ok(TokenKey(bytes))
     }
 
-    pub fn from_file(path: &Path) -> Result<TokenKey, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("token key {}: cannot read: {e}", path.display()))?;
-        TokenKey::parse(&text).map_err(|e| format!("token key {}: {e}", path.display()))
+    /// Reads a key file (see [`TokenKey::parse`]).
+    pub fn from_file(path: &Path) -> Result<TokenKey, TokenError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        TokenKey::parse(&text).map_err(|error| TokenError::InFile {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })
     }
 
     /// The key file's text: a comment saying what it is, then the key in hex.
@@ -173,7 +238,7 @@ impl Tokens {
 
 /// Writes a new key file, refusing to replace an existing one (that would change every token).
 /// The file is created readable by its owner only.
-pub fn write_new_key(path: &Path) -> Result<(), String> {
+pub fn write_new_key(path: &Path) -> Result<(), TokenError> {
     use std::io::Write as _;
     let key = TokenKey::generate()?;
     let mut options = std::fs::OpenOptions::new();
@@ -183,24 +248,24 @@ pub fn write_new_key(path: &Path) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            format!(
-                "{}: already exists; a new key changes every routing token, so it is never overwritten (remove it first if you mean it)",
-                path.display()
-            )
-        } else {
-            format!("{}: cannot create: {e}", path.display())
-        }
+    let mut file = options.open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => TokenError::Exists(path.to_owned()),
+        _ => TokenError::Create {
+            path: path.to_owned(),
+            source,
+        },
     })?;
     file.write_all(key.file_text().as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: cannot write: {e}", path.display()))
+        .map_err(|source| TokenError::Write {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// The tokens for the CLI: the key of [`key_from_cli`], and the keys `--also-accept-key` names
 /// while a key is being replaced.
-pub fn tokens_from_cli(flag: Option<&Path>, also_accept: &[std::path::PathBuf]) -> Result<Tokens, String> {
+pub fn tokens_from_cli(flag: Option<&Path>, also_accept: &[PathBuf]) -> Result<Tokens, TokenError> {
     let key = key_from_cli(flag)?;
     if also_accept.is_empty() {
         return Ok(Tokens::Key(key));
@@ -214,17 +279,12 @@ pub fn tokens_from_cli(flag: Option<&Path>, also_accept: &[std::path::PathBuf]) 
 
 /// The key for the CLI: `--token-key FILE`, else `$STICKY_CANARY_TOKEN_KEY_FILE`, else an error
 /// saying how to make one.
-pub fn key_from_cli(flag: Option<&Path>) -> Result<TokenKey, String> {
+pub fn key_from_cli(flag: Option<&Path>) -> Result<TokenKey, TokenError> {
     let from_env = std::env::var_os(KEY_FILE_ENV).filter(|v| !v.is_empty());
     match (flag, from_env) {
         (Some(path), _) => TokenKey::from_file(path),
         (None, Some(path)) => TokenKey::from_file(Path::new(&path)),
-        (None, None) => Err(format!(
-            "render needs the routing-token key, which never goes into a spec (a token derived from public facts can be guessed).\n\
-             Create one once:   sticky-canary token-key --out ~/.config/sticky-canary/token.key\n\
-             then pass it:      --token-key FILE   or   {KEY_FILE_ENV}=FILE\n\
-             Keep the file out of git (CI secret store, Kubernetes Secret); the same key gives the same manifests."
-        )),
+        (None, None) => Err(TokenError::NoKey),
     }
 }
 
@@ -247,8 +307,14 @@ mod tests {
         let key = TokenKey::generate().unwrap();
         assert_eq!(TokenKey::parse(&key.file_text()).unwrap(), key);
         assert_ne!(TokenKey::generate().unwrap(), key);
-        assert!(TokenKey::parse(&"a".repeat(62)).unwrap_err().contains("too short"));
-        assert!(TokenKey::parse(&"g".repeat(64)).unwrap_err().contains("not hex"));
+        assert!(TokenKey::parse(&"a".repeat(62))
+            .unwrap_err()
+            .to_string()
+            .contains("too short"));
+        assert!(TokenKey::parse(&"g".repeat(64))
+            .unwrap_err()
+            .to_string()
+            .contains("not hex"));
         assert!(TokenKey::parse("").is_err());
     }
 

@@ -12,21 +12,82 @@
 //! assert_eq!(out, "versions:\n  - name: v1   # stable\n    weight: 75\n  - name: v2\n    weight: 25\n");
 //! ```
 
+use std::fmt;
+
 use serde_yaml_ng::Value as Yaml;
+
+/// Why the weights cannot be set, or cannot be edited in the spec's text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightError {
+    /// Not 0 to 100 with at most two decimals.
+    NotAWeight(f64),
+    /// The version is not in the spec.
+    UnknownVersion { version: String, versions: Vec<String> },
+    /// The stable version takes what the canaries leave; it is not set.
+    Stable(String),
+    /// A canary's weight already in the spec is not a valid weight.
+    InvalidInSpec(String),
+    /// The canaries would take more than 100 % (in basis points).
+    Over100(u32),
+    /// The spec text is not YAML.
+    NotYaml(String),
+    /// `versions` is not a list.
+    VersionsNotAList,
+    /// `versions[i].weight` is not written as a plain number.
+    NotPlain(usize),
+    /// `versions[i].weight` stands in the text `found` times, not once.
+    NotOnce { index: usize, found: usize },
+}
+
+impl fmt::Display for WeightError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightError::NotAWeight(percent) => {
+                write!(f, "{percent} is not a weight: 0 to 100 with at most two decimals")
+            }
+            WeightError::UnknownVersion { version, versions } => write!(
+                f,
+                "{version:?} is not one of the spec's versions ({})",
+                versions.join(", ")
+            ),
+            WeightError::Stable(version) => write!(
+                f,
+                "{version:?} is the stable version: set the canaries' weights and it takes the rest (to promote a canary, make it the first version)"
+            ),
+            WeightError::InvalidInSpec(name) => write!(f, "the weight of {name:?} in the spec is not valid"),
+            WeightError::Over100(basis_points) => write!(
+                f,
+                "the canaries would take {}%, more than 100",
+                policy_core::format_percent(*basis_points)
+            ),
+            WeightError::NotYaml(e) => write!(f, "the spec is not valid YAML: {e}"),
+            WeightError::VersionsNotAList => f.write_str("cannot edit the weights in place: versions is not a list"),
+            WeightError::NotPlain(i) => write!(
+                f,
+                "versions[{i}].weight: write it as a plain number to let set-weight edit it"
+            ),
+            WeightError::NotOnce { index, found } => {
+                write!(f, "versions[{index}].weight: expected exactly one, found {found}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WeightError {}
 
 /// Computes the weights after setting `version` to `percent`: the stable version
 /// (listed first) takes whatever the canaries leave.
-pub fn new_weights(current: &[(String, f64)], version: &str, percent: f64) -> Result<Vec<f64>, String> {
-    let basis_points = to_basis_points(percent)
-        .ok_or_else(|| format!("{percent} is not a weight: 0 to 100 with at most two decimals"))?;
-    let index = current.iter().position(|(name, _)| name == version).ok_or_else(|| {
-        let names: Vec<&str> = current.iter().map(|(n, _)| n.as_str()).collect();
-        format!("{version:?} is not one of the spec's versions ({})", names.join(", "))
-    })?;
+pub fn new_weights(current: &[(String, f64)], version: &str, percent: f64) -> Result<Vec<f64>, WeightError> {
+    let basis_points = to_basis_points(percent).ok_or(WeightError::NotAWeight(percent))?;
+    let index = current
+        .iter()
+        .position(|(name, _)| name == version)
+        .ok_or_else(|| WeightError::UnknownVersion {
+            version: version.to_owned(),
+            versions: current.iter().map(|(n, _)| n.clone()).collect(),
+        })?;
     if index == 0 {
-        return Err(format!(
-            "{version:?} is the stable version: set the canaries' weights and it takes the rest (to promote a canary, make it the first version)"
-        ));
+        return Err(WeightError::Stable(version.to_owned()));
     }
     let mut canaries: u32 = 0;
     let mut weights = Vec::with_capacity(current.len());
@@ -34,16 +95,13 @@ pub fn new_weights(current: &[(String, f64)], version: &str, percent: f64) -> Re
         let bp = if i == index {
             basis_points
         } else {
-            to_basis_points(*weight).ok_or_else(|| format!("the weight of {name:?} in the spec is not valid"))?
+            to_basis_points(*weight).ok_or_else(|| WeightError::InvalidInSpec(name.clone()))?
         };
         canaries += bp;
         weights.push(bp);
     }
     if canaries > 10_000 {
-        return Err(format!(
-            "the canaries would take {}%, more than 100",
-            policy_core::format_percent(canaries)
-        ));
+        return Err(WeightError::Over100(canaries));
     }
     let mut out = vec![f64::from(10_000 - canaries) / 100.0];
     out.extend(weights.into_iter().map(|bp| f64::from(bp) / 100.0));
@@ -64,11 +122,11 @@ fn format_weight(weight: f64) -> String {
 }
 
 /// The value under `versions[i].weight` for each version of a parsed spec (`None`: not there).
-fn version_weights(text: &str) -> Result<Vec<Option<Yaml>>, String> {
-    let spec: Yaml = serde_yaml_ng::from_str(text).map_err(|e| format!("the spec is not valid YAML: {e}"))?;
+fn version_weights(text: &str) -> Result<Vec<Option<Yaml>>, WeightError> {
+    let spec: Yaml = serde_yaml_ng::from_str(text).map_err(|e| WeightError::NotYaml(e.to_string()))?;
     match spec.get("versions") {
         Some(Yaml::Sequence(versions)) => Ok(versions.iter().map(|v| v.get("weight").cloned()).collect()),
-        _ => Err("cannot edit the weights in place: versions is not a list".to_owned()),
+        _ => Err(WeightError::VersionsNotAList),
     }
 }
 
@@ -100,13 +158,13 @@ fn weight_candidates(text: &str) -> Vec<(usize, usize)> {
 /// there, and the version whose weight became the marker owns that place. So the YAML parser
 /// itself decides what is a weight (not a comment, not another key's `weight`), and no second
 /// YAML library with source positions is needed.
-pub fn rewrite_weights(text: &str, weights: &[f64]) -> Result<String, String> {
+pub fn rewrite_weights(text: &str, weights: &[f64]) -> Result<String, WeightError> {
     let current = version_weights(text)?;
-    const MARKER: &str = "918273645.5";
-    let marker: Yaml = serde_yaml_ng::from_str(MARKER).map_err(|e| e.to_string())?;
+    const MARKER: f64 = 918_273_645.5;
+    let marker = Yaml::from(MARKER);
     let mut owners: Vec<Vec<(usize, usize)>> = vec![Vec::new(); current.len()];
     for (start, end) in weight_candidates(text) {
-        let probe = format!("{}{MARKER}{}", &text[..start], &text[end..]);
+        let probe = format!("{}{MARKER:?}{}", &text[..start], &text[end..]);
         let Ok(probed) = version_weights(&probe) else {
             continue;
         };
@@ -122,18 +180,14 @@ pub fn rewrite_weights(text: &str, weights: &[f64]) -> Result<String, String> {
     for (i, weight) in weights.iter().enumerate() {
         match (owners.get(i).map(Vec::as_slice), current.get(i)) {
             (Some([(start, end)]), _) => spans.push((*start, *end, format_weight(*weight))),
-            (Some([]), Some(Some(_))) => {
-                return Err(format!(
-                    "versions[{i}].weight: write it as a plain number to let set-weight edit it"
-                ))
-            }
+            (Some([]), Some(Some(_))) => return Err(WeightError::NotPlain(i)),
             (Some(places), _) => {
-                return Err(format!(
-                    "versions[{i}].weight: expected exactly one, found {}",
-                    places.len()
-                ))
+                return Err(WeightError::NotOnce {
+                    index: i,
+                    found: places.len(),
+                })
             }
-            (None, _) => return Err(format!("versions[{i}].weight: expected exactly one, found 0")),
+            (None, _) => return Err(WeightError::NotOnce { index: i, found: 0 }),
         }
     }
     spans.sort_by_key(|(start, ..)| std::cmp::Reverse(*start));
@@ -145,67 +199,4 @@ pub fn rewrite_weights(text: &str, weights: &[f64]) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stable_takes_the_rest() {
-        let current = vec![("v1".to_owned(), 90.0), ("v2".to_owned(), 10.0), ("v3".to_owned(), 0.0)];
-        assert_eq!(new_weights(&current, "v3", 5.0).unwrap(), vec![85.0, 10.0, 5.0]);
-        assert_eq!(new_weights(&current, "v2", 100.0).unwrap(), vec![0.0, 100.0, 0.0]);
-        let full = vec![("v1".to_owned(), 0.0), ("v2".to_owned(), 100.0), ("v3".to_owned(), 0.0)];
-        assert_eq!(
-            new_weights(&full, "v3", 5.0).unwrap_err(),
-            "the canaries would take 105%, more than 100"
-        );
-    }
-
-    #[test]
-    fn refuses_bad_input() {
-        let current = vec![("v1".to_owned(), 90.0), ("v2".to_owned(), 10.0)];
-        assert!(new_weights(&current, "v1", 50.0).unwrap_err().contains("stable"));
-        assert!(new_weights(&current, "v9", 50.0).unwrap_err().contains("v1, v2"));
-        assert!(new_weights(&current, "v2", 10.001).is_err());
-        assert!(new_weights(&current, "v2", 101.0).is_err());
-        assert_eq!(new_weights(&current, "v2", 12.5).unwrap(), vec![87.5, 12.5]);
-    }
-
-    #[test]
-    fn edits_flow_style_and_keeps_comments() {
-        let text = "# top\nversions: [{name: v1, weight: 90}, {name: v2, weight: 10}] # end\nother: {weight: 3}\n";
-        let out = rewrite_weights(text, &[50.0, 50.0]).unwrap();
-        assert_eq!(
-            out,
-            "# top\nversions: [{name: v1, weight: 50}, {name: v2, weight: 50}] # end\nother: {weight: 3}\n"
-        );
-    }
-
-    #[test]
-    fn non_ascii_comments_do_not_shift_offsets() {
-        let text =
-            "# réglage — très sûr\nversions:\n  - name: v1 # ünïcode\n    weight: 100\n  - name: v2\n    weight: 0\n";
-        let out = rewrite_weights(text, &[90.0, 10.0]).unwrap();
-        assert!(out.contains("weight: 90\n") && out.contains("weight: 10\n") && out.contains("très sûr"));
-    }
-
-    #[test]
-    fn a_weight_in_a_comment_or_under_another_key_is_left_alone() {
-        let text = "versions:\n  - name: v1 # was weight: 70\n    weight: 90\n  - {name: v2, weight: 10}\nnotes:\n  weight: 10\n";
-        assert_eq!(
-            rewrite_weights(text, &[75.0, 25.0]).unwrap(),
-            "versions:\n  - name: v1 # was weight: 70\n    weight: 75\n  - {name: v2, weight: 25}\nnotes:\n  weight: 10\n"
-        );
-        let missing = "versions:\n  - name: v1\n  - name: v2\n    weight: 10\n";
-        assert!(rewrite_weights(missing, &[90.0, 10.0])
-            .unwrap_err()
-            .contains("versions[0].weight: expected exactly one, found 0"));
-    }
-
-    #[test]
-    fn quoted_weight_is_refused() {
-        let text = "versions:\n  - name: v1\n    weight: \"90\"\n  - name: v2\n    weight: 10\n";
-        assert!(rewrite_weights(text, &[80.0, 20.0])
-            .unwrap_err()
-            .contains("plain number"));
-    }
-}
+mod tests;

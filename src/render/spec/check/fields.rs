@@ -1,0 +1,65 @@
+//! The small field rules several sections share: names, ports, quantities, placeholders.
+
+use crate::render::spec::app::SpecErrors;
+
+/// DNS-1035 label: a DNS-1123 label ([`policy_core::is_label`]) that starts with a letter, at
+/// most `max` bytes.
+pub(super) fn is_dns1035(name: &str, max: usize) -> bool {
+    name.len() <= max && name.starts_with(|c: char| c.is_ascii_lowercase()) && policy_core::is_label(name)
+}
+
+/// A Kubernetes quantity such as `100m`, `0.5`, `128Mi`, `1G`.
+pub(super) fn is_quantity(q: &str) -> bool {
+    let number_end = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(number_end);
+    !number.is_empty()
+        && number.bytes().filter(|b| *b == b'.').count() <= 1
+        && number != "."
+        && [
+            "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+        ]
+        .contains(&suffix)
+}
+
+pub(super) fn port_ok(path: &str, port: u32, errors: &mut SpecErrors) {
+    if !(1..=65535).contains(&port) {
+        errors.add(path, format!("{port} is not a port (1 to 65535)"));
+    }
+}
+
+/// A digest nobody pushed: one hex digit repeated (the examples' `000...`).
+pub(super) fn is_placeholder_digest(hex: &str) -> bool {
+    let mut bytes = hex.bytes();
+    bytes.next().is_some_and(|first| bytes.all(|b| b == first))
+}
+
+/// A secret copied from an example rather than generated.
+pub(super) fn is_placeholder_secret(secret: &str) -> bool {
+    let lower = secret.to_ascii_lowercase();
+    [
+        "change-me",
+        "changeme",
+        "change_me",
+        "example",
+        "placeholder",
+        "replace-me",
+    ]
+    .iter()
+    .any(|word| lower.contains(word))
+        || secret.bytes().all(|b| Some(b) == secret.bytes().next())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        for ok in ["100m", "0.5", "128Mi", "1", "2G"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "m", "1x", "1..2", "-1"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+}

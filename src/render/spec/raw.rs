@@ -1,0 +1,140 @@
+//! Stage 1 of the spec: the YAML as written, read by serde. Unknown fields are refused here;
+//! every other check is stage 2's ([`super::check`]).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value as Yaml;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSpec {
+    pub(super) app: String,
+    pub(super) namespace: Option<String>,
+    pub(super) revision: String,
+    pub(super) hosts: Vec<String>,
+    pub(super) path_prefix: Option<String>,
+    #[serde(default)]
+    pub(super) ingress: Option<String>,
+    pub(super) tls: Option<RawTls>,
+    #[serde(default)]
+    pub(super) service_port: Option<u32>,
+    #[serde(default)]
+    pub(super) versions: Vec<RawVersion>,
+    pub(super) autoscaling: Option<RawAutoscaling>,
+    pub(super) resources: Option<RawResources>,
+    pub(super) probes: Option<RawProbes>,
+    pub(super) routing: RawRouting,
+    pub(super) plugin: RawPlugin,
+    #[serde(default)]
+    pub(super) dependent_services: Vec<RawDependent>,
+    pub(super) mirror: Option<RawMirror>,
+    pub(super) progressive: Option<RawProgressive>,
+}
+
+/// Traffic mirroring: copies of requests sent to a version, whose answers are dropped.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMirror {
+    pub(super) version: String,
+    pub(super) percent: f64,
+}
+
+/// Flagger or Argo Rollouts own the weights (docs/progressive-delivery.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProgressive {
+    pub(super) tool: String,
+    pub(super) route: Option<String>,
+    pub(super) position_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) credential_name: String,
+    pub(super) mode: Option<String>,
+    pub(super) redirect_http: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVersion {
+    pub(super) name: String,
+    pub(super) image: String,
+    pub(super) weight: f64,
+    pub(super) port: Option<u32>,
+    #[serde(default)]
+    pub(super) env: BTreeMap<String, String>,
+    pub(super) autoscaling: Option<RawAutoscaling>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAutoscaling {
+    pub(super) min_replicas: Option<u32>,
+    pub(super) max_replicas: Option<u32>,
+    pub(super) cpu_utilization: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResources {
+    pub(super) cpu: Option<String>,
+    pub(super) memory: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbes {
+    pub(super) port: Option<u32>,
+    pub(super) liveness_path: Option<String>,
+    pub(super) readiness_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouting {
+    pub(super) salt: Option<String>,
+    pub(super) routing_header: Option<String>,
+    pub(super) key_chain: Option<Vec<Yaml>>,
+    pub(super) no_key: Option<String>,
+    #[serde(rename = "override")]
+    pub(super) override_: Option<Yaml>,
+    pub(super) response_header: Option<String>,
+    pub(super) token: Option<RawToken>,
+}
+
+/// The routing token: set by the filter (in the routing header's value, or in a header of its
+/// own) and required by the VirtualService (docs/security.md).
+/// Its value comes from the token key (never from the spec); `generation` rotates it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawToken {
+    pub(super) header: Option<String>,
+    pub(super) value: Option<String>,
+    pub(super) generation: Option<u32>,
+    #[serde(default)]
+    pub(super) also_accept: Vec<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlugin {
+    pub(super) form: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) sha256: Option<String>,
+    pub(super) phase: Option<String>,
+    pub(super) fail_strategy: Option<String>,
+    pub(super) image_pull_policy: Option<String>,
+    pub(super) image_pull_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDependent {
+    pub(super) service: String,
+    pub(super) namespace: Option<String>,
+    pub(super) port: Option<u32>,
+    pub(super) versions: Option<Vec<String>>,
+}
