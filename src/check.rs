@@ -1,5 +1,4 @@
 //! `sticky-canary check CONFIG`: validate a filter config and list every problem.
-#![forbid(unsafe_code)]
 
 use std::path::Path;
 

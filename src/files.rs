@@ -7,7 +7,6 @@
 //! own default, 0600, would make manifests and configs unreadable to anyone else). A fixed 0644
 //! would ignore a stricter umask the user chose; copying an existing file's mode would differ
 //! between the first write and the next.
-#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! The sticky-canary CLI as a library: the embedded filter and the subcommands,
 //! so integration tests and the demo reuse the same code.
 
+#![forbid(unsafe_code)]
+
 pub mod assign;
 pub mod check;
 // The demo and its local Envoy, app servers and client: Linux only (the pinned Envoy is a PyPI

@@ -1,5 +1,7 @@
 //! The `sticky-canary` command line: one subcommand per module.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -22,7 +22,6 @@
 //! The parts: [`ImageReference`] (`reference`), the image itself ([`WasmImage`], `image`),
 //! pinning by digest (`pin`), the registry round trips (`push`, `pull_wasm`: `registry`),
 //! credentials (`credentials`, `source`), [`Digest`] (`digest`) and [`OciError`] (`error`).
-#![forbid(unsafe_code)]
 
 mod credentials;
 mod digest;

@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 
 use policy_core::{ClientId, Policy};
 
-use super::{ID_COOKIE, SERVED_HEADER};
 use crate::local::{Client, CookieJar, Request};
+
+/// The id cookie the demo's filter config issues.
+pub(super) const ID_COOKIE: &str = "sticky-canary-id";
+/// The header the demo's app versions name themselves in.
+const SERVED_HEADER: &str = "x-served-version";
 
 /// One simulated user: a cookie jar and what it was served.
 #[derive(Default)]

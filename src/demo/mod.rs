@@ -26,15 +26,12 @@ use policy_core::{format_percent, Policy};
 mod crowd;
 mod table;
 
-use crowd::{id_of, lock, Crowd, Traffic};
+use crowd::{id_of, lock, Crowd, Traffic, ID_COOKIE};
 use table::{watch, Plan, Session, HEADER};
 
 use crate::local::{find_or_install_envoy, Backend, Envoy, EnvoyConfig, FilterSpec, UpdateOutcome};
 
-/// The id cookie the demo's filter config issues.
-const ID_COOKIE: &str = "sticky-canary-id";
 const ROUTING_HEADER: &str = "x-canary-version";
-const SERVED_HEADER: &str = "x-served-version";
 
 /// How big and how long.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 pub use super::client::header_value;
 use super::client::{read_body, read_head, MessageHead};
-use super::{io_error, LocalError};
+use super::error::{io_error, LocalError};
 
 /// One upstream version listening on a free loopback port; stopped on `Drop`.
 pub struct Backend {

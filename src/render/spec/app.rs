@@ -255,8 +255,11 @@ pub struct App {
 
 impl App {
     /// The stable version: the first listed.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "`check` refuses an empty version list: there is always a first"
+    )]
     pub fn stable(&self) -> &AppVersion {
-        // `check` refuses an empty version list, so there is always a first.
         &self.versions[0]
     }
 

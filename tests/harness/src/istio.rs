@@ -228,10 +228,9 @@ impl Translate {
             }
             Proxy::GatewayApi { namespace, gateway } => {
                 command.args(["--proxy", "gateway", "--proxy-namespace", namespace]);
-                command.arg("--proxy-label").arg(format!(
-                    "{}={gateway}",
-                    sticky_canary::render::objects::GATEWAY_NAME_LABEL
-                ));
+                command
+                    .arg("--proxy-label")
+                    .arg(format!("{}={gateway}", sticky_canary::render::spec::GATEWAY_NAME_LABEL));
             }
         }
         let output = command

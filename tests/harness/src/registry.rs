@@ -101,7 +101,8 @@ impl Registry {
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let skip = lines.len().saturating_sub(30);
+        lines.into_iter().skip(skip).collect::<Vec<_>>().join("\n")
     }
 }
 

@@ -136,7 +136,7 @@ fn check_token(routing: &RawRouting, routing_header: &str, errors: &mut SpecErro
         errors.add("routing.token.generation", "starts at 1");
     }
     for (i, g) in token_also_accept.iter().enumerate() {
-        if *g == 0 || *g == token_generation || token_also_accept[..i].contains(g) {
+        if *g == 0 || *g == token_generation || token_also_accept.iter().take(i).any(|earlier| earlier == g) {
             errors.add(
                 format!("routing.token.also_accept[{i}]"),
                 format!("{g} is 0, the current generation or listed twice"),
