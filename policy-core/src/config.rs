@@ -37,7 +37,6 @@ use crate::json;
 mod validate;
 
 use validate::compile;
-pub use validate::{format_percent, is_dns_name, is_label, is_token};
 
 /// The routing header used when a route does not name one.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-canary-version";

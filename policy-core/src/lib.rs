@@ -33,13 +33,17 @@ mod config;
 pub mod cookie;
 mod decide;
 pub mod json;
+mod names;
+mod percent;
 
 pub use bucket::bucket;
 pub use client_id::{day_of, hex_id, identity_id, ClientId, SECONDS_PER_DAY};
 pub use config::{
-    format_percent, is_dns_name, is_label, is_token, token_routing_value, ConfigError, ConfigErrors, KeySpec,
-    NewClientId, NoKey, Override, OverrideSecret, Policy, Route, RoutingToken, SameSite, Version,
-    DEFAULT_ROUTING_HEADER, DEFAULT_TOKEN_HEADER, MAX_COOKIE_AGE_SECONDS, TOKEN_SEPARATOR, TOTAL_BASIS_POINTS,
+    token_routing_value, ConfigError, ConfigErrors, KeySpec, NewClientId, NoKey, Override, OverrideSecret, Policy,
+    Route, RoutingToken, SameSite, Version, DEFAULT_ROUTING_HEADER, DEFAULT_TOKEN_HEADER, MAX_COOKIE_AGE_SECONDS,
+    TOKEN_SEPARATOR, TOTAL_BASIS_POINTS,
 };
 pub use decide::{Decision, KeySource, Request};
+pub use names::{is_dns_name, is_label, is_token};
+pub use percent::{format_percent, parse_percent, PercentError};
 pub use policy_sha256::sha256;

@@ -190,6 +190,20 @@ fn weights_take_two_decimals_in_any_json_spelling() {
 }
 
 #[test]
+fn a_weight_with_an_exponent_near_the_end_of_i64_is_above_100() {
+    // The exponent 9223372036854775807 once overflowed the digit count: a panic with overflow
+    // checks, and in the release wasm a loop of 2^63 multiplications in on_configure.
+    let e = route_errors(
+        r#""versions": [{"name": "v1", "weight": 1e9223372036854775807}, {"name": "v2", "weight": 9.99e9223372036854775806}]"#,
+    );
+    assert_has(&e, "routes[0].versions[0].weight: 1e9223372036854775807 is above 100");
+    assert_has(
+        &e,
+        "routes[0].versions[1].weight: 9.99e9223372036854775806 is above 100",
+    );
+}
+
+#[test]
 fn required_fields_are_named() {
     let e = errors(r#"{"routes": [{}]}"#);
     for field in ["name", "hosts", "salt", "versions", "key_chain"] {
