@@ -18,8 +18,6 @@
 //! assert!(!other.needs_refresh(20416, 1));
 //! ```
 
-use crate::prelude::*;
-
 /// Length of an id the filter issues: 128 bits as lowercase hex.
 pub const ID_LENGTH: usize = 32;
 /// A stamp has at most this many decimal digits (days since 1970; 5 digits last until the year 2243).

@@ -14,7 +14,6 @@
 //! assert!(matches!(&members[0].1, Value::Number(text) if text == "12.50"));
 //! ```
 
-use crate::prelude::*;
 use core::fmt;
 
 /// Nesting deeper than this is refused, so hostile input cannot exhaust the stack.

@@ -6,26 +6,14 @@
 //! [`Route::decide`] the version. The algorithm is specified in
 //! docs/assignment.md, the config in docs/config.md.
 
-// No `std`: the filter that embeds this crate is a `no_std` wasm module (docs/benchmarks.md,
-// module size). Natively the CLI and tests use it like any crate.
-#![no_std]
+// Pure is checked, not promised: policy-core/clippy.toml disallows the std APIs that reach
+// the file system, network, processes, environment, threads, clocks and stdio, and clippy runs
+// with -D warnings.
+#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
 )]
-
-extern crate alloc;
-#[cfg(test)]
-extern crate std;
-
-/// What `std`'s prelude would bring, for the modules here.
-mod prelude {
-    pub use alloc::borrow::ToOwned;
-    pub use alloc::format;
-    pub use alloc::string::{String, ToString};
-    pub use alloc::vec;
-    pub use alloc::vec::Vec;
-}
 
 mod bucket;
 mod client_id;

@@ -15,7 +15,6 @@
 //! assert_eq!(error.to_string(), "12.505 has more than two decimals (weights have 0.01% resolution)");
 //! ```
 
-use crate::prelude::*;
 use core::fmt;
 
 use crate::config::TOTAL_BASIS_POINTS;

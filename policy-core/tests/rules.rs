@@ -4,14 +4,14 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use policy_core::{KeySource, Policy, Request};
 
 /// A request made of plain maps.
 #[derive(Default)]
 struct Req {
-    headers: HashMap<String, Vec<u8>>,
+    headers: BTreeMap<String, Vec<u8>>,
     address: Option<Vec<u8>>,
     random: Option<[u8; 16]>,
     reads: Vec<String>,

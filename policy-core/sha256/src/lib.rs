@@ -7,7 +7,7 @@
 //! 64 rounds in a loop over a 16-word ring for the message schedule. Tested against the FIPS
 //! vectors and, on random inputs, against the `sha2` crate (tests/sha256.rs).
 
-#![no_std]
+#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)

@@ -14,7 +14,6 @@ mod versions;
 
 use crate::config::{ConfigErrors, HostTable, Policy, Route};
 use crate::json::Value;
-use crate::prelude::*;
 use fields::Fields;
 
 /// The whole document: `response_header` and `routes`.

@@ -1,5 +1,4 @@
 use super::{find, find_byte, find_each, trim, Pairs};
-use std::vec::Vec;
 
 /// The pairs the plain way: split on every `;`, then at the first `=`.
 fn reference_pairs(header: &[u8]) -> Vec<(&[u8], &[u8])> {

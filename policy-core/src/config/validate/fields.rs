@@ -5,7 +5,6 @@ use crate::config::ConfigErrors;
 use crate::json::Value;
 use crate::names::is_label;
 use crate::names::is_token;
-use crate::prelude::*;
 
 /// Reads the members of one JSON object, so that unknown and duplicated
 /// member names are reported once every known one has been taken.

@@ -6,7 +6,6 @@ use crate::client_id::SECONDS_PER_DAY;
 use crate::config::{ConfigErrors, KeySpec, NewClientId, SameSite, MAX_COOKIE_AGE_SECONDS};
 use crate::json::Value;
 use crate::names::is_dns_name;
-use crate::prelude::*;
 
 /// The route's required `key_chain` member, with at least one source.
 pub(super) fn key_chain_field(fields: &mut Fields<'_>, errors: &mut ConfigErrors) -> Vec<KeySpec> {

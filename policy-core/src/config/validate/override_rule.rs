@@ -4,7 +4,6 @@
 use super::fields::Fields;
 use crate::config::{ConfigErrors, Override, OverrideSecret, Version};
 use crate::json::Value;
-use crate::prelude::*;
 
 /// The route's `override` member; `versions` and `routing_header` are the route's, to check against.
 pub(super) fn compile_override(

@@ -11,7 +11,6 @@ use crate::config::{
 };
 use crate::json::Value;
 use crate::names::is_dns_name;
-use crate::prelude::*;
 
 pub(super) fn compile_route(path: &str, value: &Value, errors: &mut ConfigErrors) -> Option<Route> {
     let before = errors.0.len();

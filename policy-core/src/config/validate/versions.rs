@@ -5,7 +5,6 @@ use super::fields::Fields;
 use crate::config::{ConfigErrors, Version, TOTAL_BASIS_POINTS};
 use crate::json::Value;
 use crate::percent::{format_percent, parse_percent};
-use crate::prelude::*;
 
 /// The route's required `versions` member.
 pub(super) fn versions_field(fields: &mut Fields<'_>, errors: &mut ConfigErrors) -> Vec<Version> {
