@@ -1,101 +1,39 @@
 //! Our JSON reader against serde_json on generated JSON-ish input: the same verdict, and the
-//! same value when both accept. The quick, stable-toolchain twin of the `json` fuzz target
-//! (fuzz/fuzz_targets/json.rs), which compares on any bytes, numbers by their text and objects
-//! in order; natively serde_json has its default features (a dev-dependency's features would
-//! reach the CLI's serde_json too), so here:
+//! same value when both accept (tests/support/json_against_serde.rs has the rules and the
+//! documented differences). The quick, stable-toolchain twin of the `json` fuzz target, which
+//! compares on any bytes, numbers by their text and objects in order. Natively serde_json keeps
+//! its default features (a dev-dependency's features would reach the CLI's serde_json too), so:
 //! - numbers are compared by value: serde_json's integer exactly, its float bit for bit with
 //!   the correctly rounded `f64` of our text. serde_json's default float reading is exact only
 //!   for up to 15 significant digits times a power of ten up to 10^22, and it refuses numbers
 //!   beyond `f64`, so the generated numbers stay in that range (the fuzz target covers the rest);
-//! - objects are compared as serde_json keeps them, by key in sorted order with the last value
-//!   of a duplicated key (ours keeps every member, in order, so validation can report it);
-//! - nesting: ours refuses values more than `json::MAX_DEPTH` containers deep, serde_json
-//!   more than 127; the generator wraps values in 60 to 70 containers, and the depth counted
-//!   on the text decides which verdict ours must give.
+//! - objects are compared in key order, as its map keeps them.
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::collections::BTreeMap;
+#[path = "support/json_against_serde.rs"]
+mod json_against_serde;
 
-use policy_core::json::{parse, Value, MAX_DEPTH};
+use json_against_serde::Reference;
+use policy_core::json::{parse, Value};
 use proptest::prelude::*;
 
-/// The deepest value's depth (the document itself: 0), counted on valid JSON text: every byte
-/// outside strings that starts or continues a value sits inside as many containers as are open.
-fn text_depth(text: &[u8]) -> usize {
-    let (mut open, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in text {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b' ' | b'\t' | b'\n' | b'\r' | b',' | b':' => {}
-            b']' | b'}' => open = open.saturating_sub(1),
-            _ => {
-                deepest = deepest.max(open);
-                match b {
-                    b'[' | b'{' => open += 1,
-                    b'"' => in_string = true,
-                    _ => {}
-                }
-            }
-        }
-    }
-    deepest
-}
-
-/// Where ours and serde_json's differ, as `path: what`.
-fn compare(path: &str, ours: &Value, theirs: &serde_json::Value) -> Result<(), String> {
-    use serde_json::Value as S;
-    let same_number = |text: &str, n: &serde_json::Number| {
-        if let Some(u) = n.as_u64() {
+/// serde_json at its default features.
+const DEFAULT_FEATURES: Reference = Reference {
+    ordered: false,
+    same_number: |text, number| {
+        if let Some(u) = number.as_u64() {
             text.parse::<u64>() == Ok(u)
-        } else if let Some(i) = n.as_i64() {
+        } else if let Some(i) = number.as_i64() {
             text.parse::<i64>() == Ok(i)
         } else {
-            text.parse::<f64>().ok().map(f64::to_bits) == n.as_f64().map(f64::to_bits)
+            text.parse::<f64>().ok().map(f64::to_bits) == number.as_f64().map(f64::to_bits)
         }
-    };
-    match (ours, theirs) {
-        (Value::Null, S::Null) => Ok(()),
-        (Value::Bool(a), S::Bool(b)) if a == b => Ok(()),
-        (Value::Number(a), S::Number(b)) if same_number(a, b) => Ok(()),
-        (Value::String(a), S::String(b)) if a == b => Ok(()),
-        (Value::Array(a), S::Array(b)) if a.len() == b.len() => a
-            .iter()
-            .zip(b)
-            .enumerate()
-            .try_for_each(|(i, (x, y))| compare(&format!("{path}[{i}]"), x, y)),
-        (Value::Object(a), S::Object(b)) => {
-            // As serde_json's map keeps them: sorted by key, the last value of each.
-            let a: BTreeMap<&str, &Value> = a.iter().map(|(k, v)| (k.as_str(), v)).collect();
-            if !a.keys().copied().eq(b.keys().map(String::as_str)) {
-                return Err(format!("{path}: keys {:?}, serde_json {:?}", a.keys(), b.keys()));
-            }
-            a.iter()
-                .zip(b)
-                .try_for_each(|((k, x), (_, y))| compare(&format!("{path}.{k}"), x, y))
-        }
-        _ => Err(format!("{path}: ours {ours:?}, serde_json {theirs}")),
-    }
-}
+    },
+    own_protocol: |_| false,
+};
 
-/// The same verdict, and the same value when both accept.
 fn agree(text: &[u8]) -> Result<(), String> {
-    match (parse(text), serde_json::from_slice::<serde_json::Value>(text)) {
-        (Ok(ours), Ok(theirs)) if text_depth(text) <= MAX_DEPTH => compare("", &ours, &theirs),
-        (Ok(_), Ok(_)) => Err(format!("ours accepts nesting deeper than {MAX_DEPTH}")),
-        (Err(e), Ok(_)) if text_depth(text) > MAX_DEPTH && e.message == "nesting is too deep" => Ok(()),
-        (Err(e), Ok(_)) => Err(format!("ours refuses ({e}) what serde_json accepts")),
-        (Ok(_), Err(e)) => Err(format!("ours accepts what serde_json refuses ({e})")),
-        (Err(_), Err(_)) => Ok(()),
-    }
+    DEFAULT_FEATURES.agree(text)
 }
 
 fn bytes(text: &'static str) -> Vec<u8> {
@@ -289,11 +227,11 @@ fn the_differences_are_the_documented_ones() {
     assert!(serde_json::from_str::<serde_json::Value>(&nest(65)).is_ok());
     assert_eq!(agree(nest(65).as_bytes()), Ok(()));
     // A real difference is reported.
-    assert!(compare("", &Value::Number("1.5".into()), &serde_json::json!(1.25)).is_err());
+    let compare = |ours: &Value, theirs: serde_json::Value| DEFAULT_FEATURES.compare("", ours, &theirs);
+    assert!(compare(&Value::Number("1.5".into()), serde_json::json!(1.25)).is_err());
     assert!(compare(
-        "",
         &Value::Object(vec![("a".into(), Value::Null)]),
-        &serde_json::json!({"b": null})
+        serde_json::json!({"b": null})
     )
     .is_err());
 }
