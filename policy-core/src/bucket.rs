@@ -14,7 +14,7 @@ use crate::config::TOTAL_BASIS_POINTS;
 
 /// Hashes a key with a salt into a bucket in `0..10000`.
 pub fn bucket(salt: &[u8], key: &[u8]) -> u16 {
-    let [a, b, c, d, e, f, g, h, ..] = crate::sha256(&[salt, &[0u8], key]);
+    let [a, b, c, d, e, f, g, h, ..] = policy_sha256::sha256(&[salt, &[0u8], key]);
     from_first_eight([a, b, c, d, e, f, g, h])
 }
 

@@ -125,7 +125,7 @@ pub fn hex_id(bytes: [u8; 16]) -> String {
 /// The 0x01 keeps it apart from the bucket hash (0x00); the salt keeps identities from being
 /// looked up in a table built for another app.
 pub fn identity_id(salt: &[u8], identity: &[u8]) -> String {
-    let digest = crate::sha256(&[salt, &[1u8], identity]);
+    let digest = policy_sha256::sha256(&[salt, &[1u8], identity]);
     let mut first = [0u8; 16];
     first.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
     hex_id(first)

@@ -23,7 +23,6 @@ mod decide;
 pub mod json;
 mod names;
 mod percent;
-mod sha256;
 
 pub use bucket::bucket;
 pub use client_id::{day_of, hex_id, identity_id, ClientId, SECONDS_PER_DAY};
@@ -35,4 +34,4 @@ pub use config::{
 pub use decide::{Decision, KeySource, Request};
 pub use names::{is_dns_name, is_label, is_token};
 pub use percent::{format_percent, parse_percent, PercentError};
-pub use sha256::sha256;
+pub use policy_sha256::sha256;
