@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Fuzzes policy-core with cargo-fuzz (libFuzzer + AddressSanitizer): config parsing
-# and validation, Cookie header parsing, and the whole decision from raw request bytes;
-# and the filter's reader of the header map the host serialises (header_pairs).
+# and validation, the JSON reader against serde_json (json), Cookie header parsing, and the
+# whole decision from raw request bytes; and the filter's reader of the header map the host
+# serialises (header_pairs).
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    default: 25 s each, targets config cookie decide header_pairs
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    default: 25 s each, targets config json cookie decide header_pairs
 #
-# CI runs the default (100 s in all). A longer run, e.g. an hour per target:
+# CI runs the default (125 s in all). A longer run, e.g. an hour per target:
 #   scripts/fuzz.sh 3600
 # or one target by hand, in parallel on N cores:
 #   cargo +nightly fuzz run -O decide -- -max_total_time=3600 -jobs=N -workers=N
@@ -28,7 +29,7 @@ seconds="${1:-25}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(config cookie decide header_pairs)
+    targets=(config json cookie decide header_pairs)
 fi
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,11 +56,12 @@ fi
 options() {
     case "$1" in
         config) echo "-dict=$repo/fuzz/dict/config.dict -max_len=8192" ;;
+        json) echo "-dict=$repo/fuzz/dict/json.dict -max_len=8192" ;;
         # Long enough for a 64 KiB Cookie header; find() is linear, so this stays fast.
         cookie) echo "-dict=$repo/fuzz/dict/cookie.dict -max_len=70000" ;;
         decide) echo "-dict=$repo/fuzz/dict/decide.dict -max_len=16384" ;;
         header_pairs) echo "-max_len=4096" ;;
-        *) echo "fuzz: unknown target $1 (config, cookie, decide, header_pairs)" >&2; return 1 ;;
+        *) echo "fuzz: unknown target $1 (config, json, cookie, decide, header_pairs)" >&2; return 1 ;;
     esac
 }
 
@@ -78,6 +80,10 @@ for target in "${targets[@]}"; do
     seeds=()
     if [ -d "fuzz/seeds/$target" ]; then
         seeds=("fuzz/seeds/$target")
+    fi
+    # Every config is a JSON document: the json target starts from those inputs too.
+    if [ "$target" = json ]; then
+        seeds+=("fuzz/seeds/config" "fuzz/corpus/config")
     fi
     # -timeout: one input taking over 10 s counts as a failure (a hang or a blow-up).
     # shellcheck disable=SC2086

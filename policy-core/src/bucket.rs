@@ -4,8 +4,10 @@
 //! as a big-endian u64, modulo 10000. docs/assignment.md has the test vectors.
 //!
 //! ```
-//! assert_eq!(policy_core::bucket(b"", b""), policy_core::bucket(b"", b""));
-//! assert!(policy_core::bucket(b"my-salt", b"user-42") < 10_000);
+//! // docs/assignment.md, the first test vector: salt `my-app`, key `user-42`.
+//! assert_eq!(policy_core::bucket(b"my-app", b"user-42"), 7369);
+//! // The 0x00 between them keeps salt and key apart: `my-app` + `user` is not `my-appu` + `ser`.
+//! assert_eq!((policy_core::bucket(b"my-app", b"user"), policy_core::bucket(b"my-appu", b"ser")), (3873, 382));
 //! ```
 
 use crate::config::TOTAL_BASIS_POINTS;

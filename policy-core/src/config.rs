@@ -29,7 +29,6 @@
 //! assert!(text.contains("routes[0].colour: unknown field"));
 //! ```
 
-use crate::prelude::*;
 use core::fmt;
 
 use crate::json;
@@ -37,7 +36,6 @@ use crate::json;
 mod validate;
 
 use validate::compile;
-pub use validate::{format_percent, is_dns_name, is_label, is_token};
 
 /// The routing header used when a route does not name one.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-canary-version";
@@ -429,8 +427,6 @@ impl Policy {
 
 #[cfg(test)]
 mod decimal_tests {
-    use crate::prelude::*;
-
     #[test]
     fn push_decimal_writes_what_to_string_writes() {
         for n in [0u32, 7, 10, 99, 100, 20_415, 999_999_999, 1_000_000_000, u32::MAX] {

@@ -30,7 +30,6 @@ use crate::bucket::{bucket, random_bucket};
 use crate::client_id::{hex_id, identity_id, ClientId};
 use crate::config::{KeySpec, NoKey, Policy, Route};
 use crate::cookie::{self, trim};
-use crate::prelude::*;
 
 /// Cookie names one scan of the Cookie header looks for (the client-id cookie and the chain's
 /// cookies); a route with more falls back to one scan per name.

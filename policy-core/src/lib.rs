@@ -6,26 +6,14 @@
 //! [`Route::decide`] the version. The algorithm is specified in
 //! docs/assignment.md, the config in docs/config.md.
 
-// No `std`: the filter that embeds this crate is a `no_std` wasm module (docs/benchmarks.md,
-// module size). Natively the CLI and tests use it like any crate.
-#![no_std]
+// Pure is checked, not promised: policy-core/clippy.toml disallows the std APIs that reach
+// the file system, network, processes, environment, threads, clocks and stdio, and clippy runs
+// with -D warnings.
+#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
 )]
-
-extern crate alloc;
-#[cfg(test)]
-extern crate std;
-
-/// What `std`'s prelude would bring, for the modules here.
-mod prelude {
-    pub use alloc::borrow::ToOwned;
-    pub use alloc::format;
-    pub use alloc::string::{String, ToString};
-    pub use alloc::vec;
-    pub use alloc::vec::Vec;
-}
 
 mod bucket;
 mod client_id;
@@ -33,13 +21,17 @@ mod config;
 pub mod cookie;
 mod decide;
 pub mod json;
+mod names;
+mod percent;
 
 pub use bucket::bucket;
 pub use client_id::{day_of, hex_id, identity_id, ClientId, SECONDS_PER_DAY};
 pub use config::{
-    format_percent, is_dns_name, is_label, is_token, token_routing_value, ConfigError, ConfigErrors, KeySpec,
-    NewClientId, NoKey, Override, OverrideSecret, Policy, Route, RoutingToken, SameSite, Version,
-    DEFAULT_ROUTING_HEADER, DEFAULT_TOKEN_HEADER, MAX_COOKIE_AGE_SECONDS, TOKEN_SEPARATOR, TOTAL_BASIS_POINTS,
+    token_routing_value, ConfigError, ConfigErrors, KeySpec, NewClientId, NoKey, Override, OverrideSecret, Policy,
+    Route, RoutingToken, SameSite, Version, DEFAULT_ROUTING_HEADER, DEFAULT_TOKEN_HEADER, MAX_COOKIE_AGE_SECONDS,
+    TOKEN_SEPARATOR, TOTAL_BASIS_POINTS,
 };
 pub use decide::{Decision, KeySource, Request};
+pub use names::{is_dns_name, is_label, is_token};
+pub use percent::{format_percent, parse_percent, PercentError};
 pub use policy_sha256::sha256;

@@ -4,7 +4,7 @@
 //! Native only: proptest needs an OS RNG (rules.rs runs the config checks under wasm too).
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use policy_core::{bucket, identity_id, ClientId, Decision, KeySource, Policy, Request, Route};
 use proptest::prelude::*;
@@ -13,7 +13,7 @@ use proptest::prelude::*;
 #[derive(Default, Clone)]
 struct Req {
     cookies: Vec<(String, String)>,
-    headers: HashMap<String, Vec<u8>>,
+    headers: BTreeMap<String, Vec<u8>>,
     random: Option<[u8; 16]>,
     today: Option<u32>,
 }

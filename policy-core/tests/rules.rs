@@ -4,14 +4,14 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use policy_core::{KeySource, Policy, Request};
 
 /// A request made of plain maps.
 #[derive(Default)]
 struct Req {
-    headers: HashMap<String, Vec<u8>>,
+    headers: BTreeMap<String, Vec<u8>>,
     address: Option<Vec<u8>>,
     random: Option<[u8; 16]>,
     reads: Vec<String>,
@@ -187,6 +187,20 @@ fn weights_take_two_decimals_in_any_json_spelling() {
     let e = route_errors(r#""versions": [{"name": "v1", "weight": "90"}, {"name": "v2", "weight": 1e400}]"#);
     assert_has(&e, "routes[0].versions[0].weight: must be a number, not a string");
     assert_has(&e, "routes[0].versions[1].weight: 1e400 is above 100");
+}
+
+#[test]
+fn a_weight_with_an_exponent_near_the_end_of_i64_is_above_100() {
+    // The exponent 9223372036854775807 once overflowed the digit count: a panic with overflow
+    // checks, and in the release wasm a loop of 2^63 multiplications in on_configure.
+    let e = route_errors(
+        r#""versions": [{"name": "v1", "weight": 1e9223372036854775807}, {"name": "v2", "weight": 9.99e9223372036854775806}]"#,
+    );
+    assert_has(&e, "routes[0].versions[0].weight: 1e9223372036854775807 is above 100");
+    assert_has(
+        &e,
+        "routes[0].versions[1].weight: 9.99e9223372036854775806 is above 100",
+    );
 }
 
 #[test]

@@ -161,3 +161,29 @@ fn every_position_vector_matches() {
         }
     }
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn sha256_of_every_length_around_the_padding_boundaries() {
+    // 55 bytes is the last message that fits one block with its padding; 56..=63 need a second.
+    // Messages of 0..=300 bytes (0, 1, ..., 255, 0, ...), each hashed whole and in three parts;
+    // expected: the SHA-256 of the 301 digests concatenated, which policy-core/sha256, the sha2
+    // crate and Python's hashlib all give. (The FIPS examples and the comparison with sha2 are
+    // policy-core/sha256's own tests; this one also runs compiled to wasm.)
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+    let mut digests = Vec::new();
+    for len in 0..=bytes.len() {
+        let message = &bytes[..len];
+        let digest = policy_core::sha256(&[message]);
+        let (a, b) = message.split_at(len / 3);
+        assert_eq!(policy_core::sha256(&[a, &[], b]), digest, "length {len} in parts");
+        digests.extend_from_slice(&digest);
+    }
+    assert_eq!(
+        hex(&policy_core::sha256(&[&digests])),
+        "ddbdb189f5834c274dbe603d6d2874adf7234fd8a075c3d1bfbadc2107a75676"
+    );
+}
