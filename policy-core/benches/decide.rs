@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! Time per decision with a realistic config (docs/benchmarks.md reports it).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};

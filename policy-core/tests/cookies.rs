@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! Cookie headers as browsers (and attackers) send them, read by `cookie::find`.
 //! RFC 6265 §4.2 (what a user agent sends) and §5.4; the unit tests beside the
 //! code cover the basic shapes, these cover the edges one case each.

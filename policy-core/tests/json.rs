@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! Our JSON reader against serde_json on generated JSON-ish input: the same verdict, and the
 //! same value when both accept (tests/support/json_against_serde.rs has the rules and the
 //! documented differences). The quick, stable-toolchain twin of the `json` fuzz target, which

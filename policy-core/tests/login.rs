@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! The key-choice rules that keep a user's version through login, logout, a rotated session,
 //! a second device and months of visits (docs/assignment.md §3): unit tests for each rule and
 //! property tests over random ids, identities, stamps and weights.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! Property tests of the invariants users rely on (native only: proptest needs an OS RNG).
 #![cfg(not(target_arch = "wasm32"))]
 

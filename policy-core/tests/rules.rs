@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! Every rule of the config and the decision, one test each.
 //! Runs natively and, through wasm-bindgen-test, compiled to wasm.
 

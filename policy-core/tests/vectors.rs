@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
 //! The test vectors of docs/assignment.md, checked against the implementation.
 //! Runs natively and, through wasm-bindgen-test, compiled to wasm.
 
