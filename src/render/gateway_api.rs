@@ -136,7 +136,7 @@ fn request_mirror(app: &App, version: &str) -> Option<Yaml> {
     let mut filter = Mapping::new();
     filter.insert("backendRef".into(), backend_ref(app, &mirror.version));
     // Exact: the spec allows at most two decimals.
-    let hundredths = (mirror.percent * 100.0).round() as u32;
+    let hundredths = super::weights::to_basis_points(mirror.percent).unwrap_or(0);
     if hundredths.is_multiple_of(100) {
         filter.insert("percent".into(), (hundredths / 100).into());
     } else {

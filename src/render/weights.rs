@@ -108,13 +108,11 @@ pub fn new_weights(current: &[(String, f64)], version: &str, percent: f64) -> Re
     Ok(out)
 }
 
-fn to_basis_points(percent: f64) -> Option<u32> {
-    let scaled = percent * 100.0;
-    let rounded = scaled.round();
-    if !(0.0..=10_000.0).contains(&rounded) || (scaled - rounded).abs() > 1e-6 {
-        return None;
-    }
-    Some(rounded as u32)
+/// A percentage from the spec or the command line (0 to 100, at most two decimals) in basis
+/// points, by the filter's own exact rule ([`policy_core::parse_percent`]) applied to the
+/// number's shortest decimal form, which for a number written with two decimals is that text.
+pub(crate) fn to_basis_points(percent: f64) -> Option<u32> {
+    policy_core::parse_percent(&percent.to_string()).ok().map(u32::from)
 }
 
 fn format_weight(weight: f64) -> String {

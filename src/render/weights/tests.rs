@@ -69,3 +69,23 @@ fn quoted_weight_is_refused() {
         .to_string()
         .contains("plain number"));
 }
+
+#[test]
+fn percentages_follow_the_filters_exact_rule() {
+    for (percent, expected) in [
+        (12.5, Some(1250)),
+        (0.01, Some(1)),
+        (0.0, Some(0)),
+        (100.0, Some(10_000)),
+        (33.33, Some(3333)),
+        (0.001, None),
+        (1e-7, None),
+        (100.01, None),
+        (-1.0, None),
+        (0.1 + 0.2, None),
+        (f64::NAN, None),
+        (f64::INFINITY, None),
+    ] {
+        assert_eq!(super::to_basis_points(percent), expected, "{percent}");
+    }
+}

@@ -26,8 +26,7 @@ pub(super) fn check(
         ),
         Some(_) => {}
     }
-    let hundredths = m.percent * 100.0;
-    if !(m.percent > 0.0 && m.percent <= 100.0) || (hundredths - hundredths.round()).abs() > 1e-6 {
+    if !crate::render::weights::to_basis_points(m.percent).is_some_and(|bp| bp > 0) {
         errors.add(
             "mirror.percent",
             format!(
