@@ -217,7 +217,7 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 # --- building the filters ---------------------------------------------------------------
 
 
-# The flags build.rs gives wasm-opt; checked against build.rs so the two cannot drift apart.
+# The flags build.rs gives wasm-opt (build/wasm.rs); checked against that file so the two cannot drift apart.
 WASM_OPT_FLAGS = ["-Oz", "--converge", "--enable-bulk-memory", "--enable-nontrapping-float-to-int",
                   "--enable-sign-ext", "--enable-mutable-globals", "--strip-debug", "--strip-producers"]
 
@@ -240,10 +240,10 @@ def git_hash() -> str:
 
 def build_module(package: str, artifact: str, out: Path, features: tuple = (), cargo_config: tuple = ()) -> dict:
     """Builds a filter crate exactly as build.rs builds the embedded one: `wasm` profile, then wasm-opt."""
-    build_rs = (REPO / "build.rs").read_text()
+    build_rs = (REPO / "build" / "wasm.rs").read_text()
     drifted = [flag for flag in WASM_OPT_FLAGS if f'"{flag}"' not in build_rs]
     if drifted:
-        raise BenchError(f"build.rs no longer passes {drifted} to wasm-opt: update WASM_OPT_FLAGS in bench/gateway.py")
+        raise BenchError(f"build/wasm.rs no longer passes {drifted} to wasm-opt: update WASM_OPT_FLAGS in bench/gateway.py")
     feature_args = ["--features", ",".join(features)] if features else []
     for setting in cargo_config:
         feature_args += ["--config", setting]
