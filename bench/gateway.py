@@ -966,15 +966,17 @@ def plot(rows: list[dict], path: Path, data: dict) -> bool:
         return False
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     width = 0.8 / len(CONFIGURATIONS)
-    colours = ["#9e9e9e", "#5b8fd9", "#f0b429", "#2e9d5b", "#c4473a"]
+    # One colour per configuration; builds given with --variant take the extra ones.
+    colours = ["#9e9e9e", "#5b8fd9", "#f0b429", "#2e9d5b", "#c4473a", "#7e57c2", "#26a69a", "#8d6e63"]
     for i, configuration in enumerate(CONFIGURATIONS):
         mine = [next(r for r in rows if r["scenario"] == s.key and r["configuration"] == configuration.key)
                 for s in SCENARIOS]
         xs = [j + (i - (len(CONFIGURATIONS) - 1) / 2) * width for j in range(len(SCENARIOS))]
         ratios = [r["capacity"] for r in mine]
         errors = [[r["capacity"] - r["capacity_min"] for r in mine], [r["capacity_max"] - r["capacity"] for r in mine]]
-        left.bar(xs, ratios, width, yerr=errors, capsize=2, label=configuration.label, color=colours[i])
-        right.bar(xs, [r["added_us"] for r in mine], width, label=configuration.label, color=colours[i])
+        left.bar(xs, ratios, width, yerr=errors, capsize=2, label=configuration.label, color=colours[i % len(colours)])
+        right.bar(xs, [r["added_us"] for r in mine], width, label=configuration.label,
+                  color=colours[i % len(colours)])
     titles = [s.label.replace(", ", ",\n", 1) for s in SCENARIOS]
     for axis in (left, right):
         axis.set_xticks(range(len(SCENARIOS)), titles, fontsize=8)
