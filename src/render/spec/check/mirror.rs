@@ -26,7 +26,7 @@ pub(super) fn check(
         ),
         Some(_) => {}
     }
-    if !crate::render::weights::to_basis_points(m.percent).is_some_and(|bp| bp > 0) {
+    if crate::render::weights::to_basis_points(m.percent).is_none_or(|bp| bp == 0) {
         errors.add(
             "mirror.percent",
             format!(
