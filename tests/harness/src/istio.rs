@@ -260,9 +260,13 @@ fn read_summary(out: &Path) -> Result<Summary, LocalError> {
     })
 }
 
-/// The repo root (where `tools/` lives).
+/// The repo root (where `tools/` lives): this crate is `tests/harness` in it.
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| crate_dir.to_path_buf(), Path::to_path_buf)
 }
 
 /// The `istio-xds` binary, built once per process by `tools/build-go-tool.sh istio-xds` (Go; the
