@@ -63,8 +63,12 @@ pub fn inputs(cargo: &str, workspace: &Path) -> Result<Vec<PathBuf>, String> {
         ".cargo/config.toml",
         ".cargo/config",
     ] {
-        // Declared even when absent: creating one must rebuild too.
-        paths.insert(root.join(optional));
+        // Only when present: cargo counts a declared file that is missing as changed on every
+        // build, which would rerun this script (and rebuild the CLI) every time.
+        let path = root.join(optional);
+        if path.exists() {
+            paths.insert(path);
+        }
     }
     let mut seen = BTreeSet::new();
     let mut queue = VecDeque::from([start]);
