@@ -11,8 +11,9 @@ demo:
 	scripts/setup.sh --minimal
 	cargo run --release --quiet -- demo
 
-## Every test, as CI runs it (README's second command).
-test: setup lint unit system wasm-tests fuzz bench-smoke
+## Every test, as CI runs it (README's second command). `system` runs the fast tier's tests too
+## (one build with the system-tests feature instead of two).
+test: setup lint system wasm-tests fuzz bench-smoke
 
 lint:
 	cargo fmt --all -- --check
