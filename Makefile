@@ -62,9 +62,8 @@ wasm:
 ## rounds, and rewrites the side-by-side block.
 bench: setup
 	.venv/bin/python3 -m pip install --quiet -r bench/requirements.txt
-	$(if $(BASELINE),scripts/build-module-at.sh $(BASELINE) target/baseline/$(BASELINE).wasm)
 	BENCH_COMMAND="make bench$(if $(BASELINE), BASELINE=$(BASELINE))" .venv/bin/python3 bench/gateway.py --publish \
-	  $(if $(BASELINE),--variant "build at $(BASELINE)=target/baseline/$(BASELINE).wasm")
+	  $(if $(BASELINE),--baseline $(BASELINE))
 
 ## Many apps on one gateway: one shared plugin against one plugin per app, with 1, 10 and 50
 ## apps, side by side in one run; rewrites the generated `apps` block of docs/benchmarks.md.

@@ -238,8 +238,10 @@ def git_hash() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def build_module(package: str, artifact: str, out: Path, features: tuple = (), cargo_config: tuple = ()) -> dict:
-    """Builds a filter crate exactly as build.rs builds the embedded one: `wasm` profile, then wasm-opt."""
+def build_module(package: str, artifact: str, out: Path, features: tuple = (), cargo_config: tuple = (),
+                 tree: Path = REPO, target_dir: Path = WASM_TARGET_DIR, git: str | None = None) -> dict:
+    """Builds a filter crate exactly as build.rs builds the embedded one: `wasm` profile, then wasm-opt.
+    `tree`: the checkout to build (another revision's worktree for --baseline)."""
     build_rs = (REPO / "build" / "wasm.rs").read_text()
     drifted = [flag for flag in WASM_OPT_FLAGS if f'"{flag}"' not in build_rs]
     if drifted:
@@ -249,12 +251,12 @@ def build_module(package: str, artifact: str, out: Path, features: tuple = (), c
         feature_args += ["--config", setting]
     run(
         ["cargo", "build", "--locked", "--quiet", "-p", package, "--target", WASM_TARGET, "--profile", "wasm",
-         "--target-dir", str(WASM_TARGET_DIR), *feature_args],
-        cwd=REPO,
+         "--target-dir", str(target_dir), *feature_args],
+        cwd=tree,
         capture_output=True,
-        env={**os.environ, "STICKY_CANARY_GIT": git_hash()},
+        env={**os.environ, "STICKY_CANARY_GIT": git or git_hash()},
     )
-    raw = WASM_TARGET_DIR / WASM_TARGET / "wasm" / artifact
+    raw = target_dir / WASM_TARGET / "wasm" / artifact
     optimised = shutil.which("wasm-opt") is not None
     if optimised:
         run(["wasm-opt", *WASM_OPT_FLAGS, str(raw), "-o", str(out)], capture_output=True)
@@ -262,6 +264,25 @@ def build_module(package: str, artifact: str, out: Path, features: tuple = (), c
         log(f"wasm-opt not found: {artifact} stays unoptimised (`make setup` installs binaryen)")
         shutil.copyfile(raw, out)
     return {"raw": raw.stat().st_size, "shipped": out.stat().st_size, "wasm_opt": optimised}
+
+
+def build_at(revision: str) -> Path:
+    """The filter as it was at a git revision (`--baseline`, `make bench BASELINE=REV`), built by
+    build_module in a temporary worktree, into a target dir of its own."""
+    found = run(["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=REPO, capture_output=True)
+    commit = found.stdout.strip()
+    out = REPO / "target" / "baseline" / f"{commit[:12]}.wasm"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sticky-canary-at-") as parent:
+        tree = Path(parent) / "tree"
+        run(["git", "worktree", "add", "--quiet", "--detach", str(tree), commit], cwd=REPO, capture_output=True)
+        try:
+            log(f"building sticky-canary-filter as it was at {commit[:12]}")
+            build_module("sticky-canary-filter", "sticky_canary_filter.wasm", out, tree=tree,
+                         target_dir=REPO / "target" / "module-at", git=commit[:12])
+        finally:
+            run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
+    return out
 
 
 def build_filters(work: Path, sticky_wasm: Path | None) -> Filters:
@@ -1068,11 +1089,18 @@ def main() -> int:
     parser.add_argument("--apps", action="store_true",
                         help=f"many apps on one gateway ({', '.join(map(str, APP_COUNTS))}): one shared plugin "
                              "against one plugin per app, instead of the comparison")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the filter as it was at this git revision, as a --variant")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=PATH",
                         help="also run this build of sticky-canary (same policy) beside the others, e.g. to try an "
                              "optimisation of filter/ before making it")
     args = parser.parse_args()
     args.variants = []
+    if args.baseline:
+        try:
+            args.variants.append((f"build at {args.baseline}", build_at(args.baseline)))
+        except BenchError as e:
+            parser.error(f"--baseline {args.baseline}: {e}")
     for variant in args.variant:
         label, _, path = variant.partition("=")
         if not path or not Path(path).is_file():
