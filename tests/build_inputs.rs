@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The `rerun-if-changed` paths the build script gave cargo for this build.
+/// The `rerun-if-changed` paths the build script gave cargo for this build, canonical.
 fn declared() -> Vec<PathBuf> {
     // OUT_DIR is `.../build/sticky-canary-HASH/out`; cargo keeps the script's stdout beside it.
     let output = Path::new(env!("OUT_DIR")).with_file_name("output");
@@ -28,6 +28,7 @@ fn declared() -> Vec<PathBuf> {
                 Path::new(ROOT).join(p)
             }
         })
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
         .collect();
     assert!(
         !declared.is_empty(),
@@ -60,10 +61,7 @@ fn module_sources() -> Vec<PathBuf> {
 
 #[test]
 fn every_source_of_the_module_is_declared_to_cargo() {
-    let declared: Vec<PathBuf> = declared()
-        .into_iter()
-        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-        .collect();
+    let declared = declared();
     let sources = module_sources();
     // The filter, policy-core and its SHA-256 all went in: the dep-info is the real list.
     for must in ["filter/src/lib.rs", "policy-core/src/lib.rs"] {
@@ -83,10 +81,7 @@ fn every_source_of_the_module_is_declared_to_cargo() {
 
 #[test]
 fn manifests_lock_and_profile_are_declared() {
-    let declared: Vec<PathBuf> = declared()
-        .into_iter()
-        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-        .collect();
+    let declared = declared();
     // Cargo.toml at the root holds [profile.wasm]; each crate's own manifest its dependencies.
     let mut needed = vec![
         "Cargo.toml",
