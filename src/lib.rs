@@ -14,6 +14,7 @@ pub mod files;
 pub mod local;
 pub mod oci;
 pub mod render;
+pub mod revisions;
 
 /// The gateway filter, built by build.rs for wasm32-wasip1 and embedded at compile time.
 pub static FILTER_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sticky_canary_filter.wasm"));

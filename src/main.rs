@@ -297,8 +297,12 @@ fn push(reference: &str, insecure: bool) -> Result<(), String> {
 
 fn parse_form(form: Option<&str>) -> Result<Option<sticky_canary::render::PluginForm>, String> {
     form.map(|text| {
-        sticky_canary::render::PluginForm::parse(text)
-            .ok_or_else(|| format!("--plugin-form: {text:?} is not one of envoyfilter, envoyfilter-inline, wasmplugin"))
+        sticky_canary::render::PluginForm::parse(text).ok_or_else(|| {
+            format!(
+                "--plugin-form: {text:?} is not one of {}",
+                sticky_canary::render::PluginForm::spellings()
+            )
+        })
     })
     .transpose()
 }

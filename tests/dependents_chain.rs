@@ -22,7 +22,7 @@ mod common;
 use common::{assign_on, run_cli, send, serial, served, write_filter_config, ROUTING_HEADER, TOKEN_HEADER};
 use sticky_canary::render::spec::MESH_TOKEN_HEADER;
 use sticky_canary_harness::backend::seen_headers;
-use sticky_canary_harness::istio::{IstioProxy, Proxy, Translate, TRANSLATING_REVISION};
+use sticky_canary_harness::istio::{newest, IstioProxy, Proxy, Translate};
 use sticky_canary_harness::{envoy_release, Backend, Client, Request, Response};
 
 const NAMESPACE: &str = "istio-test";
@@ -85,7 +85,7 @@ impl World {
             my_app_v2: Backend::start("my-app-v2").unwrap(),
             backend_v1: Backend::start("backend-v1").unwrap(),
             backend_v2: Backend::start("backend-v2").unwrap(),
-            envoy: envoy_release(TRANSLATING_REVISION.envoy).unwrap_or_else(|e| panic!("{e}")),
+            envoy: envoy_release(newest().envoy).unwrap_or_else(|e| panic!("{e}")),
         }
     }
 
@@ -135,7 +135,7 @@ impl World {
 
     /// The AKS gateway, as tests/istio_chain.rs runs it.
     fn gateway(&self, inputs: Vec<PathBuf>) -> IstioProxy {
-        let mut translate = Translate::new(inputs);
+        let mut translate = Translate::new(newest(), inputs);
         for (service, v1, v2) in [
             (
                 "svc-frontend.istio-test.svc.cluster.local",
@@ -165,7 +165,7 @@ impl World {
         ] {
             endpoints.insert(format!("outbound|80|{subset}|{BACKEND_HOST}"), vec![backend.addr()]);
         }
-        let mut translate = Translate::new(inputs.to_vec());
+        let mut translate = Translate::new(newest(), inputs.to_vec());
         translate.proxy = Proxy::Sidecar {
             namespace: NAMESPACE.to_owned(),
             labels: vec![("app".into(), "frontend".into()), ("version".into(), "v1".into())],

@@ -14,7 +14,7 @@
 //! cookie and add to no counter (the filter runs once per user request; Envoy's router makes
 //! the copy after it).
 //!
-//! `STICKY_CANARY_REVISIONS=asm-1-30` limits the run to some revisions (comma-separated).
+//! `STICKY_CANARY_REVISIONS=asm-1-31` limits the run to some revisions (comma-separated).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -75,6 +75,8 @@ enum Form {
     Inline,
     /// WasmPlugin attached to the Gateway by `targetRefs`, module pulled from an OCI registry.
     WasmPluginOci,
+    /// TrafficExtension attached by `targetRefs`, module pulled from an OCI registry.
+    TrafficExtensionOci,
 }
 
 struct World {
@@ -94,13 +96,18 @@ impl World {
         let work = tempfile::tempdir().unwrap();
         let (plugin, registry) = match form {
             Form::Inline => ("  form: envoyfilter-inline\n".to_owned(), None),
-            Form::WasmPluginOci => {
+            Form::WasmPluginOci | Form::TrafficExtensionOci => {
                 let registry = Registry::start().unwrap_or_else(|e| panic!("{e}"));
                 let url = format!("oci://{}/sticky-canary:gateway-api", registry.host());
                 let digest = run_cli(&["push", "--insecure", &url]).trim().to_owned();
                 assert!(digest.starts_with("sha256:"), "push printed {digest:?}");
+                let form = if form == Form::WasmPluginOci {
+                    "wasmplugin"
+                } else {
+                    "trafficextension"
+                };
                 (
-                    format!("  form: wasmplugin\n  url: {url}\n  sha256: \"{digest}\"\n"),
+                    format!("  form: {form}\n  url: {url}\n  sha256: \"{digest}\"\n"),
                     Some(registry),
                 )
             }
@@ -176,7 +183,7 @@ impl World {
     }
 
     fn start(&self, inputs: Vec<PathBuf>) -> IstioProxy {
-        let mut translate = Translate::new(inputs);
+        let mut translate = Translate::new(self.revision, inputs);
         let service = |name: &str| format!("{name}.{NAMESPACE}.svc.cluster.local");
         match self.ingress {
             Ingress::AddOn => {
@@ -210,7 +217,7 @@ impl World {
             .unwrap_or_else(|| panic!("our plugin is not on this gateway: {:?}", gateway.summary()));
         let expected = match self.form {
             Form::Inline => "unchanged",
-            Form::WasmPluginOci => "wasm",
+            Form::WasmPluginOci | Form::TrafficExtensionOci => "wasm",
         };
         assert_eq!(outcome.outcome, expected, "istio-agent's conversion: {outcome:?}");
         gateway
@@ -319,10 +326,10 @@ fn gateway_api_routing_and_ramp(revision_name: &str, form: Form) {
 
 chain_tests! {
     gateway_api_routing_and_ramp:
-    gateway_api_asm_1_28_envoyfilter_inline: "asm-1-28", Form::Inline;
-    gateway_api_asm_1_29_envoyfilter_inline: "asm-1-29", Form::Inline;
     gateway_api_asm_1_30_envoyfilter_inline: "asm-1-30", Form::Inline;
-    gateway_api_asm_1_30_wasmplugin_target_refs: "asm-1-30", Form::WasmPluginOci;
+    gateway_api_asm_1_31_envoyfilter_inline: "asm-1-31", Form::Inline;
+    gateway_api_asm_1_31_wasmplugin_target_refs: "asm-1-31", Form::WasmPluginOci;
+    gateway_api_asm_1_31_trafficextension_target_refs: "asm-1-31", Form::TrafficExtensionOci;
 }
 
 // ---------------------------------------------------------------------------
@@ -369,7 +376,7 @@ fn assignments(gateway: &IstioProxy) -> HashMap<String, u64> {
 /// 1,000 of users on v2 and 500 first visits.
 fn mirroring(ingress: Ingress) {
     const MIRROR_PERCENT: u32 = 20;
-    let Some((_serial, world)) = world_for("asm-1-30", ingress, Form::Inline) else {
+    let Some((_serial, world)) = world_for("asm-1-31", ingress, Form::Inline) else {
         return;
     };
     let gateway = world.start(world.render(20, Some(MIRROR_PERCENT)));

@@ -10,7 +10,9 @@
 //! module-fetch drills (registry unreachable, wrong digest) give the documented outcome for
 //! each fail strategy, for this app and for another app on the same gateway.
 //!
-//! `STICKY_CANARY_REVISIONS=asm-1-30` limits the run to some revisions (comma-separated).
+//! The revisions are the tested ones of `src/revisions.rs`; a test per revision and form below,
+//! which `every_tested_revision_and_form_has_a_test` keeps in step with that table.
+//! `STICKY_CANARY_REVISIONS=asm-1-31` limits the run to some revisions (comma-separated).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -28,7 +30,7 @@ use common::{
     serial, served, shop, tokens_seen, write_filter_config, OTHER_APP, OTHER_HOST, ROUTING_HEADER, SHOP_HOST,
 };
 use sticky_canary_harness::backend::seen_headers;
-use sticky_canary_harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
+use sticky_canary_harness::istio::{self, newest, tested_revisions, IstioProxy, Revision, Translate};
 use sticky_canary_harness::load::over_connections;
 use sticky_canary_harness::{envoy_release, Backend, Client, Registry, Request};
 
@@ -44,6 +46,8 @@ enum Form {
     EnvoyFilterInline,
     /// WasmPlugin (plain Istio; the add-on's webhook refuses it), module from an OCI registry.
     WasmPlugin,
+    /// TrafficExtension (Istio 1.30 and later), module from an OCI registry.
+    TrafficExtension,
 }
 
 impl Form {
@@ -52,6 +56,7 @@ impl Form {
             Form::EnvoyFilterOci | Form::EnvoyFilterHttps => "envoyfilter",
             Form::EnvoyFilterInline => "envoyfilter-inline",
             Form::WasmPlugin => "wasmplugin",
+            Form::TrafficExtension => "trafficextension",
         }
     }
 }
@@ -71,7 +76,7 @@ struct FileServer {
 
 impl FileServer {
     fn start(file: &Path) -> FileServer {
-        let tool = istio::istio_xds().unwrap_or_else(|e| panic!("{e}"));
+        let tool = istio::istio_xds(newest()).unwrap_or_else(|e| panic!("{e}"));
         let mut child = Command::new(tool)
             .args(["serve-file", "--tls", "--file"])
             .arg(file)
@@ -119,7 +124,7 @@ impl World {
     fn new(revision: Revision, form: Form) -> World {
         let work = tempfile::tempdir().unwrap();
         let (module, registry, server, registry_host) = match form {
-            Form::EnvoyFilterOci | Form::WasmPlugin => {
+            Form::EnvoyFilterOci | Form::WasmPlugin | Form::TrafficExtension => {
                 let registry = Registry::start().unwrap_or_else(|e| panic!("{e}"));
                 let url = format!("oci://{}/sticky-canary:chain", registry.host());
                 let digest = run_cli(&["push", "--insecure", &url]).trim().to_owned();
@@ -207,7 +212,7 @@ impl World {
     }
 
     fn translate(&self, inputs: Vec<PathBuf>) -> Translate {
-        let mut translate = Translate::new(inputs);
+        let mut translate = Translate::new(self.revision, inputs);
         let service = "svc-shop.ns-shop.svc.cluster.local";
         translate.endpoint(&format!("outbound|80||{service}"), self.v1.addr());
         translate.endpoint(&format!("outbound|80|v1|{service}"), self.v1.addr());
@@ -337,18 +342,56 @@ fn routing_and_ramp(revision_name: &str, form: Form) {
 
 chain_tests! {
     routing_and_ramp:
-    asm_1_28_envoyfilter_oci: "asm-1-28", Form::EnvoyFilterOci;
-    asm_1_28_envoyfilter_https: "asm-1-28", Form::EnvoyFilterHttps;
-    asm_1_28_envoyfilter_inline: "asm-1-28", Form::EnvoyFilterInline;
-    asm_1_28_wasmplugin: "asm-1-28", Form::WasmPlugin;
-    asm_1_29_envoyfilter_oci: "asm-1-29", Form::EnvoyFilterOci;
-    asm_1_29_envoyfilter_https: "asm-1-29", Form::EnvoyFilterHttps;
-    asm_1_29_envoyfilter_inline: "asm-1-29", Form::EnvoyFilterInline;
-    asm_1_29_wasmplugin: "asm-1-29", Form::WasmPlugin;
     asm_1_30_envoyfilter_oci: "asm-1-30", Form::EnvoyFilterOci;
     asm_1_30_envoyfilter_https: "asm-1-30", Form::EnvoyFilterHttps;
     asm_1_30_envoyfilter_inline: "asm-1-30", Form::EnvoyFilterInline;
     asm_1_30_wasmplugin: "asm-1-30", Form::WasmPlugin;
+    asm_1_30_trafficextension: "asm-1-30", Form::TrafficExtension;
+    asm_1_31_envoyfilter_oci: "asm-1-31", Form::EnvoyFilterOci;
+    asm_1_31_envoyfilter_https: "asm-1-31", Form::EnvoyFilterHttps;
+    asm_1_31_envoyfilter_inline: "asm-1-31", Form::EnvoyFilterInline;
+    asm_1_31_wasmplugin: "asm-1-31", Form::WasmPlugin;
+    asm_1_31_trafficextension: "asm-1-31", Form::TrafficExtension;
+}
+
+/// The test names above, per revision: a revision added to (or dropped from) src/revisions.rs
+/// without its tests here fails this.
+#[test]
+fn every_tested_revision_and_form_has_a_test() {
+    let source = include_str!("istio_chain.rs");
+    for revision in tested_revisions() {
+        let prefix = revision.name.replace('-', "_");
+        let mut forms = vec![
+            "envoyfilter_oci",
+            "envoyfilter_https",
+            "envoyfilter_inline",
+            "wasmplugin",
+        ];
+        if revision.has_traffic_extension() {
+            forms.push("trafficextension");
+        }
+        for form in forms {
+            for test in [
+                format!("    {prefix}_{form}: "),
+                format!("    drills_{prefix}_{form}: "),
+            ] {
+                if form == "envoyfilter_inline" && test.contains("drills_") {
+                    continue; // an inline module is never fetched
+                }
+                assert!(source.contains(&test), "no test {test:?} for {}", revision.name);
+            }
+        }
+    }
+    for line in source
+        .lines()
+        .filter(|l| l.trim_start().starts_with("asm_1_") || l.trim_start().starts_with("drills_asm_1_"))
+    {
+        let name = line.split('"').nth(1).unwrap_or("");
+        assert!(
+            tested_revisions().iter().any(|r| r.name == name),
+            "{line}: {name} is not a tested revision in src/revisions.rs"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -488,15 +531,14 @@ fn drills(revision_name: &str, form: Form) {
 
 chain_tests! {
     drills:
-    drills_asm_1_28_envoyfilter_oci: "asm-1-28", Form::EnvoyFilterOci;
-    drills_asm_1_28_envoyfilter_https: "asm-1-28", Form::EnvoyFilterHttps;
-    drills_asm_1_28_wasmplugin: "asm-1-28", Form::WasmPlugin;
-    drills_asm_1_29_envoyfilter_oci: "asm-1-29", Form::EnvoyFilterOci;
-    drills_asm_1_29_envoyfilter_https: "asm-1-29", Form::EnvoyFilterHttps;
-    drills_asm_1_29_wasmplugin: "asm-1-29", Form::WasmPlugin;
     drills_asm_1_30_envoyfilter_oci: "asm-1-30", Form::EnvoyFilterOci;
     drills_asm_1_30_envoyfilter_https: "asm-1-30", Form::EnvoyFilterHttps;
     drills_asm_1_30_wasmplugin: "asm-1-30", Form::WasmPlugin;
+    drills_asm_1_30_trafficextension: "asm-1-30", Form::TrafficExtension;
+    drills_asm_1_31_envoyfilter_oci: "asm-1-31", Form::EnvoyFilterOci;
+    drills_asm_1_31_envoyfilter_https: "asm-1-31", Form::EnvoyFilterHttps;
+    drills_asm_1_31_wasmplugin: "asm-1-31", Form::WasmPlugin;
+    drills_asm_1_31_trafficextension: "asm-1-31", Form::TrafficExtension;
 }
 
 /// The defect this suite was written for: with only the Wasm type URL in the EnvoyFilter's
@@ -504,7 +546,7 @@ chain_tests! {
 /// refused by Envoy and the whole listener fails, for every app on the gateway.
 #[test]
 fn without_the_rbac_type_url_a_failed_fetch_breaks_every_host() {
-    let revision = istio::TRANSLATING_REVISION;
+    let revision = newest();
     let _serial = serial();
     let world = World::new(revision, Form::EnvoyFilterOci);
     let broken = broken_modules(&world);
@@ -542,7 +584,7 @@ fn istioctl_analyze_finds_no_error_in_rendered_manifests() {
     let work = tempfile::tempdir().unwrap();
     let mut inputs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")];
     for example in ["my-app", "frontend-backend", "gateway-api"] {
-        for form in ["envoyfilter", "envoyfilter-inline", "wasmplugin"] {
+        for form in ["envoyfilter", "envoyfilter-inline", "wasmplugin", "trafficextension"] {
             let out = work.path().join(format!("{example}-{form}"));
             run_cli(&[
                 "render",
@@ -555,9 +597,12 @@ fn istioctl_analyze_finds_no_error_in_rendered_manifests() {
             inputs.push(out);
         }
     }
-    for input in &inputs {
-        let report = istio::analyze(std::slice::from_ref(input)).unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("analyze {}:\n{report}", input.display());
+    for revision in tested_revisions().iter().filter(|r| selected(r)) {
+        for input in &inputs {
+            let report = istio::analyze(*revision, std::slice::from_ref(input))
+                .unwrap_or_else(|e| panic!("{}: {e}", revision.name));
+            eprintln!("{} analyze {}:\n{report}", revision.name, input.display());
+        }
     }
 }
 
@@ -601,7 +646,7 @@ fn fleet_spec(i: usize) -> (String, String, (bool, String)) {
     };
     let spec = format!(
         "app: {name}\nrevision: {revision}\nhosts: [{host}]\nversions:\n{versions}routing:\n  salt: {name}-salt-{i}\n{routing_header}  key_chain: {chain}\nplugin:\n  form: envoyfilter-inline\n",
-        revision = istio::TRANSLATING_REVISION.name,
+        revision = newest().name,
     );
     (name, spec, (cookie, key_name))
 }
@@ -637,7 +682,7 @@ fn fleet(n: usize) {
     let config = write_filter_config(plugin, &work.path().join("filter-config.json"));
 
     let mut backends = Vec::new();
-    let mut translate = Translate::new(vec![out.clone()]);
+    let mut translate = Translate::new(newest(), vec![out.clone()]);
     for (name, spec, _) in &fleet {
         let versions = spec.matches("{name: v").count();
         let service = format!("svc-{name}.{name}.svc.cluster.local");
@@ -650,7 +695,7 @@ fn fleet(n: usize) {
             backends.push(backend);
         }
     }
-    let envoy = envoy_release(istio::TRANSLATING_REVISION.envoy).unwrap();
+    let envoy = envoy_release(newest().envoy).unwrap();
     let gateway = IstioProxy::start(&envoy, translate).unwrap_or_else(|e| panic!("{n} apps: {e}"));
     assert_eq!(
         gateway.summary().extension_configs.len(),
@@ -787,7 +832,7 @@ fn the_rendered_remote_wasm_config_passes_envoy_validation_on_every_line() {
     );
     std::fs::write(&good, bootstrap(&typed_config)).unwrap();
     std::fs::write(&bad, bootstrap(&without_cluster)).unwrap();
-    for revision in REVISIONS.iter().filter(|r| selected(r)) {
+    for revision in tested_revisions().iter().filter(|r| selected(r)) {
         let envoy = envoy_release(revision.envoy).unwrap();
         let validate = |path: &Path| {
             Command::new(&envoy)
@@ -835,10 +880,10 @@ spec:
       claim: sub
 "#;
     let _serial = serial();
-    for form in [Form::EnvoyFilterInline, Form::WasmPlugin] {
-        let world = World::new(istio::TRANSLATING_REVISION, form);
+    for form in [Form::EnvoyFilterInline, Form::WasmPlugin, Form::TrafficExtension] {
+        let world = World::new(newest(), form);
         let module = match form {
-            Form::WasmPlugin => world.module.clone(),
+            Form::WasmPlugin | Form::TrafficExtension => world.module.clone(),
             _ => Module::Inline,
         };
         let mut inputs = world.render(30, "FAIL_OPEN", &module);

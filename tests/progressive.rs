@@ -17,7 +17,7 @@
 //!    app keeps routing; a client-sent position header changes nothing; `istioctl analyze`
 //!    finds no error in the rendered objects with the tool's.
 //!
-//! `STICKY_CANARY_REVISIONS=asm-1-30` limits the run to some revisions (comma-separated).
+//! `STICKY_CANARY_REVISIONS=asm-1-31` limits the run to some revisions (comma-separated).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ mod common;
 
 use common::{assign_with, run_cli, send, serial, write_filter_config, OTHER_APP, OTHER_HOST, ROUTING_HEADER};
 use sticky_canary_harness::backend::seen_headers;
-use sticky_canary_harness::istio::{self, IstioProxy, Revision, Translate, REVISIONS};
+use sticky_canary_harness::istio::{self, IstioProxy, Revision, Translate};
 use sticky_canary_harness::load::over_connections;
 use sticky_canary_harness::{envoy_release, Backend, Client, Request};
 
@@ -226,7 +226,7 @@ struct Row {
 
 /// The revision of that name, unless `STICKY_CANARY_REVISIONS` leaves it out.
 fn selected(name: &str) -> Option<Revision> {
-    let revision = *REVISIONS.iter().find(|r| r.name == name).expect("a known revision");
+    let revision = istio::revision(name);
     match std::env::var("STICKY_CANARY_REVISIONS") {
         Ok(list) if !list.trim().is_empty() && !list.split(',').any(|r| r.trim() == name) => {
             eprintln!("{name} not selected by STICKY_CANARY_REVISIONS: nothing to run");
@@ -254,13 +254,13 @@ fn run(tool: &Tool, revision_name: &str) {
     let steps = tool_steps(tool, &steps_dir);
     let inputs = |step: &Step| vec![rendered.clone(), steps_dir.join(&step.file), other_app.clone()];
     // istioctl analyze's own analyzers find no error in what the user and the tool apply.
-    istio::analyze(&[rendered.clone(), steps_dir.join(&steps[2].file)])
+    istio::analyze(revision, &[rendered.clone(), steps_dir.join(&steps[2].file)])
         .unwrap_or_else(|e| panic!("{}: {e}", tool.driver));
 
     let v1 = Backend::start("v1").unwrap();
     let v2 = Backend::start("v2").unwrap();
     let other = Backend::start("other").unwrap();
-    let mut translate = Translate::new(inputs(&steps[0]));
+    let mut translate = Translate::new(revision, inputs(&steps[0]));
     translate.endpoint(&cluster(tool.stable_service), v1.addr());
     translate.endpoint(&cluster(tool.canary_service), v2.addr());
     translate.endpoint("outbound|80||svc-other.other.svc.cluster.local", other.addr());
@@ -432,12 +432,10 @@ macro_rules! tool_tests {
 }
 
 tool_tests! {
-    flagger_keeps_every_user_on_the_planned_version_asm_1_28: FLAGGER, "asm-1-28";
-    flagger_keeps_every_user_on_the_planned_version_asm_1_29: FLAGGER, "asm-1-29";
     flagger_keeps_every_user_on_the_planned_version_asm_1_30: FLAGGER, "asm-1-30";
-    argo_rollouts_keeps_every_user_on_the_planned_version_asm_1_28: ARGO, "asm-1-28";
-    argo_rollouts_keeps_every_user_on_the_planned_version_asm_1_29: ARGO, "asm-1-29";
+    flagger_keeps_every_user_on_the_planned_version_asm_1_31: FLAGGER, "asm-1-31";
     argo_rollouts_keeps_every_user_on_the_planned_version_asm_1_30: ARGO, "asm-1-30";
+    argo_rollouts_keeps_every_user_on_the_planned_version_asm_1_31: ARGO, "asm-1-31";
 }
 
 /// The spec's examples render, and the patch matches only the app's hosts and route.

@@ -86,15 +86,21 @@ fn golden_expected() -> Vec<(String, String)> {
         .into_iter()
         .map(|f| (f.name, f.text))
         .collect();
-    // The other remote form, for comparison and for clusters that accept WasmPlugin. The inline
-    // form is left out: it embeds the filter build, which changes with every filter change.
-    let other = match app.plugin.form {
-        PluginForm::WasmPlugin => PluginForm::EnvoyFilter,
-        _ => PluginForm::WasmPlugin,
-    };
-    let alternative = render::render_with_form(&app, other, EXAMPLE, &Tokens::Example);
-    let plugin = alternative.file("plugin.yaml").unwrap();
-    files.push((format!("plugin-forms/{}.yaml", other.as_str()), plugin.text.clone()));
+    // The other remote forms, for comparison and for clusters that accept WasmPlugin or
+    // TrafficExtension. The inline form is left out: it embeds the filter build, which changes
+    // with every filter change.
+    for other in [
+        PluginForm::EnvoyFilter,
+        PluginForm::WasmPlugin,
+        PluginForm::TrafficExtension,
+    ] {
+        if other == app.plugin.form {
+            continue;
+        }
+        let alternative = render::render_with_form(&app, other, EXAMPLE, &Tokens::Example);
+        let plugin = alternative.file("plugin.yaml").unwrap();
+        files.push((format!("plugin-forms/{}.yaml", other.as_str()), plugin.text.clone()));
+    }
     let shared = render::render_shared(&shared_inputs(), None, &Tokens::Example).unwrap();
     files.extend(
         shared
@@ -270,6 +276,7 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
                 PluginForm::WasmPlugin,
                 PluginForm::EnvoyFilter,
                 PluginForm::EnvoyFilterInline,
+                PluginForm::TrafficExtension,
             ][..],
         ),
         (
@@ -278,7 +285,11 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
         ),
         (
             GATEWAY_API_EXAMPLE,
-            &[PluginForm::EnvoyFilter, PluginForm::WasmPlugin][..],
+            &[
+                PluginForm::EnvoyFilter,
+                PluginForm::WasmPlugin,
+                PluginForm::TrafficExtension,
+            ][..],
         ),
     ] {
         let app = load(spec);
@@ -288,8 +299,11 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
             dirs.push(dir);
         }
     }
+    // npm publishes no TrafficExtension model: those objects go to `istio-xds crd-check`, the
+    // CRD of each tested revision's own Istio with the API server's validation (CEL included).
     let output = Command::new("bash")
         .arg(root().join("tools/schema-check/check.sh"))
+        .args(["--elsewhere", "extensions.istio.io/v1alpha1/TrafficExtension"])
         .args(&dirs)
         .output()
         .unwrap();
@@ -300,6 +314,24 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains(" 0 problems"), "{stdout}");
+    let deferred = stdout
+        .lines()
+        .filter(|l| l.ends_with("checked elsewhere (--elsewhere)"))
+        .count();
+    assert_eq!(
+        deferred, 3,
+        "the TrafficExtensions (golden, my-app, gateway-api): {stdout}"
+    );
+    for revision in sticky_canary_harness::istio::tested_revisions() {
+        let report = sticky_canary_harness::istio::crd_check(revision, &dirs).unwrap_or_else(|e| panic!("{e}"));
+        let checked = report.lines().filter(|l| l.contains("TrafficExtension")).count();
+        assert!(
+            checked >= 3,
+            "{}: crd-check saw {checked} TrafficExtensions:\n{report}",
+            revision.name
+        );
+        eprintln!("{} crd-check:\n{report}", revision.name);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -818,7 +850,7 @@ fn oci_needs_a_digest_and_fail_reload_needs_asm_1_27() {
         other => panic!("{other:?}"),
     }
     let old = base
-        .replace("revision: asm-1-28", "revision: asm-1-26")
+        .replace("revision: asm-1-31", "revision: asm-1-26")
         .replace("fail_strategy: FAIL_OPEN", "fail_strategy: FAIL_RELOAD");
     assert!(App::from_yaml(&old)
         .unwrap_err()
@@ -839,6 +871,138 @@ fn oci_needs_a_digest_and_fail_reload_needs_asm_1_27() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn trafficextension_carries_the_wasmplugins_settings_under_wasm() {
+    let app = load(EXAMPLE);
+    let rendered = |form| {
+        let out = render::render_with_form(&app, form, EXAMPLE, &test_tokens());
+        let text = out.file("plugin.yaml").unwrap().text.clone();
+        serde_yaml_ng::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let wasm_plugin = rendered(PluginForm::WasmPlugin);
+    let extension = rendered(PluginForm::TrafficExtension);
+    assert_eq!(extension["kind"], "TrafficExtension");
+    assert_eq!(extension["apiVersion"], "extensions.istio.io/v1alpha1");
+    assert_eq!(extension["metadata"], wasm_plugin["metadata"]);
+    assert_eq!(extension["spec"]["selector"], wasm_plugin["spec"]["selector"]);
+    assert_eq!(extension["spec"]["phase"], wasm_plugin["spec"]["phase"]);
+    for field in ["url", "sha256", "failStrategy", "type", "pluginConfig"] {
+        assert_eq!(
+            extension["spec"]["wasm"][field], wasm_plugin["spec"][field],
+            "spec.wasm.{field}"
+        );
+        assert!(
+            extension["spec"].get(field).is_none(),
+            "{field} belongs under spec.wasm"
+        );
+    }
+    // WasmPlugin's UNSPECIFIED_PHASE is TrafficExtension's UNSPECIFIED.
+    let text = std::fs::read_to_string(root().join(EXAMPLE)).unwrap().replace(
+        "form: envoyfilter",
+        "form: trafficextension\n  phase: UNSPECIFIED_PHASE",
+    );
+    let unspecified = App::from_yaml(&text).unwrap();
+    let out = render::render(&unspecified, EXAMPLE, &test_tokens());
+    let value: serde_json::Value = serde_yaml_ng::from_str(&out.file("plugin.yaml").unwrap().text).unwrap();
+    assert_eq!(value["spec"]["phase"], "UNSPECIFIED");
+    // The Gateway API example attaches it by targetRefs, as WasmPlugin.
+    let gateway_app = load(GATEWAY_API_EXAMPLE);
+    let out = render::render_with_form(
+        &gateway_app,
+        PluginForm::TrafficExtension,
+        GATEWAY_API_EXAMPLE,
+        &test_tokens(),
+    );
+    let value: serde_json::Value = serde_yaml_ng::from_str(&out.file("plugin.yaml").unwrap().text).unwrap();
+    assert_eq!(value["spec"]["targetRefs"][0]["kind"], "Gateway");
+    assert!(value["spec"].get("selector").is_none());
+}
+
+#[test]
+fn trafficextension_needs_a_revision_whose_istio_has_it() {
+    let base = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
+    let old = base
+        .replace("revision: asm-1-31", "revision: asm-1-29")
+        .replace("form: envoyfilter", "form: trafficextension");
+    let text = App::from_yaml(&old).unwrap_err().to_string();
+    assert!(
+        text.contains("plugin.form: trafficextension needs revision asm-1-30 or later"),
+        "{text}"
+    );
+    assert!(App::from_yaml(&old.replace("revision: asm-1-29", "revision: asm-1-30")).is_ok());
+    // The command-line override is refused the same way, and nothing is written.
+    let dir = work_dir("te-override");
+    let spec = dir.path().join("old.yaml");
+    std::fs::write(&spec, base.replace("revision: asm-1-31", "revision: asm-1-29")).unwrap();
+    let out = dir.path().join("out");
+    let key = key_file(dir.path());
+    let output = cli(&[
+        "render",
+        &spec.to_string_lossy(),
+        "--plugin-form",
+        "trafficextension",
+        "--out",
+        &out.to_string_lossy(),
+        "--token-key",
+        &key,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--plugin-form trafficextension: revision asm-1-29"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing is written");
+}
+
+#[test]
+fn render_warns_about_revisions_near_or_past_their_end_of_life() {
+    let base = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
+    let dir = work_dir("eol");
+    let key = key_file(dir.path());
+    let warnings = |revision: &str, today: &str| {
+        let spec = dir.path().join(format!("{revision}.yaml"));
+        std::fs::write(
+            &spec,
+            base.replace("revision: asm-1-31", &format!("revision: {revision}")),
+        )
+        .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_sticky-canary"))
+            .env("STICKY_CANARY_TODAY", today)
+            .args(["render", &spec.to_string_lossy(), "--token-key", &key])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .filter(|l| l.contains("revision "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let past = warnings("asm-1-28", "2026-12-02");
+    assert_eq!(past.len(), 1, "{past:?}");
+    assert!(
+        past[0].contains("asm-1-28 reached its end of life about August 2026"),
+        "{past:?}"
+    );
+    assert!(
+        past[0].contains("az aks mesh upgrade start --revision asm-1-31"),
+        "{past:?}"
+    );
+    let near = warnings("asm-1-30", "2026-12-02");
+    assert!(
+        near[0].contains("asm-1-30 reaches its end of life about December 2026"),
+        "{near:?}"
+    );
+    assert!(
+        warnings("asm-1-30", "2026-10-15").is_empty(),
+        "two months ahead: no warning"
+    );
+    assert!(warnings("asm-1-30", "2027-01-01")[0].contains("reached its end of life"));
+    assert!(warnings("asm-1-31", "2026-12-02").is_empty());
+    assert!(warnings("asm-1-33", "2026-12-02")[0].contains("newer than the revisions sticky-canary is tested on"));
 }
 
 #[test]
@@ -930,7 +1094,7 @@ fn set_weight_keeps_the_last_good_spec_when_the_result_is_invalid() {
     // A spec that is already invalid is never rewritten: set-weight checks before it edits.
     let text = std::fs::read_to_string(root().join(EXAMPLE))
         .unwrap()
-        .replace("revision: asm-1-28", "revision: asm-1");
+        .replace("revision: asm-1-31", "revision: asm-1");
     std::fs::write(&spec, &text).unwrap();
     let output = cli(&["set-weight", &spec.to_string_lossy(), "v2", "20"]);
     assert!(!output.status.success());
@@ -1240,7 +1404,7 @@ fn the_default_plugin_form_is_the_envoyfilter_the_aks_add_on_accepts() {
 /// A spec for app `name` on `host`, with the example's plugin settings.
 fn spec_for(name: &str, host: &str, canary: u32) -> String {
     format!(
-        "app: {name}\nrevision: asm-1-28\nhosts: [{host}]\nversions:\n  - {{name: v1, image: nginx, weight: {}}}\n  - {{name: v2, image: nginx, weight: {canary}}}\nrouting:\n  salt: {name}-salt\n  key_chain: [{{cookie: session}}]\nplugin:\n  url: oci://myregistry.azurecr.io/sticky-canary:0.1.0\n  sha256: \"{}\"\n",
+        "app: {name}\nrevision: asm-1-31\nhosts: [{host}]\nversions:\n  - {{name: v1, image: nginx, weight: {}}}\n  - {{name: v2, image: nginx, weight: {canary}}}\nrouting:\n  salt: {name}-salt\n  key_chain: [{{cookie: session}}]\nplugin:\n  url: oci://myregistry.azurecr.io/sticky-canary:0.1.0\n  sha256: \"{}\"\n",
         100 - canary,
         "ab".repeat(32)
     )
@@ -1611,7 +1775,7 @@ fn mirroring_on_the_add_on_gateway_copies_from_every_route_but_the_mirror_versio
 fn gateway_api_and_mirror_mistakes_are_refused_with_their_paths() {
     let base = std::fs::read_to_string(root().join(GATEWAY_API_EXAMPLE)).unwrap();
     let cases = [
-        (base.replace("revision: asm-1-28", "revision: asm-1-25"), "ingress: "),
+        (base.replace("revision: asm-1-31", "revision: asm-1-25"), "ingress: "),
         (base.replace("ingress: gateway-api", "ingress: gateway"), "ingress: "),
         (
             base.replace(

@@ -74,6 +74,22 @@ pub fn render_inputs(
     form: Option<PluginForm>,
     tokens: &Tokens,
 ) -> Result<Rendered, RenderError> {
+    if let Some(form) = form {
+        let refused: Vec<String> = inputs
+            .iter()
+            .filter_map(|(source, app)| {
+                let why = crate::revisions::minor_of(&app.revision).and_then(|m| form.unsupported_on(m))?;
+                Some(format!(
+                    "{source}: --plugin-form {}: revision {}: {why}",
+                    form.as_str(),
+                    app.revision
+                ))
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(RenderError::Conflicts(refused));
+        }
+    }
     match inputs {
         [(source, app)] if !shared => Ok(render_with_form(app, form.unwrap_or(app.plugin.form), source, tokens)),
         [] => Err(RenderError::NoSpec),

@@ -84,20 +84,23 @@ pub fn single_install<'a>(app: &'a App, tokens: &Tokens) -> Install<'a> {
     }
 }
 
-pub fn wasm_plugin(install: &Install<'_>) -> Yaml {
-    let plugin = install.plugin;
-    let (url, sha256) = match &plugin.source {
+/// Where the module is fetched from and the digest istio-agent checks, for the Istio extension
+/// forms (they always fetch: inline is an EnvoyFilter form).
+fn fetched_module(plugin: &Plugin) -> (String, String) {
+    match &plugin.source {
         ModuleSource::Oci { url, digest } => (url.clone(), digest.clone()),
         ModuleSource::Url { url, sha256 } => (url.clone(), sha256.clone()),
-        // Inline is an EnvoyFilter form; a WasmPlugin always fetches.
         ModuleSource::Inline => (String::new(), crate::sha256_hex(crate::FILTER_WASM)),
-    };
-    let mut spec = Mapping::new();
+    }
+}
+
+/// `selector` (an add-on gateway's pods) or `targetRefs` (a Gateway API gateway, Istio's
+/// documented way to attach an extension to one), the same in WasmPlugin and TrafficExtension.
+fn extension_target(install: &Install<'_>, spec: &mut Mapping) {
     match &install.gateway_api {
         None => {
             spec.insert("selector".into(), map! {"matchLabels" => install.pod_labels()});
         }
-        // Istio's documented way to attach a WasmPlugin to a Gateway API gateway.
         Some(target) => {
             spec.insert(
                 "targetRefs".into(),
@@ -109,6 +112,13 @@ pub fn wasm_plugin(install: &Install<'_>) -> Yaml {
             );
         }
     }
+}
+
+/// The module, pull and failure settings, in the field names WasmPlugin and TrafficExtension's
+/// `wasm` share.
+fn wasm_settings(install: &Install<'_>, spec: &mut Mapping) {
+    let plugin = install.plugin;
+    let (url, sha256) = fetched_module(plugin);
     spec.insert("url".into(), url.into());
     spec.insert("sha256".into(), sha256.into());
     if let Some(policy) = &plugin.image_pull_policy {
@@ -117,6 +127,13 @@ pub fn wasm_plugin(install: &Install<'_>) -> Yaml {
     if let Some(secret) = &plugin.image_pull_secret {
         spec.insert("imagePullSecret".into(), secret.as_str().into());
     }
+}
+
+pub fn wasm_plugin(install: &Install<'_>) -> Yaml {
+    let plugin = install.plugin;
+    let mut spec = Mapping::new();
+    extension_target(install, &mut spec);
+    wasm_settings(install, &mut spec);
     spec.insert("phase".into(), plugin.phase.as_str().into());
     spec.insert("failStrategy".into(), plugin.fail_strategy.as_str().into());
     spec.insert("type".into(), "HTTP".into());
@@ -124,6 +141,31 @@ pub fn wasm_plugin(install: &Install<'_>) -> Yaml {
     map! {
         "apiVersion" => "extensions.istio.io/v1alpha1",
         "kind" => "WasmPlugin",
+        "metadata" => metadata(&install.name, install.namespace(), Some(install.labels())),
+        "spec" => Yaml::Mapping(spec),
+    }
+}
+
+/// Istio's TrafficExtension (1.30 and later): WasmPlugin's fields, the Wasm ones under `wasm`.
+/// Its phase enum says `UNSPECIFIED` where WasmPlugin says `UNSPECIFIED_PHASE`.
+pub fn traffic_extension(install: &Install<'_>) -> Yaml {
+    let plugin = install.plugin;
+    let mut spec = Mapping::new();
+    extension_target(install, &mut spec);
+    let phase = match plugin.phase.as_str() {
+        "UNSPECIFIED_PHASE" => "UNSPECIFIED",
+        other => other,
+    };
+    spec.insert("phase".into(), phase.into());
+    let mut wasm = Mapping::new();
+    wasm_settings(install, &mut wasm);
+    wasm.insert("failStrategy".into(), plugin.fail_strategy.as_str().into());
+    wasm.insert("type".into(), "HTTP".into());
+    wasm.insert("pluginConfig".into(), install.config.clone());
+    spec.insert("wasm".into(), Yaml::Mapping(wasm));
+    map! {
+        "apiVersion" => "extensions.istio.io/v1alpha1",
+        "kind" => "TrafficExtension",
         "metadata" => metadata(&install.name, install.namespace(), Some(install.labels())),
         "spec" => Yaml::Mapping(spec),
     }
@@ -243,6 +285,7 @@ pub fn envoy_filter(install: &Install<'_>, form: PluginForm) -> Yaml {
 pub fn plugin(install: &Install<'_>, form: PluginForm) -> Yaml {
     match form {
         PluginForm::WasmPlugin => wasm_plugin(install),
+        PluginForm::TrafficExtension => traffic_extension(install),
         PluginForm::EnvoyFilter | PluginForm::EnvoyFilterInline => envoy_filter(install, form),
     }
 }
@@ -298,6 +341,14 @@ pub(super) fn plugin_file(
         PluginForm::WasmPlugin => format!(
             "WasmPlugin (failStrategy {}, phase {}). The AKS add-on's admission webhook blocks WasmPlugin:\n\
              on the add-on use plugin.form: envoyfilter (see docs/manifests.md).",
+            install.plugin.fail_strategy.as_str(),
+            install.plugin.phase
+        ),
+        PluginForm::TrafficExtension => format!(
+            "TrafficExtension (Istio 1.30 and later; failStrategy {}, phase {}). The AKS add-on's published list of\n\
+             blocked kinds names WasmPlugin, not TrafficExtension, and says nothing of it either way: check that\n\
+             your cluster admits it (`kubectl apply --dry-run=server -f ...`); otherwise use plugin.form: envoyfilter\n\
+             (see docs/manifests.md).",
             install.plugin.fail_strategy.as_str(),
             install.plugin.phase
         ),

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use sticky_canary_harness::backend::seen_headers;
-use sticky_canary_harness::istio::{IstioProxy, Revision, REVISIONS};
+use sticky_canary_harness::istio::{IstioProxy, Revision};
 use sticky_canary_harness::load::Load;
 use sticky_canary_harness::{Client, Request, Response};
 
@@ -40,7 +40,7 @@ pub fn selected(revision: &Revision) -> bool {
 }
 
 pub fn revision(name: &str) -> Revision {
-    *REVISIONS.iter().find(|r| r.name == name).expect("a known revision")
+    sticky_canary_harness::istio::revision(name)
 }
 
 /// The routing header and the routing-token header of the example apps.

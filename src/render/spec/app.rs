@@ -53,6 +53,9 @@ pub enum PluginForm {
     EnvoyFilter,
     /// An EnvoyFilter carrying the module itself, base64 in `inline_bytes`.
     EnvoyFilterInline,
+    /// An Istio TrafficExtension (`extensions.istio.io`, Istio 1.30 and later: WasmPlugin's
+    /// successor). Whether the AKS add-on admits it is not published (docs/manifests.md).
+    TrafficExtension,
 }
 
 impl PluginForm {
@@ -61,7 +64,37 @@ impl PluginForm {
             PluginForm::WasmPlugin => "wasmplugin",
             PluginForm::EnvoyFilter => "envoyfilter",
             PluginForm::EnvoyFilterInline => "envoyfilter-inline",
+            PluginForm::TrafficExtension => "trafficextension",
         }
+    }
+
+    /// Every form, in the order the docs list them.
+    pub const ALL: [PluginForm; 4] = [
+        PluginForm::EnvoyFilter,
+        PluginForm::EnvoyFilterInline,
+        PluginForm::WasmPlugin,
+        PluginForm::TrafficExtension,
+    ];
+
+    /// The forms as the spec spells them, for error messages.
+    pub fn spellings() -> String {
+        PluginForm::ALL.map(|f| format!("{:?}", f.as_str())).join(", ")
+    }
+
+    /// An Istio extension object (WasmPlugin, TrafficExtension): istiod builds the filter, with
+    /// a phase, and istio-agent pulls with the pod's pull secret.
+    pub fn is_istio_extension(self) -> bool {
+        matches!(self, PluginForm::WasmPlugin | PluginForm::TrafficExtension)
+    }
+
+    /// Why the revision of Istio minor `minor` cannot run this form, if it cannot.
+    pub fn unsupported_on(self, minor: u32) -> Option<String> {
+        (self == PluginForm::TrafficExtension && minor < crate::revisions::TRAFFIC_EXTENSION_MIN_MINOR).then(|| {
+            format!(
+                "trafficextension needs revision asm-1-{} or later (TrafficExtension is new in Istio 1.{0}): use envoyfilter",
+                crate::revisions::TRAFFIC_EXTENSION_MIN_MINOR
+            )
+        })
     }
 
     /// Parses the spelling used in the spec and on the command line.
@@ -70,6 +103,7 @@ impl PluginForm {
             "wasmplugin" => Some(PluginForm::WasmPlugin),
             "envoyfilter" => Some(PluginForm::EnvoyFilter),
             "envoyfilter-inline" => Some(PluginForm::EnvoyFilterInline),
+            "trafficextension" => Some(PluginForm::TrafficExtension),
             _ => None,
         }
     }

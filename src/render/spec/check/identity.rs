@@ -3,9 +3,10 @@
 use super::fields::is_dns1035;
 use crate::render::spec::app::{SpecErrors, INGRESS_NAMESPACE};
 use crate::render::spec::raw::RawSpec;
+use crate::revisions;
 
 /// The namespace (by default the app's name) and the Istio minor version of the revision.
-pub(super) fn check(raw: &RawSpec, errors: &mut SpecErrors) -> (String, Option<u32>) {
+pub(super) fn check(raw: &RawSpec, errors: &mut SpecErrors, warnings: &mut Vec<String>) -> (String, Option<u32>) {
     if !is_dns1035(&raw.app, 40) {
         errors.add(
             "app",
@@ -25,7 +26,7 @@ pub(super) fn check(raw: &RawSpec, errors: &mut SpecErrors) -> (String, Option<u
             format!("{namespace:?} belongs to the add-on or the cluster: give the app its own namespace"),
         );
     }
-    let minor = revision_minor(&raw.revision);
+    let minor = revisions::minor_of(&raw.revision);
     if minor.is_none() {
         errors.add(
             "revision",
@@ -35,10 +36,8 @@ pub(super) fn check(raw: &RawSpec, errors: &mut SpecErrors) -> (String, Option<u
             ),
         );
     }
+    if minor.is_some() {
+        warnings.extend(revisions::support_warning(&raw.revision, revisions::this_month()));
+    }
     (namespace, minor)
-}
-
-/// The Istio minor version of an add-on revision (`asm-1-28` is 28).
-fn revision_minor(revision: &str) -> Option<u32> {
-    revision.strip_prefix("asm-1-")?.parse().ok()
 }

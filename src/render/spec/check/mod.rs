@@ -19,7 +19,7 @@ use super::raw::RawSpec;
 /// The checked app, or `None` when `errors` holds a problem (then every problem is there).
 pub(super) fn check(mut raw: RawSpec, errors: &mut SpecErrors) -> Option<App> {
     let mut warnings = Vec::new();
-    let (namespace, minor) = identity::check(&raw, errors);
+    let (namespace, minor) = identity::check(&raw, errors, &mut warnings);
     let ingress = ingress::check(raw.ingress.as_deref(), minor, errors);
     let tls = raw.tls.take().map(|t| ingress::check_tls(t, ingress, errors));
     let service_port = raw.service_port.unwrap_or(80);

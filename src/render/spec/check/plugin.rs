@@ -39,11 +39,14 @@ fn check_fields(raw: RawPlugin, minor: Option<u32>, errors: &mut SpecErrors) -> 
         Some(text) => PluginForm::parse(text).unwrap_or_else(|| {
             errors.add(
                 "plugin.form",
-                format!("{text:?} is not one of \"wasmplugin\", \"envoyfilter\", \"envoyfilter-inline\""),
+                format!("{text:?} is not one of {}", PluginForm::spellings()),
             );
             PluginForm::WasmPlugin
         }),
     };
+    if let Some(why) = minor.and_then(|m| form.unsupported_on(m)) {
+        errors.add("plugin.form", why);
+    }
     let sha256 = raw
         .sha256
         .as_deref()
@@ -101,7 +104,7 @@ fn check_fields(raw: RawPlugin, minor: Option<u32>, errors: &mut SpecErrors) -> 
             None
         }
     };
-    let phase_set_for_envoyfilter = raw.phase.is_some() && form != PluginForm::WasmPlugin;
+    let phase_set_for_envoyfilter = raw.phase.is_some() && !form.is_istio_extension();
     let phase = raw.phase.unwrap_or_else(|| "AUTHZ".to_owned());
     if !PHASES.contains(&phase.as_str()) {
         errors.add("plugin.phase", format!("{phase:?} is not one of {}", PHASES.join(", ")));
@@ -109,7 +112,7 @@ fn check_fields(raw: RawPlugin, minor: Option<u32>, errors: &mut SpecErrors) -> 
     if phase_set_for_envoyfilter {
         errors.add(
             "plugin.phase",
-            "only applies to the wasmplugin form (an EnvoyFilter is inserted just before the router)",
+            "only applies to the wasmplugin and trafficextension forms (an EnvoyFilter is inserted just before the router)",
         );
     }
     let fail_strategy = match raw.fail_strategy.as_deref() {
@@ -140,14 +143,17 @@ fn check_fields(raw: RawPlugin, minor: Option<u32>, errors: &mut SpecErrors) -> 
             );
         }
     }
-    if raw.image_pull_secret.is_some() && form != PluginForm::WasmPlugin {
+    if raw.image_pull_secret.is_some() && !form.is_istio_extension() {
         errors.add(
             "plugin.image_pull_secret",
-            "only the wasmplugin form can use a pull secret: with an EnvoyFilter, istio-agent pulls anonymously (make the repository anonymously readable, or use an https:// url or the inline form)",
+            "only the wasmplugin and trafficextension forms can use a pull secret: with an EnvoyFilter, istio-agent pulls anonymously (make the repository anonymously readable, or use an https:// url or the inline form)",
         );
     }
-    if raw.image_pull_policy.is_some() && form != PluginForm::WasmPlugin {
-        errors.add("plugin.image_pull_policy", "only applies to the wasmplugin form");
+    if raw.image_pull_policy.is_some() && !form.is_istio_extension() {
+        errors.add(
+            "plugin.image_pull_policy",
+            "only applies to the wasmplugin and trafficextension forms",
+        );
     }
     if errors.0.len() != before {
         return None;
