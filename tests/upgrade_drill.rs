@@ -16,10 +16,18 @@
 //! would. Then `rollback` (only the old gateway serves) and `complete` (only the new one), with
 //! the same users. Asserted: no failed request; at every settled step, no user whose version
 //! depends on the gateway, and every request on the version `sticky-canary assign` predicts;
-//! inside a push window, only the versions the plan allows (the step's old or new prediction),
-//! each gateway moving a user at most once and only in the planned direction; `rollback` and
-//! `complete` move nobody; each gateway's assignment counters equal, per version and source,
-//! the requests it answered.
+//! inside a push window (from the first push until the second has landed), only the versions the
+//! plan allows (the step's old or new prediction), each gateway moving a user at most once and
+//! only in the planned direction, the pushed gateway on the new prediction and the other on the
+//! old one until its push begins; `rollback` and `complete` move nobody; each gateway's
+//! assignment counters equal, per version and source, the requests it answered.
+//!
+//! Across the two gateways, a user the step moves can still be answered by the canary (the
+//! gateway already pushed) and then by stable (the one whose istiod has not pushed yet): two
+//! istiods never push at the same instant. The drill prints how many users that happened to,
+//! and how many were exposed to it (answered by both gateways between the two pushes); it is not
+//! a failure, since the checks above already confine it to the window, to the users the step
+//! moves, and to answers from the gateway not pushed yet.
 //!
 //! `gateways_rendered_with_different_salts_fail_the_drill` runs the same drill on a broken
 //! setup (each gateway rendered with its own salt) and checks that the drill reports it.
@@ -51,9 +59,12 @@ const ID_COOKIE: &str = "sticky-canary-id";
 const SALT: &str = "shop-upgrade-drill";
 
 /// Users who already have an app session when the drill starts.
-const EXISTING: usize = 240;
+const EXISTING: usize = 140;
 /// New clients arriving, with no cookie, at each settled step and during each push window.
-const NEW_PER_COHORT: usize = 24;
+/// With the ramp's five cohorts, 200 users share [`RATE`]: each sends a request about every
+/// 0.8 s, close to the skew between the two pushes (about 0.6 s here), so some users are
+/// answered by both gateways between the pushes.
+const NEW_PER_COHORT: usize = 12;
 /// The load through both gateways together, and its connections.
 const RATE: u32 = 250;
 const CONNECTIONS: usize = 8;
@@ -80,6 +91,9 @@ fn upgrade_pair() -> [Revision; 2] {
         pair[OLD].istio_minor < pair[NEW].istio_minor,
         "tested revisions are oldest first: {pair:?}"
     );
+    // The drill means something only if the two gateways run different Istio code and Envoys.
+    assert_ne!(pair[OLD].tested.istio_module, pair[NEW].tested.istio_module);
+    assert_ne!(pair[OLD].envoy, pair[NEW].envoy);
     pair
 }
 
@@ -516,8 +530,9 @@ fn run_drill(world: &World, gateways: &mut [IstioProxy; 2], weights: &[u32]) -> 
     let mut loads = Vec::new();
 
     // The upgrade is under way: both gateways serve, and the canary ramps.
-    let load = start_load(&traffic, Phase::Upgrade);
+    // A settled step starts before its load's first request.
     let mut start = Instant::now();
+    let load = start_load(&traffic, Phase::Upgrade);
     traffic.release_cohort();
     settle(&traffic, Phase::Upgrade, start, &format!("{}%", weights[0]));
     for (step, weight) in weights.iter().enumerate().skip(1) {
@@ -573,8 +588,8 @@ fn run_drill(world: &World, gateways: &mut [IstioProxy; 2], weights: &[u32]) -> 
     // `upgrade rollback`: only the old revision's gateway is left; then `upgrade complete`:
     // only the new one. The same users, the canary's weight unchanged.
     for phase in [Phase::Rollback, Phase::Complete] {
-        let load = start_load(&traffic, phase);
         let start = Instant::now();
+        let load = start_load(&traffic, phase);
         settle(&traffic, phase, start, &format!("{phase:?}"));
         let report = load.stop();
         segments.push(Segment::Settled {
@@ -668,6 +683,9 @@ struct Findings {
     window_off_plan: usize,
     /// (window, user, gateway) where one gateway sent a user back to the version it had left.
     gateway_sent_back: usize,
+    /// (window, user) answered on the step's new version and then on its old one by the gateway
+    /// not pushed yet: the skew between two istiods' pushes, not a check (see the module doc).
+    back_and_forth: usize,
     /// Users whose version changed between settled steps against the plan.
     unplanned_moves: usize,
     /// Users whose version changed at `rollback` or `complete`.
@@ -1009,6 +1027,7 @@ fn analyze(drill: &Drill, label: &str) -> Findings {
     // Push windows: only the step's two predictions, each gateway moving a user once at most.
     let mut window_off_plan = Vec::new();
     let mut sent_back = Vec::new();
+    let mut back_and_forth_users = Vec::new();
     for (i, segment) in drill.segments.iter().enumerate() {
         let Segment::Window {
             step,
@@ -1044,11 +1063,18 @@ fn analyze(drill: &Drill, label: &str) -> Findings {
             }
         }
         let mut movers = 0;
+        let mut exposed = 0;
         let mut back_and_forth = 0;
         for (user, seen) in &per_user {
             let plan = [OLD, NEW].map(|g| (predicted(g, step - 1, *user), predicted(g, *step, *user)));
             if plan.iter().any(|(before, after)| before != after) {
                 movers += 1;
+                // Answered by both gateways while only the first had the push.
+                let between = |g: usize| {
+                    seen.iter()
+                        .any(|o| o.gateway == g && o.started >= *first_applied && o.finished <= *end)
+                };
+                exposed += usize::from(between(first) && between(second));
             }
             // One gateway: once on the new prediction, never back (seen is in start order).
             for g in [OLD, NEW] {
@@ -1077,6 +1103,13 @@ fn analyze(drill: &Drill, label: &str) -> Findings {
                 if let Some(moved) = versions.iter().position(|v| Some(*v) == after) {
                     if versions[moved..].iter().any(|v| Some(*v) == before) {
                         back_and_forth += 1;
+                        back_and_forth_users.push(format!(
+                            "push to {}%: user {user}: {:?}",
+                            drill.weights[*step],
+                            seen.iter()
+                                .map(|o| format!("{} {}", GATEWAY_NAMES[o.gateway], o.version))
+                                .collect::<Vec<_>>()
+                        ));
                     }
                 }
             }
@@ -1088,8 +1121,9 @@ fn analyze(drill: &Drill, label: &str) -> Findings {
             .map(|(_, g, d)| format!("{} {:.2} s", GATEWAY_NAMES[*g], d.as_secs_f64()))
             .collect();
         eprintln!(
-            "  push {}% -> {}% ({} first): window {:.2} s ({}), {} requests in it, {movers} users the plan moves, \
-             {back_and_forth} of them answered old-then-new-then-old across the two gateways before the second push landed",
+            "  push {}% -> {}% ({} first): window {:.2} s ({}), {} requests in it, {movers} users the plan moves; \
+             {exposed} of them answered by both gateways between the two pushes, {back_and_forth} answered on the \
+             new version and then on the old one again (by the gateway not pushed yet)",
             drill.weights[step - 1],
             drill.weights[*step],
             GATEWAY_NAMES[first],
@@ -1097,6 +1131,10 @@ fn analyze(drill: &Drill, label: &str) -> Findings {
             pushes.join(", "),
             by_segment[i].len(),
         );
+        findings.back_and_forth += back_and_forth;
+    }
+    for line in back_and_forth_users.iter().take(5) {
+        eprintln!("    {line}");
     }
     findings.window_off_plan = window_off_plan.len();
     findings.gateway_sent_back = sent_back.len();
@@ -1259,7 +1297,17 @@ fn upgrade_drill(form: Form) {
         "{label}: the upgrade moved users or lost requests:\n{}",
         findings.problems.join("\n")
     );
-    assert_eq!((findings.failed, findings.disagreements, findings.off_plan), (0, 0, 0));
+    let counts = (
+        findings.failed,
+        findings.off_plan,
+        findings.disagreements,
+        findings.window_off_plan,
+        findings.gateway_sent_back,
+        findings.unplanned_moves,
+        findings.moved_by_rollback,
+        findings.moved_by_complete,
+    );
+    assert_eq!(counts, (0, 0, 0, 0, 0, 0, 0, 0), "{findings:?}");
 }
 
 #[test]
@@ -1315,15 +1363,4 @@ fn gateways_rendered_with_different_salts_fail_the_drill() {
         "{:?}",
         findings.problems
     );
-}
-
-/// The pair is the table's, whatever it holds: a revision added to src/revisions.rs moves the
-/// drill to the two newest.
-#[test]
-fn the_drill_upgrades_between_the_two_newest_tested_revisions() {
-    let tested = tested_revisions();
-    let pair = upgrade_pair();
-    assert_eq!(&pair[..], &tested[tested.len() - 2..]);
-    assert_ne!(pair[OLD].tested.istio_module, pair[NEW].tested.istio_module);
-    assert_ne!(pair[OLD].envoy, pair[NEW].envoy);
 }
