@@ -1,21 +1,58 @@
 #!/usr/bin/env bash
-# Builds the Go tool tools/NAME (istio-xds, progressive) into OUT (default:
-# <repo>/target/NAME/NAME) and prints its path. Go's build cache makes a re-run with nothing
-# changed take seconds; the first build on a fresh machine downloads the tool's module graph
-# and compiles it (minutes: Istio's for istio-xds, Flagger's and Argo Rollouts' for progressive).
+# Builds the Go tool tools/NAME (istio-xds, progressive) and prints its path as the last
+# stdout line.
+#
+#   tools/build-go-tool.sh NAME [OUT] [MODFILE]
+#
+# OUT defaults to <repo>/target/NAME/NAME. MODFILE is a file name inside tools/NAME (e.g.
+# go.asm-1-30.mod, with its go.asm-1-30.sum beside it): the build then uses
+# `go build -modfile=MODFILE` instead of go.mod, and OUT defaults to
+# <repo>/target/NAME/<MODFILE without .mod>/NAME (target/istio-xds/go.asm-1-30/istio-xds).
+# Pass OUT as "" to keep its default while giving a MODFILE.
+#
+# Go's build cache makes a re-run with nothing changed take seconds; the first build on a
+# fresh machine downloads the tool's module graph and compiles it (minutes: Istio's for
+# istio-xds, Flagger's and Argo Rollouts' for progressive).
 set -euo pipefail
-name="${1:?usage: tools/build-go-tool.sh NAME [OUT]}"
+usage="usage: tools/build-go-tool.sh NAME [OUT] [MODFILE]"
+name="${1:?$usage}"
+if [ $# -gt 3 ]; then
+    echo "tools/build-go-tool.sh: too many arguments ($#); $usage" >&2
+    exit 2
+fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 src="$here/$name"
 if [ ! -f "$src/go.mod" ]; then
-    echo "tools/build-go-tool.sh: tools/$name is not a Go module" >&2
+    echo "tools/build-go-tool.sh: tools/$name is not a Go module (no tools/$name/go.mod)" >&2
     exit 2
 fi
-out="${2:-$here/../target/$name/$name}"
+modfile="${3:-}"
+modflags=()
+default_out="$here/../target/$name/$name"
+if [ -n "$modfile" ]; then
+    case "$modfile" in
+        */*) echo "tools/build-go-tool.sh: MODFILE $modfile must be a file name inside tools/$name, not a path" >&2; exit 2 ;;
+        *.mod) ;;
+        *) echo "tools/build-go-tool.sh: MODFILE $modfile must end in .mod" >&2; exit 2 ;;
+    esac
+    if [ ! -f "$src/$modfile" ]; then
+        echo "tools/build-go-tool.sh: tools/$name/$modfile does not exist" >&2
+        exit 2
+    fi
+    sum="${modfile%.mod}.sum"
+    if [ ! -f "$src/$sum" ]; then
+        echo "tools/build-go-tool.sh: tools/$name/$sum does not exist (go build -modfile=$modfile reads it)" >&2
+        exit 2
+    fi
+    modflags=(-modfile="$modfile")
+    default_out="$here/../target/$name/${modfile%.mod}/$name"
+fi
+out="${2:-$default_out}"
 mkdir -p "$(dirname "$out")"
 out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
 cd "$src"
-# -mod=readonly: go.mod/go.sum are committed and must not change during a build.
+# -mod=readonly: go.mod/go.sum (or MODFILE and its .sum) are committed and must not change
+# during a build.
 # -s -w: no symbol table/DWARF (the binaries are test tools; halves their size).
-GOFLAGS="${GOFLAGS:-} -mod=readonly -buildvcs=false" go build -trimpath -ldflags="-s -w" -o "$out" .
+GOFLAGS="${GOFLAGS:-} -mod=readonly -buildvcs=false" go build "${modflags[@]}" -trimpath -ldflags="-s -w" -o "$out" .
 echo "$out"

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,12 +31,13 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
-  istio-xds translate --in DIR_OR_FILE... --out DIR [--listen PORT=IP:PORT]... [--endpoints FILE]
+  istio-xds translate --istio-version X.Y.Z --in DIR_OR_FILE... --out DIR [--listen PORT=IP:PORT]... [--endpoints FILE]
                       [--proxy gateway|sidecar] [--proxy-namespace NS] [--proxy-label K=V]... [--proxy-ip IP]
                       [--wasm-cache DIR]
                       [--insecure-registry HOST[:PORT]|*]... [--fetch-timeout 5s] [--fetch-attempts 2]
   istio-xds analyze [--namespace NS] DIR_OR_FILE...   (default: all namespaces, like istioctl -A)
   istio-xds serve-file --file PATH [--tls]
+  istio-xds version                                    ({"istio_module": "istio.io/istio v..."})
 `)
 }
 
@@ -53,6 +55,8 @@ func main() {
 		code = analyze(os.Args[2:])
 	case "serve-file":
 		code = serveFile(os.Args[2:])
+	case "version", "--version":
+		code = version(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 	default:
@@ -81,6 +85,7 @@ func translate(args []string) int {
 	var ins, listens, labels, insecure multiFlag
 	fs.Var(&ins, "in", "YAML file or directory (repeatable)")
 	out := fs.String("out", "", "output directory")
+	istioVersion := fs.String("istio-version", "", "ISTIO_VERSION the proxy reports, X.Y.Z (required)")
 	kind := fs.String("proxy", "gateway", "whose config istiod generates: gateway (the AKS ingress gateway) or sidecar")
 	ns := fs.String("proxy-namespace", "", "namespace of the proxy's pod (gateway default aks-istio-ingress; required for a sidecar)")
 	fs.Var(&labels, "proxy-label", "pod label k=v (repeatable; gateway default istio=aks-istio-ingressgateway-external)")
@@ -97,6 +102,9 @@ func translate(args []string) int {
 	}
 	if len(ins) == 0 || *out == "" || fs.NArg() > 0 {
 		return fail(exitBadInput, fmt.Errorf("translate: need --in and --out, and no positional arguments"))
+	}
+	if err := oracle.CheckIstioVersion(*istioVersion); err != nil {
+		return fail(exitBadInput, fmt.Errorf("translate: %v", err))
 	}
 	proxy, err := oracle.ParseProxy(*kind, *ns, labels, *ip)
 	if err != nil {
@@ -116,10 +124,11 @@ func translate(args []string) int {
 		listen[uint32(port)] = sa
 	}
 	opts := oracle.TranslateOptions{
-		Inputs: ins,
-		OutDir: *out,
-		Proxy:  proxy,
-		Listen: listen,
+		IstioVersion: *istioVersion,
+		Inputs:       ins,
+		OutDir:       *out,
+		Proxy:        proxy,
+		Listen:       listen,
 		Agent: oracle.AgentOptions{
 			CacheDir:           *cache,
 			InsecureRegistries: insecure,
@@ -166,6 +175,27 @@ func analyze(args []string) int {
 	if res.HasError {
 		return exitAnalyzeError
 	}
+	return exitOK
+}
+
+// version prints which Istio the binary holds, so a caller can check a build without
+// translating anything: {"istio_module": "istio.io/istio v0.0.0-..."}, the same string as
+// summary.json's istio_module.
+func version(args []string) int {
+	if len(args) > 0 {
+		return fail(exitBadInput, fmt.Errorf("version: takes no arguments, got %q", args))
+	}
+	module, err := oracle.IstioModule()
+	if err != nil {
+		return fail(exitFailure, fmt.Errorf("version: %v", err))
+	}
+	out, err := json.Marshal(struct {
+		IstioModule string `json:"istio_module"`
+	}{module})
+	if err != nil {
+		return fail(exitFailure, fmt.Errorf("version: %v", err))
+	}
+	fmt.Println(string(out))
 	return exitOK
 }
 

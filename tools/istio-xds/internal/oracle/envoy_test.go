@@ -168,11 +168,12 @@ func TestEnvoyRunsTranslation(t *testing.T) {
 	out := t.TempDir()
 	port := freePort(t)
 	opts := TranslateOptions{
-		Inputs:    []string{in},
-		OutDir:    out,
-		Proxy:     testGateway(),
-		Listen:    map[uint32]SocketAddr{80: {"127.0.0.1", port}},
-		Endpoints: map[string][]SocketAddr{v1Cluster: {v1}, v2Cluster: {v2}},
+		IstioVersion: testIstioVersion(t),
+		Inputs:       []string{in},
+		OutDir:       out,
+		Proxy:        testGateway(),
+		Listen:       map[uint32]SocketAddr{80: {"127.0.0.1", port}},
+		Endpoints:    map[string][]SocketAddr{v1Cluster: {v1}, v2Cluster: {v2}},
 	}
 	sum, err := Translate(opts)
 	if err != nil {

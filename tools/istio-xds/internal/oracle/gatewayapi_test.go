@@ -169,7 +169,8 @@ func TestTranslateGatewayAPI(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			out := t.TempDir()
 			sum, err := Translate(TranslateOptions{
-				Inputs: []string{dir}, OutDir: out, Proxy: c.proxy,
+				IstioVersion: testIstioVersion(t),
+				Inputs:       []string{dir}, OutDir: out, Proxy: c.proxy,
 				Listen:    map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
 				Endpoints: map[string][]SocketAddr{gwapiV1Cluster: {{"127.0.0.1", 34001}}, gwapiV2Cluster: {{"127.0.0.1", 34002}}},
 				Agent:     AgentOptions{FetchTimeout: time.Second, FetchAttempts: 1},

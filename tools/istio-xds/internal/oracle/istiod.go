@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -29,10 +30,22 @@ import (
 	"istio.io/istio/pkg/test"
 )
 
-// ProxyIstioVersion is the ISTIO_VERSION the simulated gateway reports: the pinned
-// istio.io/istio commit is on release-1.30 after 1.30.3 (AKS revision asm-1-30).
-// istiod gates some generated config on the proxy's version, so keep it in step with go.mod.
-const ProxyIstioVersion = "1.30.3"
+// istioVersionPattern is what --istio-version accepts: a release number X.Y.Z, as a released
+// istio-proxy reports it in ISTIO_VERSION. istiod (model.ParseIstioVersion) reads anything it
+// cannot parse as the newest possible version, which would silently turn on config meant
+// for newer proxies, so the tool refuses anything else.
+var istioVersionPattern = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$`)
+
+// CheckIstioVersion checks an --istio-version value: required, and X.Y.Z.
+func CheckIstioVersion(v string) error {
+	if v == "" {
+		return inputErrorf("--istio-version is required: the ISTIO_VERSION the proxy reports (X.Y.Z, e.g. 1.30.3); istiod gates generated config on it")
+	}
+	if !istioVersionPattern.MatchString(v) {
+		return inputErrorf("--istio-version %q: want X.Y.Z (e.g. 1.30.3)", v)
+	}
+	return nil
+}
 
 // ProxyKind is the kind of Istio proxy whose config istiod generates.
 type ProxyKind string
@@ -130,8 +143,12 @@ const ecdsTimeout = 3 * time.Second
 // GenerateXDS runs istiod's translation in-process (pilot/test/xds fake discovery server)
 // and asks it over a real ADS stream for everything the gateway pod would request:
 // CDS and LDS (wildcard), RDS for the route names the listeners reference, and ECDS for
-// the names the listeners' filters reference.
-func GenerateXDS(in *Inputs, p Proxy) (*XDS, error) {
+// the names the listeners' filters reference. The proxy reports istioVersion as its
+// ISTIO_VERSION.
+func GenerateXDS(in *Inputs, p Proxy, istioVersion string) (*XDS, error) {
+	if err := CheckIstioVersion(istioVersion); err != nil {
+		return nil, err
+	}
 	var out *XDS
 	var genErr error
 	err := runFailer(func(t test.Failer) {
@@ -143,7 +160,7 @@ func GenerateXDS(in *Inputs, p Proxy) (*XDS, error) {
 			Configs:           in.Configs,
 			KubernetesObjects: objects,
 		})
-		out, genErr = fetchOverADS(s, p)
+		out, genErr = fetchOverADS(s, p, istioVersion)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("istiod: %v", err)
@@ -171,7 +188,7 @@ const gatewayWorkload = "istio-xds-gateway"
 // proxyNode is the node a pod's istio-agent sends: id type~ip~pod.namespace~domain, and
 // the metadata istiod reads the namespace, labels and version from (as pilot/test/xds's
 // SetupProxy fills model.Proxy: Type, IPAddresses, Metadata.Namespace and Labels).
-func proxyNode(p Proxy) *core.Node {
+func proxyNode(p Proxy, istioVersion string) *core.Node {
 	nodeType, workload := model.Router, gatewayWorkload
 	if p.Kind == ProxySidecar {
 		nodeType, workload = model.SidecarProxy, "istio-xds-sidecar"
@@ -183,7 +200,7 @@ func proxyNode(p Proxy) *core.Node {
 	md := model.NodeMetadata{
 		Namespace:    p.Namespace,
 		Labels:       p.Labels,
-		IstioVersion: ProxyIstioVersion,
+		IstioVersion: istioVersion,
 		ClusterID:    constants.DefaultClusterName,
 		WorkloadName: workload,
 	}
@@ -251,7 +268,7 @@ func (c *adsClient) get(typeURL string, names []string, timeout time.Duration) (
 	}
 }
 
-func fetchOverADS(s *xds.FakeDiscoveryServer, p Proxy) (*XDS, error) {
+func fetchOverADS(s *xds.FakeDiscoveryServer, p Proxy, istioVersion string) (*XDS, error) {
 	conn, err := grpc.NewClient("passthrough:///istiod",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
@@ -267,7 +284,7 @@ func fetchOverADS(s *xds.FakeDiscoveryServer, p Proxy) (*XDS, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := newADSClient(stream, proxyNode(p))
+	c := newADSClient(stream, proxyNode(p, istioVersion))
 	out := &XDS{}
 
 	// Envoy's order: clusters first, then listeners, then what listeners reference.

@@ -174,7 +174,8 @@ func TestTranslateForSidecar(t *testing.T) {
 				listen[p] = SocketAddr{"127.0.0.1", 18080 + uint32(i)}
 			}
 			sum, err := Translate(TranslateOptions{
-				Inputs: []string{in}, OutDir: out, Proxy: c.proxy, Listen: listen,
+				IstioVersion: testIstioVersion(t),
+				Inputs:       []string{in}, OutDir: out, Proxy: c.proxy, Listen: listen,
 				Endpoints: map[string][]SocketAddr{backendV1Cluster: {{"127.0.0.1", 34001}}, backendV2Cluster: {{"127.0.0.1", 34002}}},
 				Agent:     AgentOptions{FetchTimeout: time.Second, FetchAttempts: 1},
 			})
@@ -235,7 +236,8 @@ func TestEnvoyRunsSidecarTranslation(t *testing.T) {
 	out := t.TempDir()
 	port := freePort(t)
 	if _, err := Translate(TranslateOptions{
-		Inputs: []string{writeWithDependent(t)}, OutDir: out, Proxy: sidecar,
+		IstioVersion: testIstioVersion(t),
+		Inputs:       []string{writeWithDependent(t)}, OutDir: out, Proxy: sidecar,
 		Listen:    map[uint32]SocketAddr{80: {"127.0.0.1", port}},
 		Endpoints: map[string][]SocketAddr{backendV1Cluster: {v1}, backendV2Cluster: {v2}},
 		Agent:     AgentOptions{FetchTimeout: time.Second, FetchAttempts: 1},

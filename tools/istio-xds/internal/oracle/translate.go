@@ -5,28 +5,35 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"runtime"
 	"runtime/debug"
+	"strings"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
+
+	"istio.io/istio/pilot/test/xds"
 )
 
 // TranslateOptions are the `istio-xds translate` flags.
 type TranslateOptions struct {
-	Inputs    []string
-	OutDir    string
-	Proxy     Proxy
-	Listen    map[uint32]SocketAddr
-	Endpoints map[string][]SocketAddr
-	Agent     AgentOptions
+	// IstioVersion is the ISTIO_VERSION the proxy reports to istiod (X.Y.Z; required).
+	IstioVersion string
+	Inputs       []string
+	OutDir       string
+	Proxy        Proxy
+	Listen       map[uint32]SocketAddr
+	Endpoints    map[string][]SocketAddr
+	Agent        AgentOptions
 }
 
 // Summary is OUT/summary.json.
 type Summary struct {
 	// IstioVersion is the ISTIO_VERSION the proxy reported to istiod.
 	IstioVersion string `json:"istio_version"`
-	// IstioModule is the istio.io/istio module version this binary was built from.
+	// IstioModule is the istio.io/istio module this binary was built from (IstioModule()).
 	IstioModule      string             `json:"istio_module"`
 	ExtensionConfigs []ExtensionOutcome `json:"extension_configs"`
 	Dropped          []string           `json:"dropped"`
@@ -63,15 +70,63 @@ func LoadEndpoints(path string) (map[string][]SocketAddr, error) {
 	return out, nil
 }
 
-func istioModuleVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == "istio.io/istio" {
-				return d.Path + " " + d.Version
+// istioModulePath is the module whose version IstioModule reports.
+const istioModulePath = "istio.io/istio"
+
+// IstioModule is the istio.io/istio module this binary was built from, as `go version -m`
+// shows it: "istio.io/istio v0.0.0-20260827124520-eed52ebb66ad" (with " => REPLACEMENT" when
+// the go.mod in use replaces it, which neither of ours does).
+//
+// It comes from the binary's module build information. A test binary has none for its
+// dependencies (`go version -m` lists only the main module), so there it comes from the
+// source path the compiler recorded for an Istio function: GOMODCACHE/istio.io/istio@VERSION/...
+// (istio.io/istio@VERSION/... under -trimpath), the same VERSION. Either way it names the
+// Istio in the go.mod or -modfile the binary was built with.
+func IstioModule() (string, error) {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "", fmt.Errorf("this binary has no module build information (debug.ReadBuildInfo), so it cannot tell which %s it holds", istioModulePath)
+	}
+	for _, d := range bi.Deps {
+		if d.Path != istioModulePath {
+			continue
+		}
+		s := d.Path + " " + d.Version
+		if r := d.Replace; r != nil {
+			s += " => " + r.Path
+			if r.Version != "" {
+				s += " " + r.Version
 			}
 		}
+		return s, nil
 	}
-	return "istio.io/istio (unknown version)"
+	// No dependency list (a test binary): read the version off the compiled Istio code.
+	pc := reflect.ValueOf(xds.NewFakeDiscoveryServer).Pointer()
+	fn := runtime.FuncForPC(pc)
+	if fn == nil {
+		return "", fmt.Errorf("%s is not among the modules of this binary's build information (main module %s), and the binary has no function table to read it from", istioModulePath, bi.Main.Path)
+	}
+	file, _ := fn.FileLine(pc)
+	v, err := moduleVersionFromSourcePath(file, istioModulePath)
+	if err != nil {
+		return "", fmt.Errorf("%s is not among the modules of this binary's build information (main module %s): %v", istioModulePath, bi.Main.Path, err)
+	}
+	return istioModulePath + " " + v, nil
+}
+
+// moduleVersionFromSourcePath reads VERSION off a source path the Go toolchain recorded for a
+// file of module MODULE: .../MODULE@VERSION/dir/file.go (module cache) or
+// MODULE@VERSION/dir/file.go (-trimpath). A replaced or vendored module has no @VERSION there.
+func moduleVersionFromSourcePath(file, module string) (string, error) {
+	i := strings.LastIndex(file, module+"@")
+	if i < 0 || (i > 0 && file[i-1] != '/') {
+		return "", fmt.Errorf("source path %q is not inside a %s@VERSION module directory (replaced or vendored?)", file, module)
+	}
+	v, _, ok := strings.Cut(file[i+len(module)+1:], "/")
+	if !ok || !strings.HasPrefix(v, "v") {
+		return "", fmt.Errorf("source path %q has no %s@VERSION/ directory", file, module)
+	}
+	return v, nil
 }
 
 // Translate runs istiod and istio-agent on the inputs and writes the files for a
@@ -81,11 +136,18 @@ func Translate(opts TranslateOptions) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckIstioVersion(opts.IstioVersion); err != nil {
+		return nil, err
+	}
+	module, err := IstioModule()
+	if err != nil {
+		return nil, err
+	}
 	in, err := LoadInputs(opts.Inputs)
 	if err != nil {
 		return nil, err
 	}
-	x, err := GenerateXDS(in, opts.Proxy)
+	x, err := GenerateXDS(in, opts.Proxy, opts.IstioVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -133,8 +195,8 @@ func Translate(opts TranslateOptions) (*Summary, error) {
 	}
 
 	sum := &Summary{
-		IstioVersion:     ProxyIstioVersion,
-		IstioModule:      istioModuleVersion(),
+		IstioVersion:     opts.IstioVersion,
+		IstioModule:      module,
 		ExtensionConfigs: outcomes,
 		RouteFiles:       map[string]string{},
 		IgnoredObjects:   nonNil(in.Ignored),

@@ -242,12 +242,13 @@ func TestTranslateWasmOutcomes(t *testing.T) {
 			out := t.TempDir()
 			start := time.Now()
 			sum, err := Translate(TranslateOptions{
-				Inputs:    []string{writeManifests(t, c.url, c.sha, c.failure)},
-				OutDir:    out,
-				Proxy:     testGateway(),
-				Listen:    map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
-				Endpoints: map[string][]SocketAddr{v1Cluster: {{"127.0.0.1", 34001}}},
-				Agent:     AgentOptions{FetchTimeout: 2 * time.Second, FetchAttempts: 2, InsecureRegistries: c.insecure},
+				IstioVersion: testIstioVersion(t),
+				Inputs:       []string{writeManifests(t, c.url, c.sha, c.failure)},
+				OutDir:       out,
+				Proxy:        testGateway(),
+				Listen:       map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
+				Endpoints:    map[string][]SocketAddr{v1Cluster: {{"127.0.0.1", 34001}}},
+				Agent:        AgentOptions{FetchTimeout: 2 * time.Second, FetchAttempts: 2, InsecureRegistries: c.insecure},
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -312,11 +313,12 @@ func TestTranslateOutput(t *testing.T) {
 	in := writeManifests(t, srv.URL+"/plugin.wasm", sha256Hex(minimalWasm), "            fail_open: true")
 	out := t.TempDir()
 	opts := TranslateOptions{
-		Inputs:    []string{in},
-		OutDir:    out,
-		Proxy:     testGateway(),
-		Listen:    map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
-		Endpoints: map[string][]SocketAddr{v1Cluster: {{"127.0.0.1", 34001}}, v2Cluster: {{"127.0.0.1", 34002}}},
+		IstioVersion: testIstioVersion(t),
+		Inputs:       []string{in},
+		OutDir:       out,
+		Proxy:        testGateway(),
+		Listen:       map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
+		Endpoints:    map[string][]SocketAddr{v1Cluster: {{"127.0.0.1", 34001}}, v2Cluster: {{"127.0.0.1", 34002}}},
 	}
 	sum, err := Translate(opts)
 	if err != nil {
@@ -416,7 +418,7 @@ func TestTranslateBadInput(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			in := writeFile(t, "bad.yaml", []byte(c.yaml))
-			_, err := Translate(TranslateOptions{Inputs: []string{in}, OutDir: t.TempDir(), Proxy: testGateway()})
+			_, err := Translate(TranslateOptions{IstioVersion: testIstioVersion(t), Inputs: []string{in}, OutDir: t.TempDir(), Proxy: testGateway()})
 			var ie *InputError
 			if !errors.As(err, &ie) || !strings.Contains(err.Error(), "bad.yaml") || !strings.Contains(err.Error(), c.wantMsg) {
 				t.Errorf("err = %v, want an InputError naming bad.yaml and %q", err, c.wantMsg)
@@ -466,10 +468,11 @@ spec:
 `))
 	out := t.TempDir()
 	if _, err := Translate(TranslateOptions{
-		Inputs: []string{in},
-		OutDir: out,
-		Proxy:  testGateway(),
-		Listen: map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
+		IstioVersion: testIstioVersion(t),
+		Inputs:       []string{in},
+		OutDir:       out,
+		Proxy:        testGateway(),
+		Listen:       map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
 	}); err != nil {
 		t.Fatal(err)
 	}

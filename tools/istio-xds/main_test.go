@@ -1,0 +1,86 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sticky-canary/tools/istio-xds/internal/oracle"
+)
+
+func TestMain(m *testing.M) {
+	oracle.QuietIstioLogs()
+	os.Exit(m.Run())
+}
+
+// captureStdout runs f and returns what it printed.
+func captureStdout(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = w
+	done := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		done <- string(b)
+	}()
+	f()
+	os.Stdout = old
+	w.Close()
+	return <-done
+}
+
+func TestVersionPrintsIstioModule(t *testing.T) {
+	want, err := oracle.IstioModule()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	out := captureStdout(t, func() { code = version(nil) })
+	var got map[string]string
+	if err := json.Unmarshal([]byte(out), &got); err != nil || code != exitOK {
+		t.Fatalf("version: exit %d, output %q (%v)", code, out, err)
+	}
+	if len(got) != 1 || got["istio_module"] != want {
+		t.Errorf("version printed %v, want exactly {\"istio_module\": %q}", got, want)
+	}
+	if !strings.HasPrefix(want, "istio.io/istio v") {
+		t.Errorf("istio module %q", want)
+	}
+	if code := version([]string{"extra"}); code != exitBadInput {
+		t.Errorf("version extra: exit %d, want %d", code, exitBadInput)
+	}
+}
+
+func TestTranslateNeedsIstioVersion(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "ns.yaml")
+	if err := os.WriteFile(in, []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--in", in, "--out", t.TempDir()},
+		{"--istio-version", "1.30", "--in", in, "--out", t.TempDir()},
+	} {
+		if code := translate(args); code != exitBadInput {
+			t.Errorf("translate %v: exit %d, want %d", args, code, exitBadInput)
+		}
+	}
+	out := t.TempDir()
+	if code := translate([]string{"--istio-version", "1.30.3", "--in", in, "--out", out}); code != exitOK {
+		t.Fatalf("translate with --istio-version: exit %d", code)
+	}
+	data, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum map[string]any
+	if err := json.Unmarshal(data, &sum); err != nil || sum["istio_version"] != "1.30.3" {
+		t.Errorf("summary.json istio_version %v (%v)", sum["istio_version"], err)
+	}
+}
