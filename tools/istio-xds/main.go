@@ -181,8 +181,9 @@ func analyze(args []string) int {
 	return exitOK
 }
 
-// crdCheck prints one line per problem (FILE: document N: KIND/NS/NAME: FIELD: message) and
-// one "skipped: ..." line per object of a non-Istio kind; a count goes to stderr.
+// crdCheck prints, in input order, one line per problem (FILE: document N: KIND/NS/NAME:
+// FIELD: message), one "ok: ..." line per Istio object without one, and one "skipped: ..."
+// line per object of a non-Istio kind; counts go to stderr.
 func crdCheck(args []string) int {
 	fs := flag.NewFlagSet("crd-check", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -196,13 +197,10 @@ func crdCheck(args []string) int {
 	if err != nil {
 		return fail(errCode(err), fmt.Errorf("crd-check: %v", err))
 	}
-	for _, s := range res.Skipped {
-		fmt.Println("skipped: " + s)
+	for _, l := range res.Lines {
+		fmt.Println(l)
 	}
-	for _, p := range res.Problems {
-		fmt.Println(p)
-	}
-	fmt.Fprintf(os.Stderr, "istio-xds crd-check: %d Istio object(s) checked, %d problem(s), %d skipped\n", res.Checked, len(res.Problems), len(res.Skipped))
+	fmt.Fprintf(os.Stderr, "istio-xds crd-check: %d Istio object(s) checked, %d ok, %d problem(s), %d skipped\n", res.Checked, len(res.OK), len(res.Problems), len(res.Skipped))
 	if len(res.Problems) > 0 {
 		return exitAnalyzeError
 	}

@@ -101,11 +101,12 @@ func TestCRDCheckExitCodes(t *testing.T) {
 
 	var code int
 	out := captureStdout(t, func() { code = crdCheck([]string{good}) })
-	if code != exitOK || out != "skipped: "+good+": document 1: Namespace/a (v1): not an Istio kind\n" {
+	if code != exitOK || out != "skipped: "+good+": document 1: Namespace/a (v1): not an Istio kind\n"+
+		"ok: "+good+": document 2: TrafficExtension/ns/te (extensions.istio.io/v1alpha1)\n" {
 		t.Errorf("good: exit %d, output %q", code, out)
 	}
 	out = captureStdout(t, func() { code = crdCheck([]string{bad}) })
-	if code != exitAnalyzeError || !strings.Contains(out, bad+": document 1: TrafficExtension/ns/te: spec: Invalid value: exactly one of wasm or lua must be set\n") {
+	if code != exitAnalyzeError || !strings.Contains(out, bad+": document 1: TrafficExtension/ns/te: spec: Invalid value: exactly one of wasm or lua must be set\n") || strings.Contains(out, "ok: ") {
 		t.Errorf("bad: exit %d, output %q", code, out)
 	}
 	for _, args := range [][]string{{broken}, {filepath.Join(dir, "missing.yaml")}, {}} {

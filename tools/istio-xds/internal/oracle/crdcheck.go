@@ -48,8 +48,28 @@ type CRDCheckResult struct {
 	Problems []string
 	// Skipped are documents of kinds outside the Istio groups (*.istio.io), not checked.
 	Skipped []string
+	// OK are the Istio objects checked without a problem: FILE: document N: KIND/[NAMESPACE/]NAME (APIVERSION).
+	OK []string
 	// Checked counts the Istio objects checked.
 	Checked int
+	// Lines is all of it in input order, as the CLI prints it: problems as they are,
+	// the others prefixed "ok: " and "skipped: ".
+	Lines []string
+}
+
+func (r *CRDCheckResult) addProblem(line string) {
+	r.Problems = append(r.Problems, line)
+	r.Lines = append(r.Lines, line)
+}
+
+func (r *CRDCheckResult) addSkipped(line string) {
+	r.Skipped = append(r.Skipped, line)
+	r.Lines = append(r.Lines, "skipped: "+line)
+}
+
+func (r *CRDCheckResult) addOK(line string) {
+	r.OK = append(r.OK, line)
+	r.Lines = append(r.Lines, "ok: "+line)
 }
 
 // crdSet is a set of CRDs as a kube-apiserver holds them once they are installed.
@@ -323,11 +343,11 @@ func objectName(u *unstructured.Unstructured) string {
 func (s *crdSet) checkObject(res *CRDCheckResult, where string, u *unstructured.Unstructured, dupErr error) {
 	name := objectName(u)
 	problem := func(format string, args ...any) {
-		res.Problems = append(res.Problems, fmt.Sprintf("%s: %s: %s", where, name, fmt.Sprintf(format, args...)))
+		res.addProblem(fmt.Sprintf("%s: %s: %s", where, name, fmt.Sprintf(format, args...)))
 	}
 	apiVersion, kind := u.GetAPIVersion(), u.GetKind()
 	if apiVersion == "" || kind == "" {
-		res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %s: not a Kubernetes object (apiVersion %q, kind %q)", where, name, apiVersion, kind))
+		res.addSkipped(fmt.Sprintf("%s: %s: not a Kubernetes object (apiVersion %q, kind %q)", where, name, apiVersion, kind))
 		return
 	}
 	gv, err := schema.ParseGroupVersion(apiVersion)
@@ -336,10 +356,16 @@ func (s *crdSet) checkObject(res *CRDCheckResult, where string, u *unstructured.
 		return
 	}
 	if !isIstioGroup(gv.Group) {
-		res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %s (%s): not an Istio kind", where, name, apiVersion))
+		res.addSkipped(fmt.Sprintf("%s: %s (%s): not an Istio kind", where, name, apiVersion))
 		return
 	}
 	res.Checked++
+	before := len(res.Problems)
+	defer func() {
+		if len(res.Problems) == before {
+			res.addOK(fmt.Sprintf("%s: %s (%s)", where, name, apiVersion))
+		}
+	}()
 	if dupErr != nil {
 		problem("(object): a key is given twice, refused under strict field validation: %v", dupErr)
 		return

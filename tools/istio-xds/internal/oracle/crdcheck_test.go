@@ -121,8 +121,12 @@ func TestCRDCheck(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			res := runCRDCheck(t, c.doc)
-			if res.Checked != 1 || len(res.Skipped) != 0 {
-				t.Errorf("checked %d, skipped %v", res.Checked, res.Skipped)
+			wantOK := 0
+			if c.want == nil {
+				wantOK = 1
+			}
+			if res.Checked != 1 || len(res.Skipped) != 0 || len(res.OK) != wantOK {
+				t.Errorf("checked %d, ok %v, skipped %v", res.Checked, res.OK, res.Skipped)
 			}
 			if len(res.Problems) != len(c.want) {
 				t.Fatalf("problems:\n%s\nwant %d", strings.Join(res.Problems, "\n"), len(c.want))
@@ -163,8 +167,11 @@ func TestCRDCheckSkipsNonIstioKinds(t *testing.T) {
 		"# a sticky-canary config, not an object\napp: my-app\n",
 		validTrafficExtension,
 	)
-	if res.Checked != 1 || len(res.Problems) != 0 {
-		t.Errorf("checked %d, problems %v", res.Checked, res.Problems)
+	if res.Checked != 1 || len(res.Problems) != 0 || len(res.OK) != 1 || !strings.HasSuffix(res.OK[0], "document 4: TrafficExtension/aks-istio-ingress/sticky-canary-my-app (extensions.istio.io/v1alpha1)") {
+		t.Errorf("checked %d, ok %v, problems %v", res.Checked, res.OK, res.Problems)
+	}
+	if len(res.Lines) != 4 || !strings.HasPrefix(res.Lines[0], "skipped: ") || !strings.HasPrefix(res.Lines[3], "ok: ") {
+		t.Errorf("lines not in input order: %v", res.Lines)
 	}
 	want := []string{"document 1: Service/ns/s (v1): not an Istio kind", "document 2: HTTPRoute/ns/r (gateway.networking.k8s.io/v1): not an Istio kind", "document 3: (no kind)/(no name): not a Kubernetes object"}
 	if len(res.Skipped) != len(want) {
