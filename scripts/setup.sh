@@ -60,7 +60,10 @@ if ! cargo deny --version >/dev/null 2>&1; then
 fi
 
 step "tools/istio-xds: Istio's own translation and module fetch, for the chain tests (Go; the first build fetches Istio's modules)"
+# Two Istio builds of one source: go.mod (Istio 1.31, target/istio-xds/istio-xds) and
+# go.asm-1-30.mod (Istio 1.30, target/istio-xds/go.asm-1-30/istio-xds).
 tools/build-go-tool.sh istio-xds >/dev/null
+tools/build-go-tool.sh istio-xds "" go.asm-1-30.mod >/dev/null
 step "tools/progressive: Flagger's and Argo Rollouts' own routers, for tests/progressive.rs (Go; the first build fetches their modules, about 5 minutes)"
 tools/build-go-tool.sh progressive >/dev/null
 

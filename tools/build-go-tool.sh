@@ -8,7 +8,8 @@
 # go.asm-1-30.mod, with its go.asm-1-30.sum beside it): the build then uses
 # `go build -modfile=MODFILE` instead of go.mod, and OUT defaults to
 # <repo>/target/NAME/<MODFILE without .mod>/NAME (target/istio-xds/go.asm-1-30/istio-xds).
-# Pass OUT as "" to keep its default while giving a MODFILE.
+# MODFILE go.mod is the default build (no -modfile, OUT target/NAME/NAME), so a caller can
+# always name the module file. Pass OUT as "" to keep its default while giving a MODFILE.
 #
 # Go's build cache makes a re-run with nothing changed take seconds; the first build on a
 # fresh machine downloads the tool's module graph and compiles it (minutes: Istio's for
@@ -27,6 +28,9 @@ if [ ! -f "$src/go.mod" ]; then
     exit 2
 fi
 modfile="${3:-}"
+if [ "$modfile" = go.mod ]; then
+    modfile=""
+fi
 modflags=()
 default_out="$here/../target/$name/$name"
 if [ -n "$modfile" ]; then

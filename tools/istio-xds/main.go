@@ -16,12 +16,12 @@ import (
 	"github.com/sticky-canary/tools/istio-xds/internal/oracle"
 )
 
-// Exit codes (translate and analyze).
+// Exit codes.
 const (
 	exitOK           = 0
-	exitFailure      = 1 // translation failed
-	exitBadInput     = 2 // unparsable/invalid input or bad flags
-	exitAnalyzeError = 3 // analyze found an Error-level message
+	exitFailure      = 1 // translation failed (or crd-check could not load the CRDs)
+	exitBadInput     = 2 // unreadable/unparsable/invalid input or bad flags
+	exitAnalyzeError = 3 // analyze found an Error-level message; crd-check found problems
 )
 
 type multiFlag []string
@@ -36,6 +36,7 @@ func usage() {
                       [--wasm-cache DIR]
                       [--insecure-registry HOST[:PORT]|*]... [--fetch-timeout 5s] [--fetch-attempts 2]
   istio-xds analyze [--namespace NS] DIR_OR_FILE...   (default: all namespaces, like istioctl -A)
+  istio-xds crd-check DIR_OR_FILE...                   (Istio kinds against this build's Istio CRDs, as the API server)
   istio-xds serve-file --file PATH [--tls]
   istio-xds version                                    ({"istio_module": "istio.io/istio v..."})
 `)
@@ -53,6 +54,8 @@ func main() {
 		code = translate(os.Args[2:])
 	case "analyze":
 		code = analyze(os.Args[2:])
+	case "crd-check":
+		code = crdCheck(os.Args[2:])
 	case "serve-file":
 		code = serveFile(os.Args[2:])
 	case "version", "--version":
@@ -173,6 +176,32 @@ func analyze(args []string) int {
 		fmt.Println(l)
 	}
 	if res.HasError {
+		return exitAnalyzeError
+	}
+	return exitOK
+}
+
+// crdCheck prints, in input order, one line per problem (FILE: document N: KIND/NS/NAME:
+// FIELD: message), one "ok: ..." line per Istio object without one, and one "skipped: ..."
+// line per object of a non-Istio kind; counts go to stderr.
+func crdCheck(args []string) int {
+	fs := flag.NewFlagSet("crd-check", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return fail(exitBadInput, fmt.Errorf("crd-check: %v", err))
+	}
+	if fs.NArg() == 0 {
+		return fail(exitBadInput, fmt.Errorf("crd-check: need at least one file or directory"))
+	}
+	res, err := oracle.CRDCheck(fs.Args())
+	if err != nil {
+		return fail(errCode(err), fmt.Errorf("crd-check: %v", err))
+	}
+	for _, l := range res.Lines {
+		fmt.Println(l)
+	}
+	fmt.Fprintf(os.Stderr, "istio-xds crd-check: %d Istio object(s) checked, %d ok, %d problem(s), %d skipped\n", res.Checked, len(res.OK), len(res.Problems), len(res.Skipped))
+	if len(res.Problems) > 0 {
 		return exitAnalyzeError
 	}
 	return exitOK

@@ -84,3 +84,34 @@ func TestTranslateNeedsIstioVersion(t *testing.T) {
 		t.Errorf("summary.json istio_version %v (%v)", sum["istio_version"], err)
 	}
 }
+
+func TestCRDCheckExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n"+
+		"apiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {name: te, namespace: ns}\nspec: {wasm: {url: 'oci://example.com/p:1'}}\n")
+	bad := write("bad.yaml", "apiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {name: te, namespace: ns}\nspec: {wasm: {url: 'oci://example.com/p:1'}, lua: {inlineCode: x}}\n")
+	broken := write("broken.yaml", "kind: [unclosed\n")
+
+	var code int
+	out := captureStdout(t, func() { code = crdCheck([]string{good}) })
+	if code != exitOK || out != "skipped: "+good+": document 1: Namespace/a (v1): not an Istio kind\n"+
+		"ok: "+good+": document 2: TrafficExtension/ns/te (extensions.istio.io/v1alpha1)\n" {
+		t.Errorf("good: exit %d, output %q", code, out)
+	}
+	out = captureStdout(t, func() { code = crdCheck([]string{bad}) })
+	if code != exitAnalyzeError || !strings.Contains(out, bad+": document 1: TrafficExtension/ns/te: spec: Invalid value: exactly one of wasm or lua must be set\n") || strings.Contains(out, "ok: ") {
+		t.Errorf("bad: exit %d, output %q", code, out)
+	}
+	for _, args := range [][]string{{broken}, {filepath.Join(dir, "missing.yaml")}, {}} {
+		if code := crdCheck(args); code != exitBadInput {
+			t.Errorf("crd-check %v: exit %d, want %d", args, code, exitBadInput)
+		}
+	}
+}

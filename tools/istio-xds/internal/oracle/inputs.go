@@ -56,13 +56,14 @@ func isYAMLFile(path string) bool {
 	return ext == ".yaml" || ext == ".yml"
 }
 
-// expandPaths turns each --in argument into a sorted list of files (dirs recursively).
-func expandPaths(paths []string) ([]string, error) {
+// expandPaths turns each argument into a sorted list of files (dirs recursively); flag
+// ("--in " for translate) prefixes the path in errors.
+func expandPaths(paths []string, flag string) ([]string, error) {
 	var files []string
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
-			return nil, inputErrorf("--in %s: %v", p, err)
+			return nil, inputErrorf("%s%s: %v", flag, p, err)
 		}
 		if !st.IsDir() {
 			files = append(files, p)
@@ -79,7 +80,7 @@ func expandPaths(paths []string) ([]string, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, inputErrorf("--in %s: %v", p, err)
+			return nil, inputErrorf("%s%s: %v", flag, p, err)
 		}
 		sort.Strings(found)
 		files = append(files, found...)
@@ -90,7 +91,7 @@ func expandPaths(paths []string) ([]string, error) {
 // LoadInputs reads every document of every file. Each document is parsed on its own so an
 // error names the file, the document index and, when known, the object.
 func LoadInputs(paths []string) (*Inputs, error) {
-	files, err := expandPaths(paths)
+	files, err := expandPaths(paths, "--in ")
 	if err != nil {
 		return nil, err
 	}
