@@ -32,8 +32,8 @@ lint:
 unit:
 	cargo test
 
-## The system tier: a real Envoy, Istio's own code for every AKS revision
-## (STICKY_CANARY_REVISIONS=asm-1-30 limits the chain to some), npm's schemas, Chromium, a local
+## The system tier: a real Envoy, Istio's own code for every tested AKS revision (src/revisions.rs;
+## STICKY_CANARY_REVISIONS=asm-1-31 limits the chain to some) and the upgrade drill, npm's schemas, Chromium, a local
 ## OCI registry, `cargo install`, a fresh build of the embedded module; the Go tools' own tests;
 ## and build.rs rerunning when a module input changes.
 system:

@@ -364,38 +364,26 @@ fn build_go_tool(name: &str, modfile: &[&str]) -> Result<PathBuf, String> {
     }
 }
 
-/// Runs `istio-xds analyze` (istioctl analyze's own analyzers, no cluster) on the given
-/// files or directories; returns its report when it found no error-level message.
+/// Runs `istio-xds analyze` (istioctl analyze's own analyzers, no cluster) of a revision's
+/// Istio on the given files or directories; returns its report when it found no error-level
+/// message.
 pub fn analyze(revision: Revision, inputs: &[PathBuf]) -> Result<String, LocalError> {
-    let tool = istio_xds(revision)?;
-    let output = Command::new(&tool)
-        .arg("analyze")
-        .args(inputs)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io_error(format!("run {}", tool.display())))?;
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if output.status.success() {
-        Ok(report)
-    } else {
-        Err(LocalError::Tool(format!(
-            "istio-xds analyze {inputs:?} reported errors ({}):\n{report}",
-            output.status
-        )))
-    }
+    report_of(revision, "analyze", inputs, "reported errors")
 }
 
 /// Runs `istio-xds crd-check` of a revision's Istio: every Istio object in `inputs` against
 /// that Istio's own CRD (`manifests/charts/base/files/crd-all.gen.yaml`), structural schema and
 /// CEL rules, as its kube-apiserver would. Returns the report when nothing was refused.
 pub fn crd_check(revision: Revision, inputs: &[PathBuf]) -> Result<String, LocalError> {
+    report_of(revision, "crd-check", inputs, "refused objects")
+}
+
+/// `istio-xds SUBCOMMAND INPUTS...`: its stdout and stderr when it exits 0, else an error
+/// saying it `failed` and showing them.
+fn report_of(revision: Revision, subcommand: &str, inputs: &[PathBuf], failed: &str) -> Result<String, LocalError> {
     let tool = istio_xds(revision)?;
     let output = Command::new(&tool)
-        .arg("crd-check")
+        .arg(subcommand)
         .args(inputs)
         .stdin(Stdio::null())
         .output()
@@ -409,7 +397,7 @@ pub fn crd_check(revision: Revision, inputs: &[PathBuf]) -> Result<String, Local
         Ok(report)
     } else {
         Err(LocalError::Tool(format!(
-            "istio-xds crd-check ({}) {inputs:?} refused objects ({}):\n{report}",
+            "istio-xds {subcommand} ({}) {inputs:?} {failed} ({}):\n{report}",
             revision.name, output.status
         )))
     }
