@@ -97,10 +97,7 @@ impl World {
         let (plugin, registry) = match form {
             Form::Inline => ("  form: envoyfilter-inline\n".to_owned(), None),
             Form::WasmPluginOci | Form::TrafficExtensionOci => {
-                let registry = Registry::start().unwrap_or_else(|e| panic!("{e}"));
-                let url = format!("oci://{}/sticky-canary:gateway-api", registry.host());
-                let digest = run_cli(&["push", "--insecure", &url]).trim().to_owned();
-                assert!(digest.starts_with("sha256:"), "push printed {digest:?}");
+                let (registry, url, digest) = common::registry_with_module("gateway-api");
                 let form = if form == Form::WasmPluginOci {
                     "wasmplugin"
                 } else {

@@ -125,10 +125,7 @@ impl World {
         let work = tempfile::tempdir().unwrap();
         let (module, registry, server, registry_host) = match form {
             Form::EnvoyFilterOci | Form::WasmPlugin | Form::TrafficExtension => {
-                let registry = Registry::start().unwrap_or_else(|e| panic!("{e}"));
-                let url = format!("oci://{}/sticky-canary:chain", registry.host());
-                let digest = run_cli(&["push", "--insecure", &url]).trim().to_owned();
-                assert!(digest.starts_with("sha256:"), "push printed {digest:?}");
+                let (registry, url, digest) = common::registry_with_module("chain");
                 let host = registry.host();
                 (Module::Url { url, sha256: digest }, Some(registry), None, Some(host))
             }

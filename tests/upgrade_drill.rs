@@ -137,10 +137,7 @@ impl World {
         let (plugin, registry) = match form {
             Form::EnvoyFilterInline => ("  form: envoyfilter-inline\n".to_owned(), None),
             Form::EnvoyFilterOci => {
-                let registry = Registry::start().unwrap_or_else(|e| panic!("{e}"));
-                let url = format!("oci://{}/sticky-canary:upgrade-drill", registry.host());
-                let digest = run_cli(&["push", "--insecure", &url]).trim().to_owned();
-                assert!(digest.starts_with("sha256:"), "push printed {digest:?}");
+                let (registry, url, digest) = common::registry_with_module("upgrade-drill");
                 (
                     format!("  form: envoyfilter\n  url: {url}\n  sha256: \"{digest}\"\n"),
                     Some(registry),

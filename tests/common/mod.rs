@@ -43,6 +43,16 @@ pub fn revision(name: &str) -> Revision {
     sticky_canary_harness::istio::revision(name)
 }
 
+/// A local OCI registry holding the filter, pushed by `sticky-canary push` as a user would:
+/// the registry (keep it alive), the module's `oci://` url and the manifest digest push printed.
+pub fn registry_with_module(tag: &str) -> (sticky_canary_harness::Registry, String, String) {
+    let registry = sticky_canary_harness::Registry::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("oci://{}/sticky-canary:{tag}", registry.host());
+    let digest = run_cli(&["push", "--insecure", &url]).trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "push printed {digest:?}");
+    (registry, url, digest)
+}
+
 /// The routing header and the routing-token header of the example apps.
 pub const ROUTING_HEADER: &str = "x-canary-version";
 pub const TOKEN_HEADER: &str = "x-canary-token";
