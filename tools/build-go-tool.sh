@@ -58,5 +58,9 @@ cd "$src"
 # -mod=readonly: go.mod/go.sum (or MODFILE and its .sum) are committed and must not change
 # during a build.
 # -s -w: no symbol table/DWARF (the binaries are test tools; halves their size).
-GOFLAGS="${GOFLAGS:-} -mod=readonly -buildvcs=false" go build "${modflags[@]}" -trimpath -ldflags="-s -w" -o "$out" .
+# No -trimpath: it is part of every package's compile key, so with it `go vet` and `go test`
+# (make lint, make system) compile all of Istio a second time. Without it, on an empty Go
+# cache, the 1.31 build took 308 s and then vet 59 s and the test build 63 s on 2 cores; with
+# it, the test build alone recompiled for about 6 minutes.
+GOFLAGS="${GOFLAGS:-} -mod=readonly -buildvcs=false" go build "${modflags[@]}" -ldflags="-s -w" -o "$out" .
 echo "$out"
