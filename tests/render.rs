@@ -921,6 +921,25 @@ fn trafficextension_carries_the_wasmplugins_settings_under_wasm() {
 }
 
 #[test]
+fn a_shared_gateway_gets_one_trafficextension_with_every_apps_route() {
+    let shared = render::render_shared(&shared_inputs(), Some(PluginForm::TrafficExtension), &test_tokens()).unwrap();
+    let plugin = shared.file("gateway/plugin-external.yaml").unwrap();
+    let value: serde_json::Value = serde_yaml_ng::from_str(&plugin.text).unwrap();
+    assert_eq!(value["kind"], "TrafficExtension");
+    assert_eq!(
+        value["spec"]["selector"]["matchLabels"]["istio"],
+        "aks-istio-ingressgateway-external"
+    );
+    let routes: Vec<&str> = value["spec"]["wasm"]["pluginConfig"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(routes.len(), shared_inputs().len(), "{routes:?}");
+}
+
+#[test]
 fn trafficextension_needs_a_revision_whose_istio_has_it() {
     let base = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
     let old = base
