@@ -939,6 +939,33 @@ fn a_shared_gateway_gets_one_trafficextension_with_every_apps_route() {
     assert_eq!(routes.len(), shared_inputs().len(), "{routes:?}");
 }
 
+/// The runbook's last upgrade step re-renders with the new revision: only the revision label of
+/// the namespaces changes, never the plugin or the routes, so nobody moves.
+#[test]
+fn moving_a_spec_to_the_next_revision_changes_only_the_namespace_label() {
+    let base = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
+    let render_at = |revision: &str| {
+        let app = App::from_yaml(&base.replace("revision: asm-1-31", &format!("revision: {revision}"))).unwrap();
+        render::render(&app, EXAMPLE, &test_tokens()).files
+    };
+    let (old, new) = (render_at("asm-1-30"), render_at("asm-1-31"));
+    assert_eq!(old.len(), new.len());
+    let mut changed = Vec::new();
+    for (a, b) in old.iter().zip(&new) {
+        assert_eq!(a.name, b.name);
+        if a.text != b.text {
+            changed.push(a.name.clone());
+            assert_eq!(
+                a.text.replace("istio.io/rev: asm-1-30", "istio.io/rev: asm-1-31"),
+                b.text,
+                "{}: more than the revision label differs",
+                a.name
+            );
+        }
+    }
+    assert_eq!(changed, vec!["00-namespace.yaml".to_owned()]);
+}
+
 #[test]
 fn trafficextension_needs_a_revision_whose_istio_has_it() {
     let base = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
