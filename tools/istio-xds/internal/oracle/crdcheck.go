@@ -1,12 +1,9 @@
 package oracle
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"sort"
@@ -30,7 +27,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	"sigs.k8s.io/yaml"
 
@@ -130,18 +126,12 @@ func loadCRDs(data []byte, source string) (*crdSet, error) {
 		checked:  map[string]field.ErrorList{},
 		versions: map[schema.GroupVersionKind]*crdVersion{},
 	}
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for doc := 1; ; doc++ {
-		raw, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: document %d: %v", source, doc, err)
-		}
-		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
-			continue
-		}
+	docs, err := yamlDocuments(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", source, err)
+	}
+	for _, d := range docs {
+		doc, raw := d.number, d.raw
 		obj, _, err := decoder.Decode(raw, nil, nil)
 		if err != nil {
 			return nil, fmt.Errorf("%s: document %d: %v", source, doc, err)
@@ -263,19 +253,12 @@ func (s *crdSet) checkPaths(paths []string) (*CRDCheckResult, error) {
 		if err != nil {
 			return nil, inputErrorf("%s: %v", file, err)
 		}
-		reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-		for doc := 1; ; doc++ {
-			raw, err := reader.Read()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return nil, inputErrorf("%s: document %d: %v", file, doc, err)
-			}
-			if len(bytes.TrimSpace(stripComments(raw))) == 0 {
-				continue
-			}
-			if err := s.checkDocument(res, fmt.Sprintf("%s: document %d", file, doc), raw); err != nil {
+		docs, err := yamlDocuments(data)
+		if err != nil {
+			return nil, inputErrorf("%s: %v", file, err)
+		}
+		for _, d := range docs {
+			if err := s.checkDocument(res, fmt.Sprintf("%s: document %d", file, d.number), d.raw); err != nil {
 				return nil, err
 			}
 		}

@@ -107,18 +107,12 @@ func LoadInputs(paths []string) (*Inputs, error) {
 		if err != nil {
 			return nil, inputErrorf("%s: %v", file, err)
 		}
-		reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-		for doc := 1; ; doc++ {
-			raw, err := reader.Read()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return nil, inputErrorf("%s: document %d: %v", file, doc, err)
-			}
-			if len(bytes.TrimSpace(stripComments(raw))) == 0 {
-				continue
-			}
+		docs, err := yamlDocuments(data)
+		if err != nil {
+			return nil, inputErrorf("%s: %v", file, err)
+		}
+		for _, d := range docs {
+			doc, raw := d.number, d.raw
 			if err := in.addDocument(raw, created); err != nil {
 				return nil, inputErrorf("%s: document %d: %v", file, doc, err)
 			}
@@ -250,4 +244,31 @@ func stripComments(raw []byte) []byte {
 		out.WriteByte('\n')
 	}
 	return out.Bytes()
+}
+
+// yamlDocument is one document of a multi-document YAML stream and its 1-based number.
+type yamlDocument struct {
+	number int
+	raw    []byte
+}
+
+// yamlDocuments splits a multi-document YAML stream as kubectl reads it, dropping empty and
+// comment-only documents (they keep their numbers in the count). A read error names the
+// document it happened in.
+func yamlDocuments(data []byte) ([]yamlDocument, error) {
+	var docs []yamlDocument
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for doc := 1; ; doc++ {
+		raw, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %v", doc, err)
+		}
+		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
+			continue
+		}
+		docs = append(docs, yamlDocument{number: doc, raw: raw})
+	}
 }
