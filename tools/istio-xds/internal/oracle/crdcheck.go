@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -249,13 +248,9 @@ func (s *crdSet) checkPaths(paths []string) (*CRDCheckResult, error) {
 	}
 	res := &CRDCheckResult{}
 	for _, file := range files {
-		data, err := os.ReadFile(file)
+		docs, err := readYAMLFile(file)
 		if err != nil {
-			return nil, inputErrorf("%s: %v", file, err)
-		}
-		docs, err := yamlDocuments(data)
-		if err != nil {
-			return nil, inputErrorf("%s: %v", file, err)
+			return nil, err
 		}
 		for _, d := range docs {
 			if err := s.checkDocument(res, fmt.Sprintf("%s: document %d", file, d.number), d.raw); err != nil {

@@ -103,13 +103,9 @@ func LoadInputs(paths []string) (*Inputs, error) {
 	// Kubernetes API would otherwise panic on the second create.
 	seen := map[string]string{}
 	for _, file := range files {
-		data, err := os.ReadFile(file)
+		docs, err := readYAMLFile(file)
 		if err != nil {
-			return nil, inputErrorf("%s: %v", file, err)
-		}
-		docs, err := yamlDocuments(data)
-		if err != nil {
-			return nil, inputErrorf("%s: %v", file, err)
+			return nil, err
 		}
 		for _, d := range docs {
 			doc, raw := d.number, d.raw
@@ -250,6 +246,20 @@ func stripComments(raw []byte) []byte {
 type yamlDocument struct {
 	number int
 	raw    []byte
+}
+
+// readYAMLFile reads an input file's documents; an unreadable file or stream is an input
+// error naming the file.
+func readYAMLFile(file string) ([]yamlDocument, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, inputErrorf("%s: %v", file, err)
+	}
+	docs, err := yamlDocuments(data)
+	if err != nil {
+		return nil, inputErrorf("%s: %v", file, err)
+	}
+	return docs, nil
 }
 
 // yamlDocuments splits a multi-document YAML stream as kubectl reads it, dropping empty and

@@ -256,23 +256,8 @@ func TestTranslateTrafficExtension(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			out := t.TempDir()
-			start := time.Now()
-			sum, err := Translate(TranslateOptions{
-				IstioVersion: testIstioVersion(t),
-				Inputs:       []string{writeTrafficExtension(t, routing, "aks-istio-ingress", aksGatewaySelector, c.url, c.sha, c.failStrategy)},
-				OutDir:       out,
-				Proxy:        testGateway(),
-				Listen:       map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
-				Endpoints:    map[string][]SocketAddr{v1Cluster: {{"127.0.0.1", 34001}}},
-				Agent:        AgentOptions{FetchTimeout: 2 * time.Second, FetchAttempts: 1, InsecureRegistries: c.insecure},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d := time.Since(start); d > 10*time.Second {
-				t.Errorf("translate took %v; a failing fetch must fail fast", d)
-			}
+			input := writeTrafficExtension(t, routing, "aks-istio-ingress", aksGatewaySelector, c.url, c.sha, c.failStrategy)
+			out, sum := translateFetching(t, input, 1, c.insecure)
 			checkTrafficExtensionOutput(t, out, sum, trafficExtensionResource("aks-istio-ingress"), c.wantOutcome, c.wantErr, minimalWasm)
 		})
 	}

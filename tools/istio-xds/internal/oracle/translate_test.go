@@ -239,23 +239,7 @@ func TestTranslateWasmOutcomes(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			out := t.TempDir()
-			start := time.Now()
-			sum, err := Translate(TranslateOptions{
-				IstioVersion: testIstioVersion(t),
-				Inputs:       []string{writeManifests(t, c.url, c.sha, c.failure)},
-				OutDir:       out,
-				Proxy:        testGateway(),
-				Listen:       map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
-				Endpoints:    map[string][]SocketAddr{v1Cluster: {{"127.0.0.1", 34001}}},
-				Agent:        AgentOptions{FetchTimeout: 2 * time.Second, FetchAttempts: 2, InsecureRegistries: c.insecure},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d := time.Since(start); d > 10*time.Second {
-				t.Errorf("translate took %v; a failing fetch must fail fast", d)
-			}
+			out, sum := translateFetching(t, writeManifests(t, c.url, c.sha, c.failure), 2, c.insecure)
 			if len(sum.ExtensionConfigs) != 1 {
 				t.Fatalf("extension configs %+v", sum.ExtensionConfigs)
 			}
@@ -525,4 +509,29 @@ spec:
 			}
 		})
 	}
+}
+
+// translateFetching translates input for the AKS gateway, with the agent fetching modules
+// (2 s timeout, `attempts` attempts per http(s) request), and checks that it took at most 10 s:
+// a failing fetch must fail fast. It returns the output directory and the summary.
+func translateFetching(t *testing.T, input string, attempts int, insecure []string) (string, *Summary) {
+	t.Helper()
+	out := t.TempDir()
+	start := time.Now()
+	sum, err := Translate(TranslateOptions{
+		IstioVersion: testIstioVersion(t),
+		Inputs:       []string{input},
+		OutDir:       out,
+		Proxy:        testGateway(),
+		Listen:       map[uint32]SocketAddr{80: {"127.0.0.1", 18080}},
+		Endpoints:    map[string][]SocketAddr{v1Cluster: {{"127.0.0.1", 34001}}},
+		Agent:        AgentOptions{FetchTimeout: 2 * time.Second, FetchAttempts: attempts, InsecureRegistries: insecure},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("translate took %v; a failing fetch must fail fast", d)
+	}
+	return out, sum
 }
