@@ -227,12 +227,11 @@ struct Row {
 /// The revision of that name, unless `STICKY_CANARY_REVISIONS` leaves it out.
 fn selected(name: &str) -> Option<Revision> {
     let revision = istio::revision(name);
-    match std::env::var("STICKY_CANARY_REVISIONS") {
-        Ok(list) if !list.trim().is_empty() && !list.split(',').any(|r| r.trim() == name) => {
-            eprintln!("{name} not selected by STICKY_CANARY_REVISIONS: nothing to run");
-            None
-        }
-        _ => Some(revision),
+    if common::selected(&revision) {
+        Some(revision)
+    } else {
+        eprintln!("{name} not selected by STICKY_CANARY_REVISIONS: nothing to run");
+        None
     }
 }
 
