@@ -55,16 +55,27 @@ impl Backend {
     /// query) with `200 text/html` and that body, `{{version}}` replaced by the version, for tests
     /// that drive a real browser.
     pub fn start_with_pages(version: &str, pages: Vec<(String, String)>) -> Result<Backend, LocalError> {
-        Backend::spawn(version, pages, false)
+        Backend::spawn(version, pages, false, ([127, 0, 0, 1], 0).into())
+    }
+
+    /// Like [`Backend::start`], listening on `addr` (a pod's address inside a test's network
+    /// namespace, where the endpoints a control plane computes point).
+    pub fn start_on(version: &str, addr: SocketAddr) -> Result<Backend, LocalError> {
+        Backend::spawn(version, Vec::new(), false, addr)
     }
 
     /// Like [`Backend::start`], and keeps the headers of every request it answers.
     pub fn start_recording(version: &str) -> Result<Backend, LocalError> {
-        Backend::spawn(version, Vec::new(), true)
+        Backend::spawn(version, Vec::new(), true, ([127, 0, 0, 1], 0).into())
     }
 
-    fn spawn(version: &str, pages: Vec<(String, String)>, record: bool) -> Result<Backend, LocalError> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("bind a backend port"))?;
+    fn spawn(
+        version: &str,
+        pages: Vec<(String, String)>,
+        record: bool,
+        bind: SocketAddr,
+    ) -> Result<Backend, LocalError> {
+        let listener = TcpListener::bind(bind).map_err(io_error(format!("bind a backend port on {bind}")))?;
         let addr = listener.local_addr().map_err(io_error("read a backend port"))?;
         let shared = Arc::new(Shared {
             version: version.to_owned(),

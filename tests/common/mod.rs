@@ -267,6 +267,24 @@ struct Observation {
 }
 const TRANSITION: usize = usize::MAX;
 
+/// A gateway a ramp pushes each step to: the in-process chain's [`IstioProxy`] (Istio's
+/// translation written to the files Envoy watches) or the cluster suite's gateway (`kubectl
+/// apply`, istiod's push, istio-agent). `push` returns once the gateway serves the new inputs.
+pub trait RampGateway {
+    fn listener(&self) -> std::net::SocketAddr;
+    fn push(&mut self, inputs: Vec<PathBuf>) -> Result<(), String>;
+}
+
+impl RampGateway for IstioProxy {
+    fn listener(&self) -> std::net::SocketAddr {
+        IstioProxy::listener(self)
+    }
+
+    fn push(&mut self, inputs: Vec<PathBuf>) -> Result<(), String> {
+        self.update(inputs).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
 /// A `set-weight` ramp 0 → 10 → 50 → 100 → 0 under load (250 users keyed by a `session` cookie
 /// on `host`, 250 req/s): each step re-rendered by `set_weight(percent)` (which returns the
 /// inputs to translate), pushed to the running gateway, and predicted by `sticky-canary assign`
@@ -274,19 +292,19 @@ const TRANSITION: usize = usize::MAX;
 /// request outside an update window on the predicted version, no user back to stable on the way
 /// up, everyone on the canary at 100% and nobody after the rollback. `label` names the run.
 pub fn ramp(
-    gateway: &mut IstioProxy,
+    gateway: &mut dyn RampGateway,
     host: &str,
     label: &str,
     set_weight: impl Fn(u32) -> Vec<PathBuf>,
     filter_config: impl Fn() -> PathBuf,
-) {
+) -> RampOutcome {
     const USERS: usize = 250;
     const RATE: u32 = 250;
     const STEP: Duration = Duration::from_secs(2);
     let steps = [0u32, 10, 50, 100, 0];
     let users: Vec<String> = (0..USERS).map(|u| format!("ramp-user-{u}")).collect();
     gateway
-        .update(set_weight(steps[0]))
+        .push(set_weight(steps[0]))
         .unwrap_or_else(|e| panic!("ramp to {}%: {e}", steps[0]));
     let mut expected = vec![assign_on(&filter_config(), host, &users)];
 
@@ -327,7 +345,7 @@ pub fn ramp(
         step.store(TRANSITION, Ordering::SeqCst);
         let pushed = Instant::now();
         gateway
-            .update(set_weight(*percent))
+            .push(set_weight(*percent))
             .unwrap_or_else(|e| panic!("ramp to {percent}%: {e}"));
         applied.push(pushed.elapsed());
         expected.push(assign_on(&filter_config(), host, &users));
@@ -383,6 +401,21 @@ pub fn ramp(
     assert_eq!(at_full, 0, "requests on stable at 100%");
     let after_rollback = log.iter().filter(|o| o.step == rollback && o.version != "v1").count();
     assert_eq!(after_rollback, 0, "requests on the canary after the rollback");
+    let mut served: HashMap<String, u64> = HashMap::new();
+    for o in log.iter() {
+        *served.entry(o.version.clone()).or_default() += 1;
+    }
+    RampOutcome {
+        sent: report.sent,
+        served,
+    }
+}
+
+/// What a [`ramp`] sent: requests answered 200, and how many each version served.
+#[derive(Debug, Clone)]
+pub struct RampOutcome {
+    pub sent: u64,
+    pub served: HashMap<String, u64>,
 }
 
 /// The other app's host.

@@ -293,7 +293,7 @@ fn read_summary(out: &Path) -> Result<Summary, LocalError> {
 }
 
 /// The repo root (where `tools/` lives): this crate is `tests/harness` in it.
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     crate_dir
         .parent()
@@ -326,7 +326,7 @@ pub fn progressive() -> Result<PathBuf, LocalError> {
 }
 
 /// Builds `tools/NAME` with `tools/build-go-tool.sh NAME "" [MODFILE]` and returns its path.
-fn build_go_tool(name: &str, modfile: &[&str]) -> Result<PathBuf, String> {
+pub(crate) fn build_go_tool(name: &str, modfile: &[&str]) -> Result<PathBuf, String> {
     let script = repo_root().join("tools").join("build-go-tool.sh");
     let mut command = Command::new("bash");
     command.arg(&script).arg(name);

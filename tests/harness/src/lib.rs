@@ -11,6 +11,7 @@
 //! everything from this crate. This crate is `publish = false` and a dev-dependency only:
 //! nothing in it reaches the installed CLI.
 
+pub mod cluster;
 pub mod istio;
 pub mod load;
 pub mod registry;
