@@ -17,18 +17,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
 
 use common::{
-    assign_on, assign_with, find_filter_config, revision, run_cli, selected, send, serial, served, shop, tokens_seen,
+    assign_on, find_filter_config, revision, run_cli, selected, send, serial, served, shop, tokens_seen,
     write_filter_config, RampGateway, OTHER_APP, OTHER_HOST, ROUTING_HEADER, SHOP_HOST,
 };
-use sticky_canary_harness::cluster::{self, pod_ip, prometheus_sum, Cluster, Gateway};
+use sticky_canary_harness::cluster::{self, pod_ip, Cluster, Gateway};
 use sticky_canary_harness::istio::Revision;
 use sticky_canary_harness::load::{over_connections, Load};
 use sticky_canary_harness::{Backend, Client, Registry, Request};
@@ -263,6 +262,8 @@ fn the_users_run(revision_name: &str) {
     let _serial = serial();
     let started = Instant::now();
     cluster::prepare(revision).unwrap_or_else(|e| panic!("{e}"));
+    // The https file server of the module drill (istio-xds serve-file) is built outside too.
+    sticky_canary_harness::istio::istio_xds(sticky_canary_harness::istio::newest()).unwrap_or_else(|e| panic!("{e}"));
     cluster::enter_network_namespace(4).unwrap_or_else(|e| panic!("{e}"));
 
     // The module in a local registry, pushed as a user does.
@@ -278,6 +279,19 @@ fn the_users_run(revision_name: &str) {
         _other: Backend::start_on("other", (pod_ip(2), 8080).into()).unwrap(),
     };
     let registry_host = world.registry.as_ref().unwrap().host();
+    // A second version of the module, for the https fetch and the outage drill: the same code
+    // with one more custom section, so its sha256 differs and istio-agent must fetch it.
+    let module_b = with_custom_section(sticky_canary::FILTER_WASM, "sticky-canary-drill", b"b");
+    let module_b_file = world.work.path().join("module-b.wasm");
+    std::fs::write(&module_b_file, &module_b).unwrap();
+    let server = common::FileServer::start(&module_b_file);
+    let server_host = server
+        .url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
 
     let cluster = Cluster::start(revision).unwrap_or_else(|e| panic!("{} control plane: {e}", revision.name));
     eprintln!("{}: control plane up: {:?}", revision.name, cluster.timings);
@@ -304,7 +318,7 @@ fn the_users_run(revision_name: &str) {
         .unwrap();
 
     let gateway_started = Instant::now();
-    let mut gateway = Gateway::start(&cluster, &registry_host).unwrap_or_else(|e| {
+    let mut gateway = Gateway::start(&cluster, &format!("{registry_host},{server_host}")).unwrap_or_else(|e| {
         let log = cluster.istiod_log();
         let tail: Vec<&str> = log.lines().rev().take(60).collect();
         panic!(
@@ -508,13 +522,11 @@ fn the_users_run(revision_name: &str) {
         strict.output
     );
     eprintln!("{}: misspelt field refused: {}", revision.name, strict.output.trim());
-    let invalid = istio_yaml.replacen("weight: 100", "weight: 150", 1);
-    let invalid = if invalid == istio_yaml {
-        // No weight in the routes: point a route at an empty host instead.
-        istio_yaml.replacen("host: svc-shop", "host: \"\"\n        x-was: svc-shop", 1)
-    } else {
-        invalid
-    };
+    // Schema-valid, semantically invalid: a header regex RE2 cannot compile. Only istiod's
+    // webhook knows.
+    let invalid = istio_yaml.replacen("exact: ", "regex: \"(unclosed\"\n              x-was: ", 1);
+    assert_ne!(invalid, istio_yaml, "istio.yaml has no exact header match");
+    let invalid = invalid.replace("              x-was: ", "              #");
     std::fs::write(bad_dir.join("istio.yaml"), &invalid).unwrap();
     let webhook = cluster.apply_dir(&bad_dir).unwrap();
     assert!(
@@ -539,29 +551,173 @@ fn the_users_run(revision_name: &str) {
         .unwrap();
     assert_eq!(vs_before, vs_after, "a refused apply changed the VirtualServices");
 
-    // Drill: the registry gone while a new module version rolls out.
-    let registry_drill = registry_drill(&cluster, &gateway, &world, &users);
-    eprintln!("{}: registry drill: {registry_drill}", revision.name);
+    // Drill: the module's source gone while a new version rolls out.
+    let drill = module_drill(&cluster, &gateway, &world, server, &module_b, &users);
+    eprintln!("{}: module drill: {drill}", revision.name);
 
     eprintln!("{}: the cluster suite took {:?}", revision.name, started.elapsed());
     drop(gateway);
     drop(cluster);
 }
 
-/// The module rolled out as a new version (a new digest) while the registry is stopped: what
-/// happens to users, as Istio really does it. Returns what was seen.
-fn registry_drill(cluster: &Cluster, gateway: &Gateway, world: &World, users: &[String]) -> String {
-    let _ = (cluster, gateway, world, users);
-    String::from("not run")
+/// `bytes` (a Wasm module) with one more custom section at the end: the same code, another
+/// sha256.
+fn with_custom_section(bytes: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut content = Vec::new();
+    leb128(name.len(), &mut content);
+    content.extend_from_slice(name.as_bytes());
+    content.extend_from_slice(payload);
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb128(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
+/// Waits until Envoy's ECDS config for the shop mentions `needle` (a module's sha256 in the
+/// agent's local file name, or the RBAC stat prefix of its fallback).
+fn wait_for_ecds(gateway: &Gateway, needle: &str, limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let dump = gateway.admin("/config_dump?resource=ecds_filters").unwrap_or_default();
+        if dump.contains(needle) {
+            std::thread::sleep(Duration::from_millis(300));
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "Envoy's ECDS config has no {needle:?} after {limit:?}:\n{dump}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The module's https source: a rollout to a new version fetched over https, then the source
+/// gone while the next version rolls out (under FAIL_CLOSE, then FAIL_OPEN), then the rollback
+/// to the version the agent has in its cache. Returns what users saw.
+fn module_drill(
+    cluster: &Cluster,
+    gateway: &Gateway,
+    world: &World,
+    server: common::FileServer,
+    module_b: &[u8],
+    users: &[String],
+) -> String {
+    let mut report = Vec::new();
+    let sha_b = sticky_canary::sha256_hex(module_b);
+    let apply = |url: &str, sha: &str, fail: &str| {
+        world.write_spec(50, url, sha, fail);
+        world.render();
+        let applied = cluster.apply_dir(&world.rendered()).unwrap();
+        assert!(applied.ok, "kubectl apply: {}", applied.output);
+    };
+    let plan = assign_on(&world.filter_config(), HOST, users);
+
+    // 1. The new version over https: the agent fetches it into its cache, users stay on plan.
+    let url_b = server.url.clone();
+    let crowd = Crowd::start(gateway.listener(), users, 200);
+    apply(&url_b, &sha_b, "FAIL_CLOSE");
+    let took = wait_for_ecds(gateway, sha_b.trim_start_matches("sha256:"), Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", gateway.agent_log()));
+    std::thread::sleep(Duration::from_secs(1));
+    let (load, log) = crowd.stop();
+    assert_eq!(
+        load.failed, 0,
+        "requests failed during the https rollout: {:?}",
+        load.failures
+    );
+    let off = off_plan(&log, users, &plan);
+    assert!(
+        off.is_empty(),
+        "users moved by a module rollout: {:?}",
+        &off[..off.len().min(5)]
+    );
+    let cached = gateway.cached_modules();
+    assert!(
+        cached
+            .iter()
+            .any(|p| p.to_string_lossy().contains(sha_b.trim_start_matches("sha256:"))),
+        "the agent's cache has no {sha_b}: {cached:?}"
+    );
+    report.push(format!(
+        "https rollout: fetched and running {took:?} after apply, {} requests, 0 moved",
+        load.sent
+    ));
+
+    // 2. The source gone, the next version rolled out: istio-agent cannot fetch it.
+    let url_c = url_b.replace("module-b.wasm", "module-c.wasm");
+    drop(server);
+    let sha_c = sticky_canary::sha256_hex(&with_custom_section(module_b, "sticky-canary-drill", b"c"));
+    for (fail, prefix) in [("FAIL_CLOSE", "wasm-default-deny"), ("FAIL_OPEN", "wasm-default-allow")] {
+        let crowd = Crowd::start(gateway.listener(), users, 100);
+        std::thread::sleep(Duration::from_millis(500));
+        let mark = crowd.mark();
+        apply(&url_c, &sha_c, fail);
+        wait_for_ecds(gateway, prefix, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{fail}: {e}"));
+        std::thread::sleep(Duration::from_secs(2));
+        let during = crowd.since(mark);
+        let settled: Vec<_> = during[during.len().saturating_sub(150)..].to_vec();
+        // Back to the version in the agent's cache: served again with the source still gone.
+        let back = crowd.mark();
+        apply(&url_b, &sha_b, fail);
+        wait_for_ecds(gateway, sha_b.trim_start_matches("sha256:"), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{fail} rollback: {e}\n{}", gateway.agent_log()));
+        std::thread::sleep(Duration::from_secs(1));
+        let recovered_mark = crowd.mark();
+        std::thread::sleep(Duration::from_secs(1));
+        let recovered = crowd.since(recovered_mark);
+        let rolled_back = crowd.since(back);
+        let (load, _) = crowd.stop();
+        let denied = settled.iter().filter(|(_, _, status)| *status == 403).count();
+        let on_stable = settled
+            .iter()
+            .filter(|(_, v, status)| *status == 200 && v == "v1")
+            .count();
+        match fail {
+            "FAIL_CLOSE" => assert_eq!(
+                denied,
+                settled.len(),
+                "FAIL_CLOSE: not every request refused once the fetch failed"
+            ),
+            _ => assert_eq!(
+                on_stable,
+                settled.len(),
+                "FAIL_OPEN: not every request on stable once the fetch failed"
+            ),
+        }
+        let off = off_plan(&recovered, users, &plan);
+        assert!(
+            off.is_empty() && !recovered.is_empty(),
+            "{fail}: users off plan after the rollback: {:?}",
+            &off[..off.len().min(5)]
+        );
+        assert!(
+            recovered.iter().all(|(_, _, status)| *status == 200),
+            "{fail}: failures after the rollback"
+        );
+        report.push(format!(
+            "{fail}, source gone: Istio replaced the filter by its {prefix} RBAC filter: last {} requests {denied} refused (403), {on_stable} on stable; rollback to the cached version served again ({} requests after it, {} failed in the whole phase)",
+            settled.len(),
+            rolled_back.len(),
+            load.failed
+        ));
+    }
+    report.join("; ")
 }
 
 #[test]
 fn asm_1_31_the_users_run_through_the_clusters_processes() {
     the_users_run("asm-1-31");
-}
-
-#[allow(dead_code)]
-fn unused(_: &Path, _: AtomicBool, _: AtomicU64, _: fn(&Path, &str, &[String], &[&str])) {
-    let _ = assign_with;
-    let _ = prometheus_sum;
 }

@@ -15,10 +15,9 @@
 //! `STICKY_CANARY_REVISIONS=asm-1-31` limits the run to some revisions (comma-separated).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::MutexGuard;
 use std::time::Instant;
 
@@ -27,7 +26,8 @@ mod common;
 
 use common::{
     assert_keys_on_plan, assert_spoofed_headers_stay_on_stable, assign_on, ramp, revision, run_cli, selected, send,
-    serial, served, shop, tokens_seen, write_filter_config, OTHER_APP, OTHER_HOST, ROUTING_HEADER, SHOP_HOST,
+    serial, served, shop, tokens_seen, write_filter_config, FileServer, OTHER_APP, OTHER_HOST, ROUTING_HEADER,
+    SHOP_HOST,
 };
 use sticky_canary_harness::backend::seen_headers;
 use sticky_canary_harness::istio::{self, newest, tested_revisions, IstioProxy, Revision, Translate};
@@ -66,42 +66,6 @@ impl Form {
 enum Module {
     Url { url: String, sha256: String },
     Inline,
-}
-
-/// `istio-xds serve-file`: the module over https with a self-signed certificate.
-struct FileServer {
-    child: Child,
-    url: String,
-}
-
-impl FileServer {
-    fn start(file: &Path) -> FileServer {
-        let tool = istio::istio_xds(newest()).unwrap_or_else(|e| panic!("{e}"));
-        let mut child = Command::new(tool)
-            .args(["serve-file", "--tls", "--file"])
-            .arg(file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start istio-xds serve-file");
-        let stdout = child.stdout.take().expect("serve-file stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("serve-file prints its url");
-        let url = line.trim().to_owned();
-        assert!(url.starts_with("https://"), "serve-file printed {url:?}");
-        FileServer { child, url }
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Everything one chain test runs against: app backends, a second app on the same gateway,

@@ -17,7 +17,7 @@ macro_rules! chain_tests {
 }
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -477,3 +477,40 @@ spec:
         port:
           number: 80
 ";
+
+/// `istio-xds serve-file`: the module over https with a self-signed certificate.
+pub struct FileServer {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl FileServer {
+    pub fn start(file: &Path) -> FileServer {
+        let tool = sticky_canary_harness::istio::istio_xds(sticky_canary_harness::istio::newest())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut child = Command::new(tool)
+            .args(["serve-file", "--tls", "--file"])
+            .arg(file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start istio-xds serve-file");
+        let stdout = child.stdout.take().expect("serve-file stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("serve-file prints its url");
+        let url = line.trim().to_owned();
+        assert!(url.starts_with("https://"), "serve-file printed {url:?}");
+        FileServer { child, url }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

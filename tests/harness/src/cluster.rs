@@ -803,13 +803,18 @@ impl Gateway {
         elapsed.map(|_| started.elapsed())
     }
 
-    /// SIGKILLs the agent and its Envoy (Envoy dies with it: `--pdeathsig` as the agent sets it
-    /// for its child), as a lost pod.
+    /// SIGKILLs the agent and its Envoy together, as a lost pod (the kernel would kill the
+    /// whole container).
     pub fn kill(&mut self) {
         if let Some(mut agent) = self.agent.take() {
+            let children = agent.pid().map(children_of).unwrap_or_default();
             agent.kill();
+            for child in children {
+                if let Ok(pid) = i32::try_from(child) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
         }
-        // The agent starts Envoy with a parent-death signal; wait until the admin port is gone.
         let admin: SocketAddr = (Ipv4Addr::LOCALHOST, ENVOY_ADMIN_PORT).into();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline && http_get(admin, "/ready").is_some() {
@@ -872,6 +877,21 @@ impl Drop for Gateway {
             agent.stop();
         }
     }
+}
+
+/// The child processes of `pid` (every thread's `children` list in /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(text.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    children
 }
 
 /// A metric's value in Prometheus text format (`name{labels} value`), summed over the series
