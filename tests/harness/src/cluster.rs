@@ -206,7 +206,8 @@ impl Process {
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let skip = all.len().saturating_sub(lines);
+        all.iter().skip(skip).copied().collect::<Vec<_>>().join("\n")
     }
 
     pub fn log(&self) -> String {
