@@ -498,16 +498,7 @@ fn the_users_run(revision_name: &str) {
 
     // Invalid objects are refused at apply time, with the API server's and istiod's own words,
     // and the objects in place stay as they were.
-    let vs_before = cluster
-        .kubectl_ok(&[
-            "get",
-            "virtualservice",
-            "-n",
-            APP_NAMESPACE,
-            "-o",
-            "jsonpath={.items[*].metadata.resourceVersion}",
-        ])
-        .unwrap();
+    let vs_before = virtual_service_versions(&cluster);
     let istio_yaml = std::fs::read_to_string(world.rendered().join("istio.yaml")).unwrap();
     let misspelt = istio_yaml.replacen("  http:\n", "  htpp:\n", 1);
     assert_ne!(misspelt, istio_yaml, "istio.yaml has no `  http:` to misspell");
@@ -539,16 +530,7 @@ fn the_users_run(revision_name: &str) {
         revision.name,
         webhook.output.trim()
     );
-    let vs_after = cluster
-        .kubectl_ok(&[
-            "get",
-            "virtualservice",
-            "-n",
-            APP_NAMESPACE,
-            "-o",
-            "jsonpath={.items[*].metadata.resourceVersion}",
-        ])
-        .unwrap();
+    let vs_after = virtual_service_versions(&cluster);
     assert_eq!(vs_before, vs_after, "a refused apply changed the VirtualServices");
 
     // Drill: the module's source gone while a new version rolls out.
@@ -565,10 +547,15 @@ fn the_users_run(revision_name: &str) {
         .kubectl_ok(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"])
         .unwrap();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut dirs: Vec<PathBuf> = ["manifests", "manifests/gateway-api", "manifests/shared-gateway", "manifests/plugin-forms"]
-        .iter()
-        .map(|d| repo.join(d))
-        .collect();
+    let mut dirs: Vec<PathBuf> = [
+        "manifests",
+        "manifests/gateway-api",
+        "manifests/shared-gateway",
+        "manifests/plugin-forms",
+    ]
+    .iter()
+    .map(|d| repo.join(d))
+    .collect();
     for example in ["my-app.yaml", "frontend-backend.yaml", "gateway-api.yaml"] {
         let out = world.work.path().join(format!("example-{example}"));
         run_cli(&[
@@ -583,7 +570,11 @@ fn the_users_run(revision_name: &str) {
     for dir in &dirs {
         let applied = cluster.apply_dir(dir).unwrap();
         assert!(applied.ok, "kubectl apply {}: {}", dir.display(), applied.output);
-        let count = applied.output.lines().filter(|l| l.contains("serverside-applied")).count();
+        let count = applied
+            .output
+            .lines()
+            .filter(|l| l.contains("serverside-applied"))
+            .count();
         assert!(count > 0, "{}: nothing applied: {}", dir.display(), applied.output);
         total += count;
     }
@@ -596,6 +587,20 @@ fn the_users_run(revision_name: &str) {
     eprintln!("{}: the cluster suite took {:?}", revision.name, started.elapsed());
     drop(gateway);
     drop(cluster);
+}
+
+/// The resourceVersions of the shop's VirtualServices: unchanged when an apply was refused.
+fn virtual_service_versions(cluster: &Cluster) -> String {
+    cluster
+        .kubectl_ok(&[
+            "get",
+            "virtualservice",
+            "-n",
+            APP_NAMESPACE,
+            "-o",
+            "jsonpath={.items[*].metadata.resourceVersion}",
+        ])
+        .unwrap()
 }
 
 /// `bytes` (a Wasm module) with one more custom section at the end: the same code, another
