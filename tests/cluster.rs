@@ -72,22 +72,9 @@ impl World {
     }
 
     fn write_spec(&self, v2_percent: u32, url: &str, sha256: &str, fail_strategy: &str) {
-        let spec = format!(
-            "app: shop\n\
-             namespace: {APP_NAMESPACE}\n\
-             revision: {revision}\n\
-             hosts: [{HOST}]\n\
-             versions:\n  \
-               - name: v1\n    image: example/shop:1\n    weight: {v1}\n  \
-               - name: v2\n    image: example/shop:2\n    weight: {v2_percent}\n\
-             routing:\n  \
-               salt: shop-cluster-test\n  \
-               key_chain:\n    - cookie: session\n    - new_client_id: {{}}\n\
-             plugin:\n  \
-               form: envoyfilter\n  url: {url}\n  sha256: \"{sha256}\"\n  fail_strategy: {fail_strategy}\n",
-            revision = self.revision.name,
-            v1 = 100 - v2_percent,
-        );
+        let plugin =
+            format!("  form: envoyfilter\n  url: {url}\n  sha256: \"{sha256}\"\n  fail_strategy: {fail_strategy}\n");
+        let spec = common::shop_spec(self.revision.name, "shop-cluster-test", v2_percent, &plugin);
         std::fs::write(self.spec(), spec).unwrap();
     }
 

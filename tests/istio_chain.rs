@@ -134,23 +134,11 @@ impl World {
             Module::Url { url, sha256 } => format!("  url: {url}\n  sha256: \"{sha256}\"\n"),
             Module::Inline => String::new(),
         };
-        let spec = format!(
-            "app: shop\n\
-             namespace: ns-shop\n\
-             revision: {revision}\n\
-             hosts: [{HOST}]\n\
-             versions:\n  \
-               - name: v1\n    image: example/shop:1\n    weight: {v1}\n  \
-               - name: v2\n    image: example/shop:2\n    weight: {v2_percent}\n\
-             routing:\n  \
-               salt: shop-chain-test\n  \
-               key_chain:\n    - cookie: session\n    - new_client_id: {{}}\n\
-             plugin:\n  \
-               form: {form}\n{plugin_source}  fail_strategy: {fail_strategy}\n",
-            revision = self.revision.name,
-            v1 = 100 - v2_percent,
-            form = self.form.plugin_form(),
+        let plugin = format!(
+            "  form: {form}\n{plugin_source}  fail_strategy: {fail_strategy}\n",
+            form = self.form.plugin_form()
         );
+        let spec = common::shop_spec(self.revision.name, "shop-chain-test", v2_percent, &plugin);
         std::fs::write(self.spec_path(), spec).unwrap();
         let out = self.rendered();
         run_cli(&[

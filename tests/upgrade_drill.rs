@@ -237,20 +237,11 @@ impl World {
 }
 
 fn spec_text(revision: Revision, salt: &str, v2_percent: u32, plugin: &str) -> String {
-    format!(
-        "app: {APP}\n\
-         namespace: ns-shop\n\
-         revision: {revision}\n\
-         hosts: [{HOST}]\n\
-         versions:\n  \
-           - name: v1\n    image: example/shop:1\n    weight: {v1}\n  \
-           - name: v2\n    image: example/shop:2\n    weight: {v2_percent}\n\
-         routing:\n  \
-           salt: {salt}\n  \
-           key_chain:\n    - cookie: session\n    - new_client_id: {{}}\n\
-         plugin:\n{plugin}  fail_strategy: FAIL_OPEN\n",
-        revision = revision.name,
-        v1 = 100 - v2_percent,
+    common::shop_spec(
+        revision.name,
+        salt,
+        v2_percent,
+        &format!("{plugin}  fail_strategy: FAIL_OPEN\n"),
     )
 }
 

@@ -178,6 +178,26 @@ pub fn run_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The shop's spec as the chain suites write it (app `shop` in `ns-shop` on [`SHOP_HOST`]): v1
+/// and v2 at `v2_percent` for v2, keyed by the `session` cookie then a new client id, under
+/// `salt`; `plugin` is the body of the `plugin:` block, each line indented by two spaces.
+pub fn shop_spec(revision: &str, salt: &str, v2_percent: u32, plugin: &str) -> String {
+    format!(
+        "app: shop\n\
+         namespace: ns-shop\n\
+         revision: {revision}\n\
+         hosts: [{SHOP_HOST}]\n\
+         versions:\n  \
+           - name: v1\n    image: example/shop:1\n    weight: {v1}\n  \
+           - name: v2\n    image: example/shop:2\n    weight: {v2_percent}\n\
+         routing:\n  \
+           salt: {salt}\n  \
+           key_chain:\n    - cookie: session\n    - new_client_id: {{}}\n\
+         plugin:\n{plugin}",
+        v1 = 100 - v2_percent,
+    )
+}
+
 /// `sticky-canary set-weight SPEC v2 PERCENT --out OUT`, as the runbook's ramp step does.
 pub fn set_weight(spec: &Path, v2_percent: u32, out: &Path) {
     run_cli(&[
