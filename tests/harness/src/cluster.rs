@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sticky_canary::local::{envoy_release, io_error, temp_dir, Client, LocalError, Request, TempDir};
 
-use crate::istio::{build_go_tool, repo_root, Revision};
+use crate::istio::{go_tool_for, repo_root, Revision};
 
 /// The "node" address: the API server's advertise address.
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
@@ -61,22 +61,7 @@ const ISTIO_DATA_DIR: &str = "/var/lib/istio/data";
 /// The `cluster` binary for a revision's Istio (`tools/cluster`, `go.mod` for the newest, its
 /// `go.asm-1-NN.mod` for others), built once per process and revision.
 pub fn cluster_tool(revision: Revision) -> Result<PathBuf, LocalError> {
-    static TOOLS: Mutex<BTreeMap<&'static str, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
-    let mut tools = TOOLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let modfile = revision.tested.modfile;
-    tools
-        .entry(modfile)
-        .or_insert_with(|| {
-            if !repo_root().join("tools/cluster").join(modfile).is_file() {
-                return Err(format!(
-                    "tools/cluster has no {modfile}: the control plane of {} is not built here",
-                    revision.name
-                ));
-            }
-            build_go_tool("cluster", &[modfile])
-        })
-        .clone()
-        .map_err(LocalError::Tool)
+    go_tool_for("cluster", revision)
 }
 
 /// Everything that needs the machine's own network, done before [`enter_network_namespace`]

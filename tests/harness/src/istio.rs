@@ -305,13 +305,28 @@ pub(crate) fn repo_root() -> PathBuf {
 /// `tools/build-go-tool.sh istio-xds OUT MODFILE` (Go; the first build downloads that Istio's
 /// module graph and takes minutes, later ones are cached).
 pub fn istio_xds(revision: Revision) -> Result<PathBuf, LocalError> {
-    static TOOLS: Mutex<BTreeMap<&'static str, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    go_tool_for("istio-xds", revision)
+}
+
+/// `tools/NAME` built with the revision's module file (`revision.tested.modfile`), once per
+/// process, tool and module file; an error when `tools/NAME` has no such file.
+pub(crate) fn go_tool_for(name: &'static str, revision: Revision) -> Result<PathBuf, LocalError> {
+    type Builds = BTreeMap<(&'static str, &'static str), Result<PathBuf, String>>;
+    static TOOLS: Mutex<Builds> = Mutex::new(BTreeMap::new());
     // Held while building: concurrent callers wait for the one build.
     let mut tools = TOOLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let modfile = revision.tested.modfile;
     tools
-        .entry(modfile)
-        .or_insert_with(|| build_go_tool("istio-xds", &[modfile]))
+        .entry((name, modfile))
+        .or_insert_with(|| {
+            if !repo_root().join("tools").join(name).join(modfile).is_file() {
+                return Err(format!(
+                    "tools/{name} has no {modfile}: it is not built for {} here",
+                    revision.name
+                ));
+            }
+            build_go_tool(name, &[modfile])
+        })
         .clone()
         .map_err(LocalError::Tool)
 }
@@ -326,7 +341,7 @@ pub fn progressive() -> Result<PathBuf, LocalError> {
 }
 
 /// Builds `tools/NAME` with `tools/build-go-tool.sh NAME "" [MODFILE]` and returns its path.
-pub(crate) fn build_go_tool(name: &str, modfile: &[&str]) -> Result<PathBuf, String> {
+fn build_go_tool(name: &str, modfile: &[&str]) -> Result<PathBuf, String> {
     let script = repo_root().join("tools").join("build-go-tool.sh");
     let mut command = Command::new("bash");
     command.arg(&script).arg(name);
