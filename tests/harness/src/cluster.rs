@@ -112,7 +112,7 @@ fn go_module_dir(tool: &'static str, modfile: &'static str, module: &str) -> Res
     }
     let output = command.arg(module).output().map_err(io_error("run go mod download"))?;
     let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    let dir = PathBuf::from(answer["Dir"].as_str().unwrap_or_default());
+    let dir = PathBuf::from(answer.get("Dir").and_then(|d| d.as_str()).unwrap_or_default());
     if !output.status.success() || !dir.is_dir() {
         return Err(LocalError::Tool(format!(
             "go mod download {module} in tools/{tool} ({modfile}): {}{}",
