@@ -5,6 +5,7 @@
 
 pub mod assign;
 pub mod check;
+pub mod explain;
 // The demo and its local Envoy, app servers and client: Linux only (the pinned Envoy is a PyPI
 // Linux build; the runner uses Unix process groups and util-linux's setpriv).
 #[cfg(target_os = "linux")]

