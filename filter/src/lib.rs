@@ -37,13 +37,13 @@ mod lifecycle_tests;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use clock::Clock;
 use headers::HeaderPairs;
-use host::{Headers, Host};
+use host::{Headers, Host, HostResult};
 use metrics::{Counters, CONFIG_REJECTIONS};
 use policy_core::{Policy, Request};
 use random::RandomPool;
@@ -121,6 +121,11 @@ impl Contexts {
 pub struct Callbacks<H: Host> {
     host: H,
     contexts: RefCell<Contexts>,
+    /// The ids of the counters this VM has defined, by name: each name is defined once per VM,
+    /// not again with every configuration. Envoy keeps what a VM defines until the VM goes, and
+    /// one VM takes many configurations; re-defining every counter on each push grew the
+    /// gateway's memory with each push, by the number of counters (measured by tests/soak.rs).
+    counter_ids: RefCell<BTreeMap<String, u32>>,
     random: RandomPool,
     clock: Clock,
 }
@@ -131,6 +136,7 @@ impl<H: Host> Callbacks<H> {
         Callbacks {
             host,
             contexts: RefCell::new(Contexts::new()),
+            counter_ids: RefCell::new(BTreeMap::new()),
             random: RandomPool::new(),
             clock: Clock::new(),
         }
@@ -246,11 +252,29 @@ impl<H: Host> Callbacks<H> {
         });
     }
 
+    /// The id of counter `name`: defined through the host the first time this VM needs it.
+    fn counter(&self, name: &str) -> HostResult<u32> {
+        if let Some(&id) = self
+            .counter_ids
+            .try_borrow()
+            .ok()
+            .as_ref()
+            .and_then(|ids| ids.get(name))
+        {
+            return Ok(id);
+        }
+        let id = self.host.define_counter(name)?;
+        if let Ok(mut ids) = self.counter_ids.try_borrow_mut() {
+            ids.insert(name.to_owned(), id);
+        }
+        Ok(id)
+    }
+
     fn configure_root(&self, root: &mut Root, plugin_configuration_size: usize) -> bool {
         logger::follow_host_level(&self.host);
         self.read_clock();
         if root.rejections.is_none() {
-            root.rejections = self.host.define_counter(CONFIG_REJECTIONS).ok();
+            root.rejections = self.counter(CONFIG_REJECTIONS).ok();
         }
         let bytes = match self.host.plugin_configuration(plugin_configuration_size) {
             Ok(bytes) => bytes,
@@ -279,7 +303,7 @@ impl<H: Host> Callbacks<H> {
                 );
             }
         };
-        let counters = match Counters::define(&policy, |name| self.host.define_counter(name)) {
+        let counters = match Counters::define(&policy, |name| self.counter(name)) {
             Ok(counters) => counters,
             Err(e) => return self.reject(root, &format!("sticky-canary: cannot define counters (status {})", e.0)),
         };

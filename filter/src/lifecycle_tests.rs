@@ -550,3 +550,42 @@ fn the_vm_start_names_the_build_at_info_level() {
         assert_eq!(FakeHost::take_calls(), [Call::LogLevel], "{level:?}");
     }
 }
+
+#[test]
+fn a_vm_defines_each_counter_once_however_many_configurations_it_takes() {
+    let filter = start(&v1_v2());
+    let defines = |calls: &[Call]| calls.iter().filter(|c| matches!(c, Call::DefineCounter(_))).count();
+    // The same names again (the weights change on a ramp): no define call at all.
+    for n in 0..5 {
+        assert!(
+            reconfigure(
+                &filter,
+                &v1_v2().replace("\"weight\": 50", &format!("\"weight\": {}", 50 + n % 2))
+            ) || n % 2 == 1
+        );
+    }
+    assert_eq!(
+        defines(&FakeHost::take_calls()),
+        0,
+        "counters re-defined on a reconfigure"
+    );
+    // A new root (the next pushed configuration) with a new version: only its names.
+    filter.context_create(ROOT + 100, 0);
+    FakeHost::with(|host| host.config = config(("v1", "v3")).into_bytes());
+    assert!(filter.configure(ROOT + 100, config(("v1", "v3")).len()));
+    let calls = FakeHost::take_calls();
+    let defined: Vec<_> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::DefineCounter(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !defined.is_empty() && defined.iter().all(|n| n.contains(".version.v3.")),
+        "{defined:?}"
+    );
+    // Counting still reaches the right counters.
+    let exchange = exchange(&filter, 9, &as_pairs(&shop("session=9")));
+    drop(exchange);
+}

@@ -283,6 +283,17 @@ impl Envoy {
     /// Pushes a new filter config the way a control plane would (ECDS file,
     /// written then renamed over), and waits for Envoy to accept or reject it.
     pub fn update_filter_config(&mut self, configuration: &str) -> Result<UpdateOutcome, LocalError> {
+        self.update_filter_config_settling(configuration, Duration::from_millis(200))
+    }
+
+    /// [`Envoy::update_filter_config`], waiting `settle` after Envoy's main thread took or refused
+    /// the config (for the workers to pick it up, and for the log lines of a rejection) instead
+    /// of 200 ms: the soak pushes configs back to back. Polls only the ECDS counters.
+    pub fn update_filter_config_settling(
+        &mut self,
+        configuration: &str,
+        settle: Duration,
+    ) -> Result<UpdateOutcome, LocalError> {
         let mut filter = self.filter.clone().ok_or_else(|| {
             LocalError::Protocol("this Envoy runs without the wasm filter: nothing to update".to_owned())
         })?;
@@ -291,23 +302,27 @@ impl Envoy {
             WasmCode::Embedded | WasmCode::TypedConfig(_) => self.layout.wasm_path.clone(),
             WasmCode::File(path) => path.clone(),
         };
-        let stats = self.stats()?;
+        let ecds_stats = || -> Result<String, LocalError> {
+            let reply = self.admin_get(&format!("/stats?filter={ECDS_STATS}"))?;
+            Ok(reply.body_text())
+        };
+        let stats = ecds_stats()?;
         let success = stat_value(&stats, &format!("{ECDS_STATS}update_success")).unwrap_or(0);
         let rejected = stat_value(&stats, &format!("{ECDS_STATS}update_rejected")).unwrap_or(0);
         let log_offset = std::fs::metadata(&self.log_path).map_or(0, |m| m.len());
         write_atomically(&self.layout.ecds_path, ecds_document(&filter, &wasm_path)?.as_bytes())?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let stats = self.stats()?;
+            let stats = ecds_stats()?;
             if stat_value(&stats, &format!("{ECDS_STATS}update_success")).unwrap_or(0) > success {
                 self.filter = Some(filter);
                 // The main thread has the new config; give the workers a moment to pick it up.
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(settle);
                 return Ok(UpdateOutcome::Accepted);
             }
             if stat_value(&stats, &format!("{ECDS_STATS}update_rejected")).unwrap_or(0) > rejected {
                 // Let Envoy flush the log lines about the rejection.
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(settle);
                 return Ok(UpdateOutcome::Rejected {
                     log: read_from(&self.log_path, log_offset),
                 });
@@ -319,7 +334,7 @@ impl Envoy {
                     self.log_tail(30)
                 )));
             }
-            std::thread::sleep(Duration::from_millis(25));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
