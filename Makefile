@@ -1,7 +1,7 @@
 # One entry point for people and CI. `make demo` and `make test` work on a fresh machine:
 # scripts/setup.sh installs what is missing (rustup targets, Debian tools, ...); the CLI installs
 # the pinned Envoy into the per-user cache on first use (`sticky-canary install-envoy`).
-.PHONY: setup demo test lint unit system wasm-tests wasm fuzz bench bench-apps bench-smoke
+.PHONY: setup demo test lint unit system wasm-tests wasm fuzz bench bench-apps bench-smoke soak
 
 setup:
 	scripts/setup.sh
@@ -71,6 +71,13 @@ bench: setup
 ## apps, side by side in one run; rewrites the generated `apps` block of docs/benchmarks.md.
 bench-apps: setup
 	BENCH_COMMAND="make bench-apps" .venv/bin/python3 bench/gateway.py --apps --publish
+
+## The soak (tests/soak.rs) for 10 minutes per filter instead of CI's 60 s, then its figures into
+## docs/benchmarks.md (`soak` block). About 21 minutes.
+soak: setup
+	rm -rf target/soak
+	STICKY_CANARY_SOAK_SECONDS=600 cargo test --features sticky-canary/system-tests --test soak -- --nocapture
+	python3 bench/publish_soak.py
 
 ## CI: the same benchmarks for a second per cell; checks only that every configuration served
 ## every request without an error (no performance assertion).
