@@ -57,7 +57,8 @@ wasm:
 	cargo run --release --quiet -- wasm --out sticky-canary.wasm
 
 ## Gateway overhead side by side (no filter, random split, no-op wasm, sticky-canary, Lua, and the
-## ablation builds of sticky-canary) on one pinned Envoy, plus the policy-core criterion bench;
+## ablation builds of sticky-canary) on one pinned Envoy, plus the policy-core criterion bench and
+## the memory table (bench/memory.py: RSS per variant, worker count and route count);
 ## rewrites the generated parts of docs/benchmarks.md. About 13 minutes; run it on a quiet
 ## machine. Raw results: bench-results/.
 ## `make bench BASELINE=REV` also runs the filter as it was at REV beside this tree's (d), in the same
@@ -66,6 +67,7 @@ bench: setup
 	.venv/bin/python3 -m pip install --quiet -r bench/requirements.txt
 	BENCH_COMMAND="make bench$(if $(BASELINE), BASELINE=$(BASELINE))" .venv/bin/python3 bench/gateway.py --publish \
 	  $(if $(BASELINE),--baseline $(BASELINE))
+	BENCH_COMMAND="make bench" .venv/bin/python3 bench/memory.py --publish
 
 ## Many apps on one gateway: one shared plugin against one plugin per app, with 1, 10 and 50
 ## apps, side by side in one run; rewrites the generated `apps` block of docs/benchmarks.md.
@@ -84,6 +86,7 @@ soak: setup
 bench-smoke:
 	.venv/bin/python3 bench/gateway.py --smoke
 	.venv/bin/python3 bench/gateway.py --smoke --apps
+	.venv/bin/python3 bench/memory.py --smoke
 	mkdir -p target/wasm-micro
 	cargo run --quiet -- wasm --out target/wasm-micro/sticky-canary.wasm
 	node bench/wasm-micro.mjs --rounds 1 --requests 5000 target/filter-wasm/wasm32-wasip1/wasm/bench_noop_filter.wasm target/wasm-micro/sticky-canary.wasm

@@ -513,7 +513,7 @@ def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
 class Envoy:
     """One Envoy serving every listener; stopped (with its process group) on exit."""
 
-    def __init__(self, binary: Path, config: dict, work: Path, cpu: int | None):
+    def __init__(self, binary: Path, config: dict, work: Path, cpu: int | None, concurrency: int = 1):
         self.work = work
         self.log_path = work / "envoy.log"
         config_path = work / "envoy.json"
@@ -521,7 +521,7 @@ class Envoy:
         admin_path = work / "admin-address"
         cmd = pinned(
             cpu,
-            [str(binary), "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart",
+            [str(binary), "-c", str(config_path), "--concurrency", str(concurrency), "--disable-hot-restart",
              "--log-level", "warning", "--log-path", str(self.log_path), "--admin-address-path", str(admin_path)],
         )
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
