@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -65,7 +66,14 @@ CONFIGURATIONS = [
     Configuration("noop", "(c) no-op wasm filter"),
     Configuration("sticky", "(d) sticky-canary"),
     Configuration("lua", "(e) sticky logic in Lua"),
+    # Envoy's own sticky split needs upstream clusters: (g) and its baseline (a') reach the
+    # answer through an upstream hop (a second listener of the same Envoy), so (g) compares with
+    # (a'), not (a).
+    Configuration("upstream", "(a') no filter, through an upstream"),
+    Configuration("native", "(g) Envoy's hash-based weighted clusters, through an upstream"),
 ]
+# The upstream listener of (a') and (g): it answers with the cluster's name.
+UPSTREAM_CONFIGURATIONS = ("upstream", "native")
 
 
 # `--probe`: the no-op filter making, per request, the host calls sticky-canary makes for a
@@ -333,11 +341,55 @@ def runs_sticky_canary(configuration: str) -> bool:
     return configuration in ("sticky", "perapp") or configuration.startswith(("abl-", "variant"))
 
 
+def upstream_clusters(port: int) -> list[dict]:
+    """Clusters v1 and v2 of (a') and (g), both on the upstream listener; it tells them apart by
+    the `x-cluster` header each cluster's route adds."""
+    return [
+        {"name": name, "type": "STATIC", "connect_timeout": "1s",
+         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+             "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+        for name in ("v1", "v2")
+    ]
+
+
+def upstream_route(cluster: str | None = None, native: bool = False) -> dict:
+    if native:
+        action = {
+            "weighted_clusters": {
+                "clusters": [
+                    {"name": "v1", "weight": 90, "request_headers_to_add": [{"header": {"key": "x-cluster", "value": "v1"}}]},
+                    {"name": "v2", "weight": 10, "request_headers_to_add": [{"header": {"key": "x-cluster", "value": "v2"}}]},
+                ],
+                "use_hash_policy": True,
+            },
+            "hash_policy": [{"cookie": {"name": "session"}}],
+        }
+    else:
+        return {"match": {"prefix": "/"}, "route": {"cluster": cluster},
+                "request_headers_to_add": [{"header": {"key": "x-cluster", "value": cluster}}]}
+    return {"match": {"prefix": "/"}, "route": action}
+
+
+def upstream_listener_hosts() -> list[dict]:
+    return [{
+        "name": "upstream",
+        "domains": ["*"],
+        "routes": [
+            {"match": {"prefix": "/", "headers": [{"name": "x-cluster", "string_match": {"exact": "v2"}}]},
+             "direct_response": direct("v2")},
+            {"match": {"prefix": "/"}, "direct_response": direct("v1")},
+        ],
+    }]
+
+
 def virtual_hosts(configuration: str, routes: int) -> list[dict]:
     """One virtual host per route; v2 when the routing header says so (or the random draw), else v1.
 
     For sticky-canary the canary route matches `v2;TOKEN`, as the generated VirtualService does
     (the filter writes the token into the routing header); Lua writes the bare name."""
+    if configuration in UPSTREAM_CONFIGURATIONS:
+        route = upstream_route(native=True) if configuration == "native" else upstream_route("v1")
+        return [{"name": f"app-{i}", "domains": [f"app-{i}.example.com"], "routes": [route]} for i in range(routes)]
     if configuration == "weighted":
         # Istio weights are weighted_clusters: a random draw per request. Clusters need an
         # upstream, so the same per-request draw is made here with runtime_fraction, keeping
@@ -480,10 +532,36 @@ def bootstrap(filters: Filters, route_counts: list[int]) -> dict:
                     ],
                 }
             )
+    resources = {"listeners": listeners}
+    if any(c.key in UPSTREAM_CONFIGURATIONS for routes in route_counts for c in configurations_at(routes)):
+        port = free_port()
+        router = {"name": "envoy.filters.http.router",
+                  "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+        manager = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+            ".HttpConnectionManager",
+            "stat_prefix": "upstream",
+            "codec_type": "AUTO",
+            "route_config": {"name": "upstream", "virtual_hosts": upstream_listener_hosts()},
+            "http_filters": [router],
+        }
+        listeners.append({
+            "name": "upstream",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                            "typed_config": manager}]}],
+        })
+        resources["clusters"] = upstream_clusters(port)
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "static_resources": {"listeners": listeners},
+        "static_resources": resources,
     }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -628,7 +706,7 @@ def check_behaviour(envoy: Envoy, route_counts: list[int]) -> dict:
                 status, body, _ = get(port, host, cookie)
                 if status != 200 or body not in ("v1", "v2"):
                     raise BenchError(f"{name}: GET / answered {status} {body!r}")
-                if is_sticky(configuration.key):
+                if is_sticky(configuration.key) or configuration.key == "native":
                     again = get(port, host, cookie)[1]
                     if again != body:
                         raise BenchError(f"{name}: the same key got {body} then {again}")
@@ -639,7 +717,9 @@ def check_behaviour(envoy: Envoy, route_counts: list[int]) -> dict:
                     raise BenchError(f"{name}: a new client got no sticky-canary-id cookie: {set_cookie}")
                 if not 0.03 <= v2 / keys <= 0.2:
                     raise BenchError(f"{name}: {v2} of {keys} keys on v2, expected about 10%")
-            elif configuration.key in ("none", "noop") and v2:
+            elif configuration.key == "native" and not 0.03 <= v2 / keys <= 0.2:
+                raise BenchError(f"{name}: {v2} of {keys} keys on v2, expected about 10%")
+            elif configuration.key in ("none", "noop", "upstream") and v2:
                 raise BenchError(f"{name}: v2 served without a routing filter")
             observed[name] = v2 / keys
     return observed
@@ -889,6 +969,8 @@ def markdown(data: dict, rows: list[dict]) -> str:
         "",
     ]
     out[-2] += " *vs (c)*, *vs (e)*: capacity relative to the no-op wasm filter, or to Lua (above 1: ahead)."
+    out.insert(-1, "- (a') and (g) reach the answer through an upstream hop (a second listener of the same Envoy), "
+               "which Envoy's own sticky split needs: compare (g) with (a'), not with (a).")
     labels = {c.key: c.label for c in CONFIGURATIONS}
     for scenario in SCENARIOS:
         out += [

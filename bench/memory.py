@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -28,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway  # noqa: E402
 from gateway import (  # noqa: E402
-    REPO, ROUTING_HEADER, BenchError, Envoy, Scenario, build_module, direct, find_envoy, http_filters, log,
-    replace_block, virtual_hosts, wrk,
+    REPO, BenchError, Envoy, Scenario, build_module, find_envoy, free_port, http_filters, log, replace_block,
+    upstream_clusters, upstream_listener_hosts, virtual_hosts, wrk,
 )
 
 VARIANTS = [
@@ -41,33 +40,6 @@ VARIANTS = [
 ]
 CONCURRENCY = [1, 2, 8]
 ROUTES = [1, 100, 1000]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def native_hosts(routes: int) -> list[dict]:
-    """Envoy's own sticky split: 90/10 over the two clusters, the pick hashed from the session cookie."""
-    return [
-        {
-            "name": f"app-{i}",
-            "domains": [f"app-{i}.example.com"],
-            "routes": [{
-                "match": {"prefix": "/"},
-                "route": {
-                    "weighted_clusters": {
-                        "clusters": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
-                        "use_hash_policy": True,
-                    },
-                    "hash_policy": [{"cookie": {"name": "session"}}],
-                },
-            }],
-        }
-        for i in range(routes)
-    ]
 
 
 def bootstrap(filters: gateway.Filters, variant: str, routes: int, backend_port: int) -> dict:
@@ -82,20 +54,14 @@ def bootstrap(filters: gateway.Filters, variant: str, routes: int, backend_port:
                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                 "typed_config": manager}]}]}
 
-    hosts = native_hosts(routes) if variant == "native" else virtual_hosts(variant, routes)
+    hosts = virtual_hosts(variant, routes)
     chain = [router] if variant in ("none", "native") else http_filters(variant, routes, filters)
-    backend = [{"name": "backend", "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"}, "direct_response": direct("backend")}]}]
-    clusters = [
-        {"name": name, "type": "STATIC", "connect_timeout": "1s",
-         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-             "socket_address": {"address": "127.0.0.1", "port_value": backend_port}}}}]}]}}
-        for name in ("v1", "v2")
-    ]
+    clusters = upstream_clusters(backend_port)
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
-            "listeners": [listener("gateway", 0, hosts, chain), listener("backend", backend_port, backend, [router])],
+            "listeners": [listener("gateway", 0, hosts, chain),
+                          listener("backend", backend_port, upstream_listener_hosts(), [router])],
             "clusters": clusters,
         },
     }
