@@ -66,6 +66,8 @@ CONFIGURATIONS = [
     Configuration("noop", "(c) no-op wasm filter"),
     Configuration("sticky", "(d) sticky-canary"),
     Configuration("lua", "(e) sticky logic in Lua"),
+    # (d) with each decision written to the request's filter state for the access log.
+    Configuration("exposure", "(d+) sticky-canary, exposure log on"),
     # Envoy's own sticky split needs upstream clusters: (g) and its baseline (a') reach the
     # answer through an upstream hop (a second listener of the same Envoy), so (g) compares with
     # (a'), not (a).
@@ -139,7 +141,7 @@ def is_sticky(configuration: str) -> bool:
     """Configurations that route stickily (sticky-canary, its builds, and the Lua version)."""
     if configuration == "abl-floor":
         return False
-    return configuration in ("sticky", "lua", "perapp") or configuration.startswith(("abl-", "variant"))
+    return configuration in ("sticky", "lua", "perapp", "exposure") or configuration.startswith(("abl-", "variant"))
 
 
 def probe_calls(configuration: str) -> str:
@@ -338,7 +340,7 @@ ROUTING_TOKEN = "0123456789abcdef0123456789abcdef"
 
 def runs_sticky_canary(configuration: str) -> bool:
     """Whether the configuration's filter is a build of sticky-canary with the benchmark's policy."""
-    return configuration in ("sticky", "perapp") or configuration.startswith(("abl-", "variant"))
+    return configuration in ("sticky", "perapp", "exposure") or configuration.startswith(("abl-", "variant"))
 
 
 def upstream_clusters(port: int) -> list[dict]:
@@ -436,9 +438,12 @@ def sticky_route(i: int) -> dict:
     }
 
 
-def sticky_policy(routes: int) -> str:
+def sticky_policy(routes: int, exposure_log: bool = False) -> str:
     """The filter config with one route per app."""
-    return json.dumps({"routes": [sticky_route(i) for i in range(routes)]})
+    policy = {"routes": [sticky_route(i) for i in range(routes)]}
+    if exposure_log:
+        policy["exposure_log"] = True
+    return json.dumps(policy)
 
 
 def lua_source(routes: int) -> str:
@@ -480,6 +485,8 @@ def http_filters(configuration: str, routes: int, filters: Filters) -> list[dict
         chain.append(wasm_filter(f"{configuration}-{routes}", filters.noop, probe_calls(configuration)))
     elif configuration == "sticky":
         chain.append(wasm_filter(f"sticky-canary-{routes}", filters.sticky, sticky_policy(routes)))
+    elif configuration == "exposure":
+        chain.append(wasm_filter(f"exposure-{routes}", filters.sticky, sticky_policy(routes, exposure_log=True)))
     elif configuration == "perapp":
         # One filter per app, each with its own VM (vm_id), as one EnvoyFilter per app installs it.
         for i in range(routes):

@@ -1055,3 +1055,78 @@ fn metrics_count_every_request_with_a_version_label() {
     assert_eq!(total_for("v1") + 25, stack.v1.requests());
     assert!(prometheus.contains("sticky_canary_assignments_total{route=\"my-app\",version=\"v2\",source=\"cookie\"}"));
 }
+
+// ---------------------------------------------------------------------------
+// The exposure log: each decision in the access log, through the filter state.
+
+#[test]
+fn the_exposure_log_puts_each_decision_in_the_access_log_and_nothing_when_off() {
+    let _serial = serial();
+    let on = config(30).replacen('{', r#"{ "exposure_log": true,"#, 1);
+    let predictor = Predictor::new(&on);
+    let policy = &predictor.policy;
+    let route = policy.find_route(APP_HOST.as_bytes(), b"/").unwrap();
+    let exposed = stack(&on);
+    let mut client = connect(&exposed.envoy);
+    let keys: Vec<String> = (0..20).map(|i| format!("exposed-{i}")).collect();
+    for key in &keys {
+        send(&mut client, &with_session(key));
+    }
+    // A new client, a host no route serves.
+    send(&mut client, &app("/new"));
+    send(&mut client, &Request::get("/other").host(OTHER_HOST));
+    std::thread::sleep(Duration::from_millis(1200));
+    let log = exposed.envoy.access_log_tail(100);
+    for key in &keys {
+        let (bucket, version) = route.assign(key.as_bytes());
+        let expected = format!(
+            "exposure=\"route=my-app version={} source=cookie bucket={bucket}\"",
+            route.versions()[version].name()
+        );
+        assert!(log.contains(&expected), "no {expected} in the access log:\n{log}");
+    }
+    assert!(
+        log.lines().any(|l| l.contains("/new ")
+            && l.contains("exposure=\"route=my-app version=")
+            && l.contains("source=new_id bucket=")),
+        "the new client's decision is not in the access log:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("{OTHER_HOST}/other")) && l.contains("exposure=\"-\"")),
+        "a request on no route got an exposure entry:\n{log}"
+    );
+    for key in &keys {
+        assert!(!log.contains(key.as_str()), "the access log holds a key:\n{log}");
+    }
+    drop(exposed);
+
+    // Off (the default): nothing in the filter state.
+    let plain = stack(&config(30));
+    let mut client = connect(&plain.envoy);
+    send(&mut client, &with_session("exposed-0"));
+    std::thread::sleep(Duration::from_millis(1200));
+    let log = plain.envoy.access_log_tail(10);
+    assert!(log.contains("exposure=\"-\"") && !log.contains("route=my-app"), "{log}");
+}
+
+#[test]
+fn the_client_address_is_read_from_envoy_and_keys_the_request() {
+    let _serial = serial();
+    let address_config = config(50)
+        .replacen('{', r#"{ "exposure_log": true,"#, 1)
+        .replace(r#"[{"header": "x-user-id"}]"#, r#"["client_address"]"#);
+    let predictor = Predictor::new(&address_config);
+    let route = predictor.policy.find_route(PLAIN_HOST.as_bytes(), b"/").unwrap();
+    let (bucket, version) = route.assign(b"127.0.0.1");
+    let stack = stack(&address_config);
+    let mut client = connect(&stack.envoy);
+    let reply = send(&mut client, &Request::get("/").host(PLAIN_HOST));
+    assert_eq!(served(&reply), route.versions()[version].name());
+    std::thread::sleep(Duration::from_millis(1200));
+    let log = stack.envoy.access_log_tail(5);
+    assert!(
+        log.contains(&format!("source=address bucket={bucket}\"")),
+        "the request was not keyed by 127.0.0.1 (bucket {bucket}):\n{log}"
+    );
+}

@@ -1888,3 +1888,43 @@ fn a_gateway_api_app_beside_add_on_apps_keeps_its_own_plugin() {
         rendered.notes
     );
 }
+
+/// `routing.exposure_log: true` reaches the filter config (off, it is not written at all), a
+/// non-boolean is refused with its spec path, and apps sharing a gateway must agree on it.
+#[test]
+fn the_exposure_log_setting_reaches_the_filter_config_and_apps_on_one_gateway_agree() {
+    let base = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
+    let tokens = test_tokens();
+    let off = App::from_yaml(&base).unwrap();
+    let config = serde_json::to_string(&off.filter_config(&tokens)).unwrap();
+    assert!(!config.contains("exposure_log"), "{config}");
+    let on_text = base.replace("  salt: my-app-2025\n", "  salt: my-app-2025\n  exposure_log: true\n");
+    assert_ne!(on_text, base);
+    let on = App::from_yaml(&on_text).unwrap();
+    let config = serde_json::to_string(&on.filter_config(&tokens)).unwrap();
+    assert!(
+        policy_core::Policy::from_json(config.as_bytes())
+            .unwrap()
+            .exposure_log(),
+        "{config}"
+    );
+    let bad = App::from_yaml(&base.replace(
+        "  salt: my-app-2025\n",
+        "  salt: my-app-2025\n  exposure_log: yes please\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("exposure_log"), "{bad}");
+    // Two apps on one gateway, one with the log on: refused, naming the field.
+    let other = std::fs::read_to_string(root().join(DEPENDENTS_EXAMPLE)).unwrap();
+    let inputs = [
+        ("a.yaml".to_owned(), on),
+        ("b.yaml".to_owned(), App::from_yaml(&other).unwrap()),
+    ];
+    let refs: Vec<&(String, App)> = inputs.iter().collect();
+    let error = match render::shared::gateway_installs(&refs, &tokens) {
+        Ok(_) => panic!("apps disagreeing on exposure_log were rendered together"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("routing.exposure_log differs"), "{error}");
+}

@@ -25,6 +25,7 @@ pub enum Call {
     Add(Headers, String, String),
     Remove(Headers, String),
     Property(String),
+    SetProperty(String, String),
     DefineCounter(String),
     Increment(u32, u64),
     Now,
@@ -223,6 +224,11 @@ impl Host for FakeHost {
                 _ => None,
             })
         })
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> HostResult<()> {
+        let call = Call::SetProperty(path.join("."), String::from_utf8_lossy(value).into_owned());
+        FakeHost::record(call, |_| Ok(()))
     }
 
     fn define_counter(&self, name: &str) -> HostResult<u32> {

@@ -45,7 +45,7 @@ use clock::Clock;
 use headers::HeaderPairs;
 use host::{Headers, Host, HostResult};
 use metrics::{Counters, CONFIG_REJECTIONS};
-use policy_core::{Policy, Request};
+use policy_core::{Policy, Request, Route};
 use random::RandomPool;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -58,6 +58,8 @@ const GIT: &str = match option_env!("STICKY_CANARY_GIT") {
 /// the day used for the client-id cookie's stamp can be, and how long a change of the host's
 /// log level takes to reach the filter.
 pub const TICK_MILLISECONDS: u32 = 1000;
+/// The property the exposure log goes into: Envoy's filter state `wasm.sticky_canary`.
+pub const EXPOSURE_PROPERTY: &str = "sticky_canary";
 
 /// The validated policy and its counters, shared by every request of this plugin.
 struct Active {
@@ -452,6 +454,9 @@ impl<H: Host> Callbacks<H> {
             }
         }
         self.count(active, index, decision.version, decision.source);
+        if policy.exposure_log() {
+            self.expose(route, version.name(), &decision, position);
+        }
         #[cfg(not(feature = "no-trace"))]
         log::debug!(
             "{}",
@@ -469,6 +474,36 @@ impl<H: Host> Callbacks<H> {
             served: position.is_none().then_some((index, decision.version)),
             set_cookie: decision.set_cookie,
         })
+    }
+
+    /// The exposure log: `route=R version=V source=S bucket=B` (`position=P` instead of the version
+    /// when a tool owns the weights) in the request's filter state `wasm.sticky_canary`, for the
+    /// access log. No credential: no key, cookie or header value.
+    fn expose(&self, route: &Route, version: &str, decision: &policy_core::Decision, position: Option<u8>) {
+        let mut value = String::with_capacity(80);
+        value.push_str("route=");
+        value.push_str(route.name());
+        match position {
+            Some(p) => {
+                value.push_str(" position=");
+                let mut digits = [0u8; 2];
+                value.push_str(std::str::from_utf8(headers::two_digits(p, &mut digits)).unwrap_or("?"));
+            }
+            None => {
+                value.push_str(" version=");
+                value.push_str(version);
+            }
+        }
+        value.push_str(" source=");
+        value.push_str(decision.source.as_str());
+        value.push_str(" bucket=");
+        match decision.bucket {
+            Some(b) => value.push_str(&b.to_string()),
+            None => value.push_str("none"),
+        }
+        if self.host.set_property(&[EXPOSURE_PROPERTY], value.as_bytes()).is_err() {
+            log::warn!("sticky-canary: the host refused the exposure log property");
+        }
     }
 
     /// The `calls-only` build, the benchmark's floor: the host calls a request of the shipped build

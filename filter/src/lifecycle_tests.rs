@@ -589,3 +589,42 @@ fn a_vm_defines_each_counter_once_however_many_configurations_it_takes() {
     let exchange = exchange(&filter, 9, &as_pairs(&shop("session=9")));
     drop(exchange);
 }
+
+#[test]
+fn the_exposure_log_sets_one_property_per_decision_and_none_when_off() {
+    let exposed = |calls: &[Call]| -> Vec<(String, String)> {
+        calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::SetProperty(path, value) => Some((path.clone(), value.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let filter = start(&v1_v2());
+    let off = exchange(&filter, 2, &as_pairs(&shop("session=alice")));
+    assert!(
+        exposed(&off.calls).is_empty(),
+        "a property set with the exposure log off"
+    );
+
+    let on = v1_v2().replacen('{', r#"{"exposure_log": true, "#, 1);
+    let filter = start(&on);
+    let policy = policy_core::Policy::from_json(on.as_bytes()).unwrap();
+    let route = &policy.routes()[0];
+    let (bucket, version) = route.assign(b"alice");
+    let exchange = exchange(&filter, 2, &as_pairs(&shop("session=alice")));
+    assert_eq!(
+        exposed(&exchange.calls),
+        vec![(
+            crate::EXPOSURE_PROPERTY.to_owned(),
+            format!(
+                "route=shop version={} source=cookie bucket={bucket}",
+                route.versions()[version].name()
+            )
+        )]
+    );
+    // A request on no route: nothing.
+    let other = self::exchange(&filter, 3, &[(":authority", "other.example.com")]);
+    assert!(exposed(&other.calls).is_empty());
+}

@@ -384,6 +384,9 @@ pub struct Policy {
     pub(crate) any_host: Vec<usize>,
     pub(crate) needs_path: bool,
     pub(crate) response_header: Option<String>,
+    /// Whether each decision is put where the access log can read it (filter state
+    /// `wasm.sticky_canary`, docs/config.md "Exposure log").
+    pub(crate) exposure_log: bool,
     pub(crate) routing_headers: Vec<String>,
 }
 
@@ -416,6 +419,11 @@ impl Policy {
     /// The optional response header that echoes the version served (for debugging and demos).
     pub fn response_header(&self) -> Option<&str> {
         self.response_header.as_deref()
+    }
+
+    /// Whether the filter records each decision for the access log (`exposure_log`).
+    pub fn exposure_log(&self) -> bool {
+        self.exposure_log
     }
 
     /// Every distinct routing header name. (The filter leaves requests on no route untouched:

@@ -710,3 +710,13 @@ fn a_position_header_needs_two_versions_and_its_own_name() {
         "routes[0].position_header: \"bad header\" is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)",
     );
 }
+
+#[test]
+fn the_exposure_log_is_off_unless_asked_and_must_be_a_boolean() {
+    assert!(!policy("").exposure_log());
+    let doc = format!(r#"{{"exposure_log": true, "routes": [{}]}}"#, route_json(""));
+    assert!(Policy::from_json(doc.as_bytes()).unwrap().exposure_log());
+    let doc = format!(r#"{{"exposure_log": "yes", "routes": [{}]}}"#, route_json(""));
+    let e = errors(&doc);
+    assert!(e.iter().any(|m| m.starts_with("exposure_log:")), "{e:?}");
+}

@@ -380,7 +380,7 @@ pub(crate) fn bootstrap_document(config: &EnvoyConfig, layout: &Layout) -> Strin
             "path": layout.access_log.to_string_lossy(),
             "log_format": {
                 "text_format_source": {
-                    "inline_string": "[%START_TIME%] %REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER%\n",
+                    "inline_string": "[%START_TIME%] %REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% cluster=%UPSTREAM_CLUSTER% exposure=\"%FILTER_STATE(wasm.sticky_canary:PLAIN)%\"\n",
                 },
             },
         },

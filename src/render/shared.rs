@@ -122,6 +122,7 @@ fn conflicts(inputs: &[&Input]) -> Vec<String> {
                         a.plugin.image_pull_secret != b.plugin.image_pull_secret,
                     ),
                     ("routing.response_header", a.response_header != b.response_header),
+                    ("routing.exposure_log", a.exposure_log != b.exposure_log),
                 ];
                 for (field, different) in differs {
                     if different {
@@ -151,7 +152,7 @@ pub fn gateway_installs<'a>(inputs: &[&'a Input], tokens: &Tokens) -> Result<Vec
         apps.sort_by(|a, b| a.1.name.cmp(&b.1.name));
         let Some(first) = apps.first() else { continue };
         let routes = apps.iter().map(|i| i.1.filter_route(tokens)).collect();
-        let config = filter_config(routes, first.1.response_header.as_deref());
+        let config = filter_config(routes, first.1.response_header.as_deref(), first.1.exposure_log);
         // Each route was valid alone; together they must be too (policy-core checks overlaps).
         let json = serde_json::to_string(&config).unwrap_or_default();
         if let Err(policy_errors) = policy_core::Policy::from_json(json.as_bytes()) {

@@ -64,6 +64,7 @@ extern "C" {
     ) -> u32;
     fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
     fn proxy_get_property(path: *const u8, path_size: usize, out_data: *mut *mut u8, out_size: *mut usize) -> u32;
+    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_get_current_time_nanoseconds(out_time: *mut u64) -> u32;
@@ -181,16 +182,17 @@ impl Host for Abi {
     }
 
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
-        // The ABI takes the path as NUL-separated segments.
-        let mut encoded = Vec::with_capacity(path.iter().map(|s| s.len() + 1).sum());
-        for segment in path {
-            encoded.extend_from_slice(segment.as_bytes());
-            encoded.push(0);
-        }
+        let encoded = encode_path(path);
         host_buffer(|data, len| {
             // SAFETY: `encoded` is a live Vec; the out-pointers come from `host_buffer`.
             unsafe { proxy_get_property(encoded.as_ptr(), encoded.len(), data, len) }
         })
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> HostResult<()> {
+        let encoded = encode_path(path);
+        // SAFETY: both pointers and lengths come from live buffers (`encoded`, `value`).
+        status(unsafe { proxy_set_property(encoded.as_ptr(), encoded.len(), value.as_ptr(), value.len()) })
     }
 
     fn define_counter(&self, name: &str) -> HostResult<u32> {
@@ -351,4 +353,18 @@ mod exports {
             true
         }
     }
+}
+
+/// A property path as the ABI takes it: segments separated by NUL, none after the last (Envoy
+/// uses a set property's path as it stands for the filter state key: a trailing NUL would be part
+/// of the name).
+fn encode_path(path: &[&str]) -> Vec<u8> {
+    let mut encoded = Vec::with_capacity(path.iter().map(|s| s.len() + 1).sum());
+    for (i, segment) in path.iter().enumerate() {
+        if i > 0 {
+            encoded.push(0);
+        }
+        encoded.extend_from_slice(segment.as_bytes());
+    }
+    encoded
 }

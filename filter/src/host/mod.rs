@@ -76,6 +76,9 @@ pub trait Host {
     fn remove_header(&self, map: Headers, name: &str) -> HostResult<()>;
     /// A property such as `source.address`, given as its path segments.
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>>;
+    /// Sets a property (Envoy: the request's filter state `wasm.<path joined by .>`, which the
+    /// access log reads with `%FILTER_STATE(wasm.NAME:PLAIN)%`).
+    fn set_property(&self, path: &[&str], value: &[u8]) -> HostResult<()>;
     /// Defines a counter and returns its id.
     fn define_counter(&self, name: &str) -> HostResult<u32>;
     /// Adds `count` to a counter; a failure is ignored (a lost count must not fail a request).

@@ -16,10 +16,11 @@ use crate::config::{ConfigErrors, HostTable, Policy, Route};
 use crate::json::Value;
 use fields::Fields;
 
-/// The whole document: `response_header` and `routes`.
+/// The whole document: `response_header`, `exposure_log` and `routes`.
 pub(super) fn compile(value: &Value, errors: &mut ConfigErrors) -> Option<Policy> {
     let mut top = Fields::new("", value, errors)?;
     let response_header = top.header("response_header", errors);
+    let exposure_log = top.bool("exposure_log", false, errors);
     let routes_value = top.required_array("routes", "is required", errors);
     top.finish(errors);
 
@@ -37,7 +38,8 @@ pub(super) fn compile(value: &Value, errors: &mut ConfigErrors) -> Option<Policy
     if !errors.is_empty() {
         return None;
     }
-    let policy = index_routes(routes, response_header, errors);
+    let mut policy = index_routes(routes, response_header, errors);
+    policy.exposure_log = exposure_log;
     if errors.is_empty() {
         Some(policy)
     } else {
@@ -56,6 +58,7 @@ fn index_routes(routes: Vec<Route>, response_header: Option<String>, errors: &mu
         any_host: Vec::new(),
         needs_path: false,
         response_header,
+        exposure_log: false,
         routing_headers: Vec::new(),
     };
     // (host, path prefix) -> the route that claimed it first.

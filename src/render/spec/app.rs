@@ -283,6 +283,8 @@ pub struct App {
     pub route: serde_yaml_ng::Mapping,
     /// The filter config's `response_header` (one setting of the whole filter).
     pub response_header: Option<String>,
+    /// The filter config's `exposure_log` (one setting of the whole filter).
+    pub exposure_log: bool,
     /// Things that are allowed but probably wrong, printed by the CLI.
     pub warnings: Vec<String>,
 }
@@ -310,7 +312,11 @@ impl App {
 
     /// A filter config holding this app alone (the one-app form of `render`).
     pub fn filter_config(&self, tokens: &Tokens) -> Yaml {
-        filter_config(vec![self.filter_route(tokens)], self.response_header.as_deref())
+        filter_config(
+            vec![self.filter_route(tokens)],
+            self.response_header.as_deref(),
+            self.exposure_log,
+        )
     }
 
     /// Tokens the VirtualServices accept: the one the filter sends first, then those of
@@ -323,12 +329,16 @@ impl App {
     }
 }
 
-/// A filter config from routes (in order) and the optional response header.
-pub fn filter_config(routes: Vec<Yaml>, response_header: Option<&str>) -> Yaml {
+/// A filter config from routes (in order), the optional response header and the exposure log
+/// (written only when on, so configs without it stay as they were).
+pub fn filter_config(routes: Vec<Yaml>, response_header: Option<&str>, exposure_log: bool) -> Yaml {
     let mut config = serde_yaml_ng::Mapping::new();
     config.insert("routes".into(), Yaml::Sequence(routes));
     if let Some(header) = response_header {
         config.insert("response_header".into(), header.into());
+    }
+    if exposure_log {
+        config.insert("exposure_log".into(), true.into());
     }
     Yaml::Mapping(config)
 }

@@ -102,6 +102,7 @@ pub(super) struct RawRouting {
     #[serde(rename = "override")]
     pub(super) override_: Option<Yaml>,
     pub(super) response_header: Option<String>,
+    pub(super) exposure_log: Option<bool>,
     pub(super) token: Option<RawToken>,
 }
 

@@ -69,6 +69,7 @@ pub(super) fn check(mut raw: RawSpec, errors: &mut SpecErrors) -> Option<App> {
         progressive,
         route: routing.route,
         response_header: routing.response_header,
+        exposure_log: routing.exposure_log,
         warnings,
     })
 }

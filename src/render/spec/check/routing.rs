@@ -15,6 +15,7 @@ pub(super) struct Routing {
     /// The app's filter route, without its routing token (render adds it).
     pub(super) route: Mapping,
     pub(super) response_header: Option<String>,
+    pub(super) exposure_log: bool,
 }
 
 /// Builds the filter route and checks it with policy-core; warns about what is allowed but
@@ -56,6 +57,7 @@ pub(super) fn check(
         token,
         route,
         response_header: routing.response_header.clone(),
+        exposure_log: routing.exposure_log.unwrap_or(false),
     }
 }
 
@@ -165,7 +167,11 @@ fn validate(
         "routing_token".into(),
         map! {"header" => token.header.clone(), "value" => "0".repeat(32)},
     );
-    let filter_config = filter_config(vec![Yaml::Mapping(route)], routing.response_header.as_deref());
+    let filter_config = filter_config(
+        vec![Yaml::Mapping(route)],
+        routing.response_header.as_deref(),
+        routing.exposure_log.unwrap_or(false),
+    );
     let filter_config_text = serde_json::to_string(&filter_config).unwrap_or_default();
     match policy_core::Policy::from_json(filter_config_text.as_bytes()) {
         Ok(p) => Some(p),
@@ -198,6 +204,7 @@ fn spec_path(filter_path: &str) -> String {
     let Some(rest) = filter_path.strip_prefix("routes[0]") else {
         return match filter_path {
             "response_header" => "routing.response_header".to_owned(),
+            "exposure_log" => "routing.exposure_log".to_owned(),
             other => format!("routing ({other})"),
         };
     };
