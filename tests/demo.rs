@@ -89,11 +89,9 @@ fn ctrl_c_while_serving_leaves_no_process_behind() {
     // SIGINT, as Ctrl-C sends it.
     let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
     assert!(status.success());
-    // 30 s: on a loaded 2-core machine (a cold CI run with other suites beside it) the stop once
-    // took longer than 10 s; a demo that ignores SIGINT never stops.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the demo did not stop on SIGINT within 30 s");
+        assert!(Instant::now() < deadline, "the demo did not stop on SIGINT");
         std::thread::sleep(Duration::from_millis(50));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
