@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""Puts the soak's figures (target/soak/soak.md, written by tests/soak.rs) into the `soak` block
-of docs/benchmarks.md, with when and how they were measured. `make soak` runs it."""
+"""Puts the soak's figures (target/soak/soak.md, written by tests/soak.rs; or DIR/soak.md) into the
+`soak` block of docs/benchmarks.md, with when and how they were measured. `make soak` runs it.
+
+    bench/publish_soak.py [DIR]
+"""
 from __future__ import annotations
 
 import datetime
@@ -16,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    soak = REPO / "target" / "soak"
+    soak = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "target" / "soak"
     table = (soak / "soak.md").read_text()
     runs = [json.loads(p.read_text()) for p in sorted(soak.glob("*.json"))]
     if not runs:
@@ -26,7 +29,7 @@ def main() -> int:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (
-        f"Measured {stamp} with `make soak` ({', '.join(f'{s} s' for s in sorted(seconds))} per filter; "
+        f"Measured {stamp} with tests/soak.rs ({', '.join(f'{s} s' for s in sorted(seconds))} per filter; "
         f"load average {load} at the end): Envoy `--concurrency 2`, the pinned Envoy, 4 keep-alive "
         "connections sending as fast as it serves. Growth per push is after the churn's first 100 pushes, "
         "less what the same traffic grows without pushes."
