@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -26,11 +25,10 @@ def main() -> int:
         print("bench/publish_soak.py: no target/soak/*.json: run the soak first", file=sys.stderr)
         return 1
     seconds = {r["seconds"] for r in runs}
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (
-        f"Measured {stamp} with tests/soak.rs ({', '.join(f'{s} s' for s in sorted(seconds))} per filter; "
-        f"load average {load} at the end): Envoy `--concurrency 2`, the pinned Envoy, 4 keep-alive "
+        f"Published {stamp} from tests/soak.rs ({', '.join(f'{s} s' for s in sorted(seconds))} per filter): "
+        "Envoy `--concurrency 2`, the pinned Envoy, 4 keep-alive "
         "connections sending as fast as it serves. Growth per push is after the churn's first 100 pushes, "
         "less what the same traffic grows without pushes."
     )
