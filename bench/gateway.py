@@ -504,13 +504,34 @@ def http_filters(configuration: str, routes: int, filters: Filters) -> list[dict
                 },
             }
         )
-    chain.append(
-        {
-            "name": "envoy.filters.http.router",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-        }
-    )
+    chain.append(ROUTER)
     return chain
+
+
+ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def listener(name: str, port: int, hosts: list[dict], chain: list[dict]) -> dict:
+    """A listener on 127.0.0.1:PORT (0: any) with one connection manager: these virtual hosts and
+    this HTTP filter chain."""
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": name,
+        "codec_type": "AUTO",
+        "route_config": {"name": name, "virtual_hosts": hosts},
+        "http_filters": chain,
+    }
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+        ],
+    }
 
 
 def listener_name(configuration: str, routes: int) -> str:
@@ -522,42 +543,12 @@ def bootstrap(filters: Filters, route_counts: list[int]) -> dict:
     for routes in route_counts:
         for configuration in configurations_at(routes):
             name = listener_name(configuration.key, routes)
-            manager = {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
-                ".HttpConnectionManager",
-                "stat_prefix": name,
-                "codec_type": "AUTO",
-                "route_config": {"name": name, "virtual_hosts": virtual_hosts(configuration.key, routes)},
-                "http_filters": http_filters(configuration.key, routes, filters),
-            }
-            listeners.append(
-                {
-                    "name": name,
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                    "filter_chains": [
-                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
-                    ],
-                }
-            )
+            listeners.append(listener(name, 0, virtual_hosts(configuration.key, routes),
+                                      http_filters(configuration.key, routes, filters)))
     resources = {"listeners": listeners}
     if any(c.key in UPSTREAM_CONFIGURATIONS for routes in route_counts for c in configurations_at(routes)):
         port = free_port()
-        router = {"name": "envoy.filters.http.router",
-                  "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-        manager = {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
-            ".HttpConnectionManager",
-            "stat_prefix": "upstream",
-            "codec_type": "AUTO",
-            "route_config": {"name": "upstream", "virtual_hosts": upstream_listener_hosts()},
-            "http_filters": [router],
-        }
-        listeners.append({
-            "name": "upstream",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                            "typed_config": manager}]}],
-        })
+        listeners.append(listener("upstream", port, upstream_listener_hosts(), [ROUTER]))
         resources["clusters"] = upstream_clusters(port)
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},

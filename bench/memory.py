@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway  # noqa: E402
 from gateway import (  # noqa: E402
-    REPO, BenchError, Envoy, Scenario, build_module, find_envoy, free_port, http_filters, log, replace_block,
-    upstream_clusters, upstream_listener_hosts, virtual_hosts, wrk,
+    REPO, ROUTER, BenchError, Envoy, Scenario, build_module, find_envoy, free_port, http_filters, listener, log,
+    replace_block, upstream_clusters, upstream_listener_hosts, virtual_hosts, wrk,
 )
 
 VARIANTS = [
@@ -43,26 +43,14 @@ ROUTES = [1, 100, 1000]
 
 
 def bootstrap(filters: gateway.Filters, variant: str, routes: int, backend_port: int) -> dict:
-    hcm = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-    router = {"name": "envoy.filters.http.router",
-              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-
-    def listener(name: str, port: int, hosts: list[dict], chain: list[dict]) -> dict:
-        manager = {"@type": hcm, "stat_prefix": name, "codec_type": "AUTO",
-                   "route_config": {"name": name, "virtual_hosts": hosts}, "http_filters": chain}
-        return {"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                                "typed_config": manager}]}]}
-
-    hosts = virtual_hosts(variant, routes)
-    chain = [router] if variant in ("none", "native") else http_filters(variant, routes, filters)
-    clusters = upstream_clusters(backend_port)
+    # (a) and (g) have no filter: http_filters gives them the router alone.
+    hosts, chain = virtual_hosts(variant, routes), http_filters(variant, routes, filters)
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": [listener("gateway", 0, hosts, chain),
-                          listener("backend", backend_port, upstream_listener_hosts(), [router])],
-            "clusters": clusters,
+                          listener("backend", backend_port, upstream_listener_hosts(), [ROUTER])],
+            "clusters": upstream_clusters(backend_port),
         },
     }
 

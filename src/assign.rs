@@ -4,16 +4,19 @@ use std::io::{BufRead, Write};
 
 use policy_core::{identity_id, ClientId, Policy, Route};
 
-/// Picks the route for `host`, or the only route when no host is given.
-pub fn pick_route<'a>(policy: &'a Policy, host: Option<&str>) -> Result<&'a Route, String> {
-    match host {
+/// Picks the route for `host` (and `path`, when given), or the only route when no host is given.
+pub fn pick_route<'a>(policy: &'a Policy, host: Option<&str>, path: Option<&str>) -> Result<&'a Route, String> {
+    match (host, path) {
+        (Some(host), Some(path)) => policy
+            .find_route(host.as_bytes(), path.as_bytes())
+            .ok_or_else(|| format!("no route serves host {host:?} and path {path:?}")),
         // Routes with a path prefix only match paths under it: try the bare host first, then each
         // prefix, so the gateway's own matching rules (exact, longest wildcard, `*`) pick the route.
-        Some(host) => std::iter::once("")
+        (Some(host), None) => std::iter::once("")
             .chain(policy.routes().iter().filter_map(|r| r.path_prefix()))
             .find_map(|path| policy.find_route(host.as_bytes(), path.as_bytes()))
             .ok_or_else(|| format!("no route serves host {host:?}")),
-        None => match policy.routes() {
+        (None, _) => match policy.routes() {
             [only] => Ok(only),
             _ => Err("the config has several routes: name one with --host".to_owned()),
         },

@@ -254,7 +254,7 @@ fn run(command: Command) -> Result<(), String> {
             canary_weight,
         } => {
             let policy = check::load(&config)?;
-            let route = assign::pick_route(&policy, host.as_deref())?;
+            let route = assign::pick_route(&policy, host.as_deref(), None)?;
             assign::check_tool_weight(route, canary_weight)?;
             let stdout = std::io::stdout().lock();
             let result = if keys.as_os_str() == "-" {
@@ -275,12 +275,7 @@ fn run(command: Command) -> Result<(), String> {
             canary_weight,
         } => {
             let policy = check::load(&config)?;
-            let route = match (&host, &path) {
-                (Some(host), Some(path)) => policy
-                    .find_route(host.as_bytes(), path.as_bytes())
-                    .ok_or_else(|| format!("no route serves host {host:?} and path {path:?}"))?,
-                _ => assign::pick_route(&policy, host.as_deref())?,
-            };
+            let route = assign::pick_route(&policy, host.as_deref(), path.as_deref())?;
             assign::check_tool_weight(route, canary_weight)?;
             let mut described = explain::Described::new(&headers, cookie.as_deref(), address.as_deref())?;
             described.today = explain::today();

@@ -32,7 +32,7 @@ mod scratch;
 pub use backend::Backend;
 pub use bootstrap::{EnvoyConfig, FailurePolicy, FilterSpec, HeaderRoute, RouteTable, WasmCode, STATS_TAGS};
 pub use client::{Client, CookieJar, Request, Response, SetCookie};
-pub use envoy::{Envoy, UpdateOutcome};
+pub use envoy::{stat_value, Envoy, UpdateOutcome};
 pub use envoy_binary::{envoy_release, find_envoy, find_or_install_envoy, PINNED_ENVOY};
 pub use error::{io_error, LocalError};
 pub use scratch::{free_port, temp_dir, two_free_ports, TempDir};
