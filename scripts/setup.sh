@@ -23,9 +23,9 @@ done
 
 # binaryen: wasm-opt shrinks the filter (build.rs). python3-venv: the CLI installs Envoy into a venv.
 # wrk: the benchmarks' load. docker-registry: the OCI registry of tests/oci.rs and the Istio chain.
-# chromium: tests/browser.rs.
+# chromium: tests/browser.rs. prometheus (with promtool): the rendered rules and dashboard, tests/observability.rs.
 apt_packages=(binaryen python3-venv)
-[ $minimal = 0 ] && apt_packages+=(wrk docker-registry chromium)
+[ $minimal = 0 ] && apt_packages+=(wrk docker-registry chromium prometheus)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
