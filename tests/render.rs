@@ -1097,8 +1097,22 @@ fn set_weight_rewrites_the_spec_and_only_the_plugin() {
     assert!(ramp.status.success(), "{}", String::from_utf8_lossy(&ramp.stderr));
     let stdout = String::from_utf8_lossy(&ramp.stdout);
     let written: Vec<&str> = stdout.lines().filter(|l| l.starts_with("wrote ")).collect();
-    assert_eq!(written.len(), 1, "{stdout}");
-    assert!(written[0].ends_with("plugin.yaml"), "{stdout}");
+    // The plugin (the filter's weights) and the rules (the weights the share is held to); the
+    // routing objects, which hold no weights, are unchanged.
+    let mut written_names: Vec<&str> = written
+        .iter()
+        .map(|l| l.trim_start_matches("wrote ").trim_start_matches(out_s.as_str()))
+        .collect();
+    written_names.sort();
+    assert_eq!(
+        written_names,
+        [
+            "/monitoring/prometheus-rule.yaml",
+            "/monitoring/rules.yaml",
+            "/plugin.yaml"
+        ],
+        "{stdout}"
+    );
     let after = std::fs::read_to_string(&spec).unwrap();
     // Only the two weights changed; every comment and line is kept.
     let expected = original
@@ -1164,6 +1178,7 @@ fn a_dropped_version_removes_its_generated_file() {
     let app = load(EXAMPLE);
     render::write(work.path(), &render::render(&app, EXAMPLE, &test_tokens())).unwrap();
     std::fs::write(work.path().join("notes.yaml"), "# mine, not generated\n").unwrap();
+    std::fs::write(work.path().join("monitoring/mine.json"), "{\"title\": \"mine\"}\n").unwrap();
     let text = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
     let start = text.find("  - name: v2\n").unwrap();
     let end = text.find("\n# The tutorial's application").unwrap();
@@ -1177,6 +1192,11 @@ fn a_dropped_version_removes_its_generated_file() {
         work.path().join("notes.yaml").exists(),
         "files we did not generate are never removed"
     );
+    assert!(
+        work.path().join("monitoring/mine.json").exists(),
+        "nor JSON we did not generate"
+    );
+    assert!(work.path().join("monitoring/dashboard.json").exists());
 }
 
 // ---------------------------------------------------------------------------
@@ -1577,8 +1597,20 @@ fn set_weight_on_one_app_changes_only_its_route_in_the_shared_plugin() {
     assert!(ramp.status.success(), "{}", String::from_utf8_lossy(&ramp.stderr));
     let stdout = String::from_utf8_lossy(&ramp.stdout);
     let written: Vec<&str> = stdout.lines().filter(|l| l.starts_with("wrote ")).collect();
-    assert_eq!(written.len(), 1, "{stdout}");
-    assert!(written[0].ends_with("gateway/plugin-external.yaml"), "{stdout}");
+    let mut written_names: Vec<&str> = written
+        .iter()
+        .map(|l| l.trim_start_matches("wrote ").trim_start_matches(out_s.as_str()))
+        .collect();
+    written_names.sort();
+    assert_eq!(
+        written_names,
+        [
+            "/app-1/monitoring/prometheus-rule.yaml",
+            "/app-1/monitoring/rules.yaml",
+            "/gateway/plugin-external.yaml"
+        ],
+        "{stdout}"
+    );
     let after = std::fs::read_to_string(out.join("gateway/plugin-external.yaml")).unwrap();
     let routes = |text: &str| {
         let plugin: Yaml = serde_yaml_ng::from_str(text).unwrap();

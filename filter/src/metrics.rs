@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 
-use policy_core::{KeySource, KeySpec, Policy, Route};
+use policy_core::{KeySource, Policy};
 
 /// Prefix of the assignment counters; docs/config.md gives the `stats_tags` that turn the rest into labels.
 pub const ASSIGNMENTS: &str = "sticky_canary_assignments_total";
@@ -16,33 +16,6 @@ pub fn assignment_metric(route: &str, version: &str, source: KeySource) -> Strin
         "{ASSIGNMENTS}.route.{route}.version.{version}.source.{}",
         source.as_str()
     )
-}
-
-/// The key sources a route can report, so only counters that can move are defined.
-pub fn possible_sources(route: &Route) -> Vec<KeySource> {
-    let mut sources = Vec::new();
-    let mut add = |s: KeySource| {
-        if !sources.contains(&s) {
-            sources.push(s);
-        }
-    };
-    if route.override_rule().is_some() {
-        add(KeySource::Override);
-    }
-    for spec in route.key_chain() {
-        match spec {
-            KeySpec::Cookie(_) => add(KeySource::Cookie),
-            KeySpec::Header(_) => add(KeySource::Header),
-            KeySpec::IdentityHeader(_) => add(KeySource::Identity),
-            KeySpec::NewClientId(_) => {
-                add(KeySource::Cookie);
-                add(KeySource::NewId);
-            }
-            KeySpec::ClientAddress => add(KeySource::Address),
-        }
-    }
-    add(KeySource::None);
-    sources
 }
 
 /// Counter ids for every (route, version, source), looked up by index on the hot path, and the
@@ -73,7 +46,7 @@ impl Counters {
         let mut ids = Vec::with_capacity(policy.routes().len());
         for route in policy.routes() {
             let mut table = vec![None; route.versions().len() * SOURCES];
-            let sources = possible_sources(route);
+            let sources = route.key_sources();
             for (v, version) in route.versions().iter().enumerate() {
                 for &source in &sources {
                     let id = define(&assignment_metric(route.name(), version.name(), source))?;

@@ -319,6 +319,36 @@ impl Route {
     pub fn no_key(&self) -> NoKey {
         self.no_key
     }
+    /// The key sources this route's decisions can report, in a fixed order: `override` when an
+    /// override is configured, each source of the chain (`new_client_id` reports `new_id` on the
+    /// request that issues the id and `cookie` afterwards), and always `none`. The filter defines
+    /// a counter for exactly these, and the rendered Prometheus rules read exactly these.
+    pub fn key_sources(&self) -> Vec<crate::KeySource> {
+        use crate::KeySource;
+        let mut sources = Vec::new();
+        let mut add = |s: KeySource| {
+            if !sources.contains(&s) {
+                sources.push(s);
+            }
+        };
+        if self.override_.is_some() {
+            add(KeySource::Override);
+        }
+        for spec in &self.key_chain {
+            match spec {
+                KeySpec::Cookie(_) => add(KeySource::Cookie),
+                KeySpec::Header(_) => add(KeySource::Header),
+                KeySpec::IdentityHeader(_) => add(KeySource::Identity),
+                KeySpec::NewClientId(_) => {
+                    add(KeySource::Cookie);
+                    add(KeySource::NewId);
+                }
+                KeySpec::ClientAddress => add(KeySource::Address),
+            }
+        }
+        add(KeySource::None);
+        sources
+    }
     pub fn override_rule(&self) -> Option<&Override> {
         self.override_.as_ref()
     }

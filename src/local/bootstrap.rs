@@ -134,6 +134,10 @@ pub struct EnvoyConfig {
     /// The connection manager's `max_request_headers_kb`; `None` keeps Envoy's
     /// default (60 KiB: a larger request head gets 431 before any filter runs).
     pub max_request_headers_kb: Option<u32>,
+    /// Whether the bootstrap carries [`STATS_TAGS`] (labels on the filter's counters). Istio's
+    /// bootstrap has none for them: Prometheus then sees the labels folded into the names,
+    /// which is what the rules `render` writes query.
+    pub stats_tags: bool,
     /// The Envoy binary; `None`: [`find_or_install_envoy`](super::envoy_binary::find_or_install_envoy)
     /// picks one (`$ENVOY`, `PATH`, the per-user cache).
     pub envoy: Option<PathBuf>,
@@ -165,6 +169,7 @@ impl EnvoyConfig {
             concurrency: 2,
             log_level: "info".to_owned(),
             max_request_headers_kb: None,
+            stats_tags: true,
             envoy: None,
         }
     }
@@ -183,6 +188,7 @@ impl EnvoyConfig {
             concurrency: 2,
             log_level: "info".to_owned(),
             max_request_headers_kb: None,
+            stats_tags: true,
             envoy: None,
         }
     }
@@ -212,6 +218,13 @@ impl EnvoyConfig {
 
     pub fn with_concurrency(mut self, concurrency: u32) -> EnvoyConfig {
         self.concurrency = concurrency;
+        self
+    }
+
+    /// No `stats_tags`, as under Istio: the filter's counters reach Prometheus with their labels
+    /// folded into the name (`sticky_canary_assignments_total_route_R_version_V_source_S`).
+    pub fn without_stats_tags(mut self) -> EnvoyConfig {
+        self.stats_tags = false;
         self
     }
 
@@ -425,6 +438,7 @@ pub(crate) fn bootstrap_document(config: &EnvoyConfig, layout: &Layout) -> Strin
         .collect();
     let stats_tags: Vec<Value> = STATS_TAGS
         .iter()
+        .filter(|_| config.stats_tags)
         .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
         .collect();
     json!({
@@ -449,6 +463,7 @@ mod tests {
             concurrency: 1,
             log_level: "info".to_owned(),
             max_request_headers_kb: Some(96),
+            stats_tags: true,
             envoy: None,
         };
         config.routes = RouteTable::ByHeader {

@@ -44,6 +44,7 @@ mod error;
 pub mod gateway_api;
 mod metadata;
 mod mirror;
+pub mod monitoring;
 pub mod objects;
 mod output;
 pub mod plugin;
@@ -58,7 +59,7 @@ mod write;
 
 pub use cli::load;
 pub use error::{Action, RenderError};
-pub use output::{File, Rendered, GATEWAY_DIR, GENERATED_MARKER};
+pub use output::{File, Rendered, GATEWAY_DIR, GENERATED_MARKER, MONITORING_DIR};
 pub use plugin::Install;
 pub use set_weight::set_weight_text;
 pub use shared::{gateway_installs, render_shared};

@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use serde_yaml_ng::Value as Yaml;
 
 use super::error::RenderError;
+use super::monitoring;
 use super::output::{file, kustomization, kustomization_of, File, Rendered, GATEWAY_DIR};
 use super::plugin::{fail_strategy_warning, plugin_file, single_install, Install};
 use super::single::app_files;
@@ -219,6 +220,13 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
         gateway_files.push(file(&file_name, &all_sources, &note, vec![plugin]));
     }
     gateway_files.push(kustomization(&format!("{GATEWAY_DIR}/"), &all_sources, &gateway_files));
+    if let Some(first) = sorted.first() {
+        gateway_files.extend(monitoring::gateway_files(
+            &first.1,
+            &all_sources,
+            &format!("{GATEWAY_DIR}/"),
+        ));
+    }
 
     let mut namespaces_done = Vec::new();
     let mut directories = vec![Yaml::from(GATEWAY_DIR)];
@@ -240,6 +248,8 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
             app_dir.push(file(&name, &source, &note, vec![plugin]));
         }
         app_dir.push(kustomization(&dir, &source, &app_dir));
+        // After the kustomization, which leaves them out: the PrometheusRule kind may not exist.
+        app_dir.extend(monitoring::files(app, &source, &dir, false));
         files.extend(app_dir);
         directories.push(Yaml::from(app.name.as_str()));
     }

@@ -3,6 +3,7 @@
 //! shared-gateway render ([`super::shared`]), one directory per app.
 
 use super::gateway_api;
+use super::monitoring;
 use super::objects;
 use super::output::{file, kustomization, File, Rendered};
 use super::plugin::{fail_strategy_warning, plugin_file, single_install};
@@ -32,6 +33,8 @@ pub fn render_with_form(app: &App, form: PluginForm, source: &str, tokens: &Toke
     }
     files.push(file("plugin.yaml", &source, &note, vec![plugin]));
     files.push(kustomization("", &source, &files));
+    // After the kustomization, which leaves them out: the PrometheusRule kind may not exist.
+    files.extend(monitoring::files(app, &source, "", true));
     Rendered { files, notes }
 }
 

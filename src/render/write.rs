@@ -1,9 +1,10 @@
 //! Writing a render into a directory: only the files that changed, each replaced whole, and
 //! the generated files the specs no longer produce removed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::error::{Action, RenderError};
+use super::monitoring::dashboard_marker;
 use super::output::{Rendered, GATEWAY_DIR, GENERATED_MARKER};
 
 /// What `write` did.
@@ -25,13 +26,43 @@ pub fn check_target(dir: &Path, rendered: &Rendered) -> Result<(), RenderError> 
     Ok(())
 }
 
+/// A file `render` wrote: YAML opening with [`GENERATED_MARKER`], or the dashboard's JSON
+/// opening with its generated-by description.
 fn is_generated(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|t| t.starts_with(GENERATED_MARKER))
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml") => text.starts_with(GENERATED_MARKER),
+        Some("json") => text.starts_with(&dashboard_marker()),
+        _ => false,
+    }
+}
+
+/// How deep `render` writes: `my-app/monitoring/rules.yaml` is two directories down.
+const DEPTH: usize = 2;
+
+/// Generated files under `dir` (named from `prefix`, `depth` directories down) that `rendered`
+/// no longer holds. No deeper than render writes, and not into hidden directories or symlinks.
+fn stale_files(dir: &Path, prefix: &str, depth: usize, rendered: &Rendered, stale: &mut Vec<(String, PathBuf)>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        let path = entry.path();
+        // Not through symlinks: only what render itself wrote.
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            if depth < DEPTH && !name.rsplit('/').next().is_some_and(|n| n.starts_with('.')) {
+                stale_files(&path, &format!("{name}/"), depth + 1, rendered, stale);
+            }
+        } else if kind.is_file() && rendered.file(&name).is_none() && is_generated(&path) {
+            stale.push((name, path));
+        }
+    }
 }
 
 /// Writes the files that differ from what `dir` holds (each through a temporary file and a
 /// rename), and removes generated files that the specs no longer produce (a dropped version,
-/// a dropped app). File names may hold one directory level (`my-app/istio.yaml`).
+/// a dropped app). File names may hold directories (`my-app/monitoring/rules.yaml`).
 ///
 /// Refuses to write one app's plugin into a directory that holds a shared gateway plugin
 /// rendered from several specs: applying it would drop the other apps' routes.
@@ -51,36 +82,26 @@ pub fn write(dir: &Path, rendered: &Rendered) -> Result<WriteReport, RenderError
         crate::files::write_atomically(&path, file.text.as_bytes()).map_err(RenderError::io(&path, Action::Write))?;
         report.written.push(file.name.clone());
     }
-    // Generated files nobody produces any more, at the top and one directory down.
+    // Generated files nobody produces any more, at any depth.
+    std::fs::read_dir(dir).map_err(RenderError::io(dir, Action::List))?;
     let mut stale = Vec::new();
-    let mut subdirs = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(RenderError::io(dir, Action::List))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if path.is_dir() {
-            for inner in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-                let inner_name = format!("{name}/{}", inner.file_name().to_string_lossy());
-                if inner_name.ends_with(".yaml") && rendered.file(&inner_name).is_none() && is_generated(&inner.path())
-                {
-                    stale.push((inner_name, inner.path()));
-                }
-            }
-            subdirs.push(path);
-        } else if name.ends_with(".yaml") && rendered.file(&name).is_none() && is_generated(&path) {
-            stale.push((name, path));
-        }
-    }
+    stale_files(dir, "", 0, rendered, &mut stale);
     stale.sort();
+    let mut emptied: Vec<PathBuf> = Vec::new();
     for (name, path) in stale {
         std::fs::remove_file(&path).map_err(RenderError::io(&path, Action::Remove))?;
         report.removed.push(name);
-    }
-    for subdir in subdirs {
-        // Only directories we emptied just now (remove_dir refuses a non-empty one).
-        if std::fs::read_dir(&subdir).is_ok_and(|mut d| d.next().is_none()) {
-            let _ = std::fs::remove_dir(&subdir);
+        // Its directories up to `dir`, to remove if this left them empty.
+        for parent in path.ancestors().skip(1).take_while(|p| *p != dir) {
+            if !emptied.iter().any(|e| e == parent) {
+                emptied.push(parent.to_owned());
+            }
         }
+    }
+    // Deepest first; remove_dir refuses a directory that still holds anything.
+    emptied.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for subdir in emptied {
+        let _ = std::fs::remove_dir(&subdir);
     }
     Ok(report)
 }

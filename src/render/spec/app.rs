@@ -242,6 +242,37 @@ pub const DEFAULT_POSITION_HEADER: &str = "x-canary-position";
 /// The header that carries the mesh token from the gateway to dependent services.
 pub const MESH_TOKEN_HEADER: &str = "x-canary-mesh-token";
 
+/// What the Prometheus rules and the dashboard of `monitoring/` are rendered with
+/// (`monitoring:` in the spec; docs/observability.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Monitoring {
+    /// The recording rules' rate window, a Prometheus duration (`5m`).
+    pub window: String,
+    /// How long the share, error and not-deciding conditions hold before their alerts fire.
+    pub for_duration: String,
+    /// Percentage points a version's keyed share may stray from its weight.
+    pub share_tolerance: f64,
+    /// Percentage points a canary's 5xx ratio may exceed stable's.
+    pub error_margin: f64,
+    /// Requests per second below which the share, error and not-deciding alerts keep quiet.
+    pub min_rate: f64,
+    /// Labels on the PrometheusRule object (what a Prometheus Operator's `ruleSelector` selects).
+    pub rule_labels: BTreeMap<String, String>,
+}
+
+impl Default for Monitoring {
+    fn default() -> Monitoring {
+        Monitoring {
+            window: "5m".to_owned(),
+            for_duration: "10m".to_owned(),
+            share_tolerance: 5.0,
+            error_margin: 2.0,
+            min_rate: 1.0,
+            rule_labels: BTreeMap::new(),
+        }
+    }
+}
+
 /// The plugin settings after defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plugin {
@@ -285,6 +316,8 @@ pub struct App {
     pub response_header: Option<String>,
     /// The filter config's `exposure_log` (one setting of the whole filter).
     pub exposure_log: bool,
+    /// The rules and dashboard of `monitoring/`.
+    pub monitoring: Monitoring,
     /// Things that are allowed but probably wrong, printed by the CLI.
     pub warnings: Vec<String>,
 }

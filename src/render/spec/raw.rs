@@ -30,6 +30,21 @@ pub(super) struct RawSpec {
     pub(super) dependent_services: Vec<RawDependent>,
     pub(super) mirror: Option<RawMirror>,
     pub(super) progressive: Option<RawProgressive>,
+    pub(super) monitoring: Option<RawMonitoring>,
+}
+
+/// The Prometheus rules and dashboard `render` writes to `monitoring/`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMonitoring {
+    pub(super) window: Option<String>,
+    #[serde(rename = "for")]
+    pub(super) for_duration: Option<String>,
+    pub(super) share_tolerance: Option<f64>,
+    pub(super) error_margin: Option<f64>,
+    pub(super) min_rate: Option<f64>,
+    #[serde(default)]
+    pub(super) rule_labels: BTreeMap<String, String>,
 }
 
 /// Traffic mirroring: copies of requests sent to a version, whose answers are dropped.

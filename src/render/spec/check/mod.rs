@@ -7,6 +7,7 @@ mod fields;
 mod identity;
 mod ingress;
 mod mirror;
+mod monitoring;
 
 mod plugin;
 mod progressive;
@@ -45,6 +46,7 @@ pub(super) fn check(mut raw: RawSpec, errors: &mut SpecErrors) -> Option<App> {
     let mirror = raw
         .mirror
         .map(|m| mirror::check(m, &versions, ingress, errors, &mut warnings));
+    let monitoring = monitoring::check(raw.monitoring.take(), errors, &mut warnings);
     if !errors.is_empty() {
         return None;
     }
@@ -70,6 +72,7 @@ pub(super) fn check(mut raw: RawSpec, errors: &mut SpecErrors) -> Option<App> {
         route: routing.route,
         response_header: routing.response_header,
         exposure_log: routing.exposure_log,
+        monitoring,
         warnings,
     })
 }

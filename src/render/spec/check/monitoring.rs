@@ -1,0 +1,182 @@
+//! `monitoring`: the window and thresholds of the rendered Prometheus rules, and the labels
+//! of the PrometheusRule object.
+
+use crate::render::spec::app::{Monitoring, SpecErrors};
+use crate::render::spec::raw::RawMonitoring;
+
+/// Milliseconds in a Prometheus duration (`90s`, `5m`, `1h30m`; units y w d h m s ms, each at
+/// most once, largest first, as Prometheus parses them), or `None` when it is not one or is 0.
+pub(crate) fn duration_ms(text: &str) -> Option<u64> {
+    const UNITS: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let mut rest = text;
+    let mut next_unit = 0;
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 12 {
+            return None;
+        }
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, after) = after.split_at(unit_len);
+        let position = UNITS.iter().skip(next_unit).position(|(u, _)| *u == unit)? + next_unit;
+        let factor = UNITS.get(position).map(|(_, f)| *f)?;
+        total = total.checked_add(number.parse::<u64>().ok()?.checked_mul(factor)?)?;
+        next_unit = position + 1;
+        rest = after;
+    }
+    (total > 0).then_some(total)
+}
+
+/// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a name of 1 to 63
+/// letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit.
+fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok =
+        prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(|part| policy_core::is_label(part)));
+    prefix_ok && !name.is_empty() && is_label_value(name)
+}
+
+/// A Kubernetes label value: empty, or up to 63 letters, digits, `-`, `_` and `.`, starting and
+/// ending with a letter or digit.
+fn is_label_value(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    value.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes.first().is_none_or(u8::is_ascii_alphanumeric)
+        && bytes.last().is_none_or(u8::is_ascii_alphanumeric)
+}
+
+/// The monitoring settings after defaults; every problem goes to `errors`.
+pub(super) fn check(raw: Option<RawMonitoring>, errors: &mut SpecErrors, warnings: &mut Vec<String>) -> Monitoring {
+    let mut monitoring = Monitoring::default();
+    let Some(raw) = raw else { return monitoring };
+    if let Some(window) = raw.window {
+        match duration_ms(&window) {
+            Some(ms) if ms >= 1_000 => monitoring.window = window,
+            _ => errors.add(
+                "monitoring.window",
+                format!("{window:?} is not a Prometheus duration of at least 1s (such as 5m or 90s)"),
+            ),
+        }
+    }
+    if let Some(duration) = raw.for_duration {
+        match duration_ms(&duration) {
+            Some(_) => monitoring.for_duration = duration,
+            None => errors.add(
+                "monitoring.for",
+                format!("{duration:?} is not a Prometheus duration (such as 10m or 1h)"),
+            ),
+        }
+    }
+    let mut number = |path: &str, value: Option<f64>, low: f64, high: f64, what: &str, slot: &mut f64| {
+        if let Some(v) = value {
+            if v.is_finite() && v > low && v <= high {
+                *slot = v;
+            } else {
+                errors.add(path, format!("{v} is not {what}"));
+            }
+        }
+    };
+    number(
+        "monitoring.share_tolerance",
+        raw.share_tolerance,
+        0.0,
+        100.0,
+        "a number of percentage points above 0 and at most 100",
+        &mut monitoring.share_tolerance,
+    );
+    number(
+        "monitoring.error_margin",
+        raw.error_margin,
+        0.0,
+        100.0,
+        "a number of percentage points above 0 and at most 100",
+        &mut monitoring.error_margin,
+    );
+    number(
+        "monitoring.min_rate",
+        raw.min_rate,
+        0.0,
+        1e9,
+        "a rate in requests per second above 0",
+        &mut monitoring.min_rate,
+    );
+    for (key, value) in &raw.rule_labels {
+        if !is_label_key(key) {
+            errors.add(
+                &format!("monitoring.rule_labels.{key}"),
+                "is not a Kubernetes label key (an optional DNS prefix and `/`, then up to 63 letters, digits, `-`, `_`, `.`)",
+            );
+        } else if !is_label_value(value) {
+            errors.add(
+                &format!("monitoring.rule_labels.{key}"),
+                format!("{value:?} is not a Kubernetes label value (up to 63 letters, digits, `-`, `_`, `.`)"),
+            );
+        }
+    }
+    monitoring.rule_labels = raw.rule_labels;
+    if duration_ms(&monitoring.for_duration) < duration_ms(&monitoring.window) {
+        warnings.push(format!(
+            "monitoring.for: {} is shorter than monitoring.window ({}): after each ramp step the window still holds the \
+             previous weight's traffic, so StickyCanaryShareOffWeight fires on every step; make `for` at least the window",
+            monitoring.for_duration, monitoring.window
+        ));
+    }
+    monitoring
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_prometheus_parses_them() {
+        assert_eq!(duration_ms("5m"), Some(300_000));
+        assert_eq!(duration_ms("1h30m"), Some(5_400_000));
+        assert_eq!(duration_ms("15s"), Some(15_000));
+        assert_eq!(duration_ms("250ms"), Some(250));
+        assert_eq!(duration_ms("1w2d"), Some(9 * 86_400_000));
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5 m",
+            "30m1h",
+            "5m5m",
+            "-5m",
+            "0s",
+            "1.5m",
+            "5M",
+            "99999999999999999y",
+        ] {
+            assert_eq!(duration_ms(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn label_keys_and_values_follow_kubernetes() {
+        assert!(is_label_key("release"));
+        assert!(is_label_key("prometheus.io/rules"));
+        assert!(!is_label_key("-release"));
+        assert!(!is_label_key("a/b/c"));
+        assert!(!is_label_key("Bad_Prefix/x"));
+        assert!(is_label_value(""));
+        assert!(is_label_value("kube-prometheus-stack"));
+        assert!(!is_label_value("two words"));
+        assert!(!is_label_value(&"x".repeat(64)));
+    }
+}
