@@ -530,3 +530,21 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
         report.rate()
     );
 }
+
+#[test]
+fn kustomize_builds_the_rule_and_the_dashboard_config_map() {
+    let kubectl = tool("kubectl");
+    for dir in ["manifests/monitoring", "manifests/shared-gateway/my-app/monitoring"] {
+        let out = Command::new(&kubectl).arg("kustomize").arg(root().join(dir)).output().unwrap();
+        assert!(out.status.success(), "{dir}: {}", String::from_utf8_lossy(&out.stderr));
+        let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_slice(&out.stdout)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        assert_eq!(kinds, ["ConfigMap", "PrometheusRule"], "{dir}");
+        let map = &docs[0];
+        assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+        let dashboard: Value = serde_json::from_str(map["data"]["dashboard.json"].as_str().unwrap()).unwrap();
+        assert!(dashboard["panels"].as_array().unwrap().len() >= 6, "{dir}");
+    }
+}

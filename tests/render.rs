@@ -305,6 +305,12 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
         .arg(root().join("tools/schema-check/check.sh"))
         .args(["--elsewhere", "extensions.istio.io/v1alpha1/TrafficExtension"])
         .args(&dirs)
+        // monitoring/: its PrometheusRule (Prometheus Operator's schema) and kustomization.
+        .args(
+            dirs.iter()
+                .filter(|d| d.join("monitoring").is_dir())
+                .flat_map(|d| ["prometheus-rule.yaml", "kustomization.yaml"].map(|f| d.join("monitoring").join(f))),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -802,6 +808,47 @@ fn an_invalid_spec_reports_every_error_with_its_path() {
             "dependent_services[0].versions: ",
         ],
     );
+}
+
+#[test]
+fn monitoring_settings_are_checked_and_shape_the_rules() {
+    let example = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
+    let bad = format!(
+        "{example}monitoring:\n  window: 5 minutes\n  for: 1h5\n  share_tolerance: 0\n  error_margin: 200\n  min_rate: -1\n  rule_labels: {{\"-release\": x, team: \"two words\"}}\n"
+    );
+    assert_refused_at(
+        &bad,
+        &[
+            "monitoring.window: ",
+            "monitoring.for: ",
+            "monitoring.share_tolerance: ",
+            "monitoring.error_margin: ",
+            "monitoring.min_rate: ",
+            "monitoring.rule_labels.-release: ",
+            "monitoring.rule_labels.team: ",
+        ],
+    );
+    let good = format!(
+        "{example}monitoring:\n  window: 2m\n  for: 90s\n  share_tolerance: 2.5\n  rule_labels: {{release: kube-prometheus-stack}}\n"
+    );
+    let app = App::from_yaml(&good).unwrap();
+    assert!(
+        app.warnings.iter().any(|w| w.starts_with("monitoring.for: 90s is shorter than monitoring.window (2m)")),
+        "{:?}",
+        app.warnings
+    );
+    let rendered = render::render(&app, EXAMPLE, &test_tokens());
+    let rules = &rendered.file("monitoring/rules.yaml").unwrap().text;
+    assert!(rules.contains("sticky_canary:keyed_share:percent2m"), "{rules}");
+    assert!(rules.contains("[2m]"));
+    assert!(!rules.contains("[5m]"));
+    assert!(rules.contains(") > 2.5 and on (route)"), "{rules}");
+    let rule = &rendered.file("monitoring/prometheus-rule.yaml").unwrap().text;
+    assert!(rule.contains("    release: kube-prometheus-stack\n"), "{rule}");
+    // Not in the app's kustomization, nor in the stream for `kubectl apply -f -`.
+    let kustomization = &rendered.file("kustomization.yaml").unwrap().text;
+    assert!(!kustomization.contains("monitoring"), "{kustomization}");
+    assert!(!rendered.stream().contains("PrometheusRule"));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 // Validates rendered manifests against the published Kubernetes, Istio and Gateway API
 // schemas (npm kubernetes-models, @kubernetes-models/istio and
-// @kubernetes-models/gateway-api, generated from the upstream OpenAPI and CRD schemas:
+// @kubernetes-models/gateway-api, @kubernetes-models/prometheus-operator, generated from the upstream OpenAPI and CRD schemas:
 // types, enums, required fields, integers).
 //
 //   node check.mjs [--elsewhere APIVERSION/KIND]... DIR_OR_FILE...
@@ -28,6 +28,8 @@ async function modelFor(apiVersion, kind) {
     ? [`@kubernetes-models/istio/${group}/${version}`]
     : group === "gateway.networking.k8s.io"
       ? [`@kubernetes-models/gateway-api/${group}/${version}`]
+      : group === "monitoring.coreos.com"
+      ? [`@kubernetes-models/prometheus-operator/${group}/${version}`]
       : group === ""
       ? [`kubernetes-models/${version}`]
       : [`kubernetes-models/${group}/${version}`];

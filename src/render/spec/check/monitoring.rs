@@ -43,8 +43,7 @@ fn is_label_key(key: &str) -> bool {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    let prefix_ok =
-        prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(|part| policy_core::is_label(part)));
+    let prefix_ok = prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(policy_core::is_label));
     prefix_ok && !name.is_empty() && is_label_value(name)
 }
 
@@ -118,12 +117,12 @@ pub(super) fn check(raw: Option<RawMonitoring>, errors: &mut SpecErrors, warning
     for (key, value) in &raw.rule_labels {
         if !is_label_key(key) {
             errors.add(
-                &format!("monitoring.rule_labels.{key}"),
+                format!("monitoring.rule_labels.{key}"),
                 "is not a Kubernetes label key (an optional DNS prefix and `/`, then up to 63 letters, digits, `-`, `_`, `.`)",
             );
         } else if !is_label_value(value) {
             errors.add(
-                &format!("monitoring.rule_labels.{key}"),
+                format!("monitoring.rule_labels.{key}"),
                 format!("{value:?} is not a Kubernetes label value (up to 63 letters, digits, `-`, `_`, `.`)"),
             );
         }
