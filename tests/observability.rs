@@ -535,7 +535,11 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
 fn kustomize_builds_the_rule_and_the_dashboard_config_map() {
     let kubectl = tool("kubectl");
     for dir in ["manifests/monitoring", "manifests/shared-gateway/my-app/monitoring"] {
-        let out = Command::new(&kubectl).arg("kustomize").arg(root().join(dir)).output().unwrap();
+        let out = Command::new(&kubectl)
+            .arg("kustomize")
+            .arg(root().join(dir))
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{dir}: {}", String::from_utf8_lossy(&out.stderr));
         let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_slice(&out.stdout)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())

@@ -833,7 +833,9 @@ fn monitoring_settings_are_checked_and_shape_the_rules() {
     );
     let app = App::from_yaml(&good).unwrap();
     assert!(
-        app.warnings.iter().any(|w| w.starts_with("monitoring.for: 90s is shorter than monitoring.window (2m)")),
+        app.warnings
+            .iter()
+            .any(|w| w.starts_with("monitoring.for: 90s is shorter than monitoring.window (2m)")),
         "{:?}",
         app.warnings
     );

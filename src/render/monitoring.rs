@@ -191,34 +191,36 @@ pub fn app_group(app: &App) -> Yaml {
         format!("sum by (route, version) ({}{{{on_route}}})", s.assignments),
         vec![],
     ));
-    rules.push(rule(
-        &s.keyed_requests,
-        format!(
-            "sum by (route, version) ({}{{{on_route}, source!~\"override|none\"}})",
-            s.assignments
-        ),
-        vec![],
-    ));
-    rules.push(rule(
-        &s.keyed_share,
-        format!(
-            "100 * {k}{{{on_route}}} / on (route) group_left sum by (route) ({k}{{{on_route}}})",
-            k = s.keyed_requests
-        ),
-        vec![],
-    ));
-    if sources.contains(&"new_id") {
+    // Under Flagger or Argo Rollouts the filter counts every keyed user under the first version
+    // (Envoy picks the destination from the position): there is no share to record.
+    let progressive = app.progressive.is_some();
+    if !progressive {
         rules.push(rule(
-            &s.new_id_share,
+            &s.keyed_requests,
             format!(
-                "100 * sum by (route, version) ({a}{{{on_route}, source=\"new_id\"}}) / on (route) group_left sum by (route) ({a}{{{on_route}, source=\"new_id\"}})",
-                a = s.assignments
+                "sum by (route, version) ({}{{{on_route}, source!~\"override|none\"}})",
+                s.assignments
             ),
             vec![],
         ));
-    }
-    let progressive = app.progressive.is_some();
-    if !progressive {
+        rules.push(rule(
+            &s.keyed_share,
+            format!(
+                "100 * {k}{{{on_route}}} / on (route) group_left sum by (route) ({k}{{{on_route}}})",
+                k = s.keyed_requests
+            ),
+            vec![],
+        ));
+        if sources.contains(&"new_id") {
+            rules.push(rule(
+                &s.new_id_share,
+                format!(
+                    "100 * sum by (route, version) ({a}{{{on_route}, source=\"new_id\"}}) / on (route) group_left sum by (route) ({a}{{{on_route}, source=\"new_id\"}})",
+                    a = s.assignments
+                ),
+                vec![],
+            ));
+        }
         for version in &app.versions {
             let weight = serde_json::to_string(&weight_yaml(version.weight)).unwrap_or_default();
             rules.push(rule(
@@ -515,21 +517,47 @@ fn dashboard_panels(app: &App) -> Vec<Yaml> {
         let i = panels.len() as u32;
         panels.push(panel(id, title, unit, ((i % 2) * 12, (i / 2) * 8, 12, 8), targets));
     };
-    let mut share = vec![(
-        format!("{}{{{on_route}}}", s.keyed_share),
-        "{{version}} share of keyed requests",
-    )];
-    if app.progressive.is_none() {
-        share.push((format!("{}{{{on_route}}}", s.weight), "{{version}} weight"));
+    let progressive = app.progressive.is_some();
+    if progressive {
+        // The counters put every keyed user under the first version: only totals mean something.
+        next(
+            "Requests decided (req/s)",
+            "reqps",
+            vec![(format!("sum({}{{{on_route}}})", s.requests), "decided")],
+            &mut panels,
+        );
+        if sources.contains(&"new_id") {
+            next(
+                "New users per minute (new ids)",
+                "short",
+                vec![(
+                    format!("60 * sum({}{{{on_route}, source=\"new_id\"}})", s.assignments),
+                    "new ids",
+                )],
+                &mut panels,
+            );
+        }
+    } else {
+        next(
+            "Keyed share against weight (%)",
+            "percent",
+            vec![
+                (
+                    format!("{}{{{on_route}}}", s.keyed_share),
+                    "{{version}} share of keyed requests",
+                ),
+                (format!("{}{{{on_route}}}", s.weight), "{{version}} weight"),
+            ],
+            &mut panels,
+        );
+        next(
+            "Requests per version (req/s)",
+            "reqps",
+            vec![(format!("{}{{{on_route}}}", s.requests), "{{version}}")],
+            &mut panels,
+        );
     }
-    next("Keyed share against weight (%)", "percent", share, &mut panels);
-    next(
-        "Requests per version (req/s)",
-        "reqps",
-        vec![(format!("{}{{{on_route}}}", s.requests), "{{version}}")],
-        &mut panels,
-    );
-    if sources.contains(&"new_id") {
+    if !progressive && sources.contains(&"new_id") {
         next(
             "New users per minute, by version (new ids)",
             "short",
@@ -567,7 +595,7 @@ fn dashboard_panels(app: &App) -> Vec<Yaml> {
         )],
         &mut panels,
     );
-    if app.progressive.is_none() {
+    if !progressive {
         next(
             "5xx per version (%)",
             "percent",
