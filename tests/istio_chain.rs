@@ -865,3 +865,69 @@ spec:
         );
     }
 }
+
+/// `routing.exposure_log: true`: the rendered `exposure-log.yaml` (an EnvoyFilter merging an
+/// access log into the gateway's connection managers), through istiod's translation, makes the
+/// gateway print each decision on its stdout: route, version, key source and bucket, as
+/// policy-core computes them, with the request id; `-` for a host no route serves.
+#[test]
+fn the_rendered_exposure_log_prints_each_decision_on_the_gateways_stdout() {
+    let _serial = serial();
+    let world = World::new(newest(), Form::EnvoyFilterInline);
+    world.render(30, "FAIL_OPEN", &Module::Inline);
+    let spec = std::fs::read_to_string(world.spec_path()).unwrap().replacen(
+        "  salt: shop-chain-test\n",
+        "  salt: shop-chain-test\n  exposure_log: true\n",
+        1,
+    );
+    std::fs::write(world.spec_path(), spec).unwrap();
+    run_cli(&[
+        "render",
+        &world.spec_path().to_string_lossy(),
+        "--out",
+        &world.rendered().to_string_lossy(),
+    ]);
+    assert!(world.rendered().join("exposure-log.yaml").is_file());
+    let gateway = world.start(world.inputs());
+    let config = std::fs::read_to_string(world.filter_config()).unwrap();
+    let policy = policy_core::Policy::from_json(config.as_bytes()).unwrap();
+    let route = policy.find_route(HOST.as_bytes(), b"/").unwrap();
+    let mut client = Client::connect(gateway.listener()).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let key = format!("exposed-{i}");
+        let id = format!("request-{i}");
+        let reply = send(&mut client, &shop(Some(&key)).header("x-request-id", &id));
+        assert_eq!(reply.status, 200);
+        let (bucket, index) = route.assign(key.as_bytes());
+        let version = route.versions()[index].name();
+        assert_eq!(served(&reply), version, "{key}");
+        expected.push(format!(
+            "request_id={id} sticky=\"route=shop version={version} source=cookie bucket={bucket}\""
+        ));
+    }
+    let other = send(
+        &mut client,
+        &Request::get("/")
+            .host(OTHER_HOST)
+            .header("x-request-id", "request-other"),
+    );
+    assert_eq!(other.status, 200);
+    expected.push("request_id=request-other sticky=\"-\"".to_owned());
+    // Envoy flushes file access logs about once a second.
+    let stdout = gateway.envoy().dir().unwrap().join("envoy.stdout");
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&stdout).unwrap_or_default();
+        let missing: Vec<&String> = expected.iter().filter(|line| !log.contains(line.as_str())).collect();
+        if missing.is_empty() {
+            assert!(!log.contains("session="), "a cookie value reached the log:\n{log}");
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 15,
+            "not in the gateway's stdout: {missing:?}\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

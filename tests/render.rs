@@ -1989,6 +1989,30 @@ fn the_exposure_log_setting_reaches_the_filter_config_and_apps_on_one_gateway_ag
             .exposure_log(),
         "{config}"
     );
+    // The access log that prints it: a file of its own, in the kustomization; none when off.
+    let rendered = render::render(&on, EXAMPLE, &tokens);
+    let log = rendered.file("exposure-log.yaml").unwrap();
+    assert!(
+        log.text.contains("FILTER_STATE(wasm.sticky_canary:PLAIN)"),
+        "{}",
+        log.text
+    );
+    assert!(log.text.contains("operation: MERGE"));
+    assert!(rendered
+        .file("kustomization.yaml")
+        .unwrap()
+        .text
+        .contains("- exposure-log.yaml\n"));
+    assert!(render::render(&off, EXAMPLE, &tokens)
+        .file("exposure-log.yaml")
+        .is_none());
+    let shared = render::render_shared(&[("a.yaml".to_owned(), on.clone())], None, &tokens).unwrap();
+    assert!(shared.file("gateway/exposure-log-external.yaml").is_some());
+    assert!(shared
+        .file("gateway/kustomization.yaml")
+        .unwrap()
+        .text
+        .contains("- exposure-log-external.yaml\n"));
     let bad = App::from_yaml(&base.replace(
         "  salt: my-app-2025\n",
         "  salt: my-app-2025\n  exposure_log: yes please\n",

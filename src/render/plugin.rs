@@ -281,6 +281,67 @@ pub fn envoy_filter(install: &Install<'_>, form: PluginForm) -> Yaml {
     }
 }
 
+/// The access-log format of the exposure log: Istio's usual fields, the request id (to join
+/// with the app's own log) and the filter's record (`route=R version=V source=S bucket=B`;
+/// `-` for a request on no route). It holds no key, cookie or header value.
+pub const EXPOSURE_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" \
+    %RESPONSE_CODE% %UPSTREAM_CLUSTER% request_id=%REQ(X-REQUEST-ID)% sticky=\"%FILTER_STATE(wasm.sticky_canary:PLAIN)%\"\n";
+
+/// With `exposure_log` on: an EnvoyFilter that adds a stdout access log in
+/// [`EXPOSURE_LOG_FORMAT`] to the gateway's HTTP connection managers, beside any access log the
+/// mesh config already has (MERGE appends to the repeated `access_log`). No mesh-config change:
+/// on the add-on that is a per-revision ConfigMap, to redo at every upgrade.
+pub fn exposure_access_log(install: &Install<'_>) -> Option<Yaml> {
+    if install.config.get("exposure_log").and_then(Yaml::as_bool) != Some(true) {
+        return None;
+    }
+    let name = format!("{}-exposure-log", install.name);
+    let patch = map! {
+        "applyTo" => "NETWORK_FILTER",
+        "match" => map! {
+            "context" => "GATEWAY",
+            "listener" => map! {
+                "filterChain" => map! {
+                    "filter" => map! {"name" => "envoy.filters.network.http_connection_manager"},
+                },
+            },
+        },
+        "patch" => map! {
+            "operation" => "MERGE",
+            "value" => map! {
+                "name" => "envoy.filters.network.http_connection_manager",
+                "typed_config" => map! {
+                    "@type" => "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "access_log" => vec![map! {
+                        "name" => "envoy.access_loggers.file",
+                        "typed_config" => map! {
+                            "@type" => "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                            "path" => "/dev/stdout",
+                            "log_format" => map! {
+                                "text_format_source" => map! {"inline_string" => EXPOSURE_LOG_FORMAT},
+                            },
+                        },
+                    }],
+                },
+            },
+        },
+    };
+    Some(map! {
+        "apiVersion" => "networking.istio.io/v1alpha3",
+        "kind" => "EnvoyFilter",
+        "metadata" => metadata(&name, install.namespace(), Some(install.labels())),
+        "spec" => map! {
+            "workloadSelector" => map! {"labels" => install.pod_labels()},
+            "configPatches" => vec![patch],
+        },
+    })
+}
+
+/// The comment of the exposure log's file.
+pub const EXPOSURE_LOG_NOTE: &str = "routing.exposure_log: the gateway's access log gets one line per request with the filter's\n\
+    record (route, version, key source, bucket) and the request id, on the gateway pods' stdout\n\
+    (docs/aks-runbook.md, \"Which user got which version\"). An EnvoyFilter: the add-on runs it, outside Azure support.";
+
 /// The plugin object in the form the spec chose.
 pub fn plugin(install: &Install<'_>, form: PluginForm) -> Yaml {
     match form {

@@ -28,7 +28,9 @@ use serde_yaml_ng::Value as Yaml;
 use super::error::RenderError;
 use super::monitoring;
 use super::output::{file, kustomization, kustomization_of, File, Rendered, GATEWAY_DIR};
-use super::plugin::{fail_strategy_warning, plugin_file, single_install, Install};
+use super::plugin::{
+    exposure_access_log, fail_strategy_warning, plugin_file, single_install, Install, EXPOSURE_LOG_NOTE,
+};
 use super::single::app_files;
 use super::spec::{filter_config, App, Ingress, PluginForm};
 use super::token::Tokens;
@@ -218,6 +220,13 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
             served.join(", ")
         );
         gateway_files.push(file(&file_name, &all_sources, &note, vec![plugin]));
+        if let Some(log) = exposure_access_log(install) {
+            let log_name = format!(
+                "{GATEWAY_DIR}/exposure-log-{}.yaml",
+                install.name.trim_start_matches("sticky-canary-")
+            );
+            gateway_files.push(file(&log_name, &all_sources, EXPOSURE_LOG_NOTE, vec![log]));
+        }
     }
     gateway_files.push(kustomization(&format!("{GATEWAY_DIR}/"), &all_sources, &gateway_files));
     if let Some(first) = sorted.first() {
@@ -246,6 +255,14 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
             notes.extend(fail_strategy_warning(&install, &[app.name.as_str()]));
             let (plugin, note) = plugin_file(&install, form, &name, &mut notes);
             app_dir.push(file(&name, &source, &note, vec![plugin]));
+            if let Some(log) = exposure_access_log(&install) {
+                app_dir.push(file(
+                    &format!("{dir}exposure-log.yaml"),
+                    &source,
+                    EXPOSURE_LOG_NOTE,
+                    vec![log],
+                ));
+            }
         }
         app_dir.push(kustomization(&dir, &source, &app_dir));
         // After the kustomization, which leaves them out: the PrometheusRule kind may not exist.

@@ -6,7 +6,7 @@ use super::gateway_api;
 use super::monitoring;
 use super::objects;
 use super::output::{file, kustomization, File, Rendered};
-use super::plugin::{fail_strategy_warning, plugin_file, single_install};
+use super::plugin::{exposure_access_log, fail_strategy_warning, plugin_file, single_install, EXPOSURE_LOG_NOTE};
 use super::spec::{App, Ingress, PluginForm, Progressive, MESH_TOKEN_HEADER};
 use super::token::Tokens;
 
@@ -32,6 +32,9 @@ pub fn render_with_form(app: &App, form: PluginForm, source: &str, tokens: &Toke
         ));
     }
     files.push(file("plugin.yaml", &source, &note, vec![plugin]));
+    if let Some(log) = exposure_access_log(&install) {
+        files.push(file("exposure-log.yaml", &source, EXPOSURE_LOG_NOTE, vec![log]));
+    }
     files.push(kustomization("", &source, &files));
     // After the kustomization, which leaves them out: the PrometheusRule kind may not exist.
     files.extend(monitoring::files(app, &source, "", true));
