@@ -77,22 +77,17 @@ pub fn assignment_counter(app: &App, version: &str, source: &str) -> String {
 /// The filter's rejection counter (one per gateway, whatever the apps).
 pub const REJECTIONS: &str = "sticky_canary_config_rejections_total";
 
-/// The key sources the app's route reports, as the filter defines its counters.
+/// The key sources the app's route reports, as the filter defines its counters (policy-core's
+/// [`policy_core::Route::key_sources`]); the token's value changes nothing here.
 fn key_sources(app: &App) -> Vec<&'static str> {
-    let mut route = app.route.clone();
-    // Validation needs a token; its value changes nothing here.
-    route.insert(
-        "routing_token".into(),
-        map! {"header" => app.token.header.as_str(), "value" => "x".repeat(32)},
-    );
-    let json = serde_json::to_string(&map! {"routes" => vec![Yaml::Mapping(route)]}).unwrap_or_default();
+    let json = serde_json::to_string(&app.filter_config(&super::token::Tokens::Example)).unwrap_or_default();
     match policy_core::Policy::from_json(json.as_bytes()) {
         Ok(policy) => policy
             .routes()
             .first()
             .map(|r| r.key_sources().into_iter().map(|s| s.as_str()).collect())
             .unwrap_or_default(),
-        // The spec's route was validated with a stand-in token; this cannot fail for a checked app.
+        // A checked app's route is valid: `check` ran policy-core on it.
         Err(_) => Vec::new(),
     }
 }
