@@ -2,7 +2,7 @@
 //! The rendered monitoring (`monitoring/`: Prometheus rules, dashboard) against a real
 //! Prometheus (Debian's 2.42, with promtool; scripts/setup.sh installs it):
 //!
-//! - every rules file `render` writes passes `promtool check rules`;
+//! - the rules of every PrometheusRule `render` writes (its `spec`) pass `promtool check rules`;
 //! - `promtool test rules`: the alerts stay quiet on healthy series and fire, with their labels
 //!   and expanded annotations, on a share off its weight, a canary's 5xx, a gateway that
 //!   forwards without deciding, and a refused config;
@@ -48,42 +48,56 @@ fn load(relative: &str) -> App {
     render::load(&root().join(relative)).unwrap().1
 }
 
-/// Every `monitoring/rules.yaml` under `dir`.
-fn rules_files(dir: &Path, found: &mut Vec<PathBuf>) {
+/// Every `monitoring/prometheus-rule.yaml` under `dir`.
+fn rule_objects(dir: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
         if path.is_dir() {
-            rules_files(&path, found);
-        } else if path.ends_with("monitoring/rules.yaml") {
+            rule_objects(&path, found);
+        } else if path.ends_with("monitoring/prometheus-rule.yaml") {
             found.push(path);
         }
     }
+}
+
+/// The Prometheus rules file a PrometheusRule carries: its `spec`, as the docs tell a plain
+/// Prometheus user to take it.
+fn rules_file_of(prometheus_rule: &str) -> String {
+    let object: serde_yaml_ng::Value = serde_yaml_ng::from_str(prometheus_rule).unwrap();
+    assert_eq!(object["kind"], "PrometheusRule");
+    serde_yaml_ng::to_string(&object["spec"]).unwrap()
 }
 
 #[test]
 fn every_rendered_rules_file_passes_promtool_check() {
     let promtool = tool("promtool");
     let mut files = Vec::new();
-    rules_files(&root().join("manifests"), &mut files);
+    rule_objects(&root().join("manifests"), &mut files);
     // The progressive specs (no weights of ours, no Istio series by version) are not in manifests/.
     let work = temp_dir("promtool-check").unwrap();
     for spec in ["examples/flagger/my-app.yaml", "examples/argo-rollouts/my-app.yaml"] {
         let rendered = render::render(&load(spec), spec, &Tokens::Example);
         let dir = work.path().join(spec.replace('/', "_"));
         render::write(&dir, &rendered).unwrap();
-        files.push(dir.join("monitoring/rules.yaml"));
+        files.push(dir.join("monitoring/prometheus-rule.yaml"));
     }
     // manifests/, gateway-api, shared-gateway (gateway and two apps), and the two progressive specs.
     assert!(files.len() >= 7, "rules files found: {files:?}");
-    for file in &files {
+    for (i, object) in files.iter().enumerate() {
+        let file = work.path().join(format!("rules-{i}.yaml"));
+        std::fs::write(&file, rules_file_of(&std::fs::read_to_string(object).unwrap())).unwrap();
         let out = Command::new(&promtool)
             .arg("check")
             .arg("rules")
-            .arg(file)
+            .arg(&file)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "promtool check rules {}:\n{text}", file.display());
+        assert!(
+            out.status.success(),
+            "promtool check rules {}:\n{text}",
+            object.display()
+        );
         assert!(text.contains("SUCCESS"), "{text}");
     }
 }
@@ -129,7 +143,7 @@ fn alerts_stay_quiet_on_healthy_series_and_fire_on_broken_ones() {
     let work = temp_dir("promtool-test").unwrap();
     std::fs::write(
         work.path().join("rules.yaml"),
-        &rendered.file("monitoring/rules.yaml").unwrap().text,
+        rules_file_of(&rendered.file("monitoring/prometheus-rule.yaml").unwrap().text),
     )
     .unwrap();
     let counter = |version: &str, source: &str| monitoring::assignment_counter(&app, version, source);
@@ -400,11 +414,12 @@ fn rendered(work: &Path, v2_weight: u32) -> (App, String, String) {
     std::fs::write(&path, spec(v2_weight)).unwrap();
     let app = render::load(&path).unwrap().1;
     let config = serde_json::to_string(&app.filter_config(&Tokens::Example)).unwrap();
-    let rules = render::render(&app, "shop.yaml", &Tokens::Example)
-        .file("monitoring/rules.yaml")
-        .unwrap()
-        .text
-        .clone();
+    let rules = rules_file_of(
+        &render::render(&app, "shop.yaml", &Tokens::Example)
+            .file("monitoring/prometheus-rule.yaml")
+            .unwrap()
+            .text,
+    );
     (app, config, rules)
 }
 

@@ -305,7 +305,7 @@ fn every_object_passes_the_published_kubernetes_and_istio_schemas() {
         .arg(root().join("tools/schema-check/check.sh"))
         .args(["--elsewhere", "extensions.istio.io/v1alpha1/TrafficExtension"])
         .args(&dirs)
-        // monitoring/: its PrometheusRule (Prometheus Operator's schema) and kustomization.
+        // monitoring/: its PrometheusRule (Prometheus Operator's schema), dashboard ConfigMap and kustomization.
         .args(
             dirs.iter()
                 .filter(|d| d.join("monitoring").is_dir())
@@ -840,7 +840,7 @@ fn monitoring_settings_are_checked_and_shape_the_rules() {
         app.warnings
     );
     let rendered = render::render(&app, EXAMPLE, &test_tokens());
-    let rules = &rendered.file("monitoring/rules.yaml").unwrap().text;
+    let rules = &rendered.file("monitoring/prometheus-rule.yaml").unwrap().text;
     assert!(rules.contains("sticky_canary:keyed_share:percent2m"), "{rules}");
     assert!(rules.contains("[2m]"));
     assert!(!rules.contains("[5m]"));
@@ -1155,11 +1155,7 @@ fn set_weight_rewrites_the_spec_and_only_the_plugin() {
     written_names.sort();
     assert_eq!(
         written_names,
-        [
-            "/monitoring/prometheus-rule.yaml",
-            "/monitoring/rules.yaml",
-            "/plugin.yaml"
-        ],
+        ["/monitoring/prometheus-rule.yaml", "/plugin.yaml"],
         "{stdout}"
     );
     let after = std::fs::read_to_string(&spec).unwrap();
@@ -1245,7 +1241,7 @@ fn a_dropped_version_removes_its_generated_file() {
         work.path().join("monitoring/mine.json").exists(),
         "nor JSON we did not generate"
     );
-    assert!(work.path().join("monitoring/dashboard.json").exists());
+    assert!(work.path().join("monitoring/dashboard.yaml").exists());
 }
 
 // ---------------------------------------------------------------------------
@@ -1655,7 +1651,6 @@ fn set_weight_on_one_app_changes_only_its_route_in_the_shared_plugin() {
         written_names,
         [
             "/app-1/monitoring/prometheus-rule.yaml",
-            "/app-1/monitoring/rules.yaml",
             "/gateway/plugin-external.yaml"
         ],
         "{stdout}"

@@ -2,12 +2,16 @@
 //! as the routes, so the rules know the app's versions, weights, key sources and Service.
 //!
 //! ```text
-//! monitoring/rules.yaml           Prometheus rule groups (`rule_files:`, promtool, Azure's converter)
-//! monitoring/prometheus-rule.yaml the same groups as a PrometheusRule (Prometheus Operator)
-//! monitoring/dashboard.json       a Grafana dashboard over the recorded series
-//! monitoring/kustomization.yaml   the PrometheusRule, and the dashboard as a ConfigMap for
-//!                                 Grafana's sidecar (`grafana_dashboard: "1"`)
+//! monitoring/prometheus-rule.yaml the rule groups as a PrometheusRule (Prometheus Operator);
+//!                                 its `spec` is a Prometheus rules file as it is
+//! monitoring/dashboard.yaml       the Grafana dashboard in a ConfigMap for Grafana's sidecar
+//!                                 (`grafana_dashboard: "1"`)
+//! monitoring/kustomization.yaml   both
 //! ```
+//!
+//! Only Kubernetes objects, so whatever walks the output directory (`istioctl analyze`, which
+//! reads every .yaml and .json below a directory, `kubectl apply -R`, schema checkers) reads
+//! them as such.
 //!
 //! `monitoring/` is not in the app's kustomization: the PrometheusRule kind exists only where a
 //! Prometheus Operator runs, and an `apply -k` of the app must not fail without one.
@@ -402,49 +406,41 @@ fn rule_files(
         "metadata" => metadata(name, namespace, (!labels.is_empty()).then_some(Yaml::Mapping(labels))),
         "spec" => map! {"groups" => groups.clone()},
     };
-    let mut kustomization = map! {
+    let mut files = vec![file(
+        &format!("{dir}prometheus-rule.yaml"),
+        source,
+        "For a Prometheus Operator (kube-prometheus-stack): `kubectl apply -k` this directory. Its labels\n\
+         must match the operator's ruleSelector (monitoring.rule_labels in the spec). Its `spec` is a Prometheus\n\
+         rules file as it is (`groups:`), for a plain Prometheus or promtool (docs/observability.md).",
+        vec![rule_object],
+    )];
+    let mut resources = vec![Yaml::from("prometheus-rule.yaml")];
+    if let Some((map_name, json)) = dashboard {
+        let mut map_labels = Mapping::new();
+        map_labels.insert("grafana_dashboard".into(), "1".into());
+        if let Some(app) = app {
+            map_labels.insert("app".into(), app.into());
+        }
+        let config_map = map! {
+            "apiVersion" => "v1",
+            "kind" => "ConfigMap",
+            "metadata" => metadata(&map_name, namespace, Some(Yaml::Mapping(map_labels))),
+            "data" => map! {"dashboard.json" => json},
+        };
+        files.push(file(
+            &format!("{dir}dashboard.yaml"),
+            source,
+            "The Grafana dashboard (its JSON model in data.dashboard.json). Grafana's sidecar (kube-prometheus-stack)\n\
+             loads ConfigMaps labelled grafana_dashboard: \"1\"; elsewhere, import that JSON.",
+            vec![config_map],
+        ));
+        resources.push("dashboard.yaml".into());
+    }
+    let kustomization = map! {
         "apiVersion" => "kustomize.config.k8s.io/v1beta1",
         "kind" => "Kustomization",
-        "resources" => vec![Yaml::from("prometheus-rule.yaml")],
+        "resources" => resources,
     };
-    if let (Some((map_name, _)), Yaml::Mapping(k)) = (&dashboard, &mut kustomization) {
-        k.insert(
-            "configMapGenerator".into(),
-            vec![map! {
-                "name" => map_name.as_str(),
-                "namespace" => namespace,
-                "files" => vec![Yaml::from("dashboard.json")],
-                "options" => map! {
-                    "labels" => map! {"grafana_dashboard" => "1"},
-                    "disableNameSuffixHash" => true,
-                },
-            }]
-            .into(),
-        );
-    }
-    let mut files = vec![
-        file(
-            &format!("{dir}rules.yaml"),
-            source,
-            "Prometheus rule groups: `rule_files:` of a Prometheus, `promtool check rules`, or Azure Monitor's\n\
-             rule-group converter. The same groups as prometheus-rule.yaml (docs/observability.md).",
-            vec![map! {"groups" => groups}],
-        ),
-        file(
-            &format!("{dir}prometheus-rule.yaml"),
-            source,
-            "For a Prometheus Operator (kube-prometheus-stack): `kubectl apply -k` this directory. Its labels\n\
-             must match the operator's ruleSelector (monitoring.rule_labels in the spec).",
-            vec![rule_object],
-        ),
-    ];
-    if let Some((_, text)) = dashboard {
-        files.push(File {
-            name: format!("{dir}dashboard.json"),
-            objects: Vec::new(),
-            text,
-        });
-    }
     files.push(file(
         &format!("{dir}kustomization.yaml"),
         source,
@@ -452,11 +448,6 @@ fn rule_files(
         vec![kustomization],
     ));
     files
-}
-
-/// The text a generated dashboard starts with (`write` removes only generated files).
-pub fn dashboard_marker() -> String {
-    format!("{{\n  \"description\": \"{}", GENERATED_MARKER.trim_start_matches("# "))
 }
 
 fn panel(id: u32, title: &str, unit: &str, grid: (u32, u32, u32, u32), targets: Vec<(String, &str)>) -> Yaml {
@@ -622,7 +613,7 @@ fn dashboard_uid(app: &str) -> String {
 fn dashboard_text(app: &App, source: &str) -> String {
     let dashboard = map! {
         "description" => format!(
-            "{} {source}`: edit the spec and render again. Series recorded by monitoring/rules.yaml.",
+            "{} {source}`: edit the spec and render again. Series recorded by monitoring/prometheus-rule.yaml.",
             GENERATED_MARKER.trim_start_matches("# ")
         ),
         "title" => format!("sticky-canary: {}", app.name),
@@ -640,7 +631,5 @@ fn dashboard_text(app: &App, source: &str) -> String {
         }]},
         "panels" => dashboard_panels(app),
     };
-    let mut text = serde_json::to_string_pretty(&dashboard).unwrap_or_default();
-    text.push('\n');
-    text
+    serde_json::to_string(&dashboard).unwrap_or_default()
 }

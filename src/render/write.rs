@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{Action, RenderError};
-use super::monitoring::dashboard_marker;
 use super::output::{Rendered, GATEWAY_DIR, GENERATED_MARKER};
 
 /// What `write` did.
@@ -26,20 +25,13 @@ pub fn check_target(dir: &Path, rendered: &Rendered) -> Result<(), RenderError> 
     Ok(())
 }
 
-/// A file `render` wrote: YAML opening with [`GENERATED_MARKER`], or the dashboard's JSON
-/// opening with its generated-by description.
+/// A file `render` wrote: YAML opening with [`GENERATED_MARKER`].
 fn is_generated(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return false;
-    };
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("yaml") => text.starts_with(GENERATED_MARKER),
-        Some("json") => text.starts_with(&dashboard_marker()),
-        _ => false,
-    }
+    path.extension().is_some_and(|e| e == "yaml")
+        && std::fs::read_to_string(path).is_ok_and(|t| t.starts_with(GENERATED_MARKER))
 }
 
-/// How deep `render` writes: `my-app/monitoring/rules.yaml` is two directories down.
+/// How deep `render` writes: `my-app/monitoring/prometheus-rule.yaml` is two directories down.
 const DEPTH: usize = 2;
 
 /// Generated files under `dir` (named from `prefix`, `depth` directories down) that `rendered`
@@ -62,7 +54,7 @@ fn stale_files(dir: &Path, prefix: &str, depth: usize, rendered: &Rendered, stal
 
 /// Writes the files that differ from what `dir` holds (each through a temporary file and a
 /// rename), and removes generated files that the specs no longer produce (a dropped version,
-/// a dropped app). File names may hold directories (`my-app/monitoring/rules.yaml`).
+/// a dropped app). File names may hold directories (`my-app/monitoring/prometheus-rule.yaml`).
 ///
 /// Refuses to write one app's plugin into a directory that holds a shared gateway plugin
 /// rendered from several specs: applying it would drop the other apps' routes.
