@@ -455,6 +455,7 @@ fn the_examples_render_the_gateway_the_filter_and_the_sticky_weights() {
                 "00-namespace.yaml",
                 "gateway.yaml",
                 "kustomization.yaml",
+                "monitoring",
                 "plugin.yaml",
                 "sticky-weights.yaml"
             ]

@@ -404,7 +404,7 @@ fn rule_files(
         "apiVersion" => "monitoring.coreos.com/v1",
         "kind" => "PrometheusRule",
         "metadata" => metadata(name, namespace, (!labels.is_empty()).then_some(Yaml::Mapping(labels))),
-        "spec" => map! {"groups" => groups.clone()},
+        "spec" => map! {"groups" => groups},
     };
     let mut files = vec![file(
         &format!("{dir}prometheus-rule.yaml"),
