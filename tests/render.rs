@@ -1129,6 +1129,17 @@ fn cli_render_of_an_invalid_spec_writes_nothing() {
 // set-weight
 // ---------------------------------------------------------------------------
 
+/// The files a CLI run reports as written (`wrote DIR/NAME`), as `/NAME` under `dir`, sorted.
+fn written_under<'a>(stdout: &'a str, dir: &str) -> Vec<&'a str> {
+    let mut names: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("wrote "))
+        .map(|l| l.trim_start_matches(dir))
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn set_weight_rewrites_the_spec_and_only_the_plugin() {
     let work = work_dir("set-weight");
@@ -1145,16 +1156,10 @@ fn set_weight_rewrites_the_spec_and_only_the_plugin() {
     let ramp = cli(&["set-weight", &spec_s, "v2", "50", "--out", &out_s, "--token-key", &key]);
     assert!(ramp.status.success(), "{}", String::from_utf8_lossy(&ramp.stderr));
     let stdout = String::from_utf8_lossy(&ramp.stdout);
-    let written: Vec<&str> = stdout.lines().filter(|l| l.starts_with("wrote ")).collect();
     // The plugin (the filter's weights) and the rules (the weights the share is held to); the
     // routing objects, which hold no weights, are unchanged.
-    let mut written_names: Vec<&str> = written
-        .iter()
-        .map(|l| l.trim_start_matches("wrote ").trim_start_matches(out_s.as_str()))
-        .collect();
-    written_names.sort();
     assert_eq!(
-        written_names,
+        written_under(&stdout, &out_s),
         ["/monitoring/prometheus-rule.yaml", "/plugin.yaml"],
         "{stdout}"
     );
@@ -1641,14 +1646,8 @@ fn set_weight_on_one_app_changes_only_its_route_in_the_shared_plugin() {
     ]);
     assert!(ramp.status.success(), "{}", String::from_utf8_lossy(&ramp.stderr));
     let stdout = String::from_utf8_lossy(&ramp.stdout);
-    let written: Vec<&str> = stdout.lines().filter(|l| l.starts_with("wrote ")).collect();
-    let mut written_names: Vec<&str> = written
-        .iter()
-        .map(|l| l.trim_start_matches("wrote ").trim_start_matches(out_s.as_str()))
-        .collect();
-    written_names.sort();
     assert_eq!(
-        written_names,
+        written_under(&stdout, &out_s),
         [
             "/app-1/monitoring/prometheus-rule.yaml",
             "/gateway/plugin-external.yaml"

@@ -208,10 +208,8 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
             .map(|i| i.1.name.as_str())
             .collect();
         let form = form.unwrap_or(install.plugin.form);
-        let file_name = format!(
-            "{GATEWAY_DIR}/plugin-{}.yaml",
-            install.name.trim_start_matches("sticky-canary-")
-        );
+        let gateway = install.name.trim_start_matches("sticky-canary-");
+        let file_name = format!("{GATEWAY_DIR}/plugin-{gateway}.yaml");
         notes.extend(fail_strategy_warning(install, &served));
         let (plugin, note) = plugin_file(install, form, &file_name, &mut notes);
         let note = format!(
@@ -221,10 +219,7 @@ pub fn render_shared(inputs: &[Input], form: Option<PluginForm>, tokens: &Tokens
         );
         gateway_files.push(file(&file_name, &all_sources, &note, vec![plugin]));
         if let Some(log) = exposure_access_log(install) {
-            let log_name = format!(
-                "{GATEWAY_DIR}/exposure-log-{}.yaml",
-                install.name.trim_start_matches("sticky-canary-")
-            );
+            let log_name = format!("{GATEWAY_DIR}/exposure-log-{gateway}.yaml");
             gateway_files.push(file(&log_name, &all_sources, EXPOSURE_LOG_NOTE, vec![log]));
         }
     }
