@@ -302,38 +302,58 @@ fn keyed(route: &Route, described: &Described, decision: &Decision, canary_weigh
     }
 }
 
-/// At which weight the user moves, the other weights unchanged. Stable users move only when the
-/// last canary's range (the one a ramp grows) reaches their bucket; a canary user moves when
-/// their canary's range shrinks below it.
+/// At which weight the user moves, the other weights unchanged. A stable user moves when the
+/// canary whose slot holds their bucket grows to it (the last canary's slot, when it declares no
+/// `max_weight`, grows up to 100%); a canary user moves when their canary's range shrinks below
+/// it, or when an earlier canary without `max_weight` changes weight (its slot is its weight).
 fn moves(route: &Route, bucket: u16, version: usize) -> String {
     let versions = route.versions();
+    let count = versions.len();
     if version == 0 {
-        let Some((last, canary)) = versions.iter().enumerate().skip(1).last() else {
+        if count < 2 {
             return "never: the route has one version".to_owned();
+        }
+        let slot = versions.iter().enumerate().skip(1).find(|(i, v)| {
+            let (start, _) = v.buckets();
+            let slot_end = match v.max_weight_basis_points() {
+                Some(max) => start.saturating_add(max),
+                None if i + 1 == count => 10_000,
+                None => start.saturating_add(v.weight_basis_points()),
+            };
+            bucket >= start && bucket < slot_end
+        });
+        return match slot {
+            Some((i, canary)) => {
+                let (start, _) = canary.buckets();
+                format!(
+                    "to {} when {}'s weight reaches {}% (the other canaries' weights unchanged)",
+                    name(route, i),
+                    canary.name(),
+                    format_percent(u32::from(bucket.saturating_add(1).saturating_sub(start)))
+                )
+            }
+            None => "never by a weight change: the bucket is past every canary's slot (max_weight)".to_owned(),
         };
-        // The user's bucket is past every canary range; the last one grows upwards from `start`.
-        let (start, _) = canary.buckets();
-        return format!(
-            "to {} when {}'s weight reaches {}% (the other canaries' weights unchanged)",
-            name(route, last),
-            canary.name(),
-            format_percent(u32::from(bucket.saturating_add(1).saturating_sub(start)))
-        );
     }
     let Some(v) = versions.get(version) else {
         return String::new();
     };
     let (start, _) = v.buckets();
     let at = format_percent(u32::from(bucket.saturating_sub(start)));
-    if version + 1 == versions.len() {
+    let shifted_by_earlier = versions
+        .iter()
+        .take(version)
+        .skip(1)
+        .any(|earlier| earlier.max_weight_basis_points().is_none());
+    if shifted_by_earlier {
         format!(
-            "to {} when {}'s weight falls to {at}% or less",
-            name(route, 0),
+            "off {} when its weight falls to {at}% or less, or when an earlier canary without max_weight changes weight (it shifts the later slots)",
             v.name()
         )
     } else {
         format!(
-            "off {} when its weight falls to {at}% or less, or when an earlier canary's weight changes (it shifts the later ranges)",
+            "to {} when {}'s weight falls to {at}% or less",
+            name(route, 0),
             v.name()
         )
     }

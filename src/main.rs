@@ -152,6 +152,36 @@ enum Command {
         #[command(flatten)]
         options: RenderOptions,
     },
+    /// Blue/green with session drain: start a cut-over (new users on --to at once, users who
+    /// already had a version keep it until idle for --idle, everyone by --deadline), roll it back
+    /// (everyone back at once) or finish it (--to becomes the weights; nobody moves), and re-render.
+    Cutover {
+        /// The app spec; rewritten in place (comments kept) only if the result is valid.
+        spec: PathBuf,
+        /// Start a cut-over now to this version.
+        #[arg(long, conflicts_with_all = ["rollback", "finish"], required_unless_present_any = ["rollback", "finish"])]
+        to: Option<String>,
+        /// With --to: how long an existing user must have been away before they move (30m, 2h).
+        #[arg(long, default_value = "30m")]
+        idle: String,
+        /// With --to: when everyone is on the new version, as a duration from now (2h, 1d).
+        #[arg(long, default_value = "24h")]
+        deadline: String,
+        /// Remove the cut-over: everyone back on the versions the weights give, at once.
+        #[arg(long, conflicts_with = "finish")]
+        rollback: bool,
+        /// Make the cut-over's version the weights (100 %) and remove the cut-over.
+        #[arg(long)]
+        finish: bool,
+        /// The directory `render --out` writes; only the files that change are rewritten.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The other specs rendered together with this one for a shared gateway (as for set-weight).
+        #[arg(long = "with")]
+        with: Vec<PathBuf>,
+        #[command(flatten)]
+        options: RenderOptions,
+    },
     /// Create a routing-token key file (256 bits from the OS's CSPRNG), readable by you only.
     ///
     /// `render` derives every routing token from it (an HMAC of the app name), so tokens cannot be
@@ -305,6 +335,25 @@ fn run(command: Command) -> Result<(), String> {
             with,
             options,
         } => set_weight(&spec, &version, percent, &with, out.as_deref(), &options),
+        Command::Cutover {
+            spec,
+            to,
+            idle,
+            deadline,
+            rollback,
+            finish,
+            out,
+            with,
+            options,
+        } => {
+            use sticky_canary::render::CutoverChange;
+            let change = match (to, rollback, finish) {
+                (Some(to), _, _) => CutoverChange::Start { to, idle, deadline },
+                (None, true, _) => CutoverChange::Rollback,
+                (None, false, _) => CutoverChange::Finish,
+            };
+            cutover(&spec, &change, &with, out.as_deref(), &options)
+        }
         Command::TokenKey { out } => {
             sticky_canary::render::token::write_new_key(&out)?;
             eprintln!(
@@ -400,9 +449,74 @@ fn set_weight(
     out: Option<&std::path::Path>,
     options: &RenderOptions,
 ) -> Result<(), String> {
+    let (new_text, app) = sticky_canary::render::set_weight_text(spec, version, percent)?;
+    let weights: Vec<String> = app
+        .versions
+        .iter()
+        .map(|v| format!("{} {}%", v.name, v.weight))
+        .collect();
+    let summary = format!("{}: {}", spec.display(), weights.join(", "));
+    write_edit(spec, &new_text, &app, &summary, with, out, options)
+}
+
+fn cutover(
+    spec: &std::path::Path,
+    change: &sticky_canary::render::CutoverChange,
+    with: &[PathBuf],
+    out: Option<&std::path::Path>,
+    options: &RenderOptions,
+) -> Result<(), String> {
+    use sticky_canary::render::CutoverChange;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (new_text, app) = sticky_canary::render::cutover_text(spec, change, now)?;
+    let when = |t: u64| {
+        i64::try_from(t)
+            .ok()
+            .and_then(|s| jiff::Timestamp::from_second(s).ok())
+            .map_or_else(|| t.to_string(), |t| t.to_string())
+    };
+    let summary = match (change, &app.cutover) {
+        (CutoverChange::Start { .. }, Some(c)) => format!(
+            "{}: cut-over to {} from {}: new users on {} at once; users who had a version keep it until idle for {} s; everyone on {} by {}",
+            spec.display(),
+            c.to,
+            when(c.start),
+            c.to,
+            c.idle_seconds,
+            c.to,
+            when(c.deadline)
+        ),
+        (CutoverChange::Rollback, _) => format!(
+            "{}: cut-over removed: everyone back on the weights' versions at once",
+            spec.display()
+        ),
+        _ => {
+            let weights: Vec<String> = app.versions.iter().map(|v| format!("{} {}%", v.name, v.weight)).collect();
+            format!("{}: cut-over finished: {}", spec.display(), weights.join(", "))
+        }
+    };
+    for warning in &app.warnings {
+        eprintln!("warning: {warning}");
+    }
+    write_edit(spec, &new_text, &app, &summary, with, out, options)
+}
+
+/// Renders an edited spec (with the others of a shared gateway) into `out`, then writes the spec
+/// and the rendered files. Everything is rendered before the spec is touched: a refusal leaves
+/// the spec and DIR as they were.
+fn write_edit(
+    spec: &std::path::Path,
+    new_text: &str,
+    app: &sticky_canary::render::App,
+    summary: &str,
+    with: &[PathBuf],
+    out: Option<&std::path::Path>,
+    options: &RenderOptions,
+) -> Result<(), String> {
     use sticky_canary::render;
     let form = parse_form(options.plugin_form.as_deref())?;
-    let (new_text, app) = render::set_weight_text(spec, version, percent)?;
     // Everything is rendered before the spec is touched: a refusal leaves the spec and DIR as they were.
     let rendered = match out {
         None => None,
@@ -422,12 +536,7 @@ fn set_weight(
     };
     sticky_canary::files::write_atomically(spec, new_text.as_bytes())
         .map_err(render::RenderError::io(spec, render::Action::Write))?;
-    let weights: Vec<String> = app
-        .versions
-        .iter()
-        .map(|v| format!("{} {}%", v.name, v.weight))
-        .collect();
-    println!("{}: {}", spec.display(), weights.join(", "));
+    println!("{summary}");
     if let (Some(dir), Some(rendered)) = (out, rendered) {
         emit(&rendered, Some(dir))?;
         println!("apply with: kubectl apply -k {}", dir.display());

@@ -33,6 +33,18 @@ fn the_quick_demo_passes_every_check() {
         let bounced: usize = row.split_whitespace().rev().nth(3).unwrap().parse().unwrap();
         assert_eq!(bounced, 0, "{row}");
     }
+    // Blue/green: every newcomer on green, no active user moved before the deadline, every
+    // user back from being away moved.
+    let bluegreen = stdout
+        .lines()
+        .find(|l| l.starts_with("[ok ] blue/green cut-over: "))
+        .unwrap_or_else(|| panic!("no passing blue/green line:\n{stdout}"));
+    assert!(bluegreen.contains("40 of 40 new users on green"), "{bluegreen}");
+    assert!(
+        bluegreen.contains("; 0 of 120 active users moved before the deadline"),
+        "{bluegreen}"
+    );
+    assert!(bluegreen.contains("40 of 40 users back after"), "{bluegreen}");
     // The contrast must show: plain weights bounce users.
     let plain = stdout.lines().find(|l| l.starts_with("plain weights:")).unwrap();
     let bounced: usize = plain.split_whitespace().nth(2).unwrap().parse().unwrap();

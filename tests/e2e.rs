@@ -1130,3 +1130,206 @@ fn the_client_address_is_read_from_envoy_and_keys_the_request() {
         "the request was not keyed by 127.0.0.1 (bucket {bucket}):\n{log}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// A/B/n: arms with max_weight ramp independently (docs/assignment.md §2), through Envoy.
+
+/// A route with stable `v1` and canaries `v2..` at `weights` with `maxes` (percent); every
+/// canary but the last declares its max_weight.
+fn arms_config(weights: &[u32], maxes: &[u32]) -> String {
+    let stable = 100 - weights.iter().sum::<u32>();
+    let mut versions = vec![format!(r#"{{"name": "v1", "weight": {stable}}}"#)];
+    for (i, (w, m)) in weights.iter().zip(maxes).enumerate() {
+        let max = if i + 1 < weights.len() {
+            format!(r#", "max_weight": {m}"#)
+        } else {
+            String::new()
+        };
+        versions.push(format!(r#"{{"name": "v{}", "weight": {w}{max}}}"#, i + 2));
+    }
+    format!(
+        r#"{{"routes": [{{"name": "my-app", "hosts": ["{APP_HOST}"], "salt": "e2e-arms",
+            "routing_header": "{ROUTING_HEADER}", "versions": [{}],
+            "key_chain": [{{"cookie": "session"}}]}}]}}"#,
+        versions.join(", ")
+    )
+}
+
+/// 3 and 5 arms, a fixed pseudo-random sequence of weight changes: after each push, every key
+/// lands where `sticky-canary assign` says, and every key that changed version went between
+/// the changed arm and stable.
+#[test]
+fn abn_arms_ramp_independently_through_envoy() {
+    let _serial = serial();
+    let keys: Vec<String> = (0..3000).map(|i| format!("arm-user-{i}")).collect();
+    let mut seed: u64 = 0x5eed_a2b3;
+    let mut next = |below: u32| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) % u64::from(below)) as u32
+    };
+    for arms in [3usize, 5] {
+        let maxes: Vec<u32> = vec![100 / arms as u32; arms];
+        let mut weights: Vec<u32> = maxes.iter().map(|m| m / 2).collect();
+        let backends: Vec<Backend> = (1..=arms + 1)
+            .map(|v| must(Backend::start(&format!("v{v}")), "start a backend"))
+            .collect();
+        let refs: Vec<&Backend> = backends.iter().collect();
+        let envoy_config = EnvoyConfig::by_header(ROUTING_HEADER, &refs)
+            .with_filter(FilterSpec::embedded(arms_config(&weights, &maxes)))
+            .with_concurrency(2);
+        let mut envoy = must(Envoy::start(&envoy_config), "start Envoy with the filter");
+        let mut before = serve_keys(&envoy, &keys, 4);
+        assert_eq!(
+            before,
+            cli_assign(&arms_config(&weights, &maxes), &keys),
+            "{arms} arms at start"
+        );
+        let mut moved_total = 0;
+        for step in 0..6 {
+            let arm = next(arms as u32) as usize;
+            weights[arm] = next(maxes[arm] + 1);
+            let config_json = arms_config(&weights, &maxes);
+            assert_eq!(
+                must(envoy.update_filter_config(&config_json), "push"),
+                UpdateOutcome::Accepted,
+                "{config_json}"
+            );
+            let after = serve_keys(&envoy, &keys, 4);
+            assert_eq!(
+                after,
+                cli_assign(&config_json, &keys),
+                "{arms} arms, step {step}: {weights:?}"
+            );
+            let changed_arm = format!("v{}", arm + 2);
+            for key in &keys {
+                let (was, is) = (&before[key], &after[key]);
+                if was != is {
+                    moved_total += 1;
+                    let pair = [was.as_str(), is.as_str()];
+                    assert!(
+                        pair.contains(&changed_arm.as_str()) && pair.contains(&"v1"),
+                        "{arms} arms, step {step}: {key} moved {was} -> {is}, but only {changed_arm} changed weight"
+                    );
+                }
+            }
+            before = after;
+        }
+        eprintln!(
+            "{arms} arms: {moved_total} key moves over 6 weight changes, each between the changed arm and stable"
+        );
+        assert!(moved_total > 0, "the sequence moved nobody: it tests nothing");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Blue/green with session drain (docs/assignment.md §6), through Envoy's own clock.
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn bluegreen_config(cutover: Option<(u64, u64, u64)>) -> String {
+    let cutover = cutover.map_or(String::new(), |(start, deadline, idle)| {
+        format!(r#", "cutover": {{"to": "v2", "start": {start}, "deadline": {deadline}, "idle_seconds": {idle}}}"#)
+    });
+    format!(
+        r#"{{"routes": [{{"name": "my-app", "hosts": ["{APP_HOST}"], "salt": "e2e-bluegreen",
+            "routing_header": "{ROUTING_HEADER}",
+            "versions": [{{"name": "v1", "weight": 100}}, {{"name": "v2", "weight": 0}}],
+            "key_chain": [{{"new_client_id": {{"cookie": "sc-id", "secure": false}}}}]{cutover}}}]}}"#
+    )
+}
+
+fn cutover_counters(prometheus: &str) -> BTreeMap<String, u64> {
+    prometheus
+        .lines()
+        .filter_map(|line| line.strip_prefix("sticky_canary_cutover_total{"))
+        .filter_map(|rest| {
+            let (labels, value) = rest.split_once("} ")?;
+            let outcome = labels.split(',').find_map(|p| p.strip_prefix("outcome=\""))?;
+            Some((outcome.trim_end_matches('"').to_owned(), value.trim().parse().ok()?))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+#[test]
+fn a_bluegreen_cutover_drains_existing_users_and_rolls_back_at_once() {
+    let _serial = serial();
+    const IDLE: u64 = 3;
+    let mut stack = stack(&bluegreen_config(None));
+    let mut client = connect(&stack.envoy);
+    let mut visit = |jar: &mut CookieJar| -> String {
+        let reply = send(&mut client, &jar.apply(app("/")));
+        jar.store(&reply);
+        served(&reply)
+    };
+    // 200 users on blue before the cut-over.
+    let mut existing: Vec<CookieJar> = (0..200).map(|_| CookieJar::default()).collect();
+    for jar in &mut existing {
+        assert_eq!(visit(jar), "v1");
+    }
+    let start = unix_now() - 2;
+    let push = |stack: &mut Stack, config: &str| {
+        assert_eq!(
+            must(stack.envoy.update_filter_config(config), "push"),
+            UpdateOutcome::Accepted
+        );
+    };
+    push(&mut stack, &bluegreen_config(Some((start, start + 3600, IDLE))));
+    // Newcomers: on green from their first request, and they stay there.
+    let mut newcomers: Vec<CookieJar> = (0..100).map(|_| CookieJar::default()).collect();
+    for jar in &mut newcomers {
+        assert_eq!(visit(jar), "v2", "a new user during the drain");
+        assert_eq!(visit(jar), "v2");
+    }
+    // Existing users keep blue; half keep visiting every second for 5 s (longer than IDLE),
+    // the other half stay away.
+    let (active, away) = existing.split_at_mut(100);
+    for jar in active.iter_mut().chain(away.iter_mut()) {
+        assert_eq!(visit(jar), "v1", "an existing user at the start of the drain");
+    }
+    let away_since = Instant::now();
+    while away_since.elapsed() < Duration::from_secs(IDLE + 2) {
+        for jar in active.iter_mut() {
+            assert_eq!(visit(jar), "v1", "an active existing user during the drain");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Back after more than IDLE: moved to green on that request, and new from then on.
+    for jar in away.iter_mut() {
+        assert_eq!(visit(jar), "v2", "a user back after {IDLE} s away");
+        assert_eq!(visit(jar), "v2");
+    }
+    for jar in active.iter_mut() {
+        assert_eq!(visit(jar), "v1", "still active");
+    }
+    // The deadline: everyone on green.
+    push(
+        &mut stack,
+        &bluegreen_config(Some((start, unix_now().max(start + 1), IDLE))),
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // the filter's clock: one tick
+    for jar in existing.iter_mut().chain(newcomers.iter_mut()) {
+        assert_eq!(visit(jar), "v2", "after the deadline");
+    }
+    let prometheus = must(stack.envoy.prometheus_flushed(), "scrape");
+    let counted = cutover_counters(&prometheus);
+    assert_eq!(counted.get("new").copied().unwrap_or(0), 100 * 2 + 100, "{counted:?}");
+    assert_eq!(counted.get("moved").copied().unwrap_or(0), 100, "{counted:?}");
+    assert!(
+        counted.get("kept").copied().unwrap_or(0) >= 200 + 100 + 100,
+        "{counted:?}"
+    );
+    assert_eq!(counted.get("done").copied().unwrap_or(0), 300, "{counted:?}");
+    // Rollback: the cut-over removed, everyone on blue at once, whatever their cookie says.
+    push(&mut stack, &bluegreen_config(None));
+    for jar in existing.iter_mut().chain(newcomers.iter_mut()) {
+        assert_eq!(visit(jar), "v1", "after the rollback");
+    }
+}

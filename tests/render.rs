@@ -1197,6 +1197,128 @@ fn set_weight_rewrites_the_spec_and_only_the_plugin() {
     );
 }
 
+/// The filter config inside a rendered plugin.yaml (the one route of a one-app render).
+fn plugin_route(plugin: &str) -> serde_json::Value {
+    let start = plugin.find(r#"{"routes":"#).expect("the filter config in plugin.yaml");
+    let mut stream = serde_json::Deserializer::from_str(&plugin[start..]).into_iter::<serde_json::Value>();
+    stream.next().unwrap().unwrap()["routes"][0].clone()
+}
+
+#[test]
+fn cutover_starts_rolls_back_and_finishes_in_the_spec_and_the_plugin() {
+    let work = work_dir("cutover");
+    let spec = work.path().join("my-app.yaml");
+    let original = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
+    std::fs::write(&spec, &original).unwrap();
+    let out = work.path().join("manifests");
+    let key = key_file(work.path());
+    let (spec_s, out_s) = (spec.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
+    assert!(cli(&["render", &spec_s, "--out", &out_s, "--token-key", &key])
+        .status
+        .success());
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let started = cli(&[
+        "cutover",
+        &spec_s,
+        "--to",
+        "v2",
+        "--idle",
+        "15m",
+        "--deadline",
+        "2h",
+        "--out",
+        &out_s,
+        "--token-key",
+        &key,
+    ]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let stdout = String::from_utf8_lossy(&started.stdout);
+    assert!(stdout.contains("cut-over to v2 from "), "{stdout}");
+    // Only the plugin changes (the VirtualService routes by header).
+    assert_eq!(written_under(&stdout, &out_s), ["/plugin.yaml"], "{stdout}");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(text.starts_with(&original), "the spec's own lines are kept:\n{text}");
+    assert!(text.contains("cutover:\n  to: v2\n"), "{text}");
+    let route = plugin_route(&std::fs::read_to_string(out.join("plugin.yaml")).unwrap());
+    let cutover = &route["cutover"];
+    assert_eq!(cutover["to"], "v2");
+    assert_eq!(cutover["idle_seconds"], 900);
+    let start = cutover["start"].as_u64().unwrap();
+    assert!(start >= before && start <= before + 60, "{cutover}");
+    assert_eq!(cutover["deadline"].as_u64().unwrap(), start + 7200);
+
+    // Refused: an unknown version, a bad duration; the spec stays as it was.
+    let refused = cli(&["cutover", &spec_s, "--to", "v9"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--to \"v9\" is not one of the spec's versions (v1, v2)"));
+    assert!(!cli(&["cutover", &spec_s, "--to", "v2", "--idle", "soon"])
+        .status
+        .success());
+    assert_eq!(std::fs::read_to_string(&spec).unwrap(), text);
+
+    // Rollback: the block goes, the spec is the original again, the plugin has no cut-over.
+    let rolled = cli(&["cutover", &spec_s, "--rollback", "--out", &out_s, "--token-key", &key]);
+    assert!(rolled.status.success(), "{}", String::from_utf8_lossy(&rolled.stderr));
+    assert_eq!(std::fs::read_to_string(&spec).unwrap(), original);
+    assert!(plugin_route(&std::fs::read_to_string(out.join("plugin.yaml")).unwrap())
+        .get("cutover")
+        .is_none());
+    assert!(
+        !cli(&["cutover", &spec_s, "--rollback"]).status.success(),
+        "nothing to roll back"
+    );
+
+    // Finish: v2 becomes the weights, the block goes.
+    assert!(cli(&["cutover", &spec_s, "--to", "v2"]).status.success());
+    let finished = cli(&["cutover", &spec_s, "--finish"]);
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&spec).unwrap(),
+        original
+            .replace("    weight: 90\n", "    weight: 0\n")
+            .replace("    weight: 10\n", "    weight: 100\n")
+    );
+}
+
+#[test]
+fn a_spec_with_max_weight_and_a_cutover_is_checked_with_its_fields_named() {
+    let work = work_dir("max-weight");
+    let spec = work.path().join("my-app.yaml");
+    let original = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
+    let bad = original.replacen("    weight: 10\n", "    weight: 10\n    max_weight: 5\n", 1)
+        + "cutover:\n  to: v3\n  start: \"yesterday\"\n  deadline: \"2026-12-04T10:00:00Z\"\n  idle: 0s\n";
+    std::fs::write(&spec, &bad).unwrap();
+    let output = cli(&["render", &spec.to_string_lossy()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "cutover.start: \"yesterday\" is not an RFC 3339 time",
+        "cutover.idle: \"0s\" is not a duration of at least 1s",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    }
+    let bad = original.replacen("    weight: 10\n", "    weight: 10\n    max_weight: 5\n", 1);
+    std::fs::write(&spec, &bad).unwrap();
+    let stderr = String::from_utf8_lossy(&cli(&["render", &spec.to_string_lossy()]).stderr).into_owned();
+    assert!(
+        stderr.contains("versions[1].max_weight: 5% is below the weight, 10%"),
+        "{stderr}"
+    );
+    let good = original.replacen("    weight: 10\n", "    weight: 10\n    max_weight: 30\n", 1);
+    std::fs::write(&spec, &good).unwrap();
+    let output = cli(&["render", &spec.to_string_lossy(), "--token-key", &key_file(work.path())]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(r#"{"name":"v2","weight":10,"max_weight":30}"#));
+}
+
 #[test]
 fn set_weight_keeps_the_last_good_spec_when_the_result_is_invalid() {
     let work = work_dir("set-weight-invalid");

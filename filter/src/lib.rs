@@ -383,6 +383,7 @@ impl<H: Host> Callbacks<H> {
             host: &self.host,
             random: &self.random,
             today: self.clock.today(),
+            now: self.clock.now(),
         }
     }
 
@@ -454,6 +455,9 @@ impl<H: Host> Callbacks<H> {
             }
         }
         self.count(active, index, decision.version, decision.source);
+        if let Some(outcome) = decision.cutover {
+            active.counters.count_cutover(index, outcome);
+        }
         if policy.exposure_log() {
             self.expose(route, version.name(), &decision, position);
         }
@@ -477,8 +481,9 @@ impl<H: Host> Callbacks<H> {
     }
 
     /// The exposure log: `route=R version=V source=S bucket=B` (`position=P` instead of the version
-    /// when a tool owns the weights) in the request's filter state `wasm.sticky_canary`, for the
-    /// access log. No credential: no key, cookie or header value.
+    /// when a tool owns the weights; ` cutover=new|kept|moved|done` added while a cut-over is in
+    /// force) in the request's filter state `wasm.sticky_canary`, for the access log. No
+    /// credential: no key, cookie or header value.
     fn expose(&self, route: &Route, version: &str, decision: &policy_core::Decision, position: Option<u8>) {
         let mut value = String::with_capacity(80);
         value.push_str("route=");
@@ -500,6 +505,10 @@ impl<H: Host> Callbacks<H> {
         match decision.bucket {
             Some(b) => value.push_str(&b.to_string()),
             None => value.push_str("none"),
+        }
+        if let Some(outcome) = decision.cutover {
+            value.push_str(" cutover=");
+            value.push_str(outcome.as_str());
         }
         if self.host.set_property(&[EXPOSURE_PROPERTY], value.as_bytes()).is_err() {
             log::warn!("sticky-canary: the host refused the exposure log property");
@@ -550,6 +559,7 @@ struct Live<'a, H> {
     host: &'a H,
     random: &'a RandomPool,
     today: Option<u32>,
+    now: Option<u64>,
 }
 
 impl<H: Host> Request for Live<'_, H> {
@@ -568,6 +578,10 @@ impl<H: Host> Request for Live<'_, H> {
 
     fn today(&mut self) -> Option<u32> {
         self.today
+    }
+
+    fn now(&mut self) -> Option<u64> {
+        self.now
     }
 }
 
@@ -593,6 +607,10 @@ impl<'a, H: Host> Request for Read<'a, H> {
 
     fn today(&mut self) -> Option<u32> {
         self.live.today()
+    }
+
+    fn now(&mut self) -> Option<u64> {
+        self.live.now()
     }
 }
 

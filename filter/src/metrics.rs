@@ -3,12 +3,19 @@
 
 use std::cell::Cell;
 
-use policy_core::{KeySource, Policy};
+use policy_core::{CutoverOutcome, KeySource, Policy};
 
 /// Prefix of the assignment counters; docs/config.md gives the `stats_tags` that turn the rest into labels.
 pub const ASSIGNMENTS: &str = "sticky_canary_assignments_total";
 /// Counter of configurations the filter refused.
 pub const CONFIG_REJECTIONS: &str = "sticky_canary_config_rejections_total";
+/// Prefix of the cut-over counters (docs/assignment.md §6), defined only for routes with one.
+pub const CUTOVER: &str = "sticky_canary_cutover_total";
+
+/// `sticky_canary_cutover_total.route.R.outcome.O`: requests by where a cut-over put them.
+pub fn cutover_metric(route: &str, outcome: CutoverOutcome) -> String {
+    format!("{CUTOVER}.route.{route}.outcome.{}", outcome.as_str())
+}
 
 /// `sticky_canary_assignments_total.route.R.version.V.source.S`: dotted so `stats_tags` can label it.
 pub fn assignment_metric(route: &str, version: &str, source: KeySource) -> String {
@@ -30,6 +37,8 @@ pub fn assignment_metric(route: &str, version: &str, source: KeySource) -> Strin
 pub struct Counters {
     /// Per route: `version * SOURCES + source` -> counter id and its unflushed count.
     ids: Vec<Vec<Option<Slot>>>,
+    /// Per route with a cut-over: outcome index -> counter; empty for the other routes.
+    cutover: Vec<Vec<Slot>>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,7 +69,27 @@ impl Counters {
             }
             ids.push(table);
         }
-        Ok(Counters { ids })
+        let mut cutover = Vec::with_capacity(policy.routes().len());
+        for route in policy.routes() {
+            let mut table = Vec::new();
+            if route.cutover().is_some() {
+                for outcome in CutoverOutcome::ALL {
+                    table.push(Slot {
+                        id: define(&cutover_metric(route.name(), outcome))?,
+                        pending: Cell::new(0),
+                    });
+                }
+            }
+            cutover.push(table);
+        }
+        Ok(Counters { ids, cutover })
+    }
+
+    /// Counts where a cut-over put one request.
+    pub fn count_cutover(&self, route: usize, outcome: CutoverOutcome) {
+        if let Some(slot) = self.cutover.get(route).and_then(|t| t.get(outcome.index())) {
+            slot.pending.set(slot.pending.get().saturating_add(1));
+        }
     }
 
     fn slot(&self, route: usize, version: usize, source: KeySource) -> Option<&Slot> {
@@ -86,7 +115,8 @@ impl Counters {
     /// calls it made.
     pub fn flush(&self, mut add: impl FnMut(u32, u64)) -> usize {
         let mut calls = 0;
-        for slot in self.ids.iter().flatten().flatten() {
+        let cutover = self.cutover.iter().flatten();
+        for slot in self.ids.iter().flatten().flatten().chain(cutover) {
             let pending = slot.pending.replace(0);
             if pending > 0 {
                 add(slot.id, pending);
@@ -140,6 +170,42 @@ pub(crate) mod tests {
         assert_eq!(
             names[id as usize - 1],
             "sticky_canary_assignments_total.route.shop.version.v2.source.new_id"
+        );
+    }
+
+    #[test]
+    fn a_route_with_a_cutover_counts_its_outcomes() {
+        let policy = Policy::from_json(
+            br#"{"routes": [{"name": "shop", "hosts": ["*"], "salt": "s",
+              "versions": [{"name": "blue", "weight": 100}, {"name": "green", "weight": 0}],
+              "key_chain": [{"new_client_id": {}}],
+              "cutover": {"to": "green", "start": 1, "deadline": 2, "idle_seconds": 60}},
+              {"name": "other", "hosts": ["o"], "salt": "s", "versions": [{"name": "v1", "weight": 100}],
+              "key_chain": [{"new_client_id": {}}]}]}"#,
+        )
+        .unwrap();
+        let mut names = Vec::new();
+        let counters = Counters::define(&policy, |name| {
+            names.push(name.to_owned());
+            Ok::<u32, ()>(names.len() as u32)
+        })
+        .unwrap();
+        let cutover: Vec<_> = names.iter().filter(|n| n.starts_with(CUTOVER)).collect();
+        assert_eq!(
+            cutover,
+            ["new", "kept", "moved", "done"]
+                .map(|o| format!("sticky_canary_cutover_total.route.shop.outcome.{o}"))
+                .iter()
+                .collect::<Vec<_>>()
+        );
+        counters.count_cutover(0, CutoverOutcome::Kept);
+        counters.count_cutover(0, CutoverOutcome::Kept);
+        counters.count_cutover(1, CutoverOutcome::Kept); // no cut-over on route 1: ignored
+        let mut flushed = Vec::new();
+        counters.flush(|id, n| flushed.push((names[id as usize - 1].clone(), n)));
+        assert_eq!(
+            flushed,
+            [("sticky_canary_cutover_total.route.shop.outcome.kept".to_owned(), 2)]
         );
     }
 

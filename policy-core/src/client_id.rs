@@ -5,6 +5,10 @@
 //! moving anyone, and a cookie from before stamps existed (`0af1…c5` alone) keeps its bucket.
 //! Any other value is a key as it stands, never refreshed (docs/assignment.md §3).
 //!
+//! During a cut-over (docs/assignment.md §6) the value also carries two times, in Unix seconds:
+//! `ID.DAY.ISSUED.SEEN`, when the user's current assignment began and when the filter last saw
+//! them. They are never hashed either.
+//!
 //! ```
 //! use policy_core::ClientId;
 //! let id = ClientId::parse(b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.20415");
@@ -22,6 +26,8 @@
 pub const ID_LENGTH: usize = 32;
 /// A stamp has at most this many decimal digits (days since 1970; 5 digits last until the year 2243).
 const MAX_STAMP_DIGITS: usize = 9;
+/// A cut-over time (Unix seconds) has at most this many decimal digits.
+const MAX_TIME_DIGITS: usize = 12;
 /// Seconds in a day, for turning the host clock into a stamp.
 pub const SECONDS_PER_DAY: u64 = 86_400;
 
@@ -32,35 +38,57 @@ pub struct ClientId<'a> {
     pub key: &'a [u8],
     /// The day (since 1970-01-01, UTC) the cookie was last set, when the value carries one.
     pub stamp: Option<u32>,
+    /// During a cut-over: when the user's current assignment began (Unix seconds; 0: before any
+    /// cut-over the filter saw), from `ID.DAY.ISSUED.SEEN`.
+    pub issued: Option<u64>,
+    /// During a cut-over: when the filter last saw this user (Unix seconds).
+    pub seen: Option<u64>,
 }
 
 fn is_id(bytes: &[u8]) -> bool {
     bytes.len() == ID_LENGTH && bytes.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
-/// `1` to `MAX_STAMP_DIGITS` ASCII digits as a number; anything else is not a stamp.
-fn stamp(bytes: &[u8]) -> Option<u32> {
-    if bytes.is_empty() || bytes.len() > MAX_STAMP_DIGITS {
+/// `1` to `max_digits` ASCII digits as a number; anything else is not a number here.
+fn digits(bytes: &[u8], max_digits: usize) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > max_digits {
         return None;
     }
-    bytes.iter().try_fold(0u32, |n, &b| {
+    bytes.iter().try_fold(0u64, |n, &b| {
         b.is_ascii_digit()
-            .then(|| n.saturating_mul(10).saturating_add(u32::from(b - b'0')))
+            .then(|| n.saturating_mul(10).saturating_add(u64::from(b - b'0')))
     })
+}
+
+/// `DAY` or `DAY.ISSUED.SEEN`, each part only digits.
+fn stamps(rest: &[u8]) -> Option<(u32, Option<(u64, u64)>)> {
+    let mut parts = rest.split(|&b| b == b'.');
+    let day = u32::try_from(digits(parts.next()?, MAX_STAMP_DIGITS)?).ok()?;
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => Some((day, None)),
+        (Some(issued), Some(seen), None) => Some((
+            day,
+            Some((digits(issued, MAX_TIME_DIGITS)?, digits(seen, MAX_TIME_DIGITS)?)),
+        )),
+        _ => None,
+    }
 }
 
 impl<'a> ClientId<'a> {
     /// Splits a cookie value. `ID.STAMP` (32 lowercase hex digits, a dot, 1 to 9 digits) gives
-    /// the id and the stamp; every other value is a key as it stands, with no stamp.
+    /// the id and the stamp, and `ID.STAMP.ISSUED.SEEN` (each time 1 to 12 digits) the cut-over
+    /// times too; every other value is a key as it stands, with no stamp.
     pub fn parse(value: &'a [u8]) -> ClientId<'a> {
         if let (Some(id), Some(b'.'), Some(rest)) =
             (value.get(..ID_LENGTH), value.get(ID_LENGTH), value.get(ID_LENGTH + 1..))
         {
             if is_id(id) {
-                if let Some(day) = stamp(rest) {
+                if let Some((day, times)) = stamps(rest) {
                     return ClientId {
                         key: id,
                         stamp: Some(day),
+                        issued: times.map(|t| t.0),
+                        seen: times.map(|t| t.1),
                     };
                 }
             }
@@ -68,6 +96,8 @@ impl<'a> ClientId<'a> {
         ClientId {
             key: value,
             stamp: None,
+            issued: None,
+            seen: None,
         }
     }
 

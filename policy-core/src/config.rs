@@ -145,22 +145,49 @@ impl NewClientId {
     /// The Set-Cookie value for a client id (32 hex digits), stamped with `today` when the
     /// filter knows the date: `NAME=ID.DAY; Path=...` (`NAME=ID; ...` without it).
     pub fn set_cookie(&self, id: &str, today: Option<u32>) -> String {
-        let mut out = String::with_capacity(self.cookie.len() + 1 + id.len() + 11 + self.attributes.len());
+        self.set_cookie_with_times(id, today, None)
+    }
+
+    /// Like [`NewClientId::set_cookie`], with a cut-over's two times (Unix seconds) after the
+    /// stamp: `NAME=ID.DAY.ISSUED.SEEN; ...` (docs/assignment.md §6). The times are written only
+    /// with a stamp.
+    pub fn set_cookie_with_times(&self, id: &str, today: Option<u32>, times: Option<(u64, u64)>) -> String {
+        let mut out = String::with_capacity(self.cookie.len() + 1 + id.len() + 37 + self.attributes.len());
         out.push_str(&self.cookie);
         out.push('=');
         out.push_str(id);
         if let Some(day) = today {
             out.push('.');
-            push_decimal(&mut out, day);
+            push_decimal(&mut out, u64::from(day));
+            if let Some((issued, seen)) = times {
+                out.push('.');
+                push_decimal(&mut out, issued);
+                out.push('.');
+                push_decimal(&mut out, seen);
+            }
         }
         out.push_str(&self.attributes);
         out
     }
 }
 
+/// A blue/green cut-over with session drain (docs/assignment.md §6): from `start`, users new to
+/// the route go to `to`, users who had an assignment keep it until idle for `idle_seconds`, and
+/// from `deadline` everyone is on `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cutover {
+    /// Index of the version everyone ends on.
+    pub to: usize,
+    /// Unix seconds.
+    pub start: u64,
+    /// Unix seconds, after `start`.
+    pub deadline: u64,
+    pub idle_seconds: u64,
+}
+
 /// Appends `n` in decimal without the formatting machinery (once per new client).
-fn push_decimal(out: &mut String, mut n: u32) {
-    let mut digits = [0u8; 10];
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
         start -= 1;
@@ -227,7 +254,11 @@ pub const DEFAULT_TOKEN_HEADER: &str = "x-canary-token";
 pub struct Version {
     pub(crate) name: String,
     pub(crate) weight: u16,
-    /// Buckets `[start, end)` that this version serves (stable: the rest, up to 9999).
+    /// A canary's declared maximum (basis points): its slot, so that later canaries keep their
+    /// buckets while this one ramps (docs/assignment.md §2).
+    pub(crate) max_weight: Option<u16>,
+    /// Buckets `[start, end)` that this version serves (a canary; stable serves every bucket
+    /// no canary serves, and keeps here where the canaries' slots end and 10000).
     pub(crate) start: u16,
     pub(crate) end: u16,
     /// What the filter writes into the routing header for this version: the name, or
@@ -259,9 +290,18 @@ impl Version {
     pub fn weight_basis_points(&self) -> u16 {
         self.weight
     }
-    /// The buckets this version serves, `[start, end)`.
+    /// The declared maximum weight in basis points, if any.
+    pub fn max_weight_basis_points(&self) -> Option<u16> {
+        self.max_weight
+    }
+    /// For a canary, the buckets it serves, `[start, end)`. For stable, `[end of the canaries'
+    /// slots, 10000)`: stable also serves the unused part of each slot.
     pub fn buckets(&self) -> (u16, u16) {
         (self.start, self.end)
+    }
+    /// The buckets this canary's slot reserves: `max_weight`, or the weight when none is declared.
+    pub(crate) fn slot(&self) -> u16 {
+        self.max_weight.unwrap_or(self.weight)
     }
 }
 
@@ -283,6 +323,8 @@ pub struct Route {
     pub(crate) position_header: Option<String>,
     /// End of the canary bucket ranges: buckets at or above it are stable.
     pub(crate) canary_end: u16,
+    /// A blue/green cut-over in progress, if any.
+    pub(crate) cutover: Option<Cutover>,
 }
 
 impl Route {
@@ -368,6 +410,10 @@ impl Route {
     /// filter then writes the user's position there, and neither the routing header nor the token.
     pub fn position_header(&self) -> Option<&str> {
         self.position_header.as_deref()
+    }
+    /// The cut-over in progress, if any (docs/assignment.md §6).
+    pub fn cutover(&self) -> Option<&Cutover> {
+        self.cutover.as_ref()
     }
     /// Index of the version with this name.
     pub fn version_index(&self, name: &str) -> Option<usize> {
@@ -467,7 +513,18 @@ impl Policy {
 mod decimal_tests {
     #[test]
     fn push_decimal_writes_what_to_string_writes() {
-        for n in [0u32, 7, 10, 99, 100, 20_415, 999_999_999, 1_000_000_000, u32::MAX] {
+        for n in [
+            0u64,
+            7,
+            10,
+            99,
+            100,
+            20_415,
+            999_999_999,
+            1_000_000_000,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let mut out = String::from("x.");
             super::push_decimal(&mut out, n);
             assert_eq!(out, format!("x.{n}"));

@@ -27,8 +27,8 @@
 //! ```
 
 use crate::bucket::{bucket, random_bucket};
-use crate::client_id::{hex_id, identity_id, ClientId};
-use crate::config::{KeySpec, NoKey, Policy, Route};
+use crate::client_id::{day_of, hex_id, identity_id, ClientId, SECONDS_PER_DAY};
+use crate::config::{Cutover, KeySpec, NewClientId, NoKey, Policy, Route};
 use crate::cookie::{self, trim};
 
 /// Cookie names one scan of the Cookie header looks for (the client-id cookie and the chain's
@@ -90,6 +90,74 @@ pub trait Request {
     fn today(&mut self) -> Option<u32> {
         None
     }
+    /// Now, in Unix seconds, asked only on a route with a cut-over (docs/assignment.md §6);
+    /// `None` when unknown (the cut-over then does not apply).
+    fn now(&mut self) -> Option<u64> {
+        None
+    }
+}
+
+/// Where a cut-over put the request (docs/assignment.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CutoverOutcome {
+    /// A user the route did not know before the cut-over (or who moved already): on the new version.
+    New,
+    /// A user who had an assignment and has not been idle long enough: kept where the weights put them.
+    Kept,
+    /// A kept user back after `idle_seconds` or more: moved to the new version on this request.
+    Moved,
+    /// The deadline has passed: everyone is on the new version.
+    Done,
+}
+
+impl CutoverOutcome {
+    pub const ALL: [CutoverOutcome; 4] = [
+        CutoverOutcome::New,
+        CutoverOutcome::Kept,
+        CutoverOutcome::Moved,
+        CutoverOutcome::Done,
+    ];
+
+    /// The label used in metrics, the exposure log and `sticky-canary explain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CutoverOutcome::New => "new",
+            CutoverOutcome::Kept => "kept",
+            CutoverOutcome::Moved => "moved",
+            CutoverOutcome::Done => "done",
+        }
+    }
+
+    /// Position in [`CutoverOutcome::ALL`], for per-outcome counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A cut-over that applies to this request.
+#[derive(Debug, Clone, Copy)]
+enum Phase<'r> {
+    /// Between start and deadline, at `now`.
+    Draining { cutover: &'r Cutover, now: u64 },
+    /// At or after the deadline.
+    Over { cutover: &'r Cutover },
+}
+
+/// How long a returning user has certainly been away, from their cookie: since the `seen` time
+/// a cut-over wrote, else since the end of the last day on which a request would not have
+/// refreshed the day stamp (no request since means none on the days after `stamp +
+/// refresh_after_days − 1`), else 0 (unknown: treated as active).
+fn idle_for(id: &ClientId, now: u64, refresh_after_days: u32) -> u64 {
+    if let Some(seen) = id.seen {
+        return now.saturating_sub(seen);
+    }
+    match id.stamp {
+        Some(day) => {
+            let first_refreshing_day = u64::from(day).saturating_add(u64::from(refresh_after_days));
+            now.saturating_sub(first_refreshing_day.saturating_mul(SECONDS_PER_DAY))
+        }
+        None => 0,
+    }
 }
 
 /// Which source gave the key that decided the version.
@@ -143,8 +211,10 @@ pub struct Decision {
     /// The key's bucket, when a key decided (not for override, nor a stable fallback).
     pub bucket: Option<u16>,
     /// A Set-Cookie header value to send on the response: a new client id, a refresh of an
-    /// ageing one, or the id derived from a trusted identity.
+    /// ageing one, the id derived from a trusted identity, or a cut-over's times.
     pub set_cookie: Option<String>,
+    /// Where a cut-over put the request, when the route has one in force.
+    pub cutover: Option<CutoverOutcome>,
 }
 
 /// Lowercases an authority into `buf` and drops its port; `None` when too long to be a host.
@@ -299,7 +369,62 @@ impl Route {
             source,
             bucket: Some(b),
             set_cookie: None,
+            cutover: None,
         }
+    }
+
+    /// The cut-over in force for this request, if any: asks the clock only when there is one.
+    fn phase(&self, request: &mut impl Request) -> Option<Phase<'_>> {
+        let cutover = self.cutover.as_ref()?;
+        let now = request.now()?;
+        if now < cutover.start {
+            None
+        } else if now < cutover.deadline {
+            Some(Phase::Draining { cutover, now })
+        } else {
+            Some(Phase::Over { cutover })
+        }
+    }
+
+    /// A returning user's id cookie during a cut-over's drain (docs/assignment.md §6): new
+    /// (assignment begun at or after the start) on the new version; away for `idle_seconds` or
+    /// more: moved now, the cookie's assignment restarting now; otherwise kept on the weights'
+    /// version, the cookie carrying now as the last time seen.
+    fn drain(
+        &self,
+        mut decision: Decision,
+        id: &ClientId,
+        settings: &NewClientId,
+        today: Option<u32>,
+        cutover: &Cutover,
+        now: u64,
+    ) -> Decision {
+        let Some(text) = id.issued_id() else {
+            // Not a value the filter issued: nothing to track it by, so it counts as new.
+            decision.version = cutover.to;
+            decision.cutover = Some(CutoverOutcome::New);
+            return decision;
+        };
+        let today = today.or(Some(day_of(now)));
+        if let Some(issued) = id.issued.filter(|&issued| issued >= cutover.start) {
+            decision.version = cutover.to;
+            decision.cutover = Some(CutoverOutcome::New);
+            if today.is_some_and(|t| id.needs_refresh(t, settings.refresh_after_days)) {
+                let times = (issued, id.seen.unwrap_or(issued));
+                decision.set_cookie = Some(settings.set_cookie_with_times(text, today, Some(times)));
+            }
+            return decision;
+        }
+        if idle_for(id, now, settings.refresh_after_days) >= cutover.idle_seconds {
+            decision.version = cutover.to;
+            decision.cutover = Some(CutoverOutcome::Moved);
+            decision.set_cookie = Some(settings.set_cookie_with_times(text, today, Some((now, now))));
+        } else {
+            decision.cutover = Some(CutoverOutcome::Kept);
+            let times = (id.issued.unwrap_or(0), now);
+            decision.set_cookie = Some(settings.set_cookie_with_times(text, today, Some(times)));
+        }
+        decision
     }
 
     /// The honoured override version, if the request asks for an allowed one and proves the secret.
@@ -330,8 +455,35 @@ impl Route {
                 source: KeySource::Override,
                 bucket: None,
                 set_cookie: None,
+                cutover: None,
             };
         }
+        let phase = self.phase(request);
+        let mut decision = self.decide_key(request, phase);
+        if decision.cutover.is_none() {
+            match phase {
+                Some(Phase::Draining { cutover, .. }) => {
+                    decision.version = cutover.to;
+                    decision.cutover = Some(CutoverOutcome::New);
+                }
+                Some(Phase::Over { cutover }) => {
+                    decision.version = cutover.to;
+                    decision.cutover = Some(CutoverOutcome::Done);
+                }
+                None => {}
+            }
+        }
+        decision
+    }
+
+    /// The decision by key and weights, with a cut-over's drain of returning id cookies and the
+    /// times on the cookies it issues; [`Route::decide`] puts everyone else on the new version.
+    fn decide_key(&self, request: &mut impl Request, phase: Option<Phase<'_>>) -> Decision {
+        // A cookie issued while a cut-over drains starts its assignment now (a new user).
+        let (drain_now, new_times) = match phase {
+            Some(Phase::Draining { now, .. }) => (Some(now), Some((now, now))),
+            _ => (None, None),
+        };
         let client_id = self.client_id();
         let names = self.cookie_names();
         // The Cookie header, read when first needed and scanned once for every cookie named.
@@ -342,6 +494,10 @@ impl Route {
             if let Some(value) = cookies.value(&names, &settings.cookie, || request.header("cookie")) {
                 let id = ClientId::parse(value);
                 let mut decision = self.keyed(KeySource::Cookie, id.key);
+                if let Some(Phase::Draining { cutover, now }) = phase {
+                    let today = request.today();
+                    return self.drain(decision, &id, settings, today, cutover, now);
+                }
                 if let (Some(today), Some(text)) = (request.today(), id.issued_id()) {
                     if id.needs_refresh(today, settings.refresh_after_days) {
                         decision.set_cookie = Some(settings.set_cookie(text, Some(today)));
@@ -372,7 +528,8 @@ impl Route {
                             let id = identity_id(&self.salt, value);
                             let mut decision = self.keyed(KeySource::Identity, id.as_bytes());
                             if let Some(settings) = client_id {
-                                decision.set_cookie = Some(settings.set_cookie(&id, request.today()));
+                                let today = request.today().or(drain_now.map(day_of));
+                                decision.set_cookie = Some(settings.set_cookie_with_times(&id, today, new_times));
                             }
                             return decision;
                         }
@@ -383,7 +540,8 @@ impl Route {
                     if let Some(random) = request.random() {
                         let id = hex_id(random);
                         let mut decision = self.keyed(KeySource::NewId, id.as_bytes());
-                        decision.set_cookie = Some(settings.set_cookie(&id, request.today()));
+                        let today = request.today().or(drain_now.map(day_of));
+                        decision.set_cookie = Some(settings.set_cookie_with_times(&id, today, new_times));
                         return decision;
                     }
                 }
@@ -406,6 +564,7 @@ impl Route {
                         source: KeySource::None,
                         bucket: Some(b),
                         set_cookie: None,
+                        cutover: None,
                     }
                 }
                 None => self.stable(),
@@ -420,6 +579,7 @@ impl Route {
             source: KeySource::None,
             bucket: None,
             set_cookie: None,
+            cutover: None,
         }
     }
 }

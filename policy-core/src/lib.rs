@@ -23,11 +23,11 @@ mod percent;
 pub use bucket::bucket;
 pub use client_id::{day_of, hex_id, identity_id, ClientId, SECONDS_PER_DAY};
 pub use config::{
-    token_routing_value, ConfigError, ConfigErrors, KeySpec, NewClientId, NoKey, Override, OverrideSecret, Policy,
-    Route, RoutingToken, SameSite, Version, DEFAULT_ROUTING_HEADER, DEFAULT_TOKEN_HEADER, MAX_COOKIE_AGE_SECONDS,
-    TOKEN_SEPARATOR, TOTAL_BASIS_POINTS,
+    token_routing_value, ConfigError, ConfigErrors, Cutover, KeySpec, NewClientId, NoKey, Override, OverrideSecret,
+    Policy, Route, RoutingToken, SameSite, Version, DEFAULT_ROUTING_HEADER, DEFAULT_TOKEN_HEADER,
+    MAX_COOKIE_AGE_SECONDS, TOKEN_SEPARATOR, TOTAL_BASIS_POINTS,
 };
-pub use decide::{Decision, KeySource, Request};
+pub use decide::{CutoverOutcome, Decision, KeySource, Request};
 pub use names::{is_dns_name, is_label, is_token};
 pub use percent::{format_percent, parse_percent, PercentError};
 pub use policy_sha256::sha256;

@@ -163,6 +163,42 @@ fn every_position_vector_matches() {
     }
 }
 
+#[test]
+fn every_abn_vector_matches() {
+    // | key | bucket | 10/10/10 | 20/10/10 | 20/0/10 | 5/20/30 |, canaries a, b, c with
+    // max_weight 20, 20, 30 after the stable v1.
+    let is_version = |cell: &str| ["v1", "a", "b", "c"].contains(&cell);
+    let vectors: Vec<_> = rows(6)
+        .into_iter()
+        .filter(|r| r[1].parse::<u16>().is_ok() && r[2..].iter().all(|c| is_version(c)))
+        .collect();
+    assert!(vectors.len() >= 6, "found {} A/B/n vectors", vectors.len());
+    let columns = [(10, 10, 10), (20, 10, 10), (20, 0, 10), (5, 20, 30)];
+    for row in vectors {
+        let key = row[0].trim_matches('`');
+        for (column, (a, b, c)) in columns.iter().enumerate() {
+            let doc = format!(
+                r#"{{"routes": [{{"name": "my-app", "hosts": ["*"], "salt": "my-app",
+                    "versions": [{{"name": "v1", "weight": {stable}}},
+                        {{"name": "a", "weight": {a}, "max_weight": 20}},
+                        {{"name": "b", "weight": {b}, "max_weight": 20}},
+                        {{"name": "c", "weight": {c}, "max_weight": 30}}],
+                    "key_chain": [{{"header": "x-user"}}]}}]}}"#,
+                stable = 100 - a - b - c
+            );
+            let policy = policy_core::Policy::from_json(doc.as_bytes()).unwrap();
+            let route = &policy.routes()[0];
+            let (bucket, version) = route.assign(key.as_bytes());
+            assert_eq!(bucket.to_string(), row[1], "bucket of {key}");
+            assert_eq!(
+                route.versions()[version].name(),
+                row[column + 2],
+                "{key} at {a}/{b}/{c}"
+            );
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -26,6 +26,9 @@ pub(super) struct User {
     /// Changes of version in the current phase, by direction.
     pub(super) to_canary: u32,
     pub(super) to_stable: u32,
+    /// Whether the user is sending requests (the blue/green act pauses some and lets others
+    /// arrive later).
+    pub(super) away: bool,
 }
 
 /// Per-phase tallies.
@@ -155,6 +158,9 @@ pub(super) fn one_request(client: &mut Client, crowd: &Mutex<Crowd>, user: usize
         let mut crowd = lock(crowd);
         let session = crowd.session;
         let Some(state) = crowd.users.get_mut(user) else { return };
+        if state.away {
+            return;
+        }
         match session {
             // A login, or the framework rotating the session id: a new session cookie.
             Some(generation) => state.jar.set("session", &format!("s{generation}-user{user}")),
@@ -220,6 +226,7 @@ pub(super) fn off_plan(crowd: &Crowd, policy: &Policy, since: Instant) -> usize 
     crowd
         .users
         .iter()
+        .filter(|user| !user.away)
         .filter(|user| {
             let Some(id) = user.jar.cookies.get(ID_COOKIE) else {
                 return true;

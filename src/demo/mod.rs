@@ -11,6 +11,8 @@
 //!    out. Nobody bounces, nobody moves at login, canary users never go back, no
 //!    request fails, and every user is on the version `sticky-canary assign`
 //!    predicts for their id.
+//! 3. Blue/green with session drain (`bluegreen`): new users on green at once, users mid-session
+//!    kept on blue until idle or the deadline, a rollback that moves everyone back.
 //!
 //! Exits 0 only when every check held. Envoy dies with this process (it sets
 //! PR_SET_PDEATHSIG), and the app servers are threads of it, so Ctrl-C leaves
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use policy_core::{format_percent, Policy};
 
+mod bluegreen;
 mod crowd;
 mod table;
 
@@ -74,12 +77,17 @@ impl Options {
 
 /// The filter config of the demo at a given canary weight (basis points).
 pub fn filter_config(canary_basis_points: u32) -> String {
+    filter_config_with(canary_basis_points, "")
+}
+
+/// The demo's filter config with `extra` (`, "cutover": {...}`) appended to its route.
+fn filter_config_with(canary_basis_points: u32, extra: &str) -> String {
     format!(
         r#"{{"routes": [{{"name": "my-app", "hosts": ["*"], "salt": "demo-2026",
   "routing_header": "{ROUTING_HEADER}",
   "versions": [{{"name": "v1", "weight": {}}}, {{"name": "v2", "weight": {}}}],
   "key_chain": [{{"cookie": "session"}}, {{"new_client_id": {{"cookie": "{ID_COOKIE}", "secure": false}}}}],
-  "override": {{"header": "x-canary-force", "allow": ["v2"]}}}}],
+  "override": {{"header": "x-canary-force", "allow": ["v2"]}}{extra}}}],
   "response_header": "x-canary-served-version"}}"#,
         format_percent(10_000 - canary_basis_points),
         format_percent(canary_basis_points),
@@ -224,6 +232,10 @@ pub fn run(options: &Options) -> Result<bool, String> {
     }
     traffic.stop();
 
+    // Act 3: blue/green with session drain, a fresh crowd.
+    let blue_green = bluegreen::act(&mut sticky, options, color)?;
+    all_ok &= blue_green.ok;
+
     let sticky_rows = rows.get(1..).unwrap_or_default();
     let failed: u64 = rows.iter().map(|r| r.tally.failed).sum();
     let bounced: usize = sticky_rows.iter().map(|r| r.bounced).sum();
@@ -280,6 +292,8 @@ pub fn run(options: &Options) -> Result<bool, String> {
         tolerance(0.5),
         options.users
     ));
+    say(&format!("[{}] {}", mark(blue_green.ok), blue_green.summary));
+    let failed = failed + blue_green.failed;
     say(&format!("[{}] failed requests: {failed}.", mark(failed == 0)));
     say(if all_ok {
         "\nEvery check held."

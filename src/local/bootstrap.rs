@@ -18,13 +18,14 @@ pub const FILTER_NAME: &str = "sticky-canary";
 
 /// `stats_config.stats_tags` that turn the filter's dotted counter names
 /// (`wasmcustom.sticky_canary_assignments_total.route.R.version.V.source.S`)
-/// into one metric with `route`, `version` and `source` labels. Each regex runs
+/// into one metric with `route`, `version` and `source` labels (and the cut-over counters,
+/// `...cutover_total.route.R.outcome.O`, into `route` and `outcome`). Each regex runs
 /// on the full stat name; its first group is cut out of the name, its second is
 /// the label value.
 pub const STATS_TAGS: &[(&str, &str)] = &[
     (
         "route",
-        r"^wasmcustom\.sticky_canary_assignments_total(\.route\.([^.]+))",
+        r"^wasmcustom\.sticky_canary_(?:assignments|cutover)_total(\.route\.([^.]+))",
     ),
     (
         "version",
@@ -33,6 +34,10 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     (
         "source",
         r"^wasmcustom\.sticky_canary_assignments_total\.route\.[^.]+\.version\.[^.]+(\.source\.([^.]+))$",
+    ),
+    (
+        "outcome",
+        r"^wasmcustom\.sticky_canary_cutover_total\.route\.[^.]+(\.outcome\.([^.]+))$",
     ),
 ];
 

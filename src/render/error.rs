@@ -65,8 +65,10 @@ pub enum RenderError {
     Weights(WeightError),
     /// `set-weight`: the weights cannot be edited in the spec's text.
     WeightsInText { spec: PathBuf, reason: WeightError },
-    /// `set-weight`: the spec would become invalid, so it was left as it was.
+    /// `set-weight` or `cutover`: the spec would become invalid, so it was left as it was.
     InvalidAfterEdit { spec: PathBuf, errors: SpecErrors },
+    /// `cutover`: the cut-over asked for is not possible (the reason names the flag or field).
+    Cutover { spec: PathBuf, reason: String },
 }
 
 impl RenderError {
@@ -128,9 +130,10 @@ impl fmt::Display for RenderError {
             RenderError::Weights(e) => write!(f, "set-weight: {e}"),
             RenderError::WeightsInText { spec, reason } => write!(f, "{}: {reason}", spec.display()),
             RenderError::InvalidAfterEdit { spec, errors } => {
-                f.write_str("set-weight: the spec would become invalid, so it was left as it was:\n")?;
+                f.write_str("the spec would become invalid, so it was left as it was:\n")?;
                 spec_lines(f, spec, errors)
             }
+            RenderError::Cutover { spec, reason } => write!(f, "cutover: {}: {reason}", spec.display()),
         }
     }
 }

@@ -39,6 +39,7 @@ macro_rules! map {
 }
 
 pub mod cli;
+pub mod cutover;
 pub mod emit;
 mod error;
 pub mod gateway_api;
@@ -58,6 +59,7 @@ pub mod weights;
 mod write;
 
 pub use cli::load;
+pub use cutover::{cutover_text, CutoverChange};
 pub use error::{Action, RenderError};
 pub use output::{File, Rendered, GATEWAY_DIR, GENERATED_MARKER, MONITORING_DIR};
 pub use plugin::Install;

@@ -4,17 +4,43 @@ const ID: &[u8] = b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5";
 
 #[test]
 fn stamped_and_unstamped_ids_have_the_same_key() {
-    assert_eq!(ClientId::parse(ID), ClientId { key: ID, stamp: None });
+    assert_eq!(
+        ClientId::parse(ID),
+        ClientId {
+            key: ID,
+            stamp: None,
+            issued: None,
+            seen: None
+        }
+    );
     let stamped = [ID, b".20415"].concat();
     assert_eq!(
         ClientId::parse(&stamped),
         ClientId {
             key: ID,
-            stamp: Some(20415)
+            stamp: Some(20415),
+            issued: None,
+            seen: None,
         }
     );
     let zero = [ID, b".0"].concat();
     assert_eq!(ClientId::parse(&zero).stamp, Some(0));
+}
+
+#[test]
+fn cut_over_values_keep_the_key_and_carry_their_times() {
+    let value = [ID, b".20415.1764820000.1764820300"].concat();
+    assert_eq!(
+        ClientId::parse(&value),
+        ClientId {
+            key: ID,
+            stamp: Some(20415),
+            issued: Some(1_764_820_000),
+            seen: Some(1_764_820_300),
+        }
+    );
+    let zero = [ID, b".1.0.0"].concat();
+    assert_eq!(ClientId::parse(&zero).issued, Some(0));
 }
 
 #[test]
@@ -28,6 +54,11 @@ fn odd_values_are_whole_keys() {
         b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.1234567890", // too many digits
         b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.-1",
         b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.1.2",
+        b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.1.2.3.4", // a cut-over value has exactly three parts
+        b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.1.2.",
+        b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.1..3",
+        b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.1.1234567890123.3", // 13 digits
+        b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5.1.2.x",
         b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5x.1",
         b"0af1c3e5d7b9a8f6e4c2b0a9f8e7d6c5 .1",
         b"\xff\xfe0af1c3e5d7b9a8f6e4c2b0a9f8e7d6.1",
@@ -37,7 +68,9 @@ fn odd_values_are_whole_keys() {
             ClientId::parse(value),
             ClientId {
                 key: value,
-                stamp: None
+                stamp: None,
+                issued: None,
+                seen: None,
             },
             "{value:?}"
         );
@@ -46,7 +79,12 @@ fn odd_values_are_whole_keys() {
 
 #[test]
 fn refresh_rules() {
-    let id = |stamp| ClientId { key: ID, stamp };
+    let id = |stamp| ClientId {
+        key: ID,
+        stamp,
+        issued: None,
+        seen: None,
+    };
     assert!(id(None).needs_refresh(100, 1), "an unstamped id is stamped once");
     assert!(!id(Some(100)).needs_refresh(100, 1));
     assert!(id(Some(99)).needs_refresh(100, 1));
@@ -61,6 +99,8 @@ fn refresh_rules() {
     let other = ClientId {
         key: b"alice",
         stamp: None,
+        issued: None,
+        seen: None,
     };
     assert!(!other.needs_refresh(100, 1), "only ids the filter issues are refreshed");
 }

@@ -5,6 +5,7 @@
 //! parts: [`fields`] one object's members, [`route`] a route, and the route's versions, key
 //! chain, override and routing token in modules of those names.
 
+mod cutover;
 mod fields;
 mod key_chain;
 mod override_rule;

@@ -43,6 +43,17 @@ pub struct Mirror {
     pub percent: f64,
 }
 
+/// A blue/green cut-over with session drain (docs/assignment.md §6): from `start`, users new to
+/// the app go to `to`; users who had an assignment keep it until idle for `idle_seconds`; from
+/// `deadline` everyone is on `to`. Times in Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cutover {
+    pub to: String,
+    pub start: u64,
+    pub deadline: u64,
+    pub idle_seconds: u64,
+}
+
 /// How the filter is installed on the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PluginForm {
@@ -172,6 +183,9 @@ pub struct AppVersion {
     pub image: String,
     /// Percent, as written (at most two decimals; checked by policy-core).
     pub weight: f64,
+    /// A canary's declared maximum (percent), reserving its slot of buckets so that the arms
+    /// ramp independently (docs/assignment.md §2); checked by policy-core.
+    pub max_weight: Option<f64>,
     pub port: u32,
     pub env: BTreeMap<String, String>,
     pub autoscaling: Autoscaling,
@@ -318,6 +332,8 @@ pub struct App {
     pub exposure_log: bool,
     /// The rules and dashboard of `monitoring/`.
     pub monitoring: Monitoring,
+    /// The blue/green cut-over in progress, if any (in the filter route too).
+    pub cutover: Option<Cutover>,
     /// Things that are allowed but probably wrong, printed by the CLI.
     pub warnings: Vec<String>,
 }

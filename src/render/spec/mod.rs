@@ -33,9 +33,9 @@ mod names;
 mod raw;
 
 pub use app::{
-    filter_config, weight_yaml, App, AppVersion, Autoscaling, Dependent, FailStrategy, Ingress, Mirror, ModuleSource,
-    Plugin, PluginForm, Probes, Progressive, SpecError, SpecErrors, Tls, TokenSettings, Tool, DEFAULT_POSITION_HEADER,
-    GATEWAY_API_MIN_MINOR, INGRESS_NAMESPACE, KUBERNETES_OBJECT_LIMIT, MESH_TOKEN_HEADER,
+    filter_config, weight_yaml, App, AppVersion, Autoscaling, Cutover, Dependent, FailStrategy, Ingress, Mirror,
+    ModuleSource, Plugin, PluginForm, Probes, Progressive, SpecError, SpecErrors, Tls, TokenSettings, Tool,
+    DEFAULT_POSITION_HEADER, GATEWAY_API_MIN_MINOR, INGRESS_NAMESPACE, KUBERNETES_OBJECT_LIMIT, MESH_TOKEN_HEADER,
 };
 pub use names::{service_name, GATEWAY_NAME_LABEL};
 
@@ -56,4 +56,11 @@ impl App {
             _ => Err(errors),
         }
     }
+}
+
+/// Whole seconds in a duration written as the spec writes them (`30m`, `2h`, `90s`), at least 1s.
+pub fn duration_seconds(text: &str) -> Option<u64> {
+    check::monitoring::duration_ms(text)
+        .filter(|&ms| ms >= 1000)
+        .map(|ms| ms / 1000)
 }

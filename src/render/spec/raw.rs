@@ -31,6 +31,18 @@ pub(super) struct RawSpec {
     pub(super) mirror: Option<RawMirror>,
     pub(super) progressive: Option<RawProgressive>,
     pub(super) monitoring: Option<RawMonitoring>,
+    pub(super) cutover: Option<RawCutover>,
+}
+
+/// A blue/green cut-over with session drain (docs/assignment.md §6), as `sticky-canary cutover`
+/// writes it: times in RFC 3339, `idle` a duration such as `30m`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCutover {
+    pub(super) to: String,
+    pub(super) start: String,
+    pub(super) deadline: String,
+    pub(super) idle: String,
 }
 
 /// The Prometheus rules and dashboard `render` writes to `monitoring/`.
@@ -78,6 +90,7 @@ pub(super) struct RawVersion {
     pub(super) name: String,
     pub(super) image: String,
     pub(super) weight: f64,
+    pub(super) max_weight: Option<f64>,
     pub(super) port: Option<u32>,
     #[serde(default)]
     pub(super) env: BTreeMap<String, String>,

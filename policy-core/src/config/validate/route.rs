@@ -1,6 +1,7 @@
 //! One route: its name, hosts, path prefix, headers and salt here, the rest through the modules
 //! of its parts; then the checks across parts (headers that must differ).
 
+use super::cutover::compile_cutover;
 use super::fields::Fields;
 use super::key_chain::key_chain_field;
 use super::override_rule::compile_override;
@@ -36,6 +37,17 @@ pub(super) fn compile_route(path: &str, value: &Value, errors: &mut ConfigErrors
     let override_ = fields
         .take("override")
         .and_then(|v| compile_override(&override_path, v, &versions, routing_header.as_deref(), errors));
+    let cutover_path = fields.child("cutover");
+    let cutover = fields.take("cutover").and_then(|v| {
+        compile_cutover(
+            &cutover_path,
+            v,
+            &versions,
+            &key_chain,
+            position_header.is_some(),
+            errors,
+        )
+    });
     fields.finish(errors);
 
     let headers = Headers {
@@ -50,7 +62,7 @@ pub(super) fn compile_route(path: &str, value: &Value, errors: &mut ConfigErrors
     if errors.0.len() != before {
         return None;
     }
-    let canary_end = versions.iter().skip(1).map(|v| v.weight).sum();
+    let canary_end = versions.iter().skip(1).map(|v| v.end).max().unwrap_or(0);
     let routing_header = routing_header?;
     let versions = with_routing_values(versions, &routing_header, routing_token.as_ref());
     Some(Route {
@@ -66,6 +78,7 @@ pub(super) fn compile_route(path: &str, value: &Value, errors: &mut ConfigErrors
         routing_token,
         position_header,
         canary_end,
+        cutover,
     })
 }
 

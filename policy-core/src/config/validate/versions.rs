@@ -1,5 +1,5 @@
-//! A route's versions: names, weights in basis points summing to 100%, and the bucket ranges
-//! they take (docs/assignment.md §2).
+//! A route's versions: names, weights in basis points summing to 100%, the optional
+//! `max_weight` of each canary, and the bucket ranges they take (docs/assignment.md §2).
 
 use super::fields::Fields;
 use crate::config::{ConfigErrors, Version, TOTAL_BASIS_POINTS};
@@ -44,7 +44,26 @@ fn compile_versions(path: &str, items: &[Value], errors: &mut ConfigErrors) -> V
             }
         }
         let weight = weight_field(&mut fields, errors);
+        let max_path = fields.child("max_weight");
+        let max_weight = max_weight_field(&mut fields, errors);
         fields.finish(errors);
+        if let Some(max) = max_weight {
+            if i == 0 {
+                errors.add(
+                    &max_path,
+                    "is for canaries: the stable version (listed first) takes the buckets the canaries leave",
+                );
+            } else if let Some(w) = weight.filter(|&w| w > max) {
+                errors.add(
+                    &max_path,
+                    format!(
+                        "{}% is below the weight, {}%: raise max_weight (before any canary is listed after this one) or lower the weight",
+                        format_percent(u32::from(max)),
+                        format_percent(u32::from(w))
+                    ),
+                );
+            }
+        }
         match weight {
             Some(w) => sum += u32::from(w),
             None => all_weights = false,
@@ -54,6 +73,7 @@ fn compile_versions(path: &str, items: &[Value], errors: &mut ConfigErrors) -> V
                 routing_value: name.clone(),
                 name,
                 weight,
+                max_weight,
                 start: 0,
                 end: 0,
             });
@@ -62,8 +82,36 @@ fn compile_versions(path: &str, items: &[Value], errors: &mut ConfigErrors) -> V
     if all_weights && sum != u32::from(TOTAL_BASIS_POINTS) {
         errors.add(path, format!("weights sum to {}, not 100", format_percent(sum)));
     }
+    let slots: u32 = versions.iter().skip(1).map(|v| u32::from(v.slot())).sum();
+    if slots > u32::from(TOTAL_BASIS_POINTS) {
+        errors.add(
+            path,
+            format!(
+                "the canaries' slots (max_weight where given, else weight) take {}%, more than 100",
+                format_percent(slots)
+            ),
+        );
+    }
     assign_buckets(&mut versions);
     versions
+}
+
+/// A canary's optional `max_weight`: the most it may ever be given, which reserves its slot.
+fn max_weight_field(fields: &mut Fields<'_>, errors: &mut ConfigErrors) -> Option<u16> {
+    let path = fields.child("max_weight");
+    match fields.take("max_weight")? {
+        Value::Number(text) => match parse_percent(text) {
+            Ok(basis_points) => Some(basis_points),
+            Err(error) => {
+                errors.add(&path, error.to_string());
+                None
+            }
+        },
+        other => {
+            errors.add(&path, format!("must be a number, not {}", other.kind()));
+            None
+        }
+    }
 }
 
 /// A version's required `weight`: a number, read exactly by [`parse_percent`].
@@ -91,13 +139,16 @@ fn weight_field(fields: &mut Fields<'_>, errors: &mut ConfigErrors) -> Option<u1
     }
 }
 
-/// Canaries take consecutive ranges from bucket 0 in listed order; stable takes the rest.
+/// Each canary has a slot of `max_weight` buckets (its weight when it declares none), slots
+/// consecutive from bucket 0 in listed order; the canary serves the first `weight` buckets of
+/// its slot, and stable every bucket no canary serves. Without any `max_weight` the slots are
+/// the weights, the packed layout of earlier releases.
 fn assign_buckets(versions: &mut [Version]) {
     let mut next: u16 = 0;
     for version in versions.iter_mut().skip(1) {
         version.start = next;
-        next = next.saturating_add(version.weight);
-        version.end = next;
+        version.end = next.saturating_add(version.weight).min(TOTAL_BASIS_POINTS);
+        next = next.saturating_add(version.slot()).min(TOTAL_BASIS_POINTS);
     }
     if let Some(stable) = versions.first_mut() {
         stable.start = next;

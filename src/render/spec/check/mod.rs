@@ -2,12 +2,13 @@
 //! their field paths. [`check`] reads as the spec does, one section after another; each
 //! section's rules are in its own file.
 
+mod cutover;
 mod dependents;
 mod fields;
 mod identity;
 mod ingress;
 mod mirror;
-mod monitoring;
+pub(crate) mod monitoring;
 
 mod plugin;
 mod progressive;
@@ -47,6 +48,13 @@ pub(super) fn check(mut raw: RawSpec, errors: &mut SpecErrors) -> Option<App> {
         .mirror
         .map(|m| mirror::check(m, &versions, ingress, errors, &mut warnings));
     let monitoring = monitoring::check(raw.monitoring.take(), errors, &mut warnings);
+    let cutover = raw
+        .cutover
+        .as_ref()
+        .and_then(|c| cutover::check(c, &mut SpecErrors::default()));
+    if let Some(c) = &cutover {
+        cutover::warn(c, &mut warnings);
+    }
     if !errors.is_empty() {
         return None;
     }
@@ -73,6 +81,7 @@ pub(super) fn check(mut raw: RawSpec, errors: &mut SpecErrors) -> Option<App> {
         response_header: routing.response_header,
         exposure_log: routing.exposure_log,
         monitoring,
+        cutover,
         warnings,
     })
 }

@@ -82,6 +82,7 @@ pub(super) fn take_over(raw: &mut RawSpec, p: &Progressive, ingress: Ingress, er
             name: (*name).to_owned(),
             image: "managed-by-the-tool".to_owned(),
             weight,
+            max_weight: None,
             port: None,
             env: BTreeMap::new(),
             autoscaling: None,

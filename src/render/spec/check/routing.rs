@@ -94,7 +94,13 @@ fn filter_route(
         Yaml::Sequence(
             versions
                 .iter()
-                .map(|v| map! {"name" => v.name.clone(), "weight" => weight_yaml(v.weight)})
+                .map(|v| {
+                    let mut version = map! {"name" => v.name.clone(), "weight" => weight_yaml(v.weight)};
+                    if let (Some(max), Yaml::Mapping(m)) = (v.max_weight, &mut version) {
+                        m.insert("max_weight".into(), weight_yaml(max));
+                    }
+                    version
+                })
                 .collect(),
         ),
     );
@@ -108,6 +114,9 @@ fn filter_route(
     }
     if let Some(rule) = &routing.override_ {
         route.insert("override".into(), rule.clone());
+    }
+    if let Some(cutover) = raw.cutover.as_ref().and_then(|c| super::cutover::check(c, errors)) {
+        route.insert("cutover".into(), cutover.filter_config());
     }
     route
 }
@@ -212,7 +221,7 @@ fn spec_path(filter_path: &str) -> String {
     let top = rest.split(['.', '[']).next().unwrap_or("");
     match top {
         "name" => "app".to_owned(),
-        "hosts" | "path_prefix" | "versions" => rest.to_owned(),
+        "hosts" | "path_prefix" | "versions" | "cutover" => rest.to_owned(),
         "" => "routing".to_owned(),
         "routing_token" => format!("routing.{}", rest.replacen("routing_token", "token", 1)),
         _ => format!("routing.{rest}"),

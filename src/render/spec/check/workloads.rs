@@ -84,6 +84,7 @@ pub(super) fn check_versions(
             name: v.name,
             image: v.image,
             weight: v.weight,
+            max_weight: v.max_weight,
             port,
             env: v.env,
             autoscaling,
