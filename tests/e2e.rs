@@ -1333,3 +1333,290 @@ fn a_bluegreen_cutover_drains_existing_users_and_rolls_back_at_once() {
         assert_eq!(visit(jar), "v1", "after the rollback");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Alternatives (docs/alternatives.md): Envoy's own hash-based split beside sticky-canary, both on
+// the pinned Envoy, the same users, the same weights. The figures this test prints are the table
+// of docs/alternatives.md (`cargo test --features sticky-canary/system-tests --test e2e
+// alternatives -- --nocapture`).
+
+/// One gateway of the comparison and its app versions (dropped after Envoy).
+struct Gateway {
+    envoy: Envoy,
+    _backends: Vec<Backend>,
+}
+
+fn backends(count: usize) -> Vec<Backend> {
+    (1..=count)
+        .map(|v| must(Backend::start(&format!("v{v}")), "start a backend"))
+        .collect()
+}
+
+/// Plain Istio weights over v1.. at `weights`: a draw per request.
+fn weighted_gateway(weights: &[u32]) -> Gateway {
+    let backends = backends(weights.len());
+    let pairs: Vec<(&Backend, u32)> = backends.iter().zip(weights.iter().copied()).collect();
+    let envoy = must(Envoy::start(&EnvoyConfig::weighted(&pairs)), "start Envoy with plain weights");
+    Gateway {
+        envoy,
+        _backends: backends,
+    }
+}
+
+/// Envoy's native split over v1.. at `weights`, hashing cookie `session` (or `ttl`: Envoy sets it).
+fn native_gateway(weights: &[u32], cookie: &str, ttl: Option<u32>) -> Gateway {
+    let backends = backends(weights.len());
+    let pairs: Vec<(&Backend, u32)> = backends.iter().zip(weights.iter().copied()).collect();
+    let envoy = must(
+        Envoy::start(&EnvoyConfig::hash_weighted(&pairs, cookie, ttl)),
+        "start Envoy with the native split",
+    );
+    Gateway {
+        envoy,
+        _backends: backends,
+    }
+}
+
+fn sticky_gateway(config_json: &str, versions: usize) -> Gateway {
+    let backends = backends(versions);
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let envoy = must(
+        Envoy::start(&EnvoyConfig::by_header(ROUTING_HEADER, &refs).with_filter(FilterSpec::embedded(config_json))),
+        "start Envoy with the filter",
+    );
+    Gateway {
+        envoy,
+        _backends: backends,
+    }
+}
+
+/// A sticky-canary route over v1.. at `weights` (percent), keyed by the id cookie (then
+/// `session`), optionally with max_weight on all but the last canary.
+fn sticky_config(host: &str, salt: &str, weights: &[u32], maxes: Option<&[u32]>) -> String {
+    let versions: Vec<String> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let max = match maxes {
+                Some(m) if i > 0 && i + 1 < weights.len() => format!(r#", "max_weight": {}"#, m[i]),
+                _ => String::new(),
+            };
+            format!(r#"{{"name": "v{}", "weight": {w}{max}}}"#, i + 1)
+        })
+        .collect();
+    format!(
+        r#"{{"name": "{salt}", "hosts": ["{host}"], "salt": "{salt}", "routing_header": "{ROUTING_HEADER}",
+            "versions": [{}], "key_chain": [{{"cookie": "session"}}, {{"new_client_id": {{"cookie": "sc-id", "secure": false}}}}]}}"#,
+        versions.join(", ")
+    )
+}
+
+fn sticky_policy(routes: &[String]) -> String {
+    format!(r#"{{"routes": [{}]}}"#, routes.join(", "))
+}
+
+/// One request of a user with a cookie jar, on a fresh or kept connection: the version served.
+fn visit_with(client: &mut Client, jar: &mut CookieJar, host: &str) -> String {
+    let reply = send(client, &jar.apply(Request::get("/").host(host)));
+    jar.store(&reply);
+    served(&reply)
+}
+
+/// New users, 10 requests each on their own connection, keeping what Set-Cookie gives them:
+/// (users who saw more than one version, users given a cookie on the first response,
+/// distinct cookie values given).
+fn first_visits(gateway: &Gateway, host: &str, users: usize, cookie: &str) -> (usize, usize, usize) {
+    let mut bounced = 0;
+    let mut given = 0;
+    let mut values = std::collections::HashSet::new();
+    for _ in 0..users {
+        let mut client = connect(&gateway.envoy);
+        let mut jar = CookieJar::default();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10 {
+            seen.insert(visit_with(&mut client, &mut jar, host));
+            if i == 0 {
+                if let Some(value) = jar.cookies.get(cookie) {
+                    given += 1;
+                    values.insert(value.clone());
+                }
+            }
+        }
+        bounced += usize::from(seen.len() > 1);
+    }
+    (bounced, given, values.len())
+}
+
+/// Users who arrive anonymous, get an app session (`session=anon-N`) after their first
+/// response, then log in (`session=auth-N`): how many changed version at the login.
+fn login_moves(gateway: &Gateway, host: &str, users: usize) -> usize {
+    let mut client = connect(&gateway.envoy);
+    let mut moved = 0;
+    for u in 0..users {
+        let mut jar = CookieJar::default();
+        visit_with(&mut client, &mut jar, host);
+        jar.set("session", &format!("anon-{u}"));
+        let before = visit_with(&mut client, &mut jar, host);
+        jar.set("session", &format!("auth-{u}"));
+        let after = visit_with(&mut client, &mut jar, host);
+        moved += usize::from(before != after);
+    }
+    moved
+}
+
+/// The version of each of `keys` (cookie `session`), one request each.
+fn versions_of(gateway: &Gateway, host: &str, keys: &[String]) -> Vec<String> {
+    let mut client = connect(&gateway.envoy);
+    keys.iter()
+        .map(|k| {
+            let mut jar = CookieJar::default();
+            jar.set("session", k);
+            let reply = send(&mut client, &jar.apply(Request::get("/").host(host)));
+            served(&reply)
+        })
+        .collect()
+}
+
+/// Users whose version changed between `before` and `after`, and of those, how many moved
+/// other than between `arm` and `v1`.
+fn moves(before: &[String], after: &[String], arm: &str) -> (usize, usize) {
+    let changed: Vec<(&String, &String)> = before.iter().zip(after).filter(|(b, a)| b != a).collect();
+    let off = changed
+        .iter()
+        .filter(|(b, a)| !([b.as_str(), a.as_str()].contains(&arm) && [b.as_str(), a.as_str()].contains(&"v1")))
+        .count();
+    (changed.len(), off)
+}
+
+#[test]
+fn alternatives_native_hash_split_beside_sticky_canary() {
+    let _serial = serial();
+    const USERS: usize = 300;
+    let keys: Vec<String> = (0..2000).map(|i| format!("user-{i}")).collect();
+    let host = APP_HOST;
+    let mut rows: Vec<String> = Vec::new();
+
+    // First visit, at 50/50.
+    let native = native_gateway(&[50, 50], "session", None);
+    let (native_bounced, native_given, _) = first_visits(&native, host, USERS, "session");
+    drop(native);
+    let native_ttl = native_gateway(&[50, 50], "session", Some(3600));
+    let (ttl_bounced, ttl_given, ttl_values) = first_visits(&native_ttl, host, USERS, "session");
+    drop(native_ttl);
+    let sticky = sticky_gateway(&sticky_policy(&[sticky_config(host, "app-a", &[50, 50], None)]), 2);
+    let (sticky_bounced, sticky_given, sticky_values) = first_visits(&sticky, host, USERS, "sc-id");
+    let weighted = weighted_gateway(&[50, 50]);
+    let (weighted_bounced, _, _) = first_visits(&weighted, host, USERS, "session");
+    let weighted_login = login_moves(&weighted, host, USERS);
+    drop(weighted);
+    rows.push(format!(
+        "| new users who saw both versions within their first 10 requests (50/50, {USERS} users) | {weighted_bounced} | {native_bounced} (no cookie set: {native_given} given one; with `ttl`: {ttl_bounced}, {ttl_given} given one, {ttl_values} distinct) | {sticky_bounced} ({sticky_given} given the id cookie, {sticky_values} distinct) |"
+    ));
+    assert_eq!(sticky_bounced, 0);
+    assert_eq!(sticky_given, USERS);
+    assert!(native_bounced > USERS / 2, "the native split without a cookie re-draws per request");
+
+    // A login mid-visit, at 50/50.
+    let sticky_login = login_moves(&sticky, host, USERS);
+    drop(sticky);
+    let native = native_gateway(&[50, 50], "session", None);
+    let native_login = login_moves(&native, host, USERS);
+    drop(native);
+    rows.push(format!(
+        "| users who changed version when they logged in (the app's session cookie rotated; 50/50, {USERS} users) | {weighted_login} | {native_login} | {sticky_login} |"
+    ));
+    assert_eq!(sticky_login, 0);
+    assert!(native_login > USERS / 5);
+
+    // A two-version ramp 10 -> 50 -> 100 -> 0, 2000 users with a session cookie.
+    let mut native_back = 0;
+    let mut sticky_back = 0;
+    let mut weighted_back = 0;
+    let mut weighted_prev: Option<Vec<String>> = None;
+    let (mut native_prev, mut sticky_prev): (Option<Vec<String>>, Option<Vec<String>>) = (None, None);
+    for canary in [10u32, 50, 100] {
+        let native = native_gateway(&[100 - canary, canary], "session", None);
+        let n = versions_of(&native, host, &keys);
+        let sticky = sticky_gateway(
+            &sticky_policy(&[sticky_config(host, "app-a", &[100 - canary, canary], None)]),
+            2,
+        );
+        let s = versions_of(&sticky, host, &keys);
+        let w = versions_of(&weighted_gateway(&[100 - canary, canary]), host, &keys);
+        if let Some(p) = &weighted_prev {
+            weighted_back += p.iter().zip(&w).filter(|(b, a)| *b == "v2" && *a == "v1").count();
+        }
+        weighted_prev = Some(w);
+        if let Some(p) = &native_prev {
+            native_back += p.iter().zip(&n).filter(|(b, a)| *b == "v2" && *a == "v1").count();
+        }
+        if let Some(p) = &sticky_prev {
+            sticky_back += p.iter().zip(&s).filter(|(b, a)| *b == "v2" && *a == "v1").count();
+        }
+        native_prev = Some(n);
+        sticky_prev = Some(s);
+    }
+    rows.push(format!(
+        "| canary users sent back to stable by a two-version ramp 10 → 50 → 100 % (2,000 users) | {weighted_back} | {native_back} | {sticky_back} |"
+    ));
+    assert_eq!((native_back, sticky_back), (0, 0));
+
+    // Three versions: raise the last canary from 15 to 25 % (stable 70 -> 60).
+    let before_w = [70, 15, 15];
+    let after_w = [60, 15, 25];
+    let n_before = versions_of(&native_gateway(&before_w, "session", None), host, &keys);
+    let n_after = versions_of(&native_gateway(&after_w, "session", None), host, &keys);
+    let maxes = [0, 20, 0];
+    let s_before = versions_of(
+        &sticky_gateway(&sticky_policy(&[sticky_config(host, "app-a", &before_w, Some(&maxes))]), 3),
+        host,
+        &keys,
+    );
+    let s_after = versions_of(
+        &sticky_gateway(&sticky_policy(&[sticky_config(host, "app-a", &after_w, Some(&maxes))]), 3),
+        host,
+        &keys,
+    );
+    let (n_changed, n_off) = moves(&n_before, &n_after, "v3");
+    let (s_changed, s_off) = moves(&s_before, &s_after, "v3");
+    rows.push(format!(
+        "| three versions, one canary raised 15 → 25 %: moves other than between that canary and stable (2,000 users) | every request re-drawn | {n_off} of {n_changed} moves | {s_off} of {s_changed} moves (`max_weight` on the first canary) |"
+    ));
+    assert_eq!(s_off, 0);
+    assert!(n_off > 0, "the native split's cumulative ranges shift the middle canary");
+
+    // Two apps on one gateway, each 10 % canary, the same users.
+    let native_a = versions_of(&native_gateway(&[90, 10], "session", None), host, &keys);
+    let native_b = versions_of(&native_gateway(&[90, 10], "session", None), host, &keys);
+    let two_apps = sticky_gateway(
+        &sticky_policy(&[
+            sticky_config("a.example.com", "app-a", &[90, 10], None),
+            sticky_config("b.example.com", "app-b", &[90, 10], None),
+        ]),
+        2,
+    );
+    let sticky_a = versions_of(&two_apps, "a.example.com", &keys);
+    let sticky_b = versions_of(&two_apps, "b.example.com", &keys);
+    let overlap = |a: &[String], b: &[String]| {
+        let on_a = a.iter().filter(|v| *v == "v2").count();
+        let both = a.iter().zip(b).filter(|(x, y)| *x == "v2" && *y == "v2").count();
+        (both, on_a)
+    };
+    let (n_both, n_on_a) = overlap(&native_a, &native_b);
+    let (s_both, s_on_a) = overlap(&sticky_a, &sticky_b);
+    rows.push(format!(
+        "| two apps at 10 % each: app A's canary users also on app B's canary (2,000 users) | re-drawn per request | {n_both} of {n_on_a} | {s_both} of {s_on_a} (a salt per app) |"
+    ));
+    assert_eq!(n_both, n_on_a, "no salt: the same cookie hashes the same on every route");
+    assert!(s_both * 3 < s_on_a, "salted apps draw independently: {s_both} of {s_on_a}");
+
+    let version = sticky_canary_harness::find_or_install_envoy(None)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!("\nalternatives, measured on {version}:\n");
+    println!("| measured | Istio weights (plain weighted clusters) | Envoy's hash split (`use_hash_policy`, cookie `session`) | sticky-canary |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+}

@@ -69,6 +69,14 @@ pub enum RouteTable {
     },
     /// Plain Istio weights: a random cluster per request (for contrast and benchmarks).
     Weighted(Vec<(String, u32)>),
+    /// Envoy's own sticky split (Envoy 1.36 and later): weighted clusters picked by the route's
+    /// hash policy (`use_hash_policy`), hashing the cookie `cookie`; with `ttl_seconds`, Envoy
+    /// sets that cookie itself when a request has none.
+    HashWeighted {
+        weights: Vec<(String, u32)>,
+        cookie: String,
+        ttl_seconds: Option<u32>,
+    },
 }
 
 /// What Envoy does when the filter's VM cannot serve (Envoy's `failure_policy`).
@@ -196,6 +204,18 @@ impl EnvoyConfig {
             stats_tags: true,
             envoy: None,
         }
+    }
+
+    /// Envoy's native hash-based split (`WeightedCluster.use_hash_policy` with a cookie
+    /// `hash_policy`), as an EnvoyFilter patching Istio's routes would configure it. No filter.
+    pub fn hash_weighted(backends: &[(&Backend, u32)], cookie: &str, ttl_seconds: Option<u32>) -> EnvoyConfig {
+        let mut config = EnvoyConfig::weighted(backends);
+        config.routes = RouteTable::HashWeighted {
+            weights: backends.iter().map(|(b, w)| (b.version().to_owned(), *w)).collect(),
+            cookie: cookie.to_owned(),
+            ttl_seconds,
+        };
+        config
     }
 
     /// Like the generated VirtualService: every version route but the default one also
@@ -328,6 +348,25 @@ fn route_entries(routes: &RouteTable) -> Value {
                 .map(|(name, weight)| json!({"name": name, "weight": weight}))
                 .collect();
             json!([{"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": clusters}}}])
+        }
+        RouteTable::HashWeighted {
+            weights,
+            cookie,
+            ttl_seconds,
+        } => {
+            let clusters: Vec<Value> = weights
+                .iter()
+                .map(|(name, weight)| json!({"name": name, "weight": weight}))
+                .collect();
+            let mut cookie = json!({"name": cookie});
+            if let (Some(ttl), Some(fields)) = (ttl_seconds, cookie.as_object_mut()) {
+                fields.insert("ttl".to_owned(), json!(format!("{ttl}s")));
+                fields.insert("path".to_owned(), json!("/"));
+            }
+            json!([{"match": {"prefix": "/"}, "route": {
+                "weighted_clusters": {"clusters": clusters, "use_hash_policy": true},
+                "hash_policy": [{"cookie": cookie}],
+            }}])
         }
     }
 }
