@@ -17,6 +17,8 @@ pub struct Described {
     pub address: Option<Vec<u8>>,
     /// Today, days since 1970-01-01 UTC (for the id cookie's refresh); `None` leaves it out.
     pub today: Option<u32>,
+    /// Now, Unix seconds (for a route's cut-over); `None` leaves the cut-over out.
+    pub now: Option<u64>,
 }
 
 impl Described {
@@ -69,6 +71,17 @@ impl policy_core::Request for AsRequest<'_> {
     fn today(&mut self) -> Option<u32> {
         self.described.today
     }
+    fn now(&mut self) -> Option<u64> {
+        self.described.now
+    }
+}
+
+/// Now as Unix seconds, from the system clock.
+pub fn now() -> Option<u64> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// Today as days since 1970-01-01 UTC, from the system clock.
@@ -112,6 +125,22 @@ pub fn explain(route: &Route, described: &Described, canary_weight: Option<u8>) 
             );
         }
         _ => keyed(route, described, &decision, canary_weight, &mut out),
+    }
+    if let (Some(outcome), Some(cutover)) = (decision.cutover, route.cutover()) {
+        let to = name(route, cutover.to);
+        let why = match outcome {
+            policy_core::CutoverOutcome::New => format!("new to the route since the cut-over started: on {to}"),
+            policy_core::CutoverOutcome::Kept => format!(
+                "had a version before the cut-over and was away less than {} s: kept, this response records now as last seen",
+                cutover.idle_seconds
+            ),
+            policy_core::CutoverOutcome::Moved => format!(
+                "had a version before the cut-over and was away {} s or more: moved to {to}, new from now on",
+                cutover.idle_seconds
+            ),
+            policy_core::CutoverOutcome::Done => format!("the deadline has passed: everyone is on {to}"),
+        };
+        let _ = writeln!(out, "cutover:    {}: {why} (docs/assignment.md §6)", outcome.as_str());
     }
     if let Some(set_cookie) = decision.set_cookie.as_deref().filter(|_| !request.drew) {
         let _ = writeln!(out, "set-cookie: {set_cookie}");
@@ -403,6 +432,29 @@ mod tests {
                 assert!(text.contains("version:    v2 (canary)"), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn a_cutover_says_where_it_put_the_user() {
+        let route = route(
+            r#"{"routes":[{"name":"shop","hosts":["shop.example.com"],"salt":"s1",
+            "key_chain":[{"new_client_id":{}}],
+            "versions":[{"name":"blue","weight":100},{"name":"green","weight":0}],
+            "cutover":{"to":"green","start":1000000,"deadline":2000000,"idle_seconds":600}}]}"#,
+        );
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut described = Described::new(&[], Some(&format!("sticky-canary-id={id}.11.0.1000100")), None).unwrap();
+        described.now = Some(1_000_200);
+        let text = explain(&route, &described, None);
+        assert!(text.contains("version:    blue"), "{text}");
+        assert!(text.contains("cutover:    kept: had a version before the cut-over"), "{text}");
+        described.now = Some(1_000_700);
+        let text = explain(&route, &described, None);
+        assert!(text.contains("version:    green"), "{text}");
+        assert!(text.contains("cutover:    moved:"), "{text}");
+        described.now = None;
+        let text = explain(&route, &described, None);
+        assert!(!text.contains("cutover:"), "without a clock the cut-over is left out: {text}");
     }
 
     #[test]

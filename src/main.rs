@@ -309,6 +309,7 @@ fn run(command: Command) -> Result<(), String> {
             assign::check_tool_weight(route, canary_weight)?;
             let mut described = explain::Described::new(&headers, cookie.as_deref(), address.as_deref())?;
             described.today = explain::today();
+            described.now = explain::now();
             print!("{}", explain::explain(route, &described, canary_weight));
             Ok(())
         }
