@@ -447,14 +447,20 @@ mod tests {
         described.now = Some(1_000_200);
         let text = explain(&route, &described, None);
         assert!(text.contains("version:    blue"), "{text}");
-        assert!(text.contains("cutover:    kept: had a version before the cut-over"), "{text}");
+        assert!(
+            text.contains("cutover:    kept: had a version before the cut-over"),
+            "{text}"
+        );
         described.now = Some(1_000_700);
         let text = explain(&route, &described, None);
         assert!(text.contains("version:    green"), "{text}");
         assert!(text.contains("cutover:    moved:"), "{text}");
         described.now = None;
         let text = explain(&route, &described, None);
-        assert!(!text.contains("cutover:"), "without a clock the cut-over is left out: {text}");
+        assert!(
+            !text.contains("cutover:"),
+            "without a clock the cut-over is left out: {text}"
+        );
     }
 
     #[test]

@@ -1238,8 +1238,19 @@ fn cutover_starts_rolls_back_and_finishes_in_the_spec_and_the_plugin() {
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let stdout = String::from_utf8_lossy(&started.stdout);
     assert!(stdout.contains("cut-over to v2 from "), "{stdout}");
-    // Only the plugin changes (the VirtualService routes by header).
-    assert_eq!(written_under(&stdout, &out_s), ["/plugin.yaml"], "{stdout}");
+    // The plugin and the rules change (the VirtualService routes by header): the rules record
+    // where the cut-over puts requests, and hold no share-off-weight alert while it runs.
+    assert_eq!(
+        written_under(&stdout, &out_s),
+        ["/monitoring/prometheus-rule.yaml", "/plugin.yaml"],
+        "{stdout}"
+    );
+    let rules = std::fs::read_to_string(out.join("monitoring/prometheus-rule.yaml")).unwrap();
+    assert!(
+        rules.contains("sum(rate(sticky_canary_cutover_total_route_my_app_outcome_kept[5m]))"),
+        "{rules}"
+    );
+    assert!(!rules.contains("StickyCanaryShareOffWeight"), "{rules}");
     let text = std::fs::read_to_string(&spec).unwrap();
     assert!(text.starts_with(&original), "the spec's own lines are kept:\n{text}");
     assert!(text.contains("cutover:\n  to: v2\n"), "{text}");
@@ -1267,6 +1278,8 @@ fn cutover_starts_rolls_back_and_finishes_in_the_spec_and_the_plugin() {
     assert!(plugin_route(&std::fs::read_to_string(out.join("plugin.yaml")).unwrap())
         .get("cutover")
         .is_none());
+    let rules = std::fs::read_to_string(out.join("monitoring/prometheus-rule.yaml")).unwrap();
+    assert!(rules.contains("StickyCanaryShareOffWeight") && !rules.contains("sticky_canary:cutover"), "{rules}");
     assert!(
         !cli(&["cutover", &spec_s, "--rollback"]).status.success(),
         "nothing to roll back"

@@ -52,6 +52,7 @@ pub struct Series {
     pub istio_requests: String,
     pub istio_errors: String,
     pub istio_p99: String,
+    pub cutover: String,
 }
 
 impl Series {
@@ -66,6 +67,7 @@ impl Series {
             istio_requests: format!("sticky_canary:istio_requests:rate{window}"),
             istio_errors: format!("sticky_canary:istio_errors:percent{window}"),
             istio_p99: format!("sticky_canary:istio_latency_p99:ms{window}"),
+            cutover: format!("sticky_canary:cutover:rate{window}"),
         }
     }
 }
@@ -74,6 +76,14 @@ impl Series {
 pub fn assignment_counter(app: &App, version: &str, source: &str) -> String {
     folded(&format!(
         "sticky_canary_assignments_total.route.{}.version.{version}.source.{source}",
+        app.name
+    ))
+}
+
+/// The counter Prometheus sees for one outcome of the app's cut-over.
+pub fn cutover_counter(app: &App, outcome: &str) -> String {
+    folded(&format!(
+        "sticky_canary_cutover_total.route.{}.outcome.{outcome}",
         app.name
     ))
 }
@@ -190,6 +200,17 @@ pub fn app_group(app: &App) -> Yaml {
         format!("sum by (route, version) ({}{{{on_route}}})", s.assignments),
         vec![],
     ));
+    // While a cut-over is in the spec: requests by where it put them. A drain is over for the
+    // users who matter when `kept` falls to 0.
+    if app.cutover.is_some() {
+        for outcome in policy_core::CutoverOutcome::ALL.map(policy_core::CutoverOutcome::as_str) {
+            rules.push(rule(
+                &s.cutover,
+                format!("sum(rate({}[{w}]))", cutover_counter(app, outcome)),
+                vec![("route", route), ("outcome", outcome)],
+            ));
+        }
+    }
     // Under Flagger or Argo Rollouts the filter counts every keyed user under the first version
     // (Envoy picks the destination from the position): there is no share to record.
     let progressive = app.progressive.is_some();
@@ -282,7 +303,10 @@ pub fn app_group(app: &App) -> Yaml {
             Some(app),
         ));
         let stable = app.stable().name.as_str();
-        rules.push(alert(
+        // A cut-over puts users where the weights do not (new users on its version), so the
+        // share is off the weights by design until it is finished or rolled back.
+        if app.cutover.is_none() {
+            rules.push(alert(
             Alert {
                 name: "StickyCanaryShareOffWeight",
                 expr: format!(
@@ -305,6 +329,7 @@ pub fn app_group(app: &App) -> Yaml {
             },
             Some(app),
         ));
+        }
         rules.push(alert(
             Alert {
                 name: "StickyCanaryVersionErrors",
