@@ -1356,7 +1356,10 @@ fn backends(count: usize) -> Vec<Backend> {
 fn weighted_gateway(weights: &[u32]) -> Gateway {
     let backends = backends(weights.len());
     let pairs: Vec<(&Backend, u32)> = backends.iter().zip(weights.iter().copied()).collect();
-    let envoy = must(Envoy::start(&EnvoyConfig::weighted(&pairs)), "start Envoy with plain weights");
+    let envoy = must(
+        Envoy::start(&EnvoyConfig::weighted(&pairs)),
+        "start Envoy with plain weights",
+    );
     Gateway {
         envoy,
         _backends: backends,
@@ -1514,7 +1517,10 @@ fn alternatives_native_hash_split_beside_sticky_canary() {
     ));
     assert_eq!(sticky_bounced, 0);
     assert_eq!(sticky_given, USERS);
-    assert!(native_bounced > USERS / 2, "the native split without a cookie re-draws per request");
+    assert!(
+        native_bounced > USERS / 2,
+        "the native split without a cookie re-draws per request"
+    );
 
     // A login mid-visit, at 50/50.
     let sticky_login = login_moves(&sticky, host, USERS);
@@ -1568,12 +1574,18 @@ fn alternatives_native_hash_split_beside_sticky_canary() {
     let n_after = versions_of(&native_gateway(&after_w, "session", None), host, &keys);
     let maxes = [0, 20, 0];
     let s_before = versions_of(
-        &sticky_gateway(&sticky_policy(&[sticky_config(host, "app-a", &before_w, Some(&maxes))]), 3),
+        &sticky_gateway(
+            &sticky_policy(&[sticky_config(host, "app-a", &before_w, Some(&maxes))]),
+            3,
+        ),
         host,
         &keys,
     );
     let s_after = versions_of(
-        &sticky_gateway(&sticky_policy(&[sticky_config(host, "app-a", &after_w, Some(&maxes))]), 3),
+        &sticky_gateway(
+            &sticky_policy(&[sticky_config(host, "app-a", &after_w, Some(&maxes))]),
+            3,
+        ),
         host,
         &keys,
     );
@@ -1583,7 +1595,10 @@ fn alternatives_native_hash_split_beside_sticky_canary() {
         "| three versions, one canary raised 15 → 25 %: moves other than between that canary and stable (2,000 users) | every request re-drawn | {n_off} of {n_changed} moves | {s_off} of {s_changed} moves (`max_weight` on the first canary) |"
     ));
     assert_eq!(s_off, 0);
-    assert!(n_off > 0, "the native split's cumulative ranges shift the middle canary");
+    assert!(
+        n_off > 0,
+        "the native split's cumulative ranges shift the middle canary"
+    );
 
     // Two apps on one gateway, each 10 % canary, the same users.
     let native_a = versions_of(&native_gateway(&[90, 10], "session", None), host, &keys);
@@ -1607,8 +1622,14 @@ fn alternatives_native_hash_split_beside_sticky_canary() {
     rows.push(format!(
         "| two apps at 10 % each: app A's canary users also on app B's canary (2,000 users) | re-drawn per request | {n_both} of {n_on_a} | {s_both} of {s_on_a} (a salt per app) |"
     ));
-    assert_eq!(n_both, n_on_a, "no salt: the same cookie hashes the same on every route");
-    assert!(s_both * 3 < s_on_a, "salted apps draw independently: {s_both} of {s_on_a}");
+    assert_eq!(
+        n_both, n_on_a,
+        "no salt: the same cookie hashes the same on every route"
+    );
+    assert!(
+        s_both * 3 < s_on_a,
+        "salted apps draw independently: {s_both} of {s_on_a}"
+    );
 
     let version = sticky_canary_harness::find_or_install_envoy(None)
         .map(|p| p.display().to_string())
