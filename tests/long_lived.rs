@@ -17,10 +17,10 @@
 //! tests/long_lived/client.py, driven line by line from here. Two apps share the gateway, as
 //! `render` of a directory puts them: `shop` (WebSocket, HTTP/2) and `rpc` (gRPC).
 //!
-//! `render` has no way to say an app speaks gRPC: its Service port is always named `http`, which
-//! Istio reads as HTTP/1.1 to the pods, and a gRPC server refuses that. So the test hands Istio the
-//! rendered `svc-rpc` with its port renamed `grpc` (appProtocol `grpc`), as a user's kustomize
-//! patch would, instead of the rendered file.
+//! The `rpc` spec says `service_protocol: grpc`: `render` names its Service port `grpc` (and
+//! `appProtocol: grpc`), which makes Istio talk HTTP/2 to the pods. (A port named `http` means
+//! HTTP/1.1 to Istio, and a gRPC server refuses that: every call failed with `UNAVAILABLE ...
+//! protocol error` before the spec could say it.)
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -194,10 +194,11 @@ fn assert_no_foreign_cookie(what: &str, set_cookies: &[Value], own_id: Option<&s
 // The world: two apps rendered onto one gateway, Istio's translation, a real Envoy.
 
 /// An app spec: v1 and v2 with v2 at `v2_percent`, keyed by `chain` (YAML flow list).
-fn spec(app: &str, host: &str, v2_percent: u32, chain: &str) -> String {
+fn spec(app: &str, host: &str, v2_percent: u32, chain: &str, protocol: &str) -> String {
     format!(
         "app: {app}\n\
          namespace: ns-{app}\n\
+         service_protocol: {protocol}\n\
          revision: {revision}\n\
          hosts: [{host}]\n\
          versions:\n  \
@@ -229,12 +230,18 @@ impl World {
         std::fs::create_dir_all(&specs).unwrap();
         std::fs::write(
             specs.join("shop.yaml"),
-            spec("shop", SHOP_HOST, shop_v2, "[{header: x-user-id}, {new_client_id: {}}]"),
+            spec(
+                "shop",
+                SHOP_HOST,
+                shop_v2,
+                "[{header: x-user-id}, {new_client_id: {}}]",
+                "http",
+            ),
         )
         .unwrap();
         std::fs::write(
             specs.join("rpc.yaml"),
-            spec("rpc", RPC_HOST, rpc_v2, "[{header: x-user-id}]"),
+            spec("rpc", RPC_HOST, rpc_v2, "[{header: x-user-id}]", "grpc"),
         )
         .unwrap();
         let rendered = work.path().join("rendered");
@@ -338,11 +345,9 @@ impl World {
     }
 }
 
-/// What Istio reads: every rendered YAML file, except `rpc/service.yaml`, whose port the test
-/// renames `grpc` (the rendered one says `http`: see the top of this file).
+/// What Istio reads: every rendered YAML file; `rpc/service.yaml` names its port `grpc`.
 fn inputs(work: &Path) -> Vec<PathBuf> {
     let rendered = work.join("rendered");
-    let rendered_rpc_service = rendered.join("rpc/service.yaml");
     let mut files = Vec::new();
     let mut pending = vec![rendered.clone()];
     while let Some(dir) = pending.pop() {
@@ -350,26 +355,20 @@ fn inputs(work: &Path) -> Vec<PathBuf> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "yaml")
-                && !path.ends_with("kustomization.yaml")
-                && path != rendered_rpc_service
-            {
+            } else if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("kustomization.yaml") {
                 files.push(path);
             }
         }
     }
     files.sort();
-    let mut service: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&rendered_rpc_service).unwrap()).unwrap();
+    let service: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(rendered.join("rpc/service.yaml")).unwrap()).unwrap();
+    let port = &service["spec"]["ports"][0];
     assert_eq!(
-        service["spec"]["ports"][0]["name"], "http",
-        "render names the Service port otherwise now: {service}; drop the rename below if it can say grpc"
+        (&port["name"], &port["appProtocol"]),
+        (&json!("grpc"), &json!("grpc")),
+        "{service}"
     );
-    let port = &mut service["spec"]["ports"][0];
-    port["name"] = json!("grpc");
-    port["appProtocol"] = json!("grpc");
-    let patched = work.join("rpc-service-grpc.yaml");
-    std::fs::write(&patched, serde_yaml_ng::to_string(&service).unwrap()).unwrap();
-    files.push(patched);
     files
 }
 

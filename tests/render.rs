@@ -1279,7 +1279,10 @@ fn cutover_starts_rolls_back_and_finishes_in_the_spec_and_the_plugin() {
         .get("cutover")
         .is_none());
     let rules = std::fs::read_to_string(out.join("monitoring/prometheus-rule.yaml")).unwrap();
-    assert!(rules.contains("StickyCanaryShareOffWeight") && !rules.contains("sticky_canary:cutover"), "{rules}");
+    assert!(
+        rules.contains("StickyCanaryShareOffWeight") && !rules.contains("sticky_canary:cutover"),
+        "{rules}"
+    );
     assert!(
         !cli(&["cutover", &spec_s, "--rollback"]).status.success(),
         "nothing to roll back"
@@ -1330,6 +1333,44 @@ fn a_spec_with_max_weight_and_a_cutover_is_checked_with_its_fields_named() {
     let output = cli(&["render", &spec.to_string_lossy(), "--token-key", &key_file(work.path())]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains(r#"{"name":"v2","weight":10,"max_weight":30}"#));
+}
+
+#[test]
+fn service_protocol_names_the_service_port_for_istio() {
+    let work = work_dir("service-protocol");
+    let spec = work.path().join("my-app.yaml");
+    let original = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
+    let with =
+        |protocol: &str| original.replacen("versions:\n", &format!("service_protocol: {protocol}\nversions:\n"), 1);
+    std::fs::write(&spec, with("grpc")).unwrap();
+    let out = work.path().join("out");
+    let rendered = cli(&[
+        "render",
+        &spec.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--token-key",
+        &key_file(work.path()),
+    ]);
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let service = std::fs::read_to_string(out.join("service.yaml")).unwrap();
+    assert!(
+        service.contains("name: grpc") && service.contains("appProtocol: grpc"),
+        "{service}"
+    );
+    std::fs::write(&spec, with("tcp")).unwrap();
+    let refused = cli(&["render", &spec.to_string_lossy()]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("service_protocol: \"tcp\" is not one of \"http\", \"http2\", \"grpc\""),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 #[test]

@@ -28,7 +28,7 @@ use serde_yaml_ng::{Mapping, Value as Yaml};
 use super::metadata::metadata;
 use super::mirror;
 use super::routing::{Guard, HeaderEdits};
-use super::spec::{weight_yaml, App, AppVersion, Dependent, INGRESS_NAMESPACE};
+use super::spec::{weight_yaml, App, AppVersion, Dependent, ServiceProtocol, INGRESS_NAMESPACE};
 use super::token::Tokens;
 
 /// Where the harness finds the pods of a Gateway API gateway (the name it had here first).
@@ -174,9 +174,12 @@ fn http_service(name: String, app: &App, labels: BTreeMap<String, String>) -> Ya
         metadata: object_meta(name, app, labels.clone()),
         spec: Some(ServiceSpec {
             selector: Some(labels),
-            // The port name tells Istio the protocol is HTTP.
+            // The port name tells Istio the protocol (HTTP/1.1 for `http`); beyond that,
+            // `appProtocol` says it too.
             ports: Some(vec![ServicePort {
-                name: Some("http".to_owned()),
+                name: Some(app.service_protocol.as_str().to_owned()),
+                app_protocol: (app.service_protocol != ServiceProtocol::Http)
+                    .then(|| app.service_protocol.as_str().to_owned()),
                 port: int32(app.service_port),
                 target_port: Some(IntOrString::String("http".to_owned())),
                 ..ServicePort::default()

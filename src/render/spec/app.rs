@@ -54,6 +54,26 @@ pub struct Cutover {
     pub idle_seconds: u64,
 }
 
+/// The protocol of the app's Service port, which tells Istio how to talk to the pods: a gRPC
+/// server refuses the HTTP/1.1 Istio uses for a port named `http`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceProtocol {
+    Http,
+    Http2,
+    Grpc,
+}
+
+impl ServiceProtocol {
+    /// The Service port's name (and, beyond `http`, its `appProtocol`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceProtocol::Http => "http",
+            ServiceProtocol::Http2 => "http2",
+            ServiceProtocol::Grpc => "grpc",
+        }
+    }
+}
+
 /// How the filter is installed on the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PluginForm {
@@ -309,6 +329,9 @@ pub struct App {
     pub ingress: Ingress,
     pub tls: Option<Tls>,
     pub service_port: u32,
+    /// What the app's pods speak, as Istio reads it from the Service port's name and
+    /// `appProtocol`: HTTP/1.1 (`http`, the default), `http2` or `grpc`.
+    pub service_protocol: ServiceProtocol,
     pub versions: Vec<AppVersion>,
     pub cpu_request: String,
     pub memory_request: String,

@@ -19,6 +19,7 @@ pub(super) struct RawSpec {
     pub(super) tls: Option<RawTls>,
     #[serde(default)]
     pub(super) service_port: Option<u32>,
+    pub(super) service_protocol: Option<String>,
     #[serde(default)]
     pub(super) versions: Vec<RawVersion>,
     pub(super) autoscaling: Option<RawAutoscaling>,

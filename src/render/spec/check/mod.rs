@@ -15,7 +15,7 @@ mod progressive;
 mod routing;
 mod workloads;
 
-use super::app::{App, SpecErrors};
+use super::app::{App, ServiceProtocol, SpecErrors};
 use super::raw::RawSpec;
 
 /// The checked app, or `None` when `errors` holds a problem (then every problem is there).
@@ -26,6 +26,18 @@ pub(super) fn check(mut raw: RawSpec, errors: &mut SpecErrors) -> Option<App> {
     let tls = raw.tls.take().map(|t| ingress::check_tls(t, ingress, errors));
     let service_port = raw.service_port.unwrap_or(80);
     fields::port_ok("service_port", service_port, errors);
+    let service_protocol = match raw.service_protocol.as_deref() {
+        None | Some("http") => ServiceProtocol::Http,
+        Some("http2") => ServiceProtocol::Http2,
+        Some("grpc") => ServiceProtocol::Grpc,
+        Some(other) => {
+            errors.add(
+                "service_protocol",
+                format!("{other:?} is not one of \"http\", \"http2\", \"grpc\""),
+            );
+            ServiceProtocol::Http
+        }
+    };
     let progressive = raw.progressive.take().map(|p| progressive::check(p, errors));
     if let Some(p) = &progressive {
         progressive::take_over(&mut raw, p, ingress, errors);
@@ -67,6 +79,7 @@ pub(super) fn check(mut raw: RawSpec, errors: &mut SpecErrors) -> Option<App> {
         ingress,
         tls,
         service_port,
+        service_protocol,
         versions,
         cpu_request,
         memory_request,
