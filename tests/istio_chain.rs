@@ -940,3 +940,148 @@ fn the_rendered_exposure_log_prints_each_decision_on_the_gateways_stdout() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// The spec of the three-version shop: v1 stable, v2 with a `max_weight` (an arm that ramps on
+/// its own), v3 last.
+fn arms_spec(revision: &str, v2: u32, v3: u32) -> String {
+    format!(
+        "app: shop\n\
+         namespace: ns-shop\n\
+         revision: {revision}\n\
+         hosts: [{SHOP_HOST}]\n\
+         versions:\n  \
+           - name: v1\n    image: example/shop:1\n    weight: {v1}\n  \
+           - name: v2\n    image: example/shop:2\n    weight: {v2}\n    max_weight: 30\n  \
+           - name: v3\n    image: example/shop:3\n    weight: {v3}\n\
+         routing:\n  \
+           salt: shop-arms-chain\n  \
+           key_chain:\n    - cookie: session\n    - new_client_id: {{}}\n\
+         plugin:\n  form: envoyfilter-inline\n",
+        v1 = 100 - v2 - v3,
+    )
+}
+
+/// A/B/n and the blue/green cut-over through Istio's translation on the newest revision: the
+/// three-version spec rendered, translated by istiod's code and served by the revision's Envoy;
+/// `set-weight` of the first arm moves only users between it and stable; `cutover --to v3`
+/// sends newcomers to v3 at once while users with an id cookie keep their version; `--rollback`
+/// puts every one of them back where the weights say.
+#[test]
+fn newest_revision_arms_and_cutover_through_istio() {
+    let _serial = serial();
+    let revision = newest();
+    let work = tempfile::tempdir().unwrap();
+    let backends: Vec<Backend> = ["v1", "v2", "v3"].iter().map(|v| Backend::start(v).unwrap()).collect();
+    let spec = work.path().join("shop.yaml");
+    let rendered = work.path().join("rendered");
+    std::fs::write(&spec, arms_spec(revision.name, 10, 10)).unwrap();
+    run_cli(&["render", &spec.to_string_lossy(), "--out", &rendered.to_string_lossy()]);
+    let mut translate = Translate::new(revision, vec![rendered.clone()]);
+    let service = "svc-shop.ns-shop.svc.cluster.local";
+    translate.endpoint(&format!("outbound|80||{service}"), backends[0].addr());
+    for backend in &backends {
+        translate.endpoint(&format!("outbound|80|{}|{service}", backend.version()), backend.addr());
+    }
+    let envoy = envoy_release(revision.envoy).unwrap_or_else(|e| panic!("{e}"));
+    let mut gateway = IstioProxy::start(&envoy, translate).unwrap_or_else(|e| panic!("the gateway did not start: {e}"));
+    let config = || write_filter_config(&rendered.join("plugin.yaml"), &work.path().join("filter-config.json"));
+    let keys: Vec<String> = (0..2000).map(|i| format!("arm-user-{i}")).collect();
+    let serve = |gateway: &IstioProxy| -> HashMap<String, String> {
+        serve_keys(gateway.listener(), &keys, 4)
+            .into_iter()
+            .map(|(k, (status, version, _))| {
+                assert_eq!(status, 200, "{k}");
+                (k, version)
+            })
+            .collect()
+    };
+    let before = serve(&gateway);
+    assert_eq!(
+        before,
+        assign(&config(), &keys),
+        "{}: three versions at 80/10/10",
+        revision.name
+    );
+
+    // The first arm from 10 to 25 %: only users between v2 and v1 move, v3's keep their version.
+    run_cli(&[
+        "set-weight",
+        &spec.to_string_lossy(),
+        "v2",
+        "25",
+        "--out",
+        &rendered.to_string_lossy(),
+    ]);
+    gateway.update(vec![rendered.clone()]).unwrap_or_else(|e| panic!("{e}"));
+    let after = serve(&gateway);
+    assert_eq!(after, assign(&config(), &keys), "{}: at 65/25/10", revision.name);
+    let moved: Vec<_> = keys.iter().filter(|k| before[*k] != after[*k]).collect();
+    assert!(!moved.is_empty());
+    for key in &moved {
+        let pair = [before[*key].as_str(), after[*key].as_str()];
+        assert!(pair.contains(&"v1") && pair.contains(&"v2"), "{key} moved {pair:?}");
+    }
+
+    // The cut-over to v3: users with an id cookie keep their version, newcomers land on v3.
+    let mut client = Client::connect(gateway.listener()).unwrap();
+    let visit = |client: &mut Client, jar: &mut sticky_canary_harness::CookieJar| -> String {
+        let reply = send(client, &jar.apply(Request::get("/").host(HOST)));
+        jar.store(&reply);
+        served(&reply)
+    };
+    let mut existing: Vec<(sticky_canary_harness::CookieJar, String)> = (0..100)
+        .map(|_| {
+            let mut jar = sticky_canary_harness::CookieJar::default();
+            let version = visit(&mut client, &mut jar);
+            (jar, version)
+        })
+        .collect();
+    run_cli(&[
+        "cutover",
+        &spec.to_string_lossy(),
+        "--to",
+        "v3",
+        "--idle",
+        "1h",
+        "--deadline",
+        "2h",
+        "--out",
+        &rendered.to_string_lossy(),
+    ]);
+    gateway.update(vec![rendered.clone()]).unwrap_or_else(|e| panic!("{e}"));
+    // The filter's clock is read once a second: past the start before any newcomer arrives.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    for (jar, version) in &mut existing {
+        assert_eq!(&visit(&mut client, jar), version, "an existing user during the drain");
+    }
+    let mut newcomers: Vec<sticky_canary_harness::CookieJar> =
+        (0..100).map(|_| sticky_canary_harness::CookieJar::default()).collect();
+    for jar in &mut newcomers {
+        assert_eq!(visit(&mut client, jar), "v3", "a newcomer during the drain");
+        assert_eq!(visit(&mut client, jar), "v3");
+    }
+    // Rollback: everyone where the weights (65/25/10) put their id.
+    run_cli(&[
+        "cutover",
+        &spec.to_string_lossy(),
+        "--rollback",
+        "--out",
+        &rendered.to_string_lossy(),
+    ]);
+    gateway.update(vec![rendered.clone()]).unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<String> = newcomers
+        .iter()
+        .chain(existing.iter().map(|(jar, _)| jar))
+        .map(|jar| {
+            let value = jar.cookies.get("sticky-canary-id").expect("an id cookie");
+            String::from_utf8_lossy(policy_core::ClientId::parse(value.as_bytes()).key).into_owned()
+        })
+        .collect();
+    let planned = assign(&config(), &ids);
+    let jars = newcomers.iter_mut().chain(existing.iter_mut().map(|(jar, _)| jar));
+    let mut off = 0;
+    for (jar, id) in jars.zip(&ids) {
+        off += usize::from(visit(&mut client, jar) != planned[id]);
+    }
+    assert_eq!(off, 0, "users not where the weights put them after the rollback");
+}

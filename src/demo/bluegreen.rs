@@ -9,11 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use policy_core::Policy;
 
+use super::config::{filter_config, filter_config_with};
 use super::crowd::{lock, Crowd, Traffic};
-use super::filter_config;
-use super::filter_config_with;
 use super::table::{watch, Plan, HEADER};
-use super::Options;
 use crate::local::{Envoy, UpdateOutcome};
 
 /// How long an existing user must be away before the cut-over moves them.
@@ -78,8 +76,13 @@ fn on(crowd: &Crowd, range: &std::ops::Range<usize>, version: usize) -> usize {
         .count()
 }
 
-pub(super) fn act(sticky: &mut Envoy, options: &Options, color: bool) -> Result<Outcome, String> {
-    let n = options.users.max(5);
+/// Runs the act on `sticky` with `(users, phase length, request rate)`.
+pub(super) fn act(
+    sticky: &mut Envoy,
+    (users, phase, rate_per_second): (usize, Duration, u32),
+    color: bool,
+) -> Result<Outcome, String> {
+    let n = users.max(5);
     // 60 % stay active throughout, 20 % go away and come back, 20 % arrive after the start.
     let active = 0..n * 3 / 5;
     let returning = n * 3 / 5..n * 4 / 5;
@@ -88,9 +91,9 @@ pub(super) fn act(sticky: &mut Envoy, options: &Options, color: bool) -> Result<
     set_away(&mut lock(&crowd), &newcomers, true);
     println!("\nblue/green with session drain: blue = v1 (100%), green = v2; idle time {IDLE_SECONDS} s");
     println!("{HEADER}");
-    let traffic = Traffic::start(sticky.listener(), Arc::clone(&crowd), options.rate_per_second)?;
+    let traffic = Traffic::start(sticky.listener(), Arc::clone(&crowd), rate_per_second)?;
     let plain = Policy::from_json(filter_config(0).as_bytes()).map_err(|e| e.to_string())?;
-    let phase = options.phase.max(Duration::from_secs(2));
+    let phase = phase.max(Duration::from_secs(2));
     let mut rows = Vec::new();
     rows.push(watch(
         &crowd,

@@ -23,18 +23,20 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use policy_core::{format_percent, Policy};
+use policy_core::Policy;
 
 mod bluegreen;
+mod config;
 mod crowd;
 mod table;
 
+pub use config::filter_config;
+
+use config::ROUTING_HEADER;
 use crowd::{id_of, lock, Crowd, Traffic, ID_COOKIE};
 use table::{watch, Plan, Session, HEADER};
 
 use crate::local::{find_or_install_envoy, Backend, Envoy, EnvoyConfig, FilterSpec, UpdateOutcome};
-
-const ROUTING_HEADER: &str = "x-canary-version";
 
 /// How big and how long.
 #[derive(Debug, Clone)]
@@ -73,25 +75,6 @@ impl Options {
             envoy: None,
         }
     }
-}
-
-/// The filter config of the demo at a given canary weight (basis points).
-pub fn filter_config(canary_basis_points: u32) -> String {
-    filter_config_with(canary_basis_points, "")
-}
-
-/// The demo's filter config with `extra` (`, "cutover": {...}`) appended to its route.
-fn filter_config_with(canary_basis_points: u32, extra: &str) -> String {
-    format!(
-        r#"{{"routes": [{{"name": "my-app", "hosts": ["*"], "salt": "demo-2026",
-  "routing_header": "{ROUTING_HEADER}",
-  "versions": [{{"name": "v1", "weight": {}}}, {{"name": "v2", "weight": {}}}],
-  "key_chain": [{{"cookie": "session"}}, {{"new_client_id": {{"cookie": "{ID_COOKIE}", "secure": false}}}}],
-  "override": {{"header": "x-canary-force", "allow": ["v2"]}}{extra}}}],
-  "response_header": "x-canary-served-version"}}"#,
-        format_percent(10_000 - canary_basis_points),
-        format_percent(canary_basis_points),
-    )
 }
 
 /// Runs the whole demo; `Ok(true)` when every check held.
@@ -233,7 +216,11 @@ pub fn run(options: &Options) -> Result<bool, String> {
     traffic.stop();
 
     // Act 3: blue/green with session drain, a fresh crowd.
-    let blue_green = bluegreen::act(&mut sticky, options, color)?;
+    let blue_green = bluegreen::act(
+        &mut sticky,
+        (options.users, options.phase, options.rate_per_second),
+        color,
+    )?;
     all_ok &= blue_green.ok;
 
     let sticky_rows = rows.get(1..).unwrap_or_default();
