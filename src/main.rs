@@ -142,15 +142,8 @@ enum Command {
         version: String,
         /// Its new share of the traffic, in percent (0 to 100, at most two decimals).
         percent: f64,
-        /// The directory `render --out` writes; only the files that change are rewritten.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The other specs (or directories) rendered together with this one for a shared gateway:
-        /// the same arguments you gave `render`. Only this app's route changes in the shared plugin.
-        #[arg(long = "with")]
-        with: Vec<PathBuf>,
         #[command(flatten)]
-        options: RenderOptions,
+        target: EditTarget,
     },
     /// Blue/green with session drain: start a cut-over (new users on --to at once, users who
     /// already had a version keep it until idle for --idle, everyone by --deadline), roll it back
@@ -173,14 +166,8 @@ enum Command {
         /// Make the cut-over's version the weights (100 %) and remove the cut-over.
         #[arg(long)]
         finish: bool,
-        /// The directory `render --out` writes; only the files that change are rewritten.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The other specs rendered together with this one for a shared gateway (as for set-weight).
-        #[arg(long = "with")]
-        with: Vec<PathBuf>,
         #[command(flatten)]
-        options: RenderOptions,
+        target: EditTarget,
     },
     /// Create a routing-token key file (256 bits from the OS's CSPRNG), readable by you only.
     ///
@@ -191,6 +178,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// Where `set-weight` and `cutover` re-render an edited spec.
+#[derive(clap::Args)]
+struct EditTarget {
+    /// The directory `render --out` writes; only the files that change are rewritten.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The other specs (or directories) rendered together with this one for a shared gateway:
+    /// the same arguments you gave `render`. Only this app's route changes in the shared plugin.
+    #[arg(long = "with")]
+    with: Vec<PathBuf>,
+    #[command(flatten)]
+    options: RenderOptions,
 }
 
 /// What `render` and `set-weight --out` need beside the specs.
@@ -332,10 +333,8 @@ fn run(command: Command) -> Result<(), String> {
             spec,
             version,
             percent,
-            out,
-            with,
-            options,
-        } => set_weight(&spec, &version, percent, &with, out.as_deref(), &options),
+            target,
+        } => set_weight(&spec, &version, percent, &target),
         Command::Cutover {
             spec,
             to,
@@ -343,9 +342,7 @@ fn run(command: Command) -> Result<(), String> {
             deadline,
             rollback,
             finish,
-            out,
-            with,
-            options,
+            target,
         } => {
             use sticky_canary::render::CutoverChange;
             let change = match (to, rollback, finish) {
@@ -353,7 +350,7 @@ fn run(command: Command) -> Result<(), String> {
                 (None, true, _) => CutoverChange::Rollback,
                 (None, false, _) => CutoverChange::Finish,
             };
-            cutover(&spec, &change, &with, out.as_deref(), &options)
+            cutover(&spec, &change, &target)
         }
         Command::TokenKey { out } => {
             sticky_canary::render::token::write_new_key(&out)?;
@@ -442,14 +439,7 @@ fn print_report(dir: &std::path::Path, report: &sticky_canary::render::WriteRepo
     }
 }
 
-fn set_weight(
-    spec: &std::path::Path,
-    version: &str,
-    percent: f64,
-    with: &[PathBuf],
-    out: Option<&std::path::Path>,
-    options: &RenderOptions,
-) -> Result<(), String> {
+fn set_weight(spec: &std::path::Path, version: &str, percent: f64, target: &EditTarget) -> Result<(), String> {
     let (new_text, app) = sticky_canary::render::set_weight_text(spec, version, percent)?;
     let weights: Vec<String> = app
         .versions
@@ -457,15 +447,13 @@ fn set_weight(
         .map(|v| format!("{} {}%", v.name, v.weight))
         .collect();
     let summary = format!("{}: {}", spec.display(), weights.join(", "));
-    write_edit(spec, &new_text, &app, &summary, with, out, options)
+    write_edit(spec, &new_text, &app, &summary, target)
 }
 
 fn cutover(
     spec: &std::path::Path,
     change: &sticky_canary::render::CutoverChange,
-    with: &[PathBuf],
-    out: Option<&std::path::Path>,
-    options: &RenderOptions,
+    target: &EditTarget,
 ) -> Result<(), String> {
     use sticky_canary::render::CutoverChange;
     let now = std::time::SystemTime::now()
@@ -501,7 +489,7 @@ fn cutover(
     for warning in &app.warnings {
         eprintln!("warning: {warning}");
     }
-    write_edit(spec, &new_text, &app, &summary, with, out, options)
+    write_edit(spec, &new_text, &app, &summary, target)
 }
 
 /// Renders an edited spec (with the others of a shared gateway) into `out`, then writes the spec
@@ -512,11 +500,10 @@ fn write_edit(
     new_text: &str,
     app: &sticky_canary::render::App,
     summary: &str,
-    with: &[PathBuf],
-    out: Option<&std::path::Path>,
-    options: &RenderOptions,
+    target: &EditTarget,
 ) -> Result<(), String> {
     use sticky_canary::render;
+    let (with, out, options) = (&target.with, target.out.as_deref(), &target.options);
     let form = parse_form(options.plugin_form.as_deref())?;
     // Everything is rendered before the spec is touched: a refusal leaves the spec and DIR as they were.
     let rendered = match out {

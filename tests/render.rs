@@ -1140,9 +1140,19 @@ fn written_under<'a>(stdout: &'a str, dir: &str) -> Vec<&'a str> {
     names
 }
 
-#[test]
-fn set_weight_rewrites_the_spec_and_only_the_plugin() {
-    let work = work_dir("set-weight");
+/// The example spec copied into a work dir of its own and rendered into `manifests` there.
+struct Example {
+    work: tempfile::TempDir,
+    spec: PathBuf,
+    spec_s: String,
+    out: PathBuf,
+    out_s: String,
+    key: String,
+    original: String,
+}
+
+fn rendered_example(name: &str) -> Example {
+    let work = work_dir(name);
     let spec = work.path().join("my-app.yaml");
     let original = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
     std::fs::write(&spec, &original).unwrap();
@@ -1152,6 +1162,28 @@ fn set_weight_rewrites_the_spec_and_only_the_plugin() {
     assert!(cli(&["render", &spec_s, "--out", &out_s, "--token-key", &key])
         .status
         .success());
+    Example {
+        work,
+        spec,
+        spec_s,
+        out,
+        out_s,
+        key,
+        original,
+    }
+}
+
+#[test]
+fn set_weight_rewrites_the_spec_and_only_the_plugin() {
+    let Example {
+        work: _work,
+        spec,
+        spec_s,
+        out,
+        out_s,
+        key,
+        original,
+    } = rendered_example("set-weight");
 
     let ramp = cli(&["set-weight", &spec_s, "v2", "50", "--out", &out_s, "--token-key", &key]);
     assert!(ramp.status.success(), "{}", String::from_utf8_lossy(&ramp.stderr));
@@ -1206,16 +1238,15 @@ fn plugin_route(plugin: &str) -> serde_json::Value {
 
 #[test]
 fn cutover_starts_rolls_back_and_finishes_in_the_spec_and_the_plugin() {
-    let work = work_dir("cutover");
-    let spec = work.path().join("my-app.yaml");
-    let original = std::fs::read_to_string(root().join(EXAMPLE)).unwrap();
-    std::fs::write(&spec, &original).unwrap();
-    let out = work.path().join("manifests");
-    let key = key_file(work.path());
-    let (spec_s, out_s) = (spec.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
-    assert!(cli(&["render", &spec_s, "--out", &out_s, "--token-key", &key])
-        .status
-        .success());
+    let Example {
+        work: _work,
+        spec,
+        spec_s,
+        out,
+        out_s,
+        key,
+        original,
+    } = rendered_example("cutover");
 
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
