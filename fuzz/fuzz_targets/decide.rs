@@ -142,13 +142,21 @@ fn without_port(address: &[u8]) -> &[u8] {
     }
 }
 
-/// `ID.DAY` (32 lowercase hex, a dot, 1 to 9 digits) -> (ID, DAY); anything else is a whole key.
+/// `ID.DAY` (32 lowercase hex, a dot, 1 to 9 digits), or `ID.DAY.ISSUED.SEEN` (the cut-over's
+/// times, 1 to 12 digits each) -> (ID, DAY); anything else is a whole key.
 fn split_stamp(value: &[u8]) -> (&[u8], Option<u32>) {
     let is_id = |id: &[u8]| id.len() == 32 && id.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let digits = |part: &[u8], most: usize| (1..=most).contains(&part.len()) && part.iter().all(u8::is_ascii_digit);
     if let Some(dot) = value.iter().position(|&b| b == b'.') {
-        let (id, day) = (&value[..dot], &value[dot + 1..]);
-        if is_id(id) && (1..=9).contains(&day.len()) && day.iter().all(u8::is_ascii_digit) {
-            return (id, std::str::from_utf8(day).ok().and_then(|d| d.parse().ok()));
+        let (id, rest) = (&value[..dot], &value[dot + 1..]);
+        let parts: Vec<&[u8]> = rest.split(|&b| b == b'.').collect();
+        let stamped = match parts.as_slice() {
+            [day] => digits(day, 9),
+            [day, issued, seen] => digits(day, 9) && digits(issued, 12) && digits(seen, 12),
+            _ => false,
+        };
+        if is_id(id) && stamped {
+            return (id, std::str::from_utf8(parts[0]).ok().and_then(|d| d.parse().ok()));
         }
     }
     (value, None)
@@ -165,6 +173,7 @@ fn keyed(route: &Route, source: KeySource, key: &[u8]) -> Decision {
         source,
         bucket: Some(b),
         set_cookie: None,
+        cutover: None,
     }
 }
 
@@ -190,6 +199,7 @@ fn expected(route: &Route, request: &Fake) -> Decision {
                     source: KeySource::Override,
                     bucket: None,
                     set_cookie: None,
+                    cutover: None,
                 };
             }
         }
@@ -269,6 +279,7 @@ fn expected(route: &Route, request: &Fake) -> Decision {
                 source: KeySource::None,
                 bucket: Some(b),
                 set_cookie: None,
+                cutover: None,
             }
         }
         _ => Decision {
@@ -276,6 +287,7 @@ fn expected(route: &Route, request: &Fake) -> Decision {
             source: KeySource::None,
             bucket: None,
             set_cookie: None,
+            cutover: None,
         },
     }
 }
