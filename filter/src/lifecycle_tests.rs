@@ -628,3 +628,66 @@ fn the_exposure_log_sets_one_property_per_decision_and_none_when_off() {
     let other = self::exchange(&filter, 3, &[(":authority", "other.example.com")]);
     assert!(exposed(&other.calls).is_empty());
 }
+
+#[test]
+fn a_cutover_keeps_an_active_user_and_moves_one_back_after_the_idle_time_on_the_ticks_clock() {
+    let now = FakeHost::with(|host| host.now_nanoseconds) / 1_000_000_000;
+    let config = format!(
+        r#"{{"routes": [{{"name": "shop", "hosts": ["shop.example.com"], "salt": "s",
+          "versions": [{{"name": "blue", "weight": 100}}, {{"name": "green", "weight": 0}}],
+          "key_chain": [{{"new_client_id": {{"cookie": "sc"}}}}],
+          "cutover": {{"to": "green", "start": {}, "deadline": {}, "idle_seconds": 60}}}}]}}"#,
+        now - 10,
+        now + 3600
+    );
+    let filter = start(&config);
+    // The counts each tick hands the host (a tick flushes what the requests before it counted).
+    let mut counted: HashMap<String, u64> = HashMap::new();
+    let mut tick = |filter: &Callbacks<FakeHost>| {
+        filter.tick(ROOT);
+        for (name, n) in FakeHost::counts() {
+            *counted.entry(name).or_insert(0) += n;
+        }
+    };
+    let visit = |id: u32, value: &str| exchange(&filter, id, &as_pairs(&shop(&format!("sc={value}"))));
+    // An id from before the start: kept on blue, the response records now as last seen.
+    let kept = visit(2, &format!("{ID}.{TODAY}"));
+    assert_eq!(kept.upstream("x-canary-version"), Some("blue"));
+    let cookie = kept.response("set-cookie").unwrap_or_default().to_owned();
+    assert!(cookie.starts_with(&format!("sc={ID}.{TODAY}.0.{now}; ")), "{cookie}");
+    let value = cookie
+        .trim_start_matches("sc=")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    // Back 30 s later: still kept.
+    FakeHost::with(|host| host.now_nanoseconds += 30 * 1_000_000_000);
+    tick(&filter);
+    assert_eq!(visit(3, &value).upstream("x-canary-version"), Some("blue"));
+    // Back 90 s after that visit: moved to green, and new from then on.
+    FakeHost::with(|host| host.now_nanoseconds += 90 * 1_000_000_000);
+    tick(&filter);
+    let moved = visit(4, &format!("{ID}.{TODAY}.0.{}", now + 30));
+    assert_eq!(moved.upstream("x-canary-version"), Some("green"));
+    let later = now + 120;
+    assert!(
+        moved
+            .response("set-cookie")
+            .unwrap_or_default()
+            .starts_with(&format!("sc={ID}.{TODAY}.{later}.{later}; ")),
+        "{:?}",
+        moved.response("set-cookie")
+    );
+    // A new client: green at once.
+    let new = exchange(&filter, 5, &[(":authority", "shop.example.com")]);
+    assert_eq!(new.upstream("x-canary-version"), Some("green"));
+    tick(&filter);
+    for (outcome, n) in [("kept", 2), ("moved", 1), ("new", 1)] {
+        assert_eq!(
+            counted.get(&format!("sticky_canary_cutover_total.route.shop.outcome.{outcome}")),
+            Some(&n),
+            "{counted:?}"
+        );
+    }
+}
