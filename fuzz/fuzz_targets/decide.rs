@@ -3,7 +3,8 @@
 //! A policy (one of a few fixed, realistic ones, or fuzzed config bytes) picks
 //! a route for a fuzzed authority and path, then decides for a request whose
 //! headers, cookies, client address and random bytes all come from the input.
-//! Each decision is checked against a reference model of docs/assignment.md §3
+//! Each decision is checked against a reference model of docs/assignment.md §3 (and §6, the
+//! cut-over, on a fixed policy that has one, at times around it)
 //! written independently here: the same source, version and bucket, a
 //! Set-Cookie only for a new, derived or refreshed id, free of CR/LF/NUL, and a chosen route whose
 //! host and path prefix really match.
@@ -13,7 +14,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use policy_core::{bucket, cookie, identity_id, Decision, KeySource, KeySpec, NoKey, Policy, Request, Route};
+use policy_core::{
+    bucket, cookie, identity_id, CutoverOutcome, Decision, KeySource, KeySpec, NoKey, Policy, Request, Route,
+};
 
 const POLICIES: &[&str] = &[
     r#"{"response_header": "x-served-by", "routes": [
@@ -39,7 +42,17 @@ const POLICIES: &[&str] = &[
     r#"{"routes": [{"name": "edge", "hosts": ["*.example.com", "example.com"], "salt": "été",
        "versions": [{"name": "v1", "weight": 99.99}, {"name": "v2", "weight": 0.01}],
        "key_chain": ["client_address"], "no_key": "weighted"}]}"#,
+    // A cut-over (start 1764820000, deadline two hours later) on a route whose canary has a slot.
+    r#"{"routes": [{"name": "bg", "hosts": ["bg.example.com"], "salt": "bg",
+       "versions": [{"name": "blue", "weight": 85}, {"name": "a", "weight": 5, "max_weight": 20},
+                    {"name": "green", "weight": 10}],
+       "key_chain": [{"header": "x-user-id"}, {"new_client_id": {"cookie": "sc-id"}}],
+       "override": {"allow": ["blue"]},
+       "cutover": {"to": "green", "start": 1764820000, "deadline": 1764827200, "idle_seconds": 600}}]}"#,
 ];
+
+/// The index in [`POLICIES`] of the one with a cut-over.
+const CUTOVER_POLICY: usize = 3;
 
 const NAMES: &[&str] = &[
     "cookie",
@@ -77,6 +90,14 @@ struct Input {
     address: Option<Vec<u8>>,
     random: Option<[u8; 16]>,
     today: Option<u32>,
+    /// Seconds after 1764819000 (so around the fixed cut-over), or a raw time.
+    now: Option<NowInput>,
+}
+
+#[derive(Arbitrary, Debug)]
+enum NowInput {
+    NearCutover(u16),
+    Raw(u64),
 }
 
 /// The request as the host shows it: lookups ignore case, repeated headers are joined with `,`.
@@ -85,6 +106,7 @@ struct Fake {
     address: Option<Vec<u8>>,
     random: Option<[u8; 16]>,
     today: Option<u32>,
+    now: Option<u64>,
 }
 
 impl Fake {
@@ -120,6 +142,9 @@ impl Request for Fake {
     fn today(&mut self) -> Option<u32> {
         self.today
     }
+    fn now(&mut self) -> Option<u64> {
+        self.now
+    }
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -145,6 +170,12 @@ fn without_port(address: &[u8]) -> &[u8] {
 /// `ID.DAY` (32 lowercase hex, a dot, 1 to 9 digits), or `ID.DAY.ISSUED.SEEN` (the cut-over's
 /// times, 1 to 12 digits each) -> (ID, DAY); anything else is a whole key.
 fn split_stamp(value: &[u8]) -> (&[u8], Option<u32>) {
+    let (key, day, _) = split_times(value);
+    (key, day)
+}
+
+/// [`split_stamp`] with the cut-over's `(ISSUED, SEEN)` when the value carries them.
+fn split_times(value: &[u8]) -> (&[u8], Option<u32>, Option<(u64, u64)>) {
     let is_id = |id: &[u8]| id.len() == 32 && id.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let digits = |part: &[u8], most: usize| (1..=most).contains(&part.len()) && part.iter().all(u8::is_ascii_digit);
     if let Some(dot) = value.iter().position(|&b| b == b'.') {
@@ -156,10 +187,91 @@ fn split_stamp(value: &[u8]) -> (&[u8], Option<u32>) {
             _ => false,
         };
         if is_id(id) && stamped {
-            return (id, std::str::from_utf8(parts[0]).ok().and_then(|d| d.parse().ok()));
+            let number = |part: &[u8]| std::str::from_utf8(part).ok().and_then(|d| d.parse::<u64>().ok());
+            let times = match parts.as_slice() {
+                [_, issued, seen] => number(issued).zip(number(seen)),
+                _ => None,
+            };
+            let day = number(parts[0]).and_then(|d| u32::try_from(d).ok());
+            return (id, day, times);
         }
     }
-    (value, None)
+    (value, None, None)
+}
+
+/// docs/assignment.md §6 on top of the weights' decision `base` (§3).
+fn expected_with_cutover(route: &Route, request: &Fake, base: Decision) -> Decision {
+    let (Some(cutover), Some(now)) = (route.cutover(), request.now) else {
+        return base;
+    };
+    if base.source == KeySource::Override || now < cutover.start {
+        return base;
+    }
+    if now >= cutover.deadline {
+        return Decision {
+            version: cutover.to,
+            cutover: Some(CutoverOutcome::Done),
+            ..base
+        };
+    }
+    let Some(KeySpec::NewClientId(settings)) = route.key_chain().last() else {
+        return base;
+    };
+    let today = request.today.or(u32::try_from(now / 86_400).ok());
+    let cookies = request.get("cookie");
+    let by_id = cookies
+        .as_deref()
+        .and_then(|h| cookie::find(h, settings.cookie.as_bytes()));
+    let new = |set_cookie| Decision {
+        version: cutover.to,
+        cutover: Some(CutoverOutcome::New),
+        set_cookie,
+        ..base.clone()
+    };
+    let Some(value) = by_id else {
+        // A cookie issued on this request starts its assignment now.
+        let id = base
+            .set_cookie
+            .as_deref()
+            .and_then(|c| c.split(';').next())
+            .and_then(|c| c.split_once('='))
+            .map(|(_, v)| v.split('.').next().unwrap_or(v).to_owned());
+        return new(id.map(|id| settings.set_cookie_with_times(&id, today, Some((now, now)))));
+    };
+    let (key, day, times) = split_times(value);
+    let issued_by_us = key.len() == 32 && key.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !issued_by_us {
+        return new(None);
+    }
+    let id = std::str::from_utf8(key).unwrap();
+    if let Some((issued, seen)) = times.filter(|(issued, _)| *issued >= cutover.start) {
+        let due = match (today, day) {
+            (Some(t), Some(d)) => d <= t && t - d >= settings.refresh_after_days,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        return new(due.then(|| settings.set_cookie_with_times(id, today, Some((issued, seen)))));
+    }
+    let away = match (times, day) {
+        (Some((_, seen)), _) => now.saturating_sub(seen),
+        (None, Some(d)) => now.saturating_sub((u64::from(d) + u64::from(settings.refresh_after_days)) * 86_400),
+        (None, None) => 0,
+    };
+    if away >= cutover.idle_seconds {
+        Decision {
+            version: cutover.to,
+            cutover: Some(CutoverOutcome::Moved),
+            set_cookie: Some(settings.set_cookie_with_times(id, today, Some((now, now)))),
+            ..base
+        }
+    } else {
+        let issued = times.map_or(0, |(issued, _)| issued);
+        Decision {
+            cutover: Some(CutoverOutcome::Kept),
+            set_cookie: Some(settings.set_cookie_with_times(id, today, Some((issued, now)))),
+            ..base
+        }
+    }
 }
 
 fn hex(random: [u8; 16]) -> String {
@@ -382,6 +494,10 @@ fuzz_target!(|input: Input| {
         address: input.address.clone(),
         random: input.random,
         today: input.today,
+        now: input.now.as_ref().map(|n| match n {
+            NowInput::NearCutover(s) => 1_764_819_000 + u64::from(*s) * 2,
+            NowInput::Raw(t) => *t,
+        }),
     };
 
     let path = if policy.needs_path() {
@@ -389,7 +505,18 @@ fuzz_target!(|input: Input| {
     } else {
         &[][..]
     };
-    let Some(index) = policy.find_route_index(&input.authority, path) else {
+    // The cut-over policy has one host: an authority that finds no route there is replaced by it,
+    // so the fuzzer spends its time on the decision rather than on finding the host.
+    let authority = match &input.config {
+        ConfigInput::Fixed(i) if usize::from(*i) % POLICIES.len() == CUTOVER_POLICY => {
+            match policy.find_route_index(&input.authority, path) {
+                Some(_) => input.authority.clone(),
+                None => b"bg.example.com".to_vec(),
+            }
+        }
+        _ => input.authority.clone(),
+    };
+    let Some(index) = policy.find_route_index(&authority, path) else {
         assert!(
             policy
                 .routes()
@@ -400,20 +527,26 @@ fuzz_target!(|input: Input| {
         return;
     };
     let route = &policy.routes()[index];
-    check_route(policy, route, &input.authority, path);
+    check_route(policy, route, &authority, path);
 
     let decision = route.decide(&mut request);
     assert!(decision.version < route.versions().len());
     if let Some(b) = decision.bucket {
         assert!(b < 10_000);
-        assert_eq!(decision.version, route.version_for_bucket(b));
+        if decision.cutover.is_none() {
+            assert_eq!(decision.version, route.version_for_bucket(b));
+        }
     }
     if let Some(set_cookie) = &decision.set_cookie {
-        assert!(matches!(decision.source, KeySource::NewId | KeySource::Identity | KeySource::Cookie));
+        assert!(matches!(
+            decision.source,
+            KeySource::NewId | KeySource::Identity | KeySource::Cookie
+        ));
         assert!(
             !set_cookie.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0),
             "Set-Cookie {set_cookie:?}"
         );
     }
-    assert_eq!(decision, expected(route, &request));
+    let base = expected(route, &request);
+    assert_eq!(decision, expected_with_cutover(route, &request, base));
 });
