@@ -81,8 +81,20 @@ fn every_rendered_rules_file_passes_promtool_check() {
         render::write(&dir, &rendered).unwrap();
         files.push(dir.join("monitoring/prometheus-rule.yaml"));
     }
-    // manifests/, gateway-api, shared-gateway (gateway and two apps), and the two progressive specs.
-    assert!(files.len() >= 7, "rules files found: {files:?}");
+    // The example during a cut-over: its rules record where the cut-over puts requests.
+    let during = std::fs::read_to_string(root().join("examples/my-app.yaml")).unwrap()
+        + "cutover:\n  to: v2\n  start: \"2026-12-04T09:00:00Z\"\n  deadline: \"2026-12-05T09:00:00Z\"\n  idle: 30m\n";
+    let app = App::from_yaml(&during).unwrap_or_else(|e| panic!("{e}"));
+    let dir = work.path().join("cutover");
+    render::write(&dir, &render::render(&app, "cutover.yaml", &Tokens::Example)).unwrap();
+    let cutover_rules = dir.join("monitoring/prometheus-rule.yaml");
+    assert!(std::fs::read_to_string(&cutover_rules)
+        .unwrap()
+        .contains("record: sticky_canary:cutover:rate5m"));
+    files.push(cutover_rules);
+    // manifests/, gateway-api, shared-gateway (gateway and two apps), the two progressive specs
+    // and the cut-over.
+    assert!(files.len() >= 8, "rules files found: {files:?}");
     for (i, object) in files.iter().enumerate() {
         let file = work.path().join(format!("rules-{i}.yaml"));
         std::fs::write(&file, rules_file_of(&std::fs::read_to_string(object).unwrap())).unwrap();
