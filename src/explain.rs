@@ -551,6 +551,56 @@ mod tests {
         assert!(seen.iter().all(|&n| n > 10), "every version seen: {seen:?}");
     }
 
+    /// v2 with `max_weight` 30 % at `v2`, v3 at `v3` (basis points).
+    fn arms(v2: u32, v3: u32) -> Route {
+        route(&format!(
+            r#"{{"routes":[{{"name":"shop","hosts":["shop.example.com"],"salt":"s3",
+            "key_chain":[{{"header":"x-user"}}],
+            "versions":[{{"name":"v1","weight":{}}},{{"name":"v2","weight":{},"max_weight":30}},{{"name":"v3","weight":{}}}]}}]}}"#,
+            format_percent(10_000 - v2 - v3),
+            format_percent(v2),
+            format_percent(v3)
+        ))
+    }
+
+    #[test]
+    fn with_a_max_weight_the_move_weight_is_that_of_the_arm_whose_slot_holds_the_bucket() {
+        // v2 at 10 % of a 30 % slot, v3 at 25 % after it: a stable user in v2's slot moves to v2.
+        let route = arms(1000, 2500);
+        let mut in_slot = 0;
+        for n in 0..300 {
+            let user = format!("user-{n}");
+            let described = Described::new(&[format!("x-user: {user}")], None, None).unwrap();
+            let text = explain(&route, &described, None);
+            let (bucket, version) = route.assign(user.as_bytes());
+            let at = move_weight_or_never(&text);
+            match (version, at) {
+                (0, Some(at)) if bucket < 3000 => {
+                    in_slot += 1;
+                    assert!(text.contains("to v2 (canary) when v2's weight reaches"), "{text}");
+                    assert_eq!(arms(at - 1, 2500).version_for_bucket(bucket), 0, "{text}");
+                    assert_eq!(arms(at, 2500).version_for_bucket(bucket), 1, "{text}");
+                }
+                (0, Some(at)) => {
+                    assert_eq!(arms(1000, at - 1).version_for_bucket(bucket), 0, "{text}");
+                    assert_eq!(arms(1000, at).version_for_bucket(bucket), 2, "{text}");
+                }
+                // v3 starts after v2's slot, so v2's weight never moves its users.
+                (2, Some(_)) => assert!(text.contains("to v1 (stable) when v3's weight falls to"), "{text}"),
+                (1, Some(_)) => assert!(text.contains("to v1 (stable) when v2's weight falls to"), "{text}"),
+                other => panic!("{other:?}: {text}"),
+            }
+        }
+        assert!(in_slot > 10, "stable users in v2's slot: {in_slot}");
+    }
+
+    fn move_weight_or_never(text: &str) -> Option<u32> {
+        let line = text.lines().find(|l| l.starts_with("moves:"))?;
+        line.split_whitespace()
+            .any(|w| w.ends_with('%'))
+            .then(|| move_weight(text))
+    }
+
     #[test]
     fn identity_override_address_and_no_key_are_each_reported() {
         let route = route(
