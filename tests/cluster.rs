@@ -790,3 +790,157 @@ fn asm_1_31_the_users_run_through_the_clusters_processes() {
 fn asm_1_30_the_users_run_through_the_clusters_processes() {
     the_users_run("asm-1-30");
 }
+
+/// The pods of `namespace` as (name, version label, pod IP, Ready), from the API server.
+fn pods(cluster: &Cluster, namespace: &str) -> Vec<(String, String, String, bool)> {
+    let text = cluster
+        .kubectl_ok(&["get", "pods", "-n", namespace, "-o", "json"])
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pod| {
+            let ready = pod["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            (
+                pod["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                pod["metadata"]["labels"]["version"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                pod["status"]["podIP"].as_str().unwrap_or_default().to_owned(),
+                ready,
+            )
+        })
+        .collect()
+}
+
+/// Workloads without a kubelet (issue 29's first step): kube-controller-manager and
+/// kube-scheduler of the revision's Kubernetes build and KWOK's controller as the kubelet of a
+/// fake node turn the rendered Deployments into ready pods with addresses, the EndpointSlice
+/// controller lists them, istiod computes the gateway's endpoints from those slices (no
+/// WorkloadEntry), and 2,000 keys reach the pods, each on the version `assign` predicts.
+#[test]
+fn asm_1_31_deployments_get_ready_pods_and_endpoints_without_a_kubelet() {
+    let revision = revision("asm-1-31");
+    if !selected(&revision) {
+        eprintln!("asm-1-31 not selected by STICKY_CANARY_REVISIONS: nothing to run");
+        return;
+    }
+    let _serial = serial();
+    cluster::prepare(revision).unwrap_or_else(|e| panic!("{e}"));
+    cluster::kwok_tool().unwrap_or_else(|e| panic!("{e}"));
+    cluster::enter_network_namespace(0).unwrap_or_else(|e| panic!("{e}"));
+    let work = tempfile::tempdir().unwrap();
+    let spec = work.path().join("shop.yaml");
+    let rendered = work.path().join("rendered");
+    std::fs::write(
+        &spec,
+        common::shop_spec(revision.name, "shop-kwok", 30, "  form: envoyfilter-inline\n"),
+    )
+    .unwrap();
+    run_cli(&["render", &spec.to_string_lossy(), "--out", &rendered.to_string_lossy()]);
+
+    let cluster = Cluster::start(revision).unwrap_or_else(|e| panic!("control plane: {e}"));
+    let started = Instant::now();
+    let _workloads = cluster.start_workloads().unwrap_or_else(|e| panic!("workloads: {e}"));
+    let applied = cluster.apply_dir(&rendered).unwrap();
+    assert!(applied.ok, "kubectl apply -k rendered: {}", applied.output);
+    // One pod per version (the HPA's minimum), Running and Ready, with an address from KWOK's range.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ready = loop {
+        let now = pods(&cluster, APP_NAMESPACE);
+        if now.len() == 2 && now.iter().all(|(_, _, ip, ready)| *ready && !ip.is_empty()) {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pods not ready after 120 s: {now:?}\n{}",
+            cluster
+                .kubectl_ok(&["get", "pods,rs,deploy", "-A", "-o", "wide"])
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("pods ready {:?} after the apply: {ready:?}", started.elapsed());
+    let mut versions: Vec<&str> = ready.iter().map(|(_, v, _, _)| v.as_str()).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, ["v1", "v2"]);
+    for (_, _, ip, _) in &ready {
+        assert!(ip.starts_with("10.244.1."), "{ip} is not from {}", cluster::POD_CIDR);
+    }
+    // The EndpointSlice controller lists exactly those addresses, ready, for the Service.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = cluster
+            .kubectl_ok(&[
+                "get",
+                "endpointslices",
+                "-n",
+                APP_NAMESPACE,
+                "-l",
+                "kubernetes.io/service-name=svc-shop",
+                "-o",
+                "json",
+            ])
+            .unwrap();
+        let slices: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut listed: Vec<String> = slices["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        listed.sort();
+        let mut expected: Vec<String> = ready.iter().map(|(_, _, ip, _)| ip.clone()).collect();
+        expected.sort();
+        if listed == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "EndpointSlices list {listed:?}, pods have {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Each pod's address answers as its version.
+    let _backends: Vec<Backend> = ready
+        .iter()
+        .map(|(_, version, ip, _)| {
+            let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+            cluster::add_pod_address(ip).unwrap();
+            Backend::start_on(version, (ip, 8080).into()).unwrap()
+        })
+        .collect();
+    let gateway = Gateway::start(&cluster, "").unwrap_or_else(|e| panic!("gateway: {e}"));
+    let config = write_filter_config(&rendered.join("plugin.yaml"), &work.path().join("filter-config.json"));
+    wait_for_filter_config(
+        &gateway,
+        &std::fs::read_to_string(&config).unwrap(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<String> = (0..2000).map(|i| format!("kwok-{i}")).collect();
+    let predicted = assign_on(&config, HOST, &keys);
+    let results = serve_keys(gateway.listener(), &keys);
+    let off: Vec<&String> = keys
+        .iter()
+        .filter(|k| results[*k].0 != 200 || results[*k].1 != predicted[*k])
+        .collect();
+    assert!(
+        off.is_empty(),
+        "{} of 2000 keys not served by their predicted pod: {:?}",
+        off.len(),
+        &off[..off.len().min(5)]
+    );
+    eprintln!(
+        "2000 keys served by the KWOK pods as assign predicts, {:?} after the apply",
+        started.elapsed()
+    );
+}

@@ -4,6 +4,8 @@
 //
 //	cluster etcd ...             etcd's own main (go.etcd.io/etcd/server/v3/etcdmain)
 //	cluster kube-apiserver ...   Kubernetes' kube-apiserver command (k8s.io/kubernetes)
+//	cluster kube-controller-manager ...  its controllers (Deployments, ReplicaSets, EndpointSlices)
+//	cluster kube-scheduler ...   the scheduler, binding pods to the fake nodes KWOK runs
 //	cluster kubectl ...          kubectl of the same Kubernetes build
 //	cluster pilot-discovery ...  istiod (istio.io/istio/pilot/cmd/pilot-discovery)
 //	cluster pilot-agent ...      istio-agent (istio.io/istio/pilot/cmd/pilot-agent)
@@ -33,6 +35,8 @@ import (
 	kubectl "k8s.io/kubectl/pkg/cmd"
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 
 	meshconfig "istio.io/api/mesh/v1alpha1"
 	agent "istio.io/istio/pilot/cmd/pilot-agent/app"
@@ -43,7 +47,7 @@ import (
 	"istio.io/istio/security/pkg/nodeagent/sds"
 )
 
-const usage = "usage: cluster etcd|kube-apiserver|kubectl|pilot-discovery|pilot-agent|certs|istio-file|webhooks|version [ARGS...]"
+const usage = "usage: cluster etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|pilot-discovery|pilot-agent|certs|istio-file|webhooks|version [ARGS...]"
 
 func main() {
 	stdout.Restore()
@@ -67,6 +71,14 @@ func run(name string, args []string) int {
 		return 0
 	case "kube-apiserver":
 		cmd := apiserver.NewAPIServerCommand()
+		cmd.SetArgs(args)
+		return cli.Run(cmd)
+	case "kube-controller-manager":
+		cmd := controllermanager.NewControllerManagerCommand()
+		cmd.SetArgs(args)
+		return cli.Run(cmd)
+	case "kube-scheduler":
+		cmd := scheduler.NewSchedulerCommand()
 		cmd.SetArgs(args)
 		return cli.Run(cmd)
 	case "kubectl":

@@ -42,6 +42,12 @@ pub fn pod_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, 0, FIRST_POD.saturating_add(n))
 }
 
+/// The pod addresses KWOK hands out (`--cidr`); each becomes a loopback address of the test's
+/// namespace once a pod has it ([`add_pod_address`]).
+pub const POD_CIDR: &str = "10.244.1.0/24";
+/// The name of the fake node KWOK manages.
+pub const FAKE_NODE: &str = "kwok-node-0";
+
 /// The AKS add-on's external ingress gateway.
 pub const GATEWAY_NAMESPACE: &str = "aks-istio-ingress";
 pub const GATEWAY_SELECTOR: &str = "aks-istio-ingressgateway-external";
@@ -152,6 +158,17 @@ pub fn enter_network_namespace(pods: u8) -> Result<(), LocalError> {
         ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"])?;
     }
     Ok(())
+}
+
+/// Makes `address` (a pod's, from [`POD_CIDR`]) a loopback address of the namespace, so a test
+/// backend can listen on it. Call from inside [`enter_network_namespace`].
+pub fn add_pod_address(address: Ipv4Addr) -> Result<(), LocalError> {
+    ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"])
+}
+
+/// `tools/kwok`: KWOK's controller, the suite's fake kubelet; built once per process.
+pub fn kwok_tool() -> Result<PathBuf, LocalError> {
+    crate::istio::build_tool("kwok")
 }
 
 fn ip(args: &[&str]) -> Result<(), LocalError> {
@@ -303,6 +320,14 @@ pub struct Applied {
     pub ok: bool,
     pub output: String,
     pub stdout: String,
+}
+
+/// kube-controller-manager, kube-scheduler and KWOK ([`Cluster::start_workloads`]), stopped
+/// when dropped.
+pub struct Workloads {
+    _kwok: Process,
+    _scheduler: Process,
+    _controller_manager: Process,
 }
 
 /// The control plane: etcd, kube-apiserver and istiod as processes, and the gateways started on it.
@@ -518,6 +543,81 @@ impl Cluster {
         })?;
         *self.istiod.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(istiod);
         Ok(started.elapsed())
+    }
+
+    /// Starts what turns Deployments into ready pods without a kubelet: kube-controller-manager
+    /// and kube-scheduler of the same Kubernetes build, KWOK's controller as the kubelet of one
+    /// fake node ([`FAKE_NODE`]), pods addressed from [`POD_CIDR`]; waits until the node is Ready.
+    pub fn start_workloads(&self) -> Result<Workloads, LocalError> {
+        let root = self.dir.path().to_path_buf();
+        let certs = root.join("pki");
+        let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
+        let mut kcm = supervised(&self.tool);
+        kcm.arg("kube-controller-manager")
+            .arg(&kubeconfig)
+            .arg("--leader-elect=false")
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                certs.join("sa.key").display()
+            ))
+            .arg(format!("--root-ca-file={}", certs.join("ca.crt").display()))
+            .arg("--use-service-account-credentials=false")
+            .arg("--v=1");
+        let mut controller_manager =
+            Process::spawn("kube-controller-manager", kcm, root.join("kube-controller-manager.log"))?;
+        let mut sched = supervised(&self.tool);
+        sched
+            .arg("kube-scheduler")
+            .arg(&kubeconfig)
+            .arg("--leader-elect=false")
+            .arg("--bind-address=127.0.0.1")
+            .arg("--v=1");
+        let scheduler = Process::spawn("kube-scheduler", sched, root.join("kube-scheduler.log"))?;
+        let mut kwok = supervised(&kwok_tool()?);
+        kwok.arg(&kubeconfig)
+            .arg("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake")
+            .arg(format!("--cidr={POD_CIDR}"))
+            .arg(format!("--node-ip={NODE_IP}"))
+            .arg("--server-address=127.0.0.1:10247");
+        let kwok = Process::spawn("kwok", kwok, root.join("kwok.log"))?;
+        self.apply_yaml(
+            "fake-node",
+            &format!(
+                r#"apiVersion: v1
+kind: Node
+metadata:
+  name: {FAKE_NODE}
+  annotations:
+    kwok.x-k8s.io/node: fake
+  labels:
+    kubernetes.io/hostname: {FAKE_NODE}
+    kubernetes.io/os: linux
+    type: kwok
+status:
+  allocatable: {{cpu: "32", memory: 256Gi, pods: "110"}}
+  capacity: {{cpu: "32", memory: 256Gi, pods: "110"}}
+"#
+            ),
+        )?;
+        let mut ready = self.kubectl_command(&[
+            "get",
+            "node",
+            FAKE_NODE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        wait_for(
+            "the fake node Ready",
+            &mut controller_manager,
+            Duration::from_secs(60),
+            || ready.output().is_ok_and(|o| o.stdout == b"True"),
+        )?;
+        Ok(Workloads {
+            _kwok: kwok,
+            _scheduler: scheduler,
+            _controller_manager: controller_manager,
+        })
     }
 
     /// SIGKILLs istiod (as a node loss would).

@@ -340,6 +340,18 @@ pub fn progressive() -> Result<PathBuf, LocalError> {
         .map_err(LocalError::Tool)
 }
 
+/// `tools/NAME` built from its `go.mod`, once per process and name.
+pub fn build_tool(name: &'static str) -> Result<PathBuf, LocalError> {
+    type Built = std::collections::BTreeMap<&'static str, Result<PathBuf, String>>;
+    static BUILT: std::sync::Mutex<Built> = std::sync::Mutex::new(Built::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    built
+        .entry(name)
+        .or_insert_with(|| build_go_tool(name, &[]))
+        .clone()
+        .map_err(LocalError::Tool)
+}
+
 /// Builds `tools/NAME` with `tools/build-go-tool.sh NAME "" [MODFILE]` and returns its path.
 fn build_go_tool(name: &str, modfile: &[&str]) -> Result<PathBuf, String> {
     let script = repo_root().join("tools").join("build-go-tool.sh");

@@ -1,0 +1,34 @@
+// Command kwok is KWOK's controller (sigs.k8s.io/kwok), built from the Go module proxy: the fake
+// kubelet of the cluster suite. It marks the nodes it manages Ready, and the pods the scheduler
+// binds to them Running and Ready with an address from --cidr, so Deployments get pods and
+// EndpointSlices without a container runtime (tests/cluster.rs, docs/testing.md).
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"sigs.k8s.io/kwok/pkg/config"
+	"sigs.k8s.io/kwok/pkg/kwok/cmd"
+	"sigs.k8s.io/kwok/pkg/log"
+	"sigs.k8s.io/kwok/pkg/utils/signals"
+)
+
+func main() {
+	flags := pflag.NewFlagSet("global", pflag.ContinueOnError)
+	flags.ParseErrorsWhitelist.UnknownFlags = true
+	flags.Usage = func() {}
+	ctx, logger := log.InitFlags(signals.SetupSignalContext(), flags)
+	ctx, err := config.InitFlags(ctx, flags)
+	if err != nil {
+		logger.Error("kwok: config flags", err)
+		os.Exit(1)
+	}
+	command := cmd.NewCommand(ctx)
+	command.PersistentFlags().AddFlagSet(flags)
+	if err := command.ExecuteContext(ctx); err != nil {
+		logger.Error("kwok", err)
+		os.Exit(1)
+	}
+}
