@@ -6,6 +6,8 @@
 //! use sticky_canary::render::cutover::replace_block;
 //! let text = "app: shop\ncutover:\n  to: v2\n  idle: 5m\nplugin: {}\n";
 //! assert_eq!(replace_block(text, None), "app: shop\nplugin: {}\n");
+//! let commented = "cutover:\n  to: v2\n# the probes\nprobes: {}\n";
+//! assert_eq!(replace_block(commented, None), "# the probes\nprobes: {}\n");
 //! assert_eq!(replace_block("app: shop\n", Some("cutover:\n  to: v2\n")), "app: shop\ncutover:\n  to: v2\n");
 //! ```
 
@@ -29,12 +31,13 @@ pub enum CutoverChange {
 }
 
 /// The text without its top-level `cutover:` block (the line and the indented or blank lines
-/// after it), and with `block` appended when given.
+/// after it; a comment or key at the start of a line ends it), and with `block` appended when
+/// given.
 pub fn replace_block(text: &str, block: Option<&str>) -> String {
     let mut out = String::with_capacity(text.len() + block.map_or(0, str::len));
     let mut inside = false;
     for line in text.split_inclusive('\n') {
-        let top_level = !line.starts_with([' ', '\t', '#', '\n', '\r']);
+        let top_level = !line.starts_with([' ', '\t', '\n', '\r']);
         if top_level {
             inside = line.starts_with("cutover:");
         }
