@@ -86,10 +86,7 @@ pub fn now() -> Option<u64> {
 
 /// Today as days since 1970-01-01 UTC, from the system clock.
 pub fn today() -> Option<u32> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?;
-    Some(day_of(now.as_secs()))
+    now().map(day_of)
 }
 
 /// The explanation, as lines of text. With `canary_weight` (a route whose weights Flagger or Argo

@@ -456,16 +456,9 @@ fn cutover(
     target: &EditTarget,
 ) -> Result<(), String> {
     use sticky_canary::render::CutoverChange;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = explain::now().unwrap_or(0);
     let (new_text, app) = sticky_canary::render::cutover_text(spec, change, now)?;
-    let when = |t: u64| {
-        i64::try_from(t)
-            .ok()
-            .and_then(|s| jiff::Timestamp::from_second(s).ok())
-            .map_or_else(|| t.to_string(), |t| t.to_string())
-    };
+    let when = sticky_canary::render::cutover::rfc3339;
     let summary = match (change, &app.cutover) {
         (CutoverChange::Start { .. }, Some(c)) => format!(
             "{}: cut-over to {} from {}: new users on {} at once; users who had a version keep it until idle for {} s; everyone on {} by {}",

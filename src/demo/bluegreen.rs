@@ -5,7 +5,7 @@
 //! everyone else, and a rollback (the cut-over removed) puts everyone back on v1 at once.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use policy_core::Policy;
 
@@ -25,10 +25,6 @@ pub(super) struct Outcome {
     pub(super) ok: bool,
     pub(super) summary: String,
     pub(super) failed: u64,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn push(envoy: &mut Envoy, config: &str) -> Result<(), String> {
@@ -110,7 +106,7 @@ pub(super) fn act(
     // cannot say how long ago that was within the day, docs/assignment.md §6.)
     // The filter's clock is read once a second: a start a little in the past makes sure the
     // first newcomers already count as new.
-    let start = unix_now().saturating_sub(2);
+    let start = crate::explain::now().unwrap_or(0).saturating_sub(2);
     lock(&crowd).next_phase();
     push(sticky, &cutover_config(start, start + 3600))?;
     set_away(&mut lock(&crowd), &newcomers, false);
@@ -153,7 +149,10 @@ pub(super) fn act(
 
     // The deadline: everyone on green.
     lock(&crowd).next_phase();
-    push(sticky, &cutover_config(start, unix_now().max(start + 1)))?;
+    push(
+        sticky,
+        &cutover_config(start, crate::explain::now().unwrap_or(0).max(start + 1)),
+    )?;
     let row = watch(&crowd, "deadline: all to green", (None, Plan::Up), phase, None, color);
     let all_on_green = row.on_canary == n;
     rows.push(row);

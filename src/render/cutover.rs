@@ -54,7 +54,8 @@ pub fn replace_block(text: &str, block: Option<&str>) -> String {
     out
 }
 
-fn rfc3339(unix_seconds: u64) -> String {
+/// A Unix time as the spec writes it (RFC 3339, UTC), or the number when out of range.
+pub fn rfc3339(unix_seconds: u64) -> String {
     i64::try_from(unix_seconds)
         .ok()
         .and_then(|s| jiff::Timestamp::from_second(s).ok())
