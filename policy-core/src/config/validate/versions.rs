@@ -96,10 +96,27 @@ fn compile_versions(path: &str, items: &[Value], errors: &mut ConfigErrors) -> V
     versions
 }
 
+/// A version's required `weight`: a number, read exactly by [`parse_percent`].
+fn weight_field(fields: &mut Fields<'_>, errors: &mut ConfigErrors) -> Option<u16> {
+    percent_field(fields, "weight", errors).unwrap_or_else(|| {
+        errors.add(
+            fields.child("weight"),
+            "is required (a percentage, 0 to 100, at most two decimals)",
+        );
+        None
+    })
+}
+
 /// A canary's optional `max_weight`: the most it may ever be given, which reserves its slot.
 fn max_weight_field(fields: &mut Fields<'_>, errors: &mut ConfigErrors) -> Option<u16> {
-    let path = fields.child("max_weight");
-    match fields.take("max_weight")? {
+    percent_field(fields, "max_weight", errors).flatten()
+}
+
+/// The member `name` as basis points: `None` when absent, `Some(None)` when it is not a
+/// percentage (the error names the field).
+fn percent_field(fields: &mut Fields<'_>, name: &str, errors: &mut ConfigErrors) -> Option<Option<u16>> {
+    let path = fields.child(name);
+    Some(match fields.take(name)? {
         Value::Number(text) => match parse_percent(text) {
             Ok(basis_points) => Some(basis_points),
             Err(error) => {
@@ -111,32 +128,7 @@ fn max_weight_field(fields: &mut Fields<'_>, errors: &mut ConfigErrors) -> Optio
             errors.add(&path, format!("must be a number, not {}", other.kind()));
             None
         }
-    }
-}
-
-/// A version's required `weight`: a number, read exactly by [`parse_percent`].
-fn weight_field(fields: &mut Fields<'_>, errors: &mut ConfigErrors) -> Option<u16> {
-    let weight_path = fields.child("weight");
-    match fields.take("weight") {
-        None => {
-            errors.add(
-                &weight_path,
-                "is required (a percentage, 0 to 100, at most two decimals)",
-            );
-            None
-        }
-        Some(Value::Number(text)) => match parse_percent(text) {
-            Ok(basis_points) => Some(basis_points),
-            Err(error) => {
-                errors.add(&weight_path, error.to_string());
-                None
-            }
-        },
-        Some(other) => {
-            errors.add(&weight_path, format!("must be a number, not {}", other.kind()));
-            None
-        }
-    }
+    })
 }
 
 /// Each canary has a slot of `max_weight` buckets (its weight when it declares none), slots
