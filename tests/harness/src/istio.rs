@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -334,16 +334,13 @@ pub(crate) fn go_tool_for(name: &'static str, revision: Revision) -> Result<Path
 /// The `progressive` binary (tools/progressive: Flagger's and Argo Rollouts' own routers),
 /// built once per process by `tools/build-go-tool.sh progressive`.
 pub fn progressive() -> Result<PathBuf, LocalError> {
-    static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    TOOL.get_or_init(|| build_go_tool("progressive", &[]))
-        .clone()
-        .map_err(LocalError::Tool)
+    build_tool("progressive")
 }
 
 /// `tools/NAME` built from its `go.mod`, once per process and name.
 pub fn build_tool(name: &'static str) -> Result<PathBuf, LocalError> {
     type Built = std::collections::BTreeMap<&'static str, Result<PathBuf, String>>;
-    static BUILT: std::sync::Mutex<Built> = std::sync::Mutex::new(Built::new());
+    static BUILT: Mutex<Built> = Mutex::new(Built::new());
     let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     built
         .entry(name)
