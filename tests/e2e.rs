@@ -1138,21 +1138,9 @@ fn the_client_address_is_read_from_envoy_and_keys_the_request() {
 /// canary but the last declares its max_weight.
 fn arms_config(weights: &[u32], maxes: &[u32]) -> String {
     let stable = 100 - weights.iter().sum::<u32>();
-    let mut versions = vec![format!(r#"{{"name": "v1", "weight": {stable}}}"#)];
-    for (i, (w, m)) in weights.iter().zip(maxes).enumerate() {
-        let max = if i + 1 < weights.len() {
-            format!(r#", "max_weight": {m}"#)
-        } else {
-            String::new()
-        };
-        versions.push(format!(r#"{{"name": "v{}", "weight": {w}{max}}}"#, i + 2));
-    }
-    format!(
-        r#"{{"routes": [{{"name": "my-app", "hosts": ["{APP_HOST}"], "salt": "e2e-arms",
-            "routing_header": "{ROUTING_HEADER}", "versions": [{}],
-            "key_chain": [{{"cookie": "session"}}]}}]}}"#,
-        versions.join(", ")
-    )
+    let all: Vec<u32> = std::iter::once(stable).chain(weights.iter().copied()).collect();
+    let all_maxes: Vec<u32> = std::iter::once(0).chain(maxes.iter().copied()).collect();
+    sticky_policy(&[sticky_config(APP_HOST, "e2e-arms", &all, Some(&all_maxes))])
 }
 
 /// 3 and 5 arms, a fixed pseudo-random sequence of weight changes: after each push, every key

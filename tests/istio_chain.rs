@@ -944,21 +944,13 @@ fn the_rendered_exposure_log_prints_each_decision_on_the_gateways_stdout() {
 /// The spec of the three-version shop: v1 stable, v2 with a `max_weight` (an arm that ramps on
 /// its own), v3 last.
 fn arms_spec(revision: &str, v2: u32, v3: u32) -> String {
-    format!(
-        "app: shop\n\
-         namespace: ns-shop\n\
-         revision: {revision}\n\
-         hosts: [{SHOP_HOST}]\n\
-         versions:\n  \
-           - name: v1\n    image: example/shop:1\n    weight: {v1}\n  \
+    let versions = format!(
+        "  - name: v1\n    image: example/shop:1\n    weight: {v1}\n  \
            - name: v2\n    image: example/shop:2\n    weight: {v2}\n    max_weight: 30\n  \
-           - name: v3\n    image: example/shop:3\n    weight: {v3}\n\
-         routing:\n  \
-           salt: shop-arms-chain\n  \
-           key_chain:\n    - cookie: session\n    - new_client_id: {{}}\n\
-         plugin:\n  form: envoyfilter-inline\n",
+           - name: v3\n    image: example/shop:3\n    weight: {v3}\n",
         v1 = 100 - v2 - v3,
-    )
+    );
+    common::shop_spec_with_versions(revision, "shop-arms-chain", &versions, "  form: envoyfilter-inline\n")
 }
 
 /// A/B/n and the blue/green cut-over through Istio's translation on the newest revision: the

@@ -182,19 +182,26 @@ pub fn run_cli(args: &[&str]) -> String {
 /// and v2 at `v2_percent` for v2, keyed by the `session` cookie then a new client id, under
 /// `salt`; `plugin` is the body of the `plugin:` block, each line indented by two spaces.
 pub fn shop_spec(revision: &str, salt: &str, v2_percent: u32, plugin: &str) -> String {
+    let versions = format!(
+        "  - name: v1\n    image: example/shop:1\n    weight: {v1}\n  \
+           - name: v2\n    image: example/shop:2\n    weight: {v2_percent}\n",
+        v1 = 100 - v2_percent,
+    );
+    shop_spec_with_versions(revision, salt, &versions, plugin)
+}
+
+/// [`shop_spec`] with its `versions:` list written by the caller (each line indented by two).
+pub fn shop_spec_with_versions(revision: &str, salt: &str, versions: &str, plugin: &str) -> String {
     format!(
         "app: shop\n\
          namespace: ns-shop\n\
          revision: {revision}\n\
          hosts: [{SHOP_HOST}]\n\
-         versions:\n  \
-           - name: v1\n    image: example/shop:1\n    weight: {v1}\n  \
-           - name: v2\n    image: example/shop:2\n    weight: {v2_percent}\n\
+         versions:\n{versions}\
          routing:\n  \
            salt: {salt}\n  \
            key_chain:\n    - cookie: session\n    - new_client_id: {{}}\n\
          plugin:\n{plugin}",
-        v1 = 100 - v2_percent,
     )
 }
 
