@@ -553,9 +553,9 @@ fn the_users_run(revision_name: &str) {
     .iter()
     .map(|d| repo.join(d))
     .collect();
-    // Each example spec rendered afresh; the Flagger and Argo examples' own objects (Canary;
-    // Rollout, AnalysisTemplate, its Services and VirtualService) after their render, as their
-    // comments tell users to.
+    // Each example spec rendered afresh (for Flagger and Argo with their analysis templates);
+    // the Flagger and Argo examples' own objects (Canary; Rollout, its Services and
+    // VirtualService) after their render, as their comments tell users to.
     for example in [
         "my-app.yaml",
         "frontend-backend.yaml",

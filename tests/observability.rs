@@ -13,13 +13,14 @@
 //!   StickyCanaryShareOffWeight, and a refused push fires StickyCanaryConfigRejected.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sticky_canary::render::{self, monitoring, App, Tokens};
 use sticky_canary_harness::load::Load;
+use sticky_canary_harness::prometheus::{debian_tool, Prometheus, Target};
 use sticky_canary_harness::{
     free_port, temp_dir, Backend, Client, Envoy, EnvoyConfig, FilterSpec, Request, UpdateOutcome,
 };
@@ -33,15 +34,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A Debian tool scripts/setup.sh installs; missing is a failure, not a skip.
+/// A tool scripts/setup.sh installs; missing is a failure, not a skip.
 fn tool(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let path = Path::new(dir).join(name);
-        if path.is_file() {
-            return path;
-        }
-    }
-    panic!("{name} is not installed: run scripts/setup.sh (Debian package prometheus)");
+    debian_tool(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn load(relative: &str) -> App {
@@ -285,124 +280,6 @@ fn alerts_stay_quiet_on_healthy_series_and_fire_on_broken_ones() {
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
-/// A Prometheus server on this machine, scraping one Envoy every second.
-struct Prometheus {
-    child: Child,
-    addr: std::net::SocketAddr,
-    dir: sticky_canary_harness::TempDir,
-}
-
-impl Prometheus {
-    fn start(envoy_admin: std::net::SocketAddr, rules: &str) -> Prometheus {
-        let binary = tool("prometheus");
-        let dir = temp_dir("prometheus").unwrap();
-        std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
-        let config = format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             rule_files: [rules.yaml]\n\
-             scrape_configs:\n\
-             - job_name: gateway\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: ['{envoy_admin}']}}]\n"
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let port = free_port().unwrap();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--web.enable-lifecycle")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let prometheus = Prometheus { child, addr, dir };
-        prometheus.wait_for(Duration::from_secs(30), "ready", || {
-            prometheus
-                .get("/-/ready")
-                .is_some_and(|(status, _)| status == 200)
-                .then_some(())
-        });
-        prometheus
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut client = Client::connect(self.addr).ok()?;
-        client.set_timeout(Duration::from_secs(10));
-        let reply = client.send(&Request::get(path).host("prometheus")).ok()?;
-        Some((reply.status, reply.body_text()))
-    }
-
-    /// New rules, as a user applies a fresh render: the file replaced, then a reload.
-    fn reload_rules(&self, rules: &str) {
-        std::fs::write(self.dir.path().join("rules.yaml"), rules).unwrap();
-        let mut client = Client::connect(self.addr).unwrap();
-        let reply = client
-            .send(&Request::get("/-/reload").method("POST").host("prometheus"))
-            .unwrap();
-        assert_eq!(reply.status, 200, "reload: {}\n{}", reply.body_text(), self.log());
-    }
-
-    /// An instant query's result vector; a failed query fails the test.
-    fn query(&self, promql: &str) -> Vec<Value> {
-        let (status, body) = self
-            .get(&format!("/api/v1/query?query={}", encode(promql)))
-            .unwrap_or_else(|| panic!("no answer to {promql}"));
-        let reply: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{promql}: {e}: {body}"));
-        assert_eq!(
-            (status, reply["status"].as_str()),
-            (200, Some("success")),
-            "{promql}: {body}"
-        );
-        reply["data"]["result"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// The value of the one sample `promql` selects, if there is exactly one.
-    fn value(&self, promql: &str) -> Option<f64> {
-        match self.query(promql).as_slice() {
-            [one] => one["value"][1].as_str().and_then(|v| v.parse().ok()),
-            _ => None,
-        }
-    }
-
-    fn wait_for<T>(&self, limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-        let started = Instant::now();
-        loop {
-            if let Some(value) = check() {
-                return value;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "Prometheus: {what}: not within {limit:?}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Percent-encoding for a query string value.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 const USERS: u64 = 20_000;
 /// The recording window of this test's spec: short, so a ramp step settles in seconds.
 const WINDOW: &str = "15s";
@@ -456,7 +333,13 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
         .with_filter(FilterSpec::embedded(config.clone()))
         .without_stats_tags();
     let mut envoy = Envoy::start(&envoy_config).unwrap();
-    let prometheus = Prometheus::start(envoy.admin(), &rules);
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port().unwrap()).parse().unwrap();
+    let gateway = Target {
+        job: "gateway",
+        addr: envoy.admin(),
+        path: "/stats/prometheus",
+    };
+    let prometheus = Prometheus::start(listen, &[gateway], &rules).unwrap();
     let s = monitoring::Series::new(WINDOW);
 
     // Returning users in turn, each with its session cookie: every window sees every user about as often.
@@ -472,7 +355,9 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
     let load = Load::start(envoy.listener(), 4, 1500, job).unwrap();
 
     let share =
-        |version: &str| prometheus.value(&format!("{}{{route=\"shop\", version=\"{version}\"}}", s.keyed_share));
+        |version: &str| prometheus
+            .value(&format!("{}{{route=\"shop\", version=\"{version}\"}}", s.keyed_share))
+            .unwrap();
     let mut measured = Vec::new();
     let mut config = config;
     for (step, v2_weight) in [10u32, 50, 100].into_iter().enumerate() {
@@ -480,14 +365,18 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
             let (_, next_config, next_rules) = rendered(work.path(), v2_weight);
             let outcome = envoy.update_filter_config(&next_config).unwrap();
             assert_eq!(outcome, UpdateOutcome::Accepted, "the {v2_weight}% config");
-            prometheus.reload_rules(&next_rules);
+            prometheus.reload_rules(&next_rules).unwrap();
             config = next_config;
         }
         // A whole window of this step's traffic, then a few evaluations.
         std::thread::sleep(Duration::from_secs(15 + 5));
-        let recorded = prometheus.wait_for(Duration::from_secs(20), "the share of v2", || share("v2"));
+        let recorded = prometheus
+            .wait_until(Duration::from_secs(20), "the share of v2", || share("v2"))
+            .unwrap();
         let exact = exact_v2_share(&config);
-        let weight = prometheus.value(&format!("{}{{route=\"shop\", version=\"v2\"}}", s.weight));
+        let weight = prometheus
+            .value(&format!("{}{{route=\"shop\", version=\"v2\"}}", s.weight))
+            .unwrap();
         eprintln!("step {v2_weight}%: recorded v2 share {recorded:.2}%, the population's exact share {exact:.2}%");
         assert_eq!(weight, Some(f64::from(v2_weight)), "the recorded weight of v2");
         assert!(
@@ -504,7 +393,7 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
             "shares add up to {}",
             v1 + recorded
         );
-        let firing = prometheus.query("ALERTS{alertstate=\"firing\"}");
+        let firing = prometheus.query("ALERTS{alertstate=\"firing\"}").unwrap();
         assert!(
             firing.is_empty(),
             "step {v2_weight}%: alerts firing on plan: {firing:?}"
@@ -514,7 +403,7 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
 
     // Every dashboard query runs, and those over the filter's series have data.
     for (title, query) in monitoring::dashboard_queries(&app) {
-        let result = prometheus.query(&query);
+        let result = prometheus.query(&query).unwrap();
         if !query.contains("istio_") && !query.contains("rejections") {
             assert!(
                 !result.is_empty(),
@@ -526,10 +415,11 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
     // The gateway on 50% while the spec (and so the rules) says 100%: a config out of step.
     let (_, fifty, _) = rendered(work.path(), 50);
     assert_eq!(envoy.update_filter_config(&fifty).unwrap(), UpdateOutcome::Accepted);
-    let off = prometheus.wait_for(Duration::from_secs(60), "StickyCanaryShareOffWeight firing", || {
-        let alerts = prometheus.query("ALERTS{alertname=\"StickyCanaryShareOffWeight\", alertstate=\"firing\"}");
+    let off = prometheus.wait_until(Duration::from_secs(60), "StickyCanaryShareOffWeight firing", || {
+        let alerts = prometheus.query("ALERTS{alertname=\"StickyCanaryShareOffWeight\", alertstate=\"firing\"}").unwrap();
         (alerts.len() == 2).then_some(alerts)
-    });
+    })
+    .unwrap();
     assert!(
         off.iter()
             .all(|a| a["metric"]["route"] == "shop" && a["metric"]["app"] == "shop"),
@@ -543,12 +433,15 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
         envoy.update_filter_config(&refused).unwrap(),
         UpdateOutcome::Rejected { .. }
     ));
-    prometheus.wait_for(Duration::from_secs(30), "StickyCanaryConfigRejected firing", || {
-        (!prometheus
-            .query("ALERTS{alertname=\"StickyCanaryConfigRejected\", alertstate=\"firing\"}")
-            .is_empty())
-        .then_some(())
-    });
+    prometheus
+        .wait_until(Duration::from_secs(30), "StickyCanaryConfigRejected firing", || {
+            (!prometheus
+                .query("ALERTS{alertname=\"StickyCanaryConfigRejected\", alertstate=\"firing\"}")
+                .unwrap()
+                .is_empty())
+            .then_some(())
+        })
+        .unwrap();
     let report = load.stop();
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);
     eprintln!(

@@ -81,30 +81,9 @@ struct Step {
     file: String,
 }
 
-/// Replaces `from` with `to` in `text`, insisting that it is there.
-fn edit(text: &str, from: &str, to: &str, what: &str) -> String {
-    assert!(text.contains(from), "{what} has no {from:?} to edit");
-    text.replace(from, to)
-}
-
-/// The example spec for this test world: plain HTTP (the harness's listener has no TLS
-/// certificate) and the module inline (no registry).
+/// The example spec for this test world (common::progressive_test_spec).
 fn test_spec(tool: &Tool) -> String {
-    let text = std::fs::read_to_string(tool.spec).unwrap();
-    let text = edit(&text, "tls:\n  credential_name: my-app-tls\n", "", tool.spec);
-    let text = edit(&text, "form: envoyfilter\n", "form: envoyfilter-inline\n", tool.spec);
-    let text = edit(
-        &text,
-        "  url: oci://myregistry.azurecr.io/sticky-canary:0.1.0\n",
-        "",
-        tool.spec,
-    );
-    edit(
-        &text,
-        "  sha256: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n",
-        "",
-        tool.spec,
-    )
+    common::progressive_test_spec(tool.spec)
 }
 
 /// Runs the tool's own router through the plan; returns the steps it wrote into `out`.

@@ -2234,3 +2234,93 @@ fn the_exposure_log_setting_reaches_the_filter_config_and_apps_on_one_gateway_ag
     };
     assert!(error.contains("routing.exposure_log differs"), "{error}");
 }
+
+/// The analysis templates of a progressive app's `analysis.yaml`: Flagger's MetricTemplates
+/// and Argo Rollouts' AnalysisTemplate read the canary Service's gateway cluster, at the
+/// spec's Prometheus, with its thresholds; bad settings are refused by name.
+#[test]
+fn progressive_apps_get_their_tools_analysis_templates() {
+    let analysis_of = |spec: &str, extra: &str| -> Vec<Yaml> {
+        let text = std::fs::read_to_string(root().join(spec))
+            .unwrap()
+            .replace("progressive:\n", &format!("progressive:\n{extra}"));
+        let app = App::from_yaml(&text).unwrap();
+        let rendered = render::render(&app, spec, &test_tokens());
+        let file = rendered.file("analysis.yaml").unwrap();
+        assert!(
+            rendered.file("kustomization.yaml").unwrap().text.contains("- analysis.yaml"),
+            "analysis.yaml is not in the kustomization"
+        );
+        assert!(file.text.contains("proxyStatsMatcher"), "{}", file.text);
+        file.text
+            .split("\n---\n")
+            .map(|doc| serde_yaml_ng::from_str(doc).unwrap())
+            .collect()
+    };
+    let flagger = analysis_of("examples/flagger/my-app.yaml", "");
+    assert_eq!(flagger.len(), 2);
+    assert_eq!(flagger[0]["kind"], "MetricTemplate");
+    assert_eq!(flagger[0]["metadata"]["name"], "my-app-success-rate");
+    assert_eq!(flagger[1]["metadata"]["name"], "my-app-latency");
+    assert_eq!(flagger[0]["spec"]["provider"]["address"], "http://prometheus.monitoring:9090");
+    let query = flagger[0]["spec"]["query"].as_str().unwrap();
+    assert!(
+        query.contains(r#"cluster_name=~"outbound.[0-9]+..{{ target }}-canary.{{ namespace }}.svc.cluster.local""#)
+            && query.contains("[{{ interval }}]")
+            && query.contains(r#"response_code_class=~"[1-4]xx""#)
+            && query.contains(r#"response_code_class=~"[1-5]xx""#),
+        "{query}"
+    );
+    assert!(flagger[1]["spec"]["query"].as_str().unwrap().contains("histogram_quantile(0.99"));
+
+    let argo = analysis_of(
+        "examples/argo-rollouts/my-app.yaml",
+        "  analysis:\n    prometheus: http://prom.example:9090/\n    interval: 30s\n    failure_limit: 3\n    min_success_rate: 99.5\n    max_latency_ms: 250\n",
+    );
+    assert_eq!(argo.len(), 1);
+    let spec = &argo[0]["spec"];
+    assert_eq!(argo[0]["kind"], "AnalysisTemplate");
+    assert_eq!(argo[0]["metadata"]["name"], "my-app-analysis");
+    assert_eq!(spec["args"][0]["value"], "my-app-canary");
+    assert_eq!(spec["args"][1]["value"], "ns-canary-istio");
+    assert_eq!(spec["metrics"][0]["successCondition"], "result[0] >= 0.995");
+    assert_eq!(spec["metrics"][1]["successCondition"], "result[0] <= 250");
+    assert_eq!(spec["metrics"][0]["interval"], "30s");
+    assert_eq!(spec["metrics"][0]["failureLimit"], 3);
+    let query = spec["metrics"][0]["provider"]["prometheus"]["query"].as_str().unwrap();
+    assert!(query.contains("{{args.canary-service}}") && query.contains("[30s]"), "{query}");
+    assert_eq!(
+        spec["metrics"][0]["provider"]["prometheus"]["address"],
+        "http://prom.example:9090/"
+    );
+
+    // The stats the gateway must keep: the app's two Services' request stats, and no other.
+    let app = load("examples/argo-rollouts/my-app.yaml");
+    let regex = render::analysis::stats_regex(&app, render::spec::Tool::ArgoRollouts);
+    assert_eq!(
+        regex,
+        r"cluster\.outbound\|[0-9]+\|\|(my-app-stable|my-app-canary)\.ns-canary-istio\.svc\.cluster\.local;\.upstream_rq_.*"
+    );
+
+    let base = std::fs::read_to_string(root().join("examples/flagger/my-app.yaml")).unwrap();
+    for (extra, message) in [
+        (
+            "  analysis:\n    prometheus: prometheus:9090\n",
+            "progressive.analysis.prometheus: \"prometheus:9090\" is not an http:// or https:// URL",
+        ),
+        (
+            "  analysis:\n    interval: 500ms\n",
+            "progressive.analysis.interval: \"500ms\" is not a Prometheus duration of at least 1s",
+        ),
+        (
+            "  analysis:\n    min_success_rate: 120\n",
+            "progressive.analysis.min_success_rate: 120 is not a percentage",
+        ),
+        ("  analysis:\n    max_latency_ms: 0\n", "progressive.analysis.max_latency_ms: 0 is not a latency"),
+        ("  analysis:\n    thresholds: 1\n", "unknown field `thresholds`"),
+    ] {
+        let text = base.replace("progressive:\n", &format!("progressive:\n{extra}"));
+        let error = App::from_yaml(&text).unwrap_err().to_string();
+        assert!(error.contains(message), "{extra}: {error}");
+    }
+}

@@ -455,6 +455,11 @@ impl CookieJar {
         self.cookies.insert(name.to_owned(), value.to_owned());
     }
 
+    /// The value of the cookie `name`, if the jar holds it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.cookies.get(name).map(String::as_str)
+    }
+
     /// The `Cookie` header value, or `None` when the jar is empty.
     pub fn header_value(&self) -> Option<String> {
         if self.cookies.is_empty() {

@@ -59,6 +59,16 @@ fn mapping_lines(m: &serde_yaml_ng::Mapping, indent: usize, mut first_padded: bo
                 out.push_str(&scalar(&tagged.value));
                 out.push('\n');
             }
+            Yaml::String(text) if literal_block_ok(text) => {
+                out.push_str(" |\n");
+                for line in text.lines() {
+                    if !line.is_empty() {
+                        pad(indent + 2, out);
+                        out.push_str(line);
+                    }
+                    out.push('\n');
+                }
+            }
             other => {
                 out.push(' ');
                 out.push_str(&scalar(other));
@@ -66,6 +76,20 @@ fn mapping_lines(m: &serde_yaml_ng::Mapping, indent: usize, mut first_padded: bo
             }
         }
     }
+}
+
+/// Whether a literal block (`|`) carries `text` exactly, the same in YAML 1.1 and 1.2: several
+/// lines ending in one newline (what `|` keeps), only printable characters, and no line
+/// starting with a space or tab (which would need an indentation indicator) or ending in one.
+/// Multi-line values (a PromQL query) then read as they are meant, not as one escaped line.
+fn literal_block_ok(text: &str) -> bool {
+    text.contains('\n')
+        && text.ends_with('\n')
+        && !text.ends_with("\n\n")
+        && text.chars().all(|c| c == '\n' || !c.is_control())
+        && text
+            .lines()
+            .all(|l| !l.starts_with([' ', '\t']) && !l.ends_with([' ', '\t']))
 }
 
 fn mapping(m: &serde_yaml_ng::Mapping, indent: usize, out: &mut String) {
@@ -168,6 +192,18 @@ mod tests {
         }
         assert_eq!(string("it's"), "'it''s'");
         assert_eq!(string("a\nb"), "\"a\\nb\"");
+    }
+
+    #[test]
+    fn multi_line_strings_are_literal_blocks_when_that_is_exact() {
+        let value: Yaml = serde_yaml_ng::from_str("q: \"sum(a)\\n/\\nsum(b)\\n\"\nr: \"x\\n  y\\n\"\n").unwrap();
+        let written = to_yaml(&value);
+        assert!(written.starts_with("q: |\n  sum(a)\n  /\n  sum(b)\n"), "{written}");
+        assert!(written.contains("r: \"x\\n  y\\n\""), "indented lines stay quoted: {written}");
+        assert_eq!(serde_yaml_ng::from_str::<Yaml>(&written).unwrap(), value);
+        for text in ["one line", "no newline at the end\nsecond", "two\n\n", " lead\n", "trail \n", "tab\there\n"] {
+            assert!(!literal_block_ok(text), "{text:?}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ macro_rules! map {
     }};
 }
 
+pub mod analysis;
 pub mod cli;
 pub mod cutover;
 pub mod emit;

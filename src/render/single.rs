@@ -2,6 +2,7 @@
 //! an app alone on its gateway, its plugin and kustomization. The same app files go into a
 //! shared-gateway render ([`super::shared`]), one directory per app.
 
+use super::analysis;
 use super::gateway_api;
 use super::monitoring;
 use super::objects;
@@ -222,6 +223,12 @@ fn progressive_files(app: &App, progressive: &Progressive, source: &str, dir: &s
                 header = progressive.position_header,
             ),
             objects::sticky_weights(app).into_iter().collect(),
+        ),
+        file(
+            &format!("{dir}analysis.yaml"),
+            source,
+            &analysis::note(app, progressive),
+            analysis::objects(app, progressive),
         ),
     ]
 }

@@ -59,6 +59,28 @@ pub const TOKEN_HEADER: &str = "x-canary-token";
 /// The host of the chain suites' shop app.
 pub const SHOP_HOST: &str = "shop.example.com";
 
+/// Replaces `from` with `to` in `text`, insisting that it is there.
+pub fn edit(text: &str, from: &str, to: &str, what: &str) -> String {
+    assert!(text.contains(from), "{what} has no {from:?} to edit");
+    text.replace(from, to)
+}
+
+/// A Flagger or Argo Rollouts example spec (`examples/flagger/my-app.yaml`) for a test world:
+/// plain HTTP (the harness's listener has no TLS certificate) and the module inline (no
+/// registry).
+pub fn progressive_test_spec(spec: &str) -> String {
+    let text = std::fs::read_to_string(spec).unwrap();
+    let text = edit(&text, "tls:\n  credential_name: my-app-tls\n", "", spec);
+    let text = edit(&text, "form: envoyfilter\n", "form: envoyfilter-inline\n", spec);
+    let text = edit(&text, "  url: oci://myregistry.azurecr.io/sticky-canary:0.1.0\n", "", spec);
+    edit(
+        &text,
+        "  sha256: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n",
+        "",
+        spec,
+    )
+}
+
 /// A request to the shop, with `session=KEY` when there is a key.
 pub fn shop(key: Option<&str>) -> Request {
     let request = Request::get("/").host(SHOP_HOST);

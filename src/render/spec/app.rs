@@ -260,7 +260,7 @@ impl Tool {
 /// An app whose weights a progressive-delivery tool sets (`progressive:` in the spec): render
 /// writes the plugin, the Gateway and the route patch that makes Envoy's weighted clusters
 /// sticky; the tool owns the Deployments, Services, VirtualService and DestinationRules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Progressive {
     pub tool: Tool,
     /// The VirtualService's HTTP route the tool sets weights on (Argo's
@@ -268,6 +268,38 @@ pub struct Progressive {
     pub route: Option<String>,
     /// The header the filter writes the position to (lowercase).
     pub position_header: String,
+    /// What the analysis templates of `analysis.yaml` are rendered with.
+    pub analysis: Analysis,
+}
+
+/// The analysis templates' settings (`progressive.analysis`; docs/progressive-delivery.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// The Prometheus that scrapes the gateway pods (the templates' provider address).
+    pub prometheus: String,
+    /// Argo Rollouts: how often each measurement runs, and the rate window of its queries
+    /// (Flagger takes both from the Canary's `analysis.metrics[].interval`).
+    pub interval: String,
+    /// Argo Rollouts: failed measurements tolerated before the rollout aborts.
+    pub failure_limit: u32,
+    /// The lowest share of non-5xx answers, in percent (Argo's condition; Flagger's
+    /// `thresholdRange.min` in the note).
+    pub min_success: f64,
+    /// The highest p99 latency in milliseconds (Argo's condition; Flagger's
+    /// `thresholdRange.max` in the note).
+    pub max_latency_ms: u64,
+}
+
+impl Default for Analysis {
+    fn default() -> Analysis {
+        Analysis {
+            prometheus: "http://prometheus.monitoring:9090".to_owned(),
+            interval: "1m".to_owned(),
+            failure_limit: 2,
+            min_success: 99.0,
+            max_latency_ms: 500,
+        }
+    }
 }
 
 /// The default position header.

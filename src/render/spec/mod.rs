@@ -34,7 +34,7 @@ mod raw;
 
 pub use app::{
     filter_config, weight_yaml, App, AppVersion, Autoscaling, Cutover, Dependent, FailStrategy, Ingress, Mirror,
-    ModuleSource, Plugin, PluginForm, Probes, Progressive, ServiceProtocol, SpecError, SpecErrors, Tls, TokenSettings,
+    Analysis, ModuleSource, Plugin, PluginForm, Probes, Progressive, ServiceProtocol, SpecError, SpecErrors, Tls, TokenSettings,
     Tool, DEFAULT_POSITION_HEADER, GATEWAY_API_MIN_MINOR, INGRESS_NAMESPACE, KUBERNETES_OBJECT_LIMIT,
     MESH_TOKEN_HEADER,
 };

@@ -75,6 +75,18 @@ pub(super) struct RawProgressive {
     pub(super) tool: String,
     pub(super) route: Option<String>,
     pub(super) position_header: Option<String>,
+    pub(super) analysis: Option<RawAnalysis>,
+}
+
+/// The tool's analysis templates render writes (`analysis.yaml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAnalysis {
+    pub(super) prometheus: Option<String>,
+    pub(super) interval: Option<String>,
+    pub(super) failure_limit: Option<u32>,
+    pub(super) min_success_rate: Option<f64>,
+    pub(super) max_latency_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -103,7 +103,7 @@ pub fn progressive_module_dir(module: &str) -> Result<PathBuf, LocalError> {
 /// `go mod download -json MODULE` in `tools/TOOL` (with `-modfile` for another revision): the
 /// version its build list pins, downloaded from the module proxy when missing, so call it before
 /// [`enter_network_namespace`]; cached per process.
-fn go_module_dir(tool: &'static str, modfile: &'static str, module: &str) -> Result<PathBuf, LocalError> {
+pub(crate) fn go_module_dir(tool: &'static str, modfile: &'static str, module: &str) -> Result<PathBuf, LocalError> {
     type Dirs = BTreeMap<(&'static str, &'static str, String), PathBuf>;
     static DIRS: Mutex<Dirs> = Mutex::new(BTreeMap::new());
     let key = (tool, modfile, module.to_owned());
@@ -196,7 +196,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(name: &str, mut command: Command, log: PathBuf) -> Result<Process, LocalError> {
+    pub(crate) fn spawn(name: &str, mut command: Command, log: PathBuf) -> Result<Process, LocalError> {
         let out = File::create(&log).map_err(io_error(format!("create {}", log.display())))?;
         let err = out.try_clone().map_err(io_error("clone a log file"))?;
         let child = command
@@ -269,14 +269,14 @@ impl Drop for Process {
 
 /// A command for `binary` that the kernel kills when the spawning thread dies
 /// (util-linux's `setpriv --pdeathsig KILL`, which execs in place).
-fn supervised(binary: &Path) -> Command {
+pub(crate) fn supervised(binary: &Path) -> Command {
     let mut command = Command::new("setpriv");
     command.args(["--pdeathsig", "KILL"]).arg(binary);
     command
 }
 
 /// Polls `check` every 200 ms until it returns `Ok(true)`, the process dies or `limit` passes.
-fn wait_for(
+pub(crate) fn wait_for(
     what: &str,
     process: &mut Process,
     limit: Duration,
@@ -321,6 +321,26 @@ pub struct Applied {
     pub output: String,
     pub stdout: String,
 }
+
+/// `kubectl get ... --watch --output-watch-events -o json`: every event (`{"type", "object"}`)
+/// handed to a callback with the moment it arrived; the watch stops when dropped.
+pub struct Watch {
+    child: Child,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A watch's events as they came: (arrival, event).
+pub type Events = std::sync::Arc<Mutex<Vec<(Instant, serde_json::Value)>>>;
 
 /// kube-controller-manager, kube-scheduler and KWOK ([`Cluster::start_workloads`]), stopped
 /// when dropped.
@@ -579,6 +599,11 @@ impl Cluster {
             .arg("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake")
             .arg(format!("--cidr={POD_CIDR}"))
             .arg(format!("--node-ip={NODE_IP}"))
+            // Renew the node's Lease as a kubelet does (40 s, renewed every 10 s). Without it
+            // KWOK refreshes the node's status only about once a minute, past the node
+            // lifecycle controller's 50 s grace: the controller then marks every pod on the
+            // node NotReady, and a minute into a test its Deployments have no available pods.
+            .arg("--node-lease-duration-seconds=40")
             .arg("--server-address=127.0.0.1:10247");
         let kwok = Process::spawn("kwok", kwok, root.join("kwok.log"))?;
         self.apply_yaml(
@@ -653,7 +678,7 @@ status:
         &self.tool
     }
 
-    fn kubectl_command(&self, args: &[&str]) -> Command {
+    pub(crate) fn kubectl_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.tool);
         command
             .arg("kubectl")
@@ -661,6 +686,57 @@ status:
             .args(args)
             .stdin(Stdio::null());
         command
+    }
+
+    /// Watches `kubectl get ARGS` (a kind, `-n NS`, a `--field-selector=metadata.name=NAME` for
+    /// one object: a name alone makes kubectl exit while the object does not exist yet): one
+    /// process for the whole test, so nothing polls the API server.
+    pub fn watch(
+        &self,
+        args: &[&str],
+        mut on_event: impl FnMut(Instant, serde_json::Value) + Send + 'static,
+    ) -> Result<Watch, LocalError> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--watch", "--output-watch-events", "-o", "json"]);
+        let mut child = self
+            .kubectl_command(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io_error(format!("start kubectl {}", all.join(" "))))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| LocalError::Tool("kubectl --watch has no stdout".to_owned()))?;
+        let thread = std::thread::Builder::new()
+            .name("kubectl-watch".to_owned())
+            .spawn(move || {
+                let reader = std::io::BufReader::new(stdout);
+                for event in serde_json::Deserializer::from_reader(reader).into_iter::<serde_json::Value>() {
+                    match event {
+                        Ok(event) => on_event(Instant::now(), event),
+                        Err(_) => return,
+                    }
+                }
+            })
+            .map_err(io_error("start a watch thread"))?;
+        Ok(Watch {
+            child,
+            thread: Some(thread),
+        })
+    }
+
+    /// [`Cluster::watch`] into a list.
+    pub fn record(&self, args: &[&str]) -> Result<(Watch, Events), LocalError> {
+        let events: Events = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&events);
+        let watch = self.watch(args, move |at, event| {
+            sink.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((at, event));
+        })?;
+        Ok((watch, events))
     }
 
     /// `kubectl ARGS`: success and combined output.
@@ -752,6 +828,9 @@ pub struct Gateway {
     /// The gateway's service-account token for istiod's CA (audience `istio-ca`), as the pod's
     /// projected token.
     token: String,
+    /// The mesh config the pod mounts at `./etc/istio/config/mesh` (the revision's `istio-asm-1-NN`
+    /// ConfigMap, with the add-on's shared ConfigMap merged in); empty for none.
+    mesh_config: String,
     starts: u32,
 }
 
@@ -760,6 +839,17 @@ impl Gateway {
     /// the add-on's) and starts the agent; waits until the agent reports ready (Envoy has its
     /// listeners, clusters and every extension config).
     pub fn start(cluster: &Cluster, insecure_registries: &str) -> Result<Gateway, LocalError> {
+        Gateway::start_with_mesh(cluster, insecure_registries, "")
+    }
+
+    /// [`Gateway::start`] with a mesh config for the pod (`defaultConfig`, e.g. a
+    /// `proxyStatsMatcher`), which istio-agent reads from `./etc/istio/config/mesh` and merges
+    /// under its `PROXY_CONFIG`, as a gateway pod reads the revision's mesh ConfigMap.
+    pub fn start_with_mesh(
+        cluster: &Cluster,
+        insecure_registries: &str,
+        mesh_config: &str,
+    ) -> Result<Gateway, LocalError> {
         cluster.apply_yaml(
             "gateway-service",
             &format!(
@@ -800,6 +890,7 @@ impl Gateway {
             insecure_registries: insecure_registries.to_owned(),
             root_cert: cluster.dir().join("pki/ca.crt"),
             token,
+            mesh_config: mesh_config.to_owned(),
             starts: 0,
         };
         gateway.start_agent(cluster.tool())?;
@@ -819,6 +910,11 @@ impl Gateway {
             "copy Istio's bootstrap template {}",
             self.template.display()
         )))?;
+        if !self.mesh_config.is_empty() {
+            let config_dir = root.join("etc/istio/config");
+            std::fs::create_dir_all(&config_dir).map_err(io_error("create the agent's mesh config dir"))?;
+            std::fs::write(config_dir.join("mesh"), &self.mesh_config).map_err(io_error("write the mesh config"))?;
+        }
         for sub in [
             "etc/istio/proxy",
             "var/lib/istio/data",

@@ -349,7 +349,21 @@ pub fn build_tool(name: &'static str) -> Result<PathBuf, LocalError> {
         .map_err(LocalError::Tool)
 }
 
-/// Builds `tools/NAME` with `tools/build-go-tool.sh NAME "" [MODFILE]` and returns its path.
+/// The main package `package` of `tools/NAME`'s build list (a controller's release, e.g.
+/// `github.com/fluxcd/flagger/cmd/flagger` in `tools/flagger`), built once per process.
+pub fn build_tool_package(name: &'static str, package: &'static str) -> Result<PathBuf, LocalError> {
+    type Built = std::collections::BTreeMap<(&'static str, &'static str), Result<PathBuf, String>>;
+    static BUILT: Mutex<Built> = Mutex::new(Built::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    built
+        .entry((name, package))
+        .or_insert_with(|| build_go_tool(name, &["go.mod", package]))
+        .clone()
+        .map_err(LocalError::Tool)
+}
+
+/// Builds `tools/NAME` with `tools/build-go-tool.sh NAME "" [MODFILE [PACKAGE]]` and returns its
+/// path.
 fn build_go_tool(name: &str, modfile: &[&str]) -> Result<PathBuf, String> {
     let script = repo_root().join("tools").join("build-go-tool.sh");
     let mut command = Command::new("bash");

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::render::spec::app::{Ingress, Progressive, SpecErrors, Tool, DEFAULT_POSITION_HEADER};
-use crate::render::spec::raw::{RawProgressive, RawSpec, RawVersion};
+use super::monitoring::duration_ms;
+use crate::render::spec::app::{Analysis, Ingress, Progressive, SpecErrors, Tool, DEFAULT_POSITION_HEADER};
+use crate::render::spec::raw::{RawAnalysis, RawProgressive, RawSpec, RawVersion};
 
 pub(super) fn check(raw: RawProgressive, errors: &mut SpecErrors) -> Progressive {
     let tool = match raw.tool.as_str() {
@@ -39,7 +40,59 @@ pub(super) fn check(raw: RawProgressive, errors: &mut SpecErrors) -> Progressive
             .position_header
             .unwrap_or_else(|| DEFAULT_POSITION_HEADER.to_owned())
             .to_ascii_lowercase(),
+        analysis: analysis(raw.analysis, errors),
     }
+}
+
+/// `progressive.analysis` after defaults; every problem goes to `errors`.
+fn analysis(raw: Option<RawAnalysis>, errors: &mut SpecErrors) -> Analysis {
+    let mut analysis = Analysis::default();
+    let Some(raw) = raw else { return analysis };
+    if let Some(url) = raw.prometheus {
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .map(|rest| rest.split('/').next().unwrap_or_default());
+        match host {
+            Some(host) if !host.is_empty() && !url.bytes().any(|b| b.is_ascii_whitespace() || b == b'"') => {
+                analysis.prometheus = url;
+            }
+            _ => errors.add(
+                "progressive.analysis.prometheus",
+                format!("{url:?} is not an http:// or https:// URL of a Prometheus (such as http://prometheus.monitoring:9090)"),
+            ),
+        }
+    }
+    if let Some(interval) = raw.interval {
+        match duration_ms(&interval) {
+            Some(ms) if ms >= 1_000 => analysis.interval = interval,
+            _ => errors.add(
+                "progressive.analysis.interval",
+                format!("{interval:?} is not a Prometheus duration of at least 1s (such as 1m or 30s)"),
+            ),
+        }
+    }
+    if let Some(limit) = raw.failure_limit {
+        analysis.failure_limit = limit;
+    }
+    if let Some(rate) = raw.min_success_rate {
+        if rate.is_finite() && rate > 0.0 && rate <= 100.0 {
+            analysis.min_success = rate;
+        } else {
+            errors.add(
+                "progressive.analysis.min_success_rate",
+                format!("{rate} is not a percentage above 0 and at most 100"),
+            );
+        }
+    }
+    if let Some(ms) = raw.max_latency_ms {
+        if ms > 0 {
+            analysis.max_latency_ms = ms;
+        } else {
+            errors.add("progressive.analysis.max_latency_ms", "0 is not a latency: give milliseconds above 0");
+        }
+    }
+    analysis
 }
 
 /// Refuses the fields the tool owns, and puts in their place the filter's two sides.
