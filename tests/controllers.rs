@@ -45,9 +45,10 @@ const NAMESPACE: &str = "ns-canary-istio";
 const USERS: usize = 300;
 /// Requests per second of the whole crowd: each user every 2 s.
 const RATE: u32 = 150;
-/// How long after the tool changed a weight an answer may still follow the previous one:
-/// istiod's debounce and push, and Envoy's route update.
-const LAG: Duration = Duration::from_secs(5);
+/// How far an answer may be from a change of Envoy's route (its admin API, polled every
+/// 100 ms) and still follow the other weight: requests in flight, and the poll's own delay
+/// (a config dump, parsed, on a busy 2-core machine).
+const LAG: Duration = Duration::from_secs(1);
 /// The id cookie of the example spec's `new_client_id`.
 const ID_COOKIE: &str = "sticky-canary-id";
 const PROMETHEUS_PORT: u16 = 9090;
@@ -123,7 +124,9 @@ impl Crowd {
                 if user % 2 == 0 {
                     ("key", format!("user-{user}"))
                 } else {
-                    let id = jar.get(ID_COOKIE).unwrap_or_else(|| panic!("user {user} never got {ID_COOKIE}"));
+                    let id = jar
+                        .get(ID_COOKIE)
+                        .unwrap_or_else(|| panic!("user {user} never got {ID_COOKIE}"));
                     ("id-cookie", id.to_owned())
                 }
             })
@@ -184,17 +187,123 @@ fn weights(events: &Events, canary_host: &str) -> Vec<(Instant, u8)> {
     out
 }
 
-/// The weights an answer to a request sent at `sent` may follow: the one in force `LAG`
-/// before, and every one set since.
+/// The canary weight Envoy itself routes `HOST` with, polled from its admin API every 100 ms
+/// while the runs go: (when seen, weight). 0 when the route has no canary cluster (Istio
+/// leaves a weight-0 destination out).
+struct EnvoyWeights {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<Mutex<Vec<(Instant, u8)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EnvoyWeights {
+    fn start(admin: SocketAddr, canary_cluster: String) -> EnvoyWeights {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen: Arc<Mutex<Vec<(Instant, u8)>>> = Arc::new(Mutex::new(Vec::new()));
+        let (flag, out) = (Arc::clone(&stop), Arc::clone(&seen));
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let asked = Instant::now();
+                if let Some((200, body)) = cluster::http_get(admin, "/config_dump?resource=dynamic_route_configs") {
+                    if let Some(weight) = serde_json::from_str::<Value>(&body)
+                        .ok()
+                        .and_then(|dump| route_canary_weight(&dump, &canary_cluster))
+                    {
+                        let mut out = out.lock().unwrap();
+                        if out.last().is_none_or(|(_, w)| *w != weight) {
+                            out.push((asked, weight));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        EnvoyWeights {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    fn timeline(&self) -> Vec<(Instant, u8)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until Envoy routes `HOST` with the canary at `weight`, then one more second.
+    fn wait_for(&self, weight: u8, limit: Duration) {
+        let started = Instant::now();
+        while self.timeline().last().map(|(_, w)| *w) != Some(weight) {
+            assert!(
+                started.elapsed() < limit,
+                "Envoy does not route the canary at {weight}% after {limit:?}: {:?}",
+                self.timeline().iter().map(|(_, w)| *w).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+impl Drop for EnvoyWeights {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The canary's weight in percent on `HOST`'s forwarding route of an Envoy route config dump.
+fn route_canary_weight(dump: &Value, canary_cluster: &str) -> Option<u8> {
+    let configs = dump["configs"].as_array()?;
+    for config in configs {
+        let hosts = config["route_config"]["virtual_hosts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for host in hosts {
+            let domains = host["domains"].as_array().cloned().unwrap_or_default();
+            if !domains.iter().any(|d| d.as_str() == Some(HOST)) {
+                continue;
+            }
+            for route in host["routes"].as_array().cloned().unwrap_or_default() {
+                let action = &route["route"];
+                if let Some(clusters) = action["weighted_clusters"]["clusters"].as_array() {
+                    let weight = |c: &Value| c["weight"].as_u64().unwrap_or(0);
+                    let total: u64 = clusters.iter().map(weight).sum();
+                    let canary: u64 = clusters
+                        .iter()
+                        .filter(|c| c["name"].as_str() == Some(canary_cluster))
+                        .map(weight)
+                        .sum();
+                    return u8::try_from(canary * 100 / total.max(1)).ok();
+                }
+                if let Some(name) = action["cluster"].as_str() {
+                    return Some(if name == canary_cluster { 100 } else { 0 });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The weights an answer to a request sent at `sent` may follow: the one Envoy had `LAG`
+/// before, and every one seen up to `LAG` after (the poll sees a change up to a poll, a
+/// config dump and its parsing after Envoy made it).
 fn weights_in_force(timeline: &[(Instant, u8)], sent: Instant) -> Vec<u8> {
     let from = sent.checked_sub(LAG).unwrap_or(sent);
+    let until = sent + LAG;
     let mut out: Vec<u8> = timeline
         .iter()
-        .filter(|(at, _)| *at <= from)
-        .last()
+        .rfind(|(at, _)| *at <= from)
         .map(|(_, w)| vec![*w])
         .unwrap_or_else(|| vec![0]);
-    out.extend(timeline.iter().filter(|(at, _)| *at > from && *at <= sent).map(|(_, w)| *w));
+    out.extend(
+        timeline
+            .iter()
+            .filter(|(at, _)| *at > from && *at <= until)
+            .map(|(_, w)| *w),
+    );
     out
 }
 
@@ -230,11 +339,18 @@ fn wait_status(
         if let Some(at) = hit {
             return at;
         }
-        assert!(controller.running(), "the controller exited:\n{}", controller.log_tail(60));
+        assert!(
+            controller.running(),
+            "the controller exited:\n{}",
+            controller.log_tail(60)
+        );
         assert!(
             started.elapsed() < limit,
             "not {want} after {limit:?}: {:?}\n--- controller ---\n{}",
-            status_timeline(events, &field).iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+            status_timeline(events, &field)
+                .iter()
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>(),
             controller.log_tail(80)
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -253,19 +369,51 @@ struct RunReport {
     /// (seconds after the run's start, from -> to, users).
     moves: BTreeMap<(u64, String), usize>,
     users_moved: usize,
+    /// Users who changed version more often than their plan does over the tool's weights (a
+    /// bounce: v1, v2, v1 where the plan says v1, v2).
+    bounced: Vec<String>,
+    /// Per weight the tool set: how long until Envoy routed with it (API server, istiod's
+    /// debounce and push, the agent), and until the last user it moved was served the new
+    /// version.
+    applied_after: Vec<(u8, Option<Duration>, Option<Duration>)>,
     /// Flagger's promotion: (window length, users served by old and new primary pods in it).
     promotion_window: Option<(Duration, usize, usize)>,
 }
 
 impl RunReport {
+    fn assert_on_plan(&self) {
+        assert!(
+            self.off_plan.is_empty(),
+            "{}: {} answers off the plan, e.g. {:?}",
+            self.label,
+            self.off_plan.len(),
+            &self.off_plan[..self.off_plan.len().min(8)]
+        );
+        assert!(
+            self.bounced.is_empty(),
+            "{}: {} users bounced, e.g. {:?}",
+            self.label,
+            self.bounced.len(),
+            &self.bounced[..self.bounced.len().min(8)]
+        );
+    }
+
     fn print(&self) {
         let moves: Vec<String> = self
             .moves
             .iter()
             .map(|((at, change), users)| format!("{users} {change} at +{at}s"))
             .collect();
+        let applied: Vec<String> = self
+            .applied_after
+            .iter()
+            .map(|(w, routed, moved)| {
+                let secs = |d: &Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()));
+                format!("{w}%: Envoy {}, last move {}", secs(routed), secs(moved))
+            })
+            .collect();
         eprintln!(
-            "{}: steps {:?}, verdict {} after {:.1}s; {} answers ({} errors), {} off the plan; {} users changed version: {}{}",
+            "{}: steps {:?}, verdict {} after {:.1}s; {} answers ({} errors), {} off the plan, {} bounced; {} users changed version: {}; after each weight the tool set: {}{}",
             self.label,
             self.steps,
             self.verdict,
@@ -273,8 +421,10 @@ impl RunReport {
             self.answers,
             self.errors,
             self.off_plan.len(),
+            self.bounced.len(),
             self.users_moved,
             moves.join(", "),
+            applied.join(", "),
             self.promotion_window
                 .map(|(length, both, primary_users)| format!(
                     "; promotion window {:.1}s: {both} of {primary_users} primary-side users served by old and new primary pods",
@@ -302,13 +452,28 @@ struct Run<'a> {
 }
 
 /// Checks every answer of the run against the plan and measures it.
-fn check_run(run: &Run<'_>, seen: &[Seen], timeline: &[(Instant, u8)], plan: &mut Plan) -> RunReport {
-    let answers: Vec<&Seen> = seen.iter().filter(|s| s.sent >= run.start && s.sent < run.end).collect();
+/// `tool` is the weights the tool set (the VirtualService), `envoy` what Envoy routed with.
+fn check_run(
+    run: &Run<'_>,
+    seen: &[Seen],
+    tool: &[(Instant, u8)],
+    envoy: &[(Instant, u8)],
+    plan: &mut Plan,
+) -> RunReport {
+    let answers: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.sent >= run.start && s.sent < run.end)
+        .collect();
     let mut off_plan = Vec::new();
     let mut errors = 0;
+    // Each user's version before the run: where a move starts from.
     let mut last: HashMap<usize, String> = HashMap::new();
+    for s in seen.iter().filter(|s| s.sent < run.start && !s.version.is_empty()) {
+        last.insert(s.user, s.version.clone());
+    }
     let mut moves: BTreeMap<(u64, String), usize> = BTreeMap::new();
-    let mut moved: HashSet<usize> = HashSet::new();
+    let mut changes: HashMap<usize, usize> = HashMap::new();
+    let mut last_move: Vec<Instant> = Vec::new();
     for s in &answers {
         if s.status >= 500 {
             errors += 1;
@@ -317,7 +482,7 @@ fn check_run(run: &Run<'_>, seen: &[Seen], timeline: &[(Instant, u8)], plan: &mu
             off_plan.push(format!("user {}: status {} with no pod's answer", s.user, s.status));
             continue;
         }
-        let in_force = weights_in_force(timeline, s.sent);
+        let in_force = weights_in_force(envoy, s.sent);
         let promoted = run.promotion.is_some_and(|p| s.sent + LAG >= p);
         let mut allowed: HashSet<&str> = HashSet::new();
         for weight in &in_force {
@@ -356,12 +521,58 @@ fn check_run(run: &Run<'_>, seen: &[Seen], timeline: &[(Instant, u8)], plan: &mu
         }
         if let Some(before) = last.insert(s.user, s.version.clone()) {
             if before != s.version {
-                moved.insert(s.user);
+                *changes.entry(s.user).or_default() += 1;
+                last_move.push(s.sent);
                 let at = s.sent.duration_since(run.start).as_secs();
                 *moves.entry((at, format!("{before}->{}", s.version))).or_default() += 1;
             }
         }
     }
+    // The run's weights in order, each with whether the stable side serves the new version
+    // by then (after the promotion).
+    let run_weights: Vec<(Instant, u8)> = tool
+        .iter()
+        .filter(|(at, _)| *at >= run.start && *at <= run.end)
+        .copied()
+        .collect();
+    let mut bounced = Vec::new();
+    for (user, observed) in &changes {
+        let mut versions = vec![run.old.to_owned()];
+        for (at, weight) in &run_weights {
+            let promoted = run.promotion.is_some_and(|p| *at >= p);
+            let version = if plan.on_canary(*weight, *user) || promoted {
+                run.new
+            } else {
+                run.old
+            };
+            if versions.last().is_none_or(|v| v != version) {
+                versions.push(version.to_owned());
+            }
+        }
+        let planned = versions.len() - 1;
+        if *observed > planned {
+            bounced.push(format!(
+                "user {user}: {observed} version changes, the plan has {planned} ({versions:?})"
+            ));
+        }
+    }
+    // For each weight the tool set: when Envoy routed with it, and when the last user it
+    // moved was served the new version.
+    let mut applied_after = Vec::new();
+    for (i, (at, weight)) in run_weights.iter().enumerate() {
+        let next = run_weights.get(i + 1).map_or(run.end, |(next, _)| *next);
+        let routed = envoy
+            .iter()
+            .find(|(seen_at, w)| *seen_at >= *at && *w == *weight)
+            .map(|(seen_at, _)| seen_at.duration_since(*at));
+        let latest = last_move
+            .iter()
+            .filter(|m| **m >= *at && **m < next)
+            .max()
+            .map(|m| m.duration_since(*at));
+        applied_after.push((*weight, routed, latest));
+    }
+    let moved: HashSet<usize> = changes.keys().copied().collect();
     let promotion_window = run.primary_prefix.filter(|_| run.promotion.is_some()).map(|prefix| {
         let primary: Vec<&&Seen> = answers.iter().filter(|s| s.pod.starts_with(prefix)).collect();
         let first_new = primary.iter().find(|s| s.version == run.new).map(|s| s.sent);
@@ -373,8 +584,11 @@ fn check_run(run: &Run<'_>, seen: &[Seen], timeline: &[(Instant, u8)], plan: &mu
                 let both = users
                     .iter()
                     .filter(|u| {
-                        let versions: HashSet<&str> =
-                            inside.iter().filter(|s| s.user == **u).map(|s| s.version.as_str()).collect();
+                        let versions: HashSet<&str> = inside
+                            .iter()
+                            .filter(|s| s.user == **u)
+                            .map(|s| s.version.as_str())
+                            .collect();
                         versions.len() > 1
                     })
                     .count();
@@ -383,11 +597,7 @@ fn check_run(run: &Run<'_>, seen: &[Seen], timeline: &[(Instant, u8)], plan: &mu
             _ => (Duration::ZERO, 0, 0),
         }
     });
-    let steps: Vec<u8> = timeline
-        .iter()
-        .filter(|(at, _)| *at >= run.start && *at <= run.end)
-        .map(|(_, w)| *w)
-        .collect();
+    let steps: Vec<u8> = run_weights.iter().map(|(_, w)| *w).collect();
     RunReport {
         label: run.label.to_owned(),
         steps,
@@ -398,6 +608,8 @@ fn check_run(run: &Run<'_>, seen: &[Seen], timeline: &[(Instant, u8)], plan: &mu
         off_plan,
         moves,
         users_moved: moved.len(),
+        bounced,
+        applied_after,
         promotion_window,
     }
 }
@@ -412,6 +624,11 @@ struct World {
     pods: Pods,
     _workloads: cluster::Workloads,
     cluster: Cluster,
+}
+
+/// The canary Service's cluster on the gateway (both tools name it `APP-canary`).
+fn canary_cluster() -> String {
+    format!("outbound|80||my-app-canary.{NAMESPACE}.svc.cluster.local")
 }
 
 fn prometheus_url() -> String {
@@ -533,23 +750,51 @@ fn flagger_promotes_a_healthy_canary_and_rolls_back_a_broken_one_and_no_user_bou
         &world,
         "examples/flagger/canary.yaml",
         &[
-            ("    interval: 1m\n    threshold: 5\n", "    interval: 10s\n    threshold: 2\n"),
-            ("        min: 99\n      interval: 1m\n", "        min: 99\n      interval: 15s\n"),
-            ("        max: 500\n      interval: 1m\n", "        max: 500\n      interval: 15s\n"),
+            (
+                "    interval: 1m\n    threshold: 5\n",
+                "    interval: 10s\n    threshold: 2\n",
+            ),
+            (
+                "        min: 99\n      interval: 1m\n",
+                "        min: 99\n      interval: 15s\n",
+            ),
+            (
+                "        max: 500\n      interval: 1m\n",
+                "        max: 500\n      interval: 15s\n",
+            ),
             ("          value: v1.0.0\n", "          value: v1\n"),
         ],
     );
-    let (_canary_watch, canary) = world.cluster.record(&["canary", "-n", NAMESPACE, "--field-selector=metadata.name=my-app"]).unwrap();
+    let (_canary_watch, canary) = world
+        .cluster
+        .record(&["canary", "-n", NAMESPACE, "--field-selector=metadata.name=my-app"])
+        .unwrap();
     let (_vs_watch, vs) = world
         .cluster
-        .record(&["virtualservice", "-n", NAMESPACE, "--field-selector=metadata.name=my-app"])
+        .record(&[
+            "virtualservice",
+            "-n",
+            NAMESPACE,
+            "--field-selector=metadata.name=my-app",
+        ])
         .unwrap();
     let phase = |c: &Value| c["status"]["phase"].as_str().unwrap_or_default().to_owned();
     let applied = Instant::now();
     world.cluster.apply_ok(&["-f", &resources.to_string_lossy()]).unwrap();
-    let initialized = wait_status(&canary, phase, "Initialized", applied, Duration::from_secs(120), &mut flagger);
-    eprintln!("Flagger: Canary initialized {:?} after the apply", initialized.duration_since(applied));
+    let initialized = wait_status(
+        &canary,
+        phase,
+        "Initialized",
+        applied,
+        Duration::from_secs(120),
+        &mut flagger,
+    );
+    eprintln!(
+        "Flagger: Canary initialized {:?} after the apply",
+        initialized.duration_since(applied)
+    );
 
+    let envoy = EnvoyWeights::start(world.gateway.admin_addr(), canary_cluster());
     let crowd = Crowd::start(world.gateway.listener());
     std::thread::sleep(Duration::from_secs(6));
     let set_env = |env: &[&str]| {
@@ -562,20 +807,46 @@ fn flagger_promotes_a_healthy_canary_and_rolls_back_a_broken_one_and_no_user_bou
     // for its rollout, routes everyone to it) and scales the canary down.
     let healthy_start = Instant::now();
     set_env(&["VERSION=v2"]);
-    let promoting = wait_status(&canary, phase, "Promoting", healthy_start, Duration::from_secs(300), &mut flagger);
-    let succeeded = wait_status(&canary, phase, "Succeeded", healthy_start, Duration::from_secs(300), &mut flagger);
-    std::thread::sleep(LAG + Duration::from_secs(2));
+    let promoting = wait_status(
+        &canary,
+        phase,
+        "Promoting",
+        healthy_start,
+        Duration::from_secs(300),
+        &mut flagger,
+    );
+    let succeeded = wait_status(
+        &canary,
+        phase,
+        "Succeeded",
+        healthy_start,
+        Duration::from_secs(300),
+        &mut flagger,
+    );
+    envoy.wait_for(0, Duration::from_secs(30));
+    let healthy_settled = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
 
     // A broken canary: 20 % of v3's answers are 500; the analysis fails, Flagger rolls back.
     let broken_start = Instant::now();
     set_env(&["VERSION=v3", "ERROR_RATE=0.2"]);
-    let failed = wait_status(&canary, phase, "Failed", broken_start, Duration::from_secs(300), &mut flagger);
+    let failed = wait_status(
+        &canary,
+        phase,
+        "Failed",
+        broken_start,
+        Duration::from_secs(300),
+        &mut flagger,
+    );
     let canary_ratio = success_ratio(&world.prometheus, "my-app-canary");
-    std::thread::sleep(LAG + Duration::from_secs(2));
+    envoy.wait_for(0, Duration::from_secs(30));
+    let broken_settled = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
     let broken_end = Instant::now();
     let (seen, keys) = crowd.stop();
 
     let timeline = weights(&vs, "my-app-canary");
+    let routed = envoy.timeline();
     let mut plan = Plan {
         config: world.config.clone(),
         keys,
@@ -595,6 +866,7 @@ fn flagger_promotes_a_healthy_canary_and_rolls_back_a_broken_one_and_no_user_bou
         },
         &seen,
         &timeline,
+        &routed,
         &mut plan,
     );
     let broken = check_run(
@@ -611,32 +883,44 @@ fn flagger_promotes_a_healthy_canary_and_rolls_back_a_broken_one_and_no_user_bou
         },
         &seen,
         &timeline,
+        &routed,
         &mut plan,
     );
     healthy.print();
     broken.print();
     eprintln!(
         "Flagger: canary success ratio in Prometheus at the rollback {canary_ratio:?}; phases {:?}",
-        status_timeline(&canary, phase).iter().map(|(_, p)| p.clone()).collect::<Vec<_>>()
+        status_timeline(&canary, phase)
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect::<Vec<_>>()
     );
     for report in [&healthy, &broken] {
-        assert!(
-            report.off_plan.is_empty(),
-            "{}: {} answers off the plan, e.g. {:?}",
-            report.label,
-            report.off_plan.len(),
-            &report.off_plan[..report.off_plan.len().min(8)]
-        );
+        report.assert_on_plan();
     }
     assert_eq!(healthy.steps, [10, 50, 0], "Flagger's healthy run: {:?}", healthy.steps);
     assert_eq!(healthy.errors, 0, "errors during the healthy run");
-    assert_eq!(broken.steps.first(), Some(&10), "Flagger's broken run: {:?}", broken.steps);
-    assert_eq!(broken.steps.last(), Some(&0), "Flagger's broken run ends at 0: {:?}", broken.steps);
+    assert_eq!(
+        broken.steps.first(),
+        Some(&10),
+        "Flagger's broken run: {:?}",
+        broken.steps
+    );
+    assert_eq!(
+        broken.steps.last(),
+        Some(&0),
+        "Flagger's broken run ends at 0: {:?}",
+        broken.steps
+    );
     assert!(broken.errors > 0, "the broken canary answered no 500");
     // After each verdict, everyone is on the primary: v2 after the promotion, still v2 after
     // the rollback.
-    for (after, until, version) in [(succeeded, broken_start, "v2"), (failed, broken_end, "v2")] {
-        let late: Vec<&Seen> = seen.iter().filter(|s| s.sent >= after + LAG && s.sent < until).collect();
+    let _ = (succeeded, failed);
+    for (after, until, version) in [
+        (healthy_settled, broken_start, "v2"),
+        (broken_settled, broken_end, "v2"),
+    ] {
+        let late: Vec<&Seen> = seen.iter().filter(|s| s.sent >= after && s.sent < until).collect();
         assert!(!late.is_empty());
         let others: Vec<&&Seen> = late
             .iter()
@@ -677,19 +961,31 @@ fn argo_rollouts_promotes_a_healthy_canary_and_aborts_a_broken_one_and_no_user_b
             ),
         ],
     );
-    let (_rollout_watch, rollout) = world.cluster.record(&["rollout", "-n", NAMESPACE, "--field-selector=metadata.name=my-app"]).unwrap();
+    let (_rollout_watch, rollout) = world
+        .cluster
+        .record(&["rollout", "-n", NAMESPACE, "--field-selector=metadata.name=my-app"])
+        .unwrap();
     let (_vs_watch, vs) = world
         .cluster
-        .record(&["virtualservice", "-n", NAMESPACE, "--field-selector=metadata.name=my-app"])
+        .record(&[
+            "virtualservice",
+            "-n",
+            NAMESPACE,
+            "--field-selector=metadata.name=my-app",
+        ])
         .unwrap();
     let phase = |r: &Value| r["status"]["phase"].as_str().unwrap_or_default().to_owned();
     let stable = |r: &Value| r["status"]["stableRS"].as_str().unwrap_or_default().to_owned();
     let applied = Instant::now();
     world.cluster.apply_ok(&["-f", &resources.to_string_lossy()]).unwrap();
     let healthy_at = wait_status(&rollout, phase, "Healthy", applied, Duration::from_secs(120), &mut argo);
-    eprintln!("Argo Rollouts: Rollout healthy {:?} after the apply", healthy_at.duration_since(applied));
+    eprintln!(
+        "Argo Rollouts: Rollout healthy {:?} after the apply",
+        healthy_at.duration_since(applied)
+    );
     let first_stable = status_timeline(&rollout, stable).last().unwrap().1.clone();
 
+    let envoy = EnvoyWeights::start(world.gateway.admin_addr(), canary_cluster());
     let crowd = Crowd::start(world.gateway.listener());
     std::thread::sleep(Duration::from_secs(6));
     let set_env = |env: &str| {
@@ -711,31 +1007,64 @@ fn argo_rollouts_promotes_a_healthy_canary_and_aborts_a_broken_one_and_no_user_b
     // A healthy canary: 10 %, pause, 50 %, pause, then the stable Service moves to v2's pods.
     let healthy_start = Instant::now();
     set_env(r#"[{"name": "VERSION", "value": "v2"}]"#);
-    let progressing = wait_status(&rollout, phase, "Progressing", healthy_start, Duration::from_secs(60), &mut argo);
+    let progressing = wait_status(
+        &rollout,
+        phase,
+        "Progressing",
+        healthy_start,
+        Duration::from_secs(60),
+        &mut argo,
+    );
     let promoted = {
         let started = Instant::now();
         loop {
             let now = status_timeline(&rollout, stable);
-            if let Some((at, _)) = now.iter().find(|(at, s)| *at >= progressing && *s != first_stable && !s.is_empty()) {
+            if let Some((at, _)) = now
+                .iter()
+                .find(|(at, s)| *at >= progressing && *s != first_stable && !s.is_empty())
+            {
                 break *at;
             }
-            assert!(started.elapsed() < Duration::from_secs(300), "no promotion:\n{}", argo.log_tail(60));
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "no promotion:\n{}",
+                argo.log_tail(60)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    let healthy_done = wait_status(&rollout, phase, "Healthy", promoted, Duration::from_secs(120), &mut argo);
-    std::thread::sleep(LAG + Duration::from_secs(2));
+    let healthy_done = wait_status(
+        &rollout,
+        phase,
+        "Healthy",
+        promoted,
+        Duration::from_secs(120),
+        &mut argo,
+    );
+    envoy.wait_for(0, Duration::from_secs(30));
+    let healthy_settled = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
 
     // A broken canary: the background analysis fails, Argo aborts to stable.
     let broken_start = Instant::now();
     set_env(r#"[{"name": "VERSION", "value": "v3"}, {"name": "ERROR_RATE", "value": "0.2"}]"#);
-    let degraded = wait_status(&rollout, phase, "Degraded", broken_start, Duration::from_secs(300), &mut argo);
+    let degraded = wait_status(
+        &rollout,
+        phase,
+        "Degraded",
+        broken_start,
+        Duration::from_secs(300),
+        &mut argo,
+    );
     let canary_ratio = success_ratio(&world.prometheus, "my-app-canary");
-    std::thread::sleep(LAG + Duration::from_secs(2));
+    envoy.wait_for(0, Duration::from_secs(30));
+    let broken_settled = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
     let broken_end = Instant::now();
     let (seen, keys) = crowd.stop();
 
     let timeline = weights(&vs, "my-app-canary");
+    let routed = envoy.timeline();
     let mut plan = Plan {
         config: world.config.clone(),
         keys,
@@ -755,6 +1084,7 @@ fn argo_rollouts_promotes_a_healthy_canary_and_aborts_a_broken_one_and_no_user_b
         },
         &seen,
         &timeline,
+        &routed,
         &mut plan,
     );
     let broken = check_run(
@@ -771,32 +1101,45 @@ fn argo_rollouts_promotes_a_healthy_canary_and_aborts_a_broken_one_and_no_user_b
         },
         &seen,
         &timeline,
+        &routed,
         &mut plan,
     );
     healthy.print();
     broken.print();
     eprintln!(
         "Argo Rollouts: canary success ratio in Prometheus at the abort {canary_ratio:?}; phases {:?}",
-        status_timeline(&rollout, phase).iter().map(|(_, p)| p.clone()).collect::<Vec<_>>()
+        status_timeline(&rollout, phase)
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect::<Vec<_>>()
     );
     for report in [&healthy, &broken] {
-        assert!(
-            report.off_plan.is_empty(),
-            "{}: {} answers off the plan, e.g. {:?}",
-            report.label,
-            report.off_plan.len(),
-            &report.off_plan[..report.off_plan.len().min(8)]
-        );
+        report.assert_on_plan();
     }
-    assert_eq!(healthy.steps.first(), Some(&10), "Argo's healthy run: {:?}", healthy.steps);
+    assert_eq!(
+        healthy.steps.first(),
+        Some(&10),
+        "Argo's healthy run: {:?}",
+        healthy.steps
+    );
     assert!(healthy.steps.contains(&50), "Argo's healthy run: {:?}", healthy.steps);
-    assert_eq!(healthy.steps.last(), Some(&0), "Argo's healthy run ends at 0: {:?}", healthy.steps);
+    assert_eq!(
+        healthy.steps.last(),
+        Some(&0),
+        "Argo's healthy run ends at 0: {:?}",
+        healthy.steps
+    );
     assert_eq!(healthy.errors, 0, "errors during the healthy run");
     assert_eq!(broken.steps.first(), Some(&10), "Argo's broken run: {:?}", broken.steps);
-    assert_eq!(broken.steps.last(), Some(&0), "Argo's broken run ends at 0: {:?}", broken.steps);
+    assert_eq!(
+        broken.steps.last(),
+        Some(&0),
+        "Argo's broken run ends at 0: {:?}",
+        broken.steps
+    );
     assert!(broken.errors > 0, "the broken canary answered no 500");
-    for (after, until) in [(healthy_done, broken_start), (degraded, broken_end)] {
-        let late: Vec<&Seen> = seen.iter().filter(|s| s.sent >= after + LAG && s.sent < until).collect();
+    for (after, until) in [(healthy_settled, broken_start), (broken_settled, broken_end)] {
+        let late: Vec<&Seen> = seen.iter().filter(|s| s.sent >= after && s.sent < until).collect();
         assert!(!late.is_empty());
         let others: Vec<&&Seen> = late.iter().filter(|s| s.version != "v2").collect();
         assert!(
@@ -807,7 +1150,14 @@ fn argo_rollouts_promotes_a_healthy_canary_and_aborts_a_broken_one_and_no_user_b
     }
     let runs = world
         .cluster
-        .kubectl_ok(&["get", "analysisruns", "-n", NAMESPACE, "-o", "jsonpath={.items[*].status.phase}"])
+        .kubectl_ok(&[
+            "get",
+            "analysisruns",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        ])
         .unwrap();
     assert!(runs.contains("Failed"), "no failed AnalysisRun: {runs}");
     let ratio = canary_ratio.expect("Prometheus has the canary's success ratio");

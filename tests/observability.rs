@@ -354,10 +354,11 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
     });
     let load = Load::start(envoy.listener(), 4, 1500, job).unwrap();
 
-    let share =
-        |version: &str| prometheus
+    let share = |version: &str| {
+        prometheus
             .value(&format!("{}{{route=\"shop\", version=\"{version}\"}}", s.keyed_share))
-            .unwrap();
+            .unwrap()
+    };
     let mut measured = Vec::new();
     let mut config = config;
     for (step, v2_weight) in [10u32, 50, 100].into_iter().enumerate() {
@@ -415,11 +416,14 @@ fn a_real_prometheus_records_the_plan_through_a_ramp_and_alerts() {
     // The gateway on 50% while the spec (and so the rules) says 100%: a config out of step.
     let (_, fifty, _) = rendered(work.path(), 50);
     assert_eq!(envoy.update_filter_config(&fifty).unwrap(), UpdateOutcome::Accepted);
-    let off = prometheus.wait_until(Duration::from_secs(60), "StickyCanaryShareOffWeight firing", || {
-        let alerts = prometheus.query("ALERTS{alertname=\"StickyCanaryShareOffWeight\", alertstate=\"firing\"}").unwrap();
-        (alerts.len() == 2).then_some(alerts)
-    })
-    .unwrap();
+    let off = prometheus
+        .wait_until(Duration::from_secs(60), "StickyCanaryShareOffWeight firing", || {
+            let alerts = prometheus
+                .query("ALERTS{alertname=\"StickyCanaryShareOffWeight\", alertstate=\"firing\"}")
+                .unwrap();
+            (alerts.len() == 2).then_some(alerts)
+        })
+        .unwrap();
     assert!(
         off.iter()
             .all(|a| a["metric"]["route"] == "shop" && a["metric"]["app"] == "shop"),

@@ -2248,7 +2248,11 @@ fn progressive_apps_get_their_tools_analysis_templates() {
         let rendered = render::render(&app, spec, &test_tokens());
         let file = rendered.file("analysis.yaml").unwrap();
         assert!(
-            rendered.file("kustomization.yaml").unwrap().text.contains("- analysis.yaml"),
+            rendered
+                .file("kustomization.yaml")
+                .unwrap()
+                .text
+                .contains("- analysis.yaml"),
             "analysis.yaml is not in the kustomization"
         );
         assert!(file.text.contains("proxyStatsMatcher"), "{}", file.text);
@@ -2262,7 +2266,10 @@ fn progressive_apps_get_their_tools_analysis_templates() {
     assert_eq!(flagger[0]["kind"], "MetricTemplate");
     assert_eq!(flagger[0]["metadata"]["name"], "my-app-success-rate");
     assert_eq!(flagger[1]["metadata"]["name"], "my-app-latency");
-    assert_eq!(flagger[0]["spec"]["provider"]["address"], "http://prometheus.monitoring:9090");
+    assert_eq!(
+        flagger[0]["spec"]["provider"]["address"],
+        "http://prometheus.monitoring:9090"
+    );
     let query = flagger[0]["spec"]["query"].as_str().unwrap();
     assert!(
         query.contains(r#"cluster_name=~"outbound.[0-9]+..{{ target }}-canary.{{ namespace }}.svc.cluster.local""#)
@@ -2271,7 +2278,10 @@ fn progressive_apps_get_their_tools_analysis_templates() {
             && query.contains(r#"response_code_class=~"[1-5]xx""#),
         "{query}"
     );
-    assert!(flagger[1]["spec"]["query"].as_str().unwrap().contains("histogram_quantile(0.99"));
+    assert!(flagger[1]["spec"]["query"]
+        .as_str()
+        .unwrap()
+        .contains("histogram_quantile(0.99"));
 
     let argo = analysis_of(
         "examples/argo-rollouts/my-app.yaml",
@@ -2288,7 +2298,10 @@ fn progressive_apps_get_their_tools_analysis_templates() {
     assert_eq!(spec["metrics"][0]["interval"], "30s");
     assert_eq!(spec["metrics"][0]["failureLimit"], 3);
     let query = spec["metrics"][0]["provider"]["prometheus"]["query"].as_str().unwrap();
-    assert!(query.contains("{{args.canary-service}}") && query.contains("[30s]"), "{query}");
+    assert!(
+        query.contains("{{args.canary-service}}") && query.contains("[30s]"),
+        "{query}"
+    );
     assert_eq!(
         spec["metrics"][0]["provider"]["prometheus"]["address"],
         "http://prom.example:9090/"
@@ -2316,7 +2329,10 @@ fn progressive_apps_get_their_tools_analysis_templates() {
             "  analysis:\n    min_success_rate: 120\n",
             "progressive.analysis.min_success_rate: 120 is not a percentage",
         ),
-        ("  analysis:\n    max_latency_ms: 0\n", "progressive.analysis.max_latency_ms: 0 is not a latency"),
+        (
+            "  analysis:\n    max_latency_ms: 0\n",
+            "progressive.analysis.max_latency_ms: 0 is not a latency",
+        ),
         ("  analysis:\n    thresholds: 1\n", "unknown field `thresholds`"),
     ] {
         let text = base.replace("progressive:\n", &format!("progressive:\n{extra}"));

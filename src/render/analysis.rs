@@ -70,7 +70,9 @@ fn success_ratio(cluster: &str, window: &str) -> String {
 
 /// The 99th percentile of a cluster's upstream request time, in milliseconds.
 fn latency_p99(cluster: &str, window: &str) -> String {
-    format!("histogram_quantile(0.99, sum by (le) (rate(envoy_cluster_upstream_rq_time_bucket{{{cluster}}}[{window}])))\n")
+    format!(
+        "histogram_quantile(0.99, sum by (le) (rate(envoy_cluster_upstream_rq_time_bucket{{{cluster}}}[{window}])))\n"
+    )
 }
 
 /// The tool's analysis templates for the app.
@@ -96,10 +98,7 @@ pub fn objects(app: &App, progressive: &Progressive) -> Vec<Yaml> {
                     format!("{}-success-rate", app.name),
                     format!("100 * (\n{})\n", success_ratio(&cluster, "{{ interval }}")),
                 ),
-                template(
-                    format!("{}-latency", app.name),
-                    latency_p99(&cluster, "{{ interval }}"),
-                ),
+                template(format!("{}-latency", app.name), latency_p99(&cluster, "{{ interval }}")),
             ]
         }
         Tool::ArgoRollouts => {

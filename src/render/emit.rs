@@ -199,9 +199,19 @@ mod tests {
         let value: Yaml = serde_yaml_ng::from_str("q: \"sum(a)\\n/\\nsum(b)\\n\"\nr: \"x\\n  y\\n\"\n").unwrap();
         let written = to_yaml(&value);
         assert!(written.starts_with("q: |\n  sum(a)\n  /\n  sum(b)\n"), "{written}");
-        assert!(written.contains("r: \"x\\n  y\\n\""), "indented lines stay quoted: {written}");
+        assert!(
+            written.contains("r: \"x\\n  y\\n\""),
+            "indented lines stay quoted: {written}"
+        );
         assert_eq!(serde_yaml_ng::from_str::<Yaml>(&written).unwrap(), value);
-        for text in ["one line", "no newline at the end\nsecond", "two\n\n", " lead\n", "trail \n", "tab\there\n"] {
+        for text in [
+            "one line",
+            "no newline at the end\nsecond",
+            "two\n\n",
+            " lead\n",
+            "trail \n",
+            "tab\there\n",
+        ] {
             assert!(!literal_block_ok(text), "{text:?}");
         }
     }

@@ -72,7 +72,12 @@ pub fn progressive_test_spec(spec: &str) -> String {
     let text = std::fs::read_to_string(spec).unwrap();
     let text = edit(&text, "tls:\n  credential_name: my-app-tls\n", "", spec);
     let text = edit(&text, "form: envoyfilter\n", "form: envoyfilter-inline\n", spec);
-    let text = edit(&text, "  url: oci://myregistry.azurecr.io/sticky-canary:0.1.0\n", "", spec);
+    let text = edit(
+        &text,
+        "  url: oci://myregistry.azurecr.io/sticky-canary:0.1.0\n",
+        "",
+        spec,
+    );
     edit(
         &text,
         "  sha256: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n",

@@ -33,9 +33,9 @@ mod names;
 mod raw;
 
 pub use app::{
-    filter_config, weight_yaml, App, AppVersion, Autoscaling, Cutover, Dependent, FailStrategy, Ingress, Mirror,
-    Analysis, ModuleSource, Plugin, PluginForm, Probes, Progressive, ServiceProtocol, SpecError, SpecErrors, Tls, TokenSettings,
-    Tool, DEFAULT_POSITION_HEADER, GATEWAY_API_MIN_MINOR, INGRESS_NAMESPACE, KUBERNETES_OBJECT_LIMIT,
+    filter_config, weight_yaml, Analysis, App, AppVersion, Autoscaling, Cutover, Dependent, FailStrategy, Ingress,
+    Mirror, ModuleSource, Plugin, PluginForm, Probes, Progressive, ServiceProtocol, SpecError, SpecErrors, Tls,
+    TokenSettings, Tool, DEFAULT_POSITION_HEADER, GATEWAY_API_MIN_MINOR, INGRESS_NAMESPACE, KUBERNETES_OBJECT_LIMIT,
     MESH_TOKEN_HEADER,
 };
 pub use names::{service_name, GATEWAY_NAME_LABEL};

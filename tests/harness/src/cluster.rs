@@ -1051,6 +1051,11 @@ impl Gateway {
         self.agent.as_mut().is_some_and(Process::running)
     }
 
+    /// Where Envoy's admin API listens (loopback, as in the pod).
+    pub fn admin_addr(&self) -> SocketAddr {
+        (Ipv4Addr::LOCALHOST, ENVOY_ADMIN_PORT).into()
+    }
+
     /// Envoy's admin API (loopback, as in the pod).
     pub fn admin(&self, path: &str) -> Result<String, LocalError> {
         let admin: SocketAddr = (Ipv4Addr::LOCALHOST, ENVOY_ADMIN_PORT).into();

@@ -33,7 +33,10 @@ pub fn flagger_tool() -> Result<PathBuf, LocalError> {
 
 /// The Argo Rollouts controller binary (`tools/progressive`), built once per process.
 pub fn argo_tool() -> Result<PathBuf, LocalError> {
-    crate::istio::build_tool_package("progressive", "github.com/argoproj/argo-rollouts/cmd/rollouts-controller")
+    crate::istio::build_tool_package(
+        "progressive",
+        "github.com/argoproj/argo-rollouts/cmd/rollouts-controller",
+    )
 }
 
 /// Builds both controllers and finds their modules (for the CRDs): needs the machine's

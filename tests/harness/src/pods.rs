@@ -138,7 +138,10 @@ impl Drop for Pods {
 
 /// The `VERSION` and `ERROR_RATE` of a pod's first container.
 fn pod_env(pod: &Value) -> (String, f64) {
-    let env = pod["spec"]["containers"][0]["env"].as_array().cloned().unwrap_or_default();
+    let env = pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let value = |name: &str| {
         env.iter()
             .find(|e| e["name"] == name)
@@ -157,7 +160,10 @@ fn on_event(event: &Value, shared: &Shared) {
         return;
     }
     let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    let Some(ip) = pod["status"]["podIP"].as_str().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) else {
+    let Some(ip) = pod["status"]["podIP"]
+        .as_str()
+        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+    else {
         return;
     };
     let deleted = event["type"] == "DELETED" || !pod["metadata"]["deletionTimestamp"].is_null();

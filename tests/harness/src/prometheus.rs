@@ -60,7 +60,8 @@ impl Prometheus {
             ));
         }
         std::fs::write(dir.path().join("prometheus.yml"), config).map_err(io_error("write prometheus.yml"))?;
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).map_err(io_error("create prometheus.log"))?;
+        let log =
+            std::fs::File::create(dir.path().join("prometheus.log")).map_err(io_error("create prometheus.log"))?;
         let child = Command::new(binary)
             .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))

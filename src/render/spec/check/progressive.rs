@@ -89,7 +89,10 @@ fn analysis(raw: Option<RawAnalysis>, errors: &mut SpecErrors) -> Analysis {
         if ms > 0 {
             analysis.max_latency_ms = ms;
         } else {
-            errors.add("progressive.analysis.max_latency_ms", "0 is not a latency: give milliseconds above 0");
+            errors.add(
+                "progressive.analysis.max_latency_ms",
+                "0 is not a latency: give milliseconds above 0",
+            );
         }
     }
     analysis
