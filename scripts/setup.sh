@@ -73,6 +73,9 @@ tools/build-go-tool.sh istio-xds >/dev/null
 tools/build-go-tool.sh istio-xds "" go.asm-1-30.mod >/dev/null
 step "tools/progressive: Flagger's and Argo Rollouts' own routers, for tests/progressive.rs (Go; the first build fetches their modules, about 5 minutes)"
 tools/build-go-tool.sh progressive >/dev/null
+step "The controllers tests/controllers.rs runs: Argo Rollouts' (tools/progressive's build list) and Flagger's (tools/flagger; a few minutes)"
+tools/build-go-tool.sh progressive "" go.mod github.com/argoproj/argo-rollouts/cmd/rollouts-controller >/dev/null
+tools/build-go-tool.sh flagger "" go.mod github.com/fluxcd/flagger/cmd/flagger >/dev/null
 
 # Also when package-lock.json changed since the last install (a package added, e.g. gateway-api).
 if [ -f tools/schema-check/package-lock.json ] && { [ ! -f tools/schema-check/node_modules/.package-lock.json ] \

@@ -138,14 +138,15 @@ impl Drop for Pods {
 
 /// The `VERSION` and `ERROR_RATE` of a pod's first container.
 fn pod_env(pod: &Value) -> (String, f64) {
-    let env = pod["spec"]["containers"][0]["env"]
-        .as_array()
+    let env = pod
+        .pointer("/spec/containers/0/env")
+        .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     let value = |name: &str| {
         env.iter()
-            .find(|e| e["name"] == name)
-            .and_then(|e| e["value"].as_str())
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+            .and_then(|e| e.get("value").and_then(Value::as_str))
             .map(str::to_owned)
     };
     let version = value("VERSION").unwrap_or_else(|| "unknown".to_owned());
@@ -155,18 +156,16 @@ fn pod_env(pod: &Value) -> (String, f64) {
 
 /// Keeps the address → pod map current from one watch event (`{"type": ..., "object": pod}`).
 fn on_event(event: &Value, shared: &Shared) {
-    let pod = &event["object"];
-    if pod["metadata"]["namespace"].as_str() != Some(shared.namespace.as_str()) {
+    let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str);
+    if text("/object/metadata/namespace") != Some(shared.namespace.as_str()) {
         return;
     }
-    let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    let Some(ip) = pod["status"]["podIP"]
-        .as_str()
-        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-    else {
+    let name = text("/object/metadata/name").unwrap_or_default().to_owned();
+    let Some(ip) = text("/object/status/podIP").and_then(|ip| ip.parse::<Ipv4Addr>().ok()) else {
         return;
     };
-    let deleted = event["type"] == "DELETED" || !pod["metadata"]["deletionTimestamp"].is_null();
+    let deleted = text("/type") == Some("DELETED") || text("/object/metadata/deletionTimestamp").is_some();
+    let pod = event.get("object").unwrap_or(&Value::Null);
     let (version, error_rate) = pod_env(pod);
     let mut pods = shared.lock();
     match pods.get_mut(&ip) {

@@ -126,16 +126,23 @@ impl Prometheus {
             .ok_or_else(|| LocalError::Protocol(format!("Prometheus: no answer to {promql}")))?;
         let reply: Value = serde_json::from_str(&body)
             .map_err(|e| LocalError::Protocol(format!("Prometheus: {promql}: {e}: {body}")))?;
-        if status != 200 || reply["status"].as_str() != Some("success") {
+        if status != 200 || reply.get("status").and_then(Value::as_str) != Some("success") {
             return Err(LocalError::Protocol(format!("Prometheus: {promql}: {body}")));
         }
-        Ok(reply["data"]["result"].as_array().cloned().unwrap_or_default())
+        Ok(reply
+            .pointer("/data/result")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// The value of the one sample `promql` selects, if there is exactly one.
     pub fn value(&self, promql: &str) -> Result<Option<f64>, LocalError> {
         Ok(match self.query(promql)?.as_slice() {
-            [one] => one["value"][1].as_str().and_then(|v| v.parse().ok()),
+            [one] => one
+                .pointer("/value/1")
+                .and_then(Value::as_str)
+                .and_then(|v| v.parse().ok()),
             _ => None,
         })
     }
