@@ -449,6 +449,9 @@ struct Run<'a> {
     promotion: Option<Instant>,
     /// Flagger: which pods are the primary's (by name).
     primary_prefix: Option<&'a str>,
+    /// From when Envoy routes 0 % to the canary again after the verdict: everyone is on the
+    /// stable side's version from then on (`new` after a promotion, `old` after a rollback).
+    settled: Instant,
 }
 
 /// Checks every answer of the run against the plan and measures it.
@@ -526,6 +529,23 @@ fn check_run(
                 let at = s.sent.duration_since(run.start).as_secs();
                 *moves.entry((at, format!("{before}->{}", s.version))).or_default() += 1;
             }
+        }
+    }
+    // After the verdict, once Envoy routes nothing to the canary: everyone on the stable
+    // side's version, from the stable side's pods.
+    let after = if run.promotion.is_some() { run.new } else { run.old };
+    let late: Vec<&&Seen> = answers.iter().filter(|s| s.sent >= run.settled).collect();
+    assert!(!late.is_empty(), "{}: no answers after the verdict", run.label);
+    for s in late {
+        let on_stable_pods = run.primary_prefix.is_none_or(|prefix| s.pod.starts_with(prefix));
+        if s.version != after || !on_stable_pods {
+            off_plan.push(format!(
+                "user {} at +{:.1}s, after the verdict: {} from {}, planned {after} for everyone",
+                s.user,
+                s.sent.duration_since(run.start).as_secs_f64(),
+                s.version,
+                s.pod
+            ));
         }
     }
     // The run's weights in order, each with whether the stable side serves the new version
@@ -739,6 +759,63 @@ fn success_ratio(prometheus: &Prometheus, service: &str) -> Option<f64> {
         .unwrap()
 }
 
+/// Waits until Envoy routes 0 % to the canary again, then 4 s more for answers on stable;
+/// returns when those 4 s began.
+fn settle(envoy: &EnvoyWeights) -> Instant {
+    envoy.wait_for(0, Duration::from_secs(30));
+    let settled = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    settled
+}
+
+/// Stops the crowd and checks the tool's two runs, healthy then broken, against the plan:
+/// each printed, none off the plan or bounced, 5xx only in the broken one, and the broken
+/// canary's success ratio (`ratio`, from Prometheus at the verdict) near its 0.8.
+fn check_runs(
+    world: &World,
+    crowd: Crowd,
+    vs: &Events,
+    envoy: &EnvoyWeights,
+    runs: [Run<'_>; 2],
+    ratio: Option<f64>,
+) -> [RunReport; 2] {
+    let (seen, keys) = crowd.stop();
+    let timeline = weights(vs, "my-app-canary");
+    let routed = envoy.timeline();
+    let mut plan = Plan {
+        config: world.config.clone(),
+        keys,
+        sides: HashMap::new(),
+    };
+    let reports = runs.map(|run| check_run(&run, &seen, &timeline, &routed, &mut plan));
+    for report in &reports {
+        report.print();
+    }
+    eprintln!(
+        "the broken canary's success ratio in Prometheus at the verdict: {ratio:?}; pods: {:?}",
+        world.pods.seen()
+    );
+    for report in &reports {
+        report.assert_on_plan();
+    }
+    let [healthy, broken] = &reports;
+    assert_eq!(healthy.errors, 0, "{}: errors", healthy.label);
+    assert!(broken.errors > 0, "{}: the broken canary answered no 500", broken.label);
+    for report in &reports {
+        assert_eq!(report.steps.first(), Some(&10), "{}: {:?}", report.label, report.steps);
+        assert_eq!(
+            report.steps.last(),
+            Some(&0),
+            "{} ends at 0: {:?}",
+            report.label,
+            report.steps
+        );
+    }
+    let ratio = ratio.expect("Prometheus has the broken canary's success ratio");
+    assert!((0.7..0.9).contains(&ratio), "the broken canary's success ratio {ratio}");
+    reports
+}
+
 #[test]
 fn flagger_promotes_a_healthy_canary_and_rolls_back_a_broken_one_and_no_user_bounces() {
     let _serial = serial();
@@ -823,9 +900,7 @@ fn flagger_promotes_a_healthy_canary_and_rolls_back_a_broken_one_and_no_user_bou
         Duration::from_secs(300),
         &mut flagger,
     );
-    envoy.wait_for(0, Duration::from_secs(30));
-    let healthy_settled = Instant::now();
-    std::thread::sleep(Duration::from_secs(4));
+    let healthy_settled = settle(&envoy);
 
     // A broken canary: 20 % of v3's answers are 500; the analysis fails, Flagger rolls back.
     let broken_start = Instant::now();
@@ -838,22 +913,10 @@ fn flagger_promotes_a_healthy_canary_and_rolls_back_a_broken_one_and_no_user_bou
         Duration::from_secs(300),
         &mut flagger,
     );
-    let canary_ratio = success_ratio(&world.prometheus, "my-app-canary");
-    envoy.wait_for(0, Duration::from_secs(30));
-    let broken_settled = Instant::now();
-    std::thread::sleep(Duration::from_secs(4));
-    let broken_end = Instant::now();
-    let (seen, keys) = crowd.stop();
-
-    let timeline = weights(&vs, "my-app-canary");
-    let routed = envoy.timeline();
-    let mut plan = Plan {
-        config: world.config.clone(),
-        keys,
-        sides: HashMap::new(),
-    };
-    let healthy = check_run(
-        &Run {
+    let ratio = success_ratio(&world.prometheus, "my-app-canary");
+    let broken_settled = settle(&envoy);
+    let runs = [
+        Run {
             label: "Flagger, healthy canary",
             start: healthy_start,
             verdict_at: succeeded,
@@ -863,84 +926,36 @@ fn flagger_promotes_a_healthy_canary_and_rolls_back_a_broken_one_and_no_user_bou
             new: "v2",
             promotion: Some(promoting),
             primary_prefix: Some("my-app-primary-"),
+            settled: healthy_settled,
         },
-        &seen,
-        &timeline,
-        &routed,
-        &mut plan,
-    );
-    let broken = check_run(
-        &Run {
+        Run {
             label: "Flagger, broken canary",
             start: broken_start,
             verdict_at: failed,
-            end: broken_end,
+            end: Instant::now(),
             verdict: "Failed",
             old: "v2",
             new: "v3",
             promotion: None,
             primary_prefix: Some("my-app-primary-"),
+            settled: broken_settled,
         },
-        &seen,
-        &timeline,
-        &routed,
-        &mut plan,
-    );
-    healthy.print();
-    broken.print();
+    ];
+    let [healthy, _] = check_runs(&world, crowd, &vs, &envoy, runs, ratio);
     eprintln!(
-        "Flagger: canary success ratio in Prometheus at the rollback {canary_ratio:?}; phases {:?}",
+        "Flagger's phases: {:?}",
         status_timeline(&canary, phase)
             .iter()
             .map(|(_, p)| p.clone())
             .collect::<Vec<_>>()
     );
-    for report in [&healthy, &broken] {
-        report.assert_on_plan();
-    }
     assert_eq!(healthy.steps, [10, 50, 0], "Flagger's healthy run: {:?}", healthy.steps);
-    assert_eq!(healthy.errors, 0, "errors during the healthy run");
-    assert_eq!(
-        broken.steps.first(),
-        Some(&10),
-        "Flagger's broken run: {:?}",
-        broken.steps
-    );
-    assert_eq!(
-        broken.steps.last(),
-        Some(&0),
-        "Flagger's broken run ends at 0: {:?}",
-        broken.steps
-    );
-    assert!(broken.errors > 0, "the broken canary answered no 500");
-    // After each verdict, everyone is on the primary: v2 after the promotion, still v2 after
-    // the rollback.
-    let _ = (succeeded, failed);
-    for (after, until, version) in [
-        (healthy_settled, broken_start, "v2"),
-        (broken_settled, broken_end, "v2"),
-    ] {
-        let late: Vec<&Seen> = seen.iter().filter(|s| s.sent >= after && s.sent < until).collect();
-        assert!(!late.is_empty());
-        let others: Vec<&&Seen> = late
-            .iter()
-            .filter(|s| s.version != version || !s.pod.starts_with("my-app-primary-"))
-            .collect();
-        assert!(
-            others.is_empty(),
-            "after a verdict, not everyone on the primary's {version}: {:?}",
-            &others[..others.len().min(5)]
-        );
-    }
     let log = flagger.log();
     assert!(
         log.contains("success-rate") && log.contains("Rolling back"),
         "Flagger's log does not show the analysis failing on success-rate:\n{}",
         flagger.log_tail(40)
     );
-    let ratio = canary_ratio.expect("Prometheus has the canary's success ratio");
-    assert!((0.7..0.9).contains(&ratio), "the broken canary's success ratio {ratio}");
-    eprintln!("pods served: {:?}", world.pods.seen());
 }
 
 #[test]
@@ -1041,9 +1056,7 @@ fn argo_rollouts_promotes_a_healthy_canary_and_aborts_a_broken_one_and_no_user_b
         Duration::from_secs(120),
         &mut argo,
     );
-    envoy.wait_for(0, Duration::from_secs(30));
-    let healthy_settled = Instant::now();
-    std::thread::sleep(Duration::from_secs(4));
+    let healthy_settled = settle(&envoy);
 
     // A broken canary: the background analysis fails, Argo aborts to stable.
     let broken_start = Instant::now();
@@ -1056,22 +1069,10 @@ fn argo_rollouts_promotes_a_healthy_canary_and_aborts_a_broken_one_and_no_user_b
         Duration::from_secs(300),
         &mut argo,
     );
-    let canary_ratio = success_ratio(&world.prometheus, "my-app-canary");
-    envoy.wait_for(0, Duration::from_secs(30));
-    let broken_settled = Instant::now();
-    std::thread::sleep(Duration::from_secs(4));
-    let broken_end = Instant::now();
-    let (seen, keys) = crowd.stop();
-
-    let timeline = weights(&vs, "my-app-canary");
-    let routed = envoy.timeline();
-    let mut plan = Plan {
-        config: world.config.clone(),
-        keys,
-        sides: HashMap::new(),
-    };
-    let healthy = check_run(
-        &Run {
+    let ratio = success_ratio(&world.prometheus, "my-app-canary");
+    let broken_settled = settle(&envoy);
+    let runs = [
+        Run {
             label: "Argo Rollouts, healthy canary",
             start: healthy_start,
             verdict_at: healthy_done,
@@ -1081,74 +1082,31 @@ fn argo_rollouts_promotes_a_healthy_canary_and_aborts_a_broken_one_and_no_user_b
             new: "v2",
             promotion: Some(promoted),
             primary_prefix: None,
+            settled: healthy_settled,
         },
-        &seen,
-        &timeline,
-        &routed,
-        &mut plan,
-    );
-    let broken = check_run(
-        &Run {
+        Run {
             label: "Argo Rollouts, broken canary",
             start: broken_start,
             verdict_at: degraded,
-            end: broken_end,
+            end: Instant::now(),
             verdict: "Degraded (aborted)",
             old: "v2",
             new: "v3",
             promotion: None,
             primary_prefix: None,
+            settled: broken_settled,
         },
-        &seen,
-        &timeline,
-        &routed,
-        &mut plan,
-    );
-    healthy.print();
-    broken.print();
+    ];
+    let [healthy, _] = check_runs(&world, crowd, &vs, &envoy, runs, ratio);
     eprintln!(
-        "Argo Rollouts: canary success ratio in Prometheus at the abort {canary_ratio:?}; phases {:?}",
+        "Argo Rollouts' phases: {:?}",
         status_timeline(&rollout, phase)
             .iter()
             .map(|(_, p)| p.clone())
             .collect::<Vec<_>>()
     );
-    for report in [&healthy, &broken] {
-        report.assert_on_plan();
-    }
-    assert_eq!(
-        healthy.steps.first(),
-        Some(&10),
-        "Argo's healthy run: {:?}",
-        healthy.steps
-    );
     assert!(healthy.steps.contains(&50), "Argo's healthy run: {:?}", healthy.steps);
-    assert_eq!(
-        healthy.steps.last(),
-        Some(&0),
-        "Argo's healthy run ends at 0: {:?}",
-        healthy.steps
-    );
-    assert_eq!(healthy.errors, 0, "errors during the healthy run");
-    assert_eq!(broken.steps.first(), Some(&10), "Argo's broken run: {:?}", broken.steps);
-    assert_eq!(
-        broken.steps.last(),
-        Some(&0),
-        "Argo's broken run ends at 0: {:?}",
-        broken.steps
-    );
-    assert!(broken.errors > 0, "the broken canary answered no 500");
-    for (after, until) in [(healthy_settled, broken_start), (broken_settled, broken_end)] {
-        let late: Vec<&Seen> = seen.iter().filter(|s| s.sent >= after && s.sent < until).collect();
-        assert!(!late.is_empty());
-        let others: Vec<&&Seen> = late.iter().filter(|s| s.version != "v2").collect();
-        assert!(
-            others.is_empty(),
-            "after a verdict, not everyone on stable's v2: {:?}",
-            &others[..others.len().min(5)]
-        );
-    }
-    let runs = world
+    let analysis_runs = world
         .cluster
         .kubectl_ok(&[
             "get",
@@ -1159,8 +1117,9 @@ fn argo_rollouts_promotes_a_healthy_canary_and_aborts_a_broken_one_and_no_user_b
             "jsonpath={.items[*].status.phase}",
         ])
         .unwrap();
-    assert!(runs.contains("Failed"), "no failed AnalysisRun: {runs}");
-    let ratio = canary_ratio.expect("Prometheus has the canary's success ratio");
-    assert!((0.7..0.9).contains(&ratio), "the broken canary's success ratio {ratio}");
-    eprintln!("AnalysisRuns: {runs}; pods served: {:?}", world.pods.seen());
+    eprintln!("AnalysisRuns: {analysis_runs}");
+    assert!(
+        analysis_runs.contains("Failed") && analysis_runs.contains("Successful"),
+        "the healthy run's AnalysisRun succeeded and the broken one's failed: {analysis_runs}"
+    );
 }

@@ -150,7 +150,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn serve(stream: TcpStream, shared: &Shared) {
+/// Serves the HTTP/1.1 requests of one keep-alive connection until the peer closes it, a read
+/// fails, or `stop` is set (seen within a 500 ms read timeout): `answer` gets each request's
+/// head and whether the client asked to close, and returns the whole response. The pod servers
+/// of the test harness answer with the same loop.
+pub fn serve_requests(stream: TcpStream, stop: &AtomicBool, mut answer: impl FnMut(&MessageHead, bool) -> Vec<u8>) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let _ = stream.set_nodelay(true);
     let Ok(mut writer) = stream.try_clone() else { return };
@@ -165,74 +169,80 @@ fn serve(stream: TcpStream, shared: &Shared) {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                if shared.stop.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) {
                     return;
                 }
                 continue;
             }
             Err(_) => return,
         };
-        let MessageHead {
-            start_line: request_line,
-            headers,
-        } = head;
-        if read_body(&mut reader, &headers, false).is_err() {
+        if read_body(&mut reader, &head.headers, false).is_err() {
             return;
         }
-        if let Some(Ok(mut received)) = shared.received.as_ref().map(Mutex::lock) {
-            received.push(headers.clone());
-        }
-        shared.requests.fetch_add(1, Ordering::Relaxed);
-        let host = headers
-            .iter()
-            .find(|(n, _)| n == "host")
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        let path = request_line
-            .split(|&b| b == b' ')
-            .nth(1)
-            .and_then(|target| target.split(|&b| b == b'?').next())
-            .unwrap_or_default();
-        let page = shared.pages.iter().find(|(p, _)| p.as_bytes() == path);
-        let close = headers
+        let close = head
+            .headers
             .iter()
             .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case(b"close"));
-        if let Some((_, html)) = page {
-            let html = html.replace("{{version}}", &shared.version);
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\nx-served-version: {}\r\ncontent-length: {}\r\n{}\r\n{html}",
-                shared.version,
-                html.len(),
-                if close { "connection: close\r\n" } else { "" }
-            );
-            if writer.write_all(response.as_bytes()).is_err() || close {
-                return;
-            }
-            continue;
-        }
-        let mut body = format!("Host: {host}, Version: {}\n", shared.version).into_bytes();
-        body.extend_from_slice(b"request: ");
-        body.extend_from_slice(&request_line);
-        body.push(b'\n');
-        for (name, value) in &headers {
-            body.extend_from_slice(b"seen ");
-            body.extend_from_slice(name.as_bytes());
-            body.extend_from_slice(b": ");
-            body.extend_from_slice(value);
-            body.push(b'\n');
-        }
-        let mut response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-served-version: {}\r\ncontent-length: {}\r\n{}\r\n",
-            shared.version,
-            body.len(),
-            if close { "connection: close\r\n" } else { "" }
-        )
-        .into_bytes();
-        response.extend_from_slice(&body);
-        if writer.write_all(&response).is_err() || close {
+        let response = answer(&head, close);
+        if writer.write_all(&response).is_err() || close || stop.load(Ordering::SeqCst) {
             return;
         }
     }
+}
+
+fn serve(stream: TcpStream, shared: &Shared) {
+    serve_requests(stream, &shared.stop, |head, close| answer(head, close, shared));
+}
+
+/// A backend's answer to one request: its page for the path, else the echo.
+fn answer(head: &MessageHead, close: bool, shared: &Shared) -> Vec<u8> {
+    let MessageHead {
+        start_line: request_line,
+        headers,
+    } = head;
+    if let Some(Ok(mut received)) = shared.received.as_ref().map(Mutex::lock) {
+        received.push(headers.clone());
+    }
+    shared.requests.fetch_add(1, Ordering::Relaxed);
+    let host = headers
+        .iter()
+        .find(|(n, _)| n == "host")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let path = request_line
+        .split(|&b| b == b' ')
+        .nth(1)
+        .and_then(|target| target.split(|&b| b == b'?').next())
+        .unwrap_or_default();
+    let connection = if close { "connection: close\r\n" } else { "" };
+    if let Some((_, html)) = shared.pages.iter().find(|(p, _)| p.as_bytes() == path) {
+        let html = html.replace("{{version}}", &shared.version);
+        return format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\nx-served-version: {}\r\ncontent-length: {}\r\n{connection}\r\n{html}",
+            shared.version,
+            html.len(),
+        )
+        .into_bytes();
+    }
+    let mut body = format!("Host: {host}, Version: {}\n", shared.version).into_bytes();
+    body.extend_from_slice(b"request: ");
+    body.extend_from_slice(request_line);
+    body.push(b'\n');
+    for (name, value) in headers {
+        body.extend_from_slice(b"seen ");
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(b": ");
+        body.extend_from_slice(value);
+        body.push(b'\n');
+    }
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-served-version: {}\r\ncontent-length: {}\r\n{connection}\r\n",
+        shared.version,
+        body.len(),
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    response
 }
 
 /// The values the upstream saw for a request header (lowercase name), from a backend's body.

@@ -164,9 +164,10 @@ pub fn note(app: &App, progressive: &Progressive) -> String {
          (envoy_cluster_upstream_rq by response_code_class, envoy_cluster_upstream_rq_time), as the users behind the gateway got them.\n\
          {usage}\n\
          The gateway keeps these stats only if its proxy config includes them (AKS: the add-on's\n\
-         istio-shared-configmap-asm-1-NN, meshConfig.defaultConfig.proxyStatsMatcher.inclusionRegexps):\n\
+         istio-shared-configmap-{revision} in aks-istio-system, mesh: defaultConfig.proxyStatsMatcher.inclusionRegexps):\n\
            {regex}\n\
          ({stable} and {canary}, every port; docs/progressive-delivery.md).",
+        revision = app.revision,
         regex = stats_regex(app, progressive.tool),
     )
 }

@@ -17,7 +17,6 @@
 //! real container.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -25,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sticky_canary::local::client::{read_body, read_head};
+use sticky_canary::local::backend::serve_requests;
 use sticky_canary::local::{io_error, LocalError};
 
 use crate::cluster::{add_pod_address, Cluster, Watch};
@@ -234,34 +233,7 @@ fn answer(shared: &Shared, address: Ipv4Addr) -> (u16, String, String) {
 }
 
 fn serve(stream: TcpStream, address: Ipv4Addr, shared: &Shared) {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = stream.set_nodelay(true);
-    let Ok(mut writer) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(stream);
-    loop {
-        let head = match read_head(&mut reader) {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(LocalError::Io { source, .. })
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if shared.stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                continue;
-            }
-            Err(_) => return,
-        };
-        if read_body(&mut reader, &head.headers, false).is_err() {
-            return;
-        }
-        let close = head
-            .headers
-            .iter()
-            .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case(b"close"));
+    serve_requests(stream, &shared.stop, |_, close| {
         let (status, version, pod) = answer(shared, address);
         let reason = match status {
             200 => "OK",
@@ -269,18 +241,13 @@ fn serve(stream: TcpStream, address: Ipv4Addr, shared: &Shared) {
             _ => "Service Unavailable",
         };
         let body = format!("pod {pod} at {address}, version {version}\n");
-        let response = format!(
+        format!(
             "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\nx-served-version: {version}\r\nx-served-pod: {pod}\r\ncontent-length: {}\r\n{}\r\n{body}",
             body.len(),
             if close { "connection: close\r\n" } else { "" }
-        );
-        if writer.write_all(response.as_bytes()).is_err() || close {
-            return;
-        }
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-    }
+        )
+        .into_bytes()
+    });
 }
 
 #[cfg(test)]
