@@ -651,6 +651,16 @@ fn canary_cluster() -> String {
     format!("outbound|80||my-app-canary.{NAMESPACE}.svc.cluster.local")
 }
 
+impl World {
+    /// Every change of the app's object of `kind` (`canary`, `rollout`, `virtualservice`),
+    /// from before it exists.
+    fn watch(&self, kind: &str) -> (cluster::Watch, Events) {
+        self.cluster
+            .record(&[kind, "-n", NAMESPACE, "--field-selector=metadata.name=my-app"])
+            .unwrap()
+    }
+}
+
 fn prometheus_url() -> String {
     format!("http://{NODE_IP}:{PROMETHEUS_PORT}")
 }
@@ -842,19 +852,8 @@ fn flagger_promotes_a_healthy_canary_and_rolls_back_a_broken_one_and_no_user_bou
             ("          value: v1.0.0\n", "          value: v1\n"),
         ],
     );
-    let (_canary_watch, canary) = world
-        .cluster
-        .record(&["canary", "-n", NAMESPACE, "--field-selector=metadata.name=my-app"])
-        .unwrap();
-    let (_vs_watch, vs) = world
-        .cluster
-        .record(&[
-            "virtualservice",
-            "-n",
-            NAMESPACE,
-            "--field-selector=metadata.name=my-app",
-        ])
-        .unwrap();
+    let (_canary_watch, canary) = world.watch("canary");
+    let (_vs_watch, vs) = world.watch("virtualservice");
     let phase = |c: &Value| c["status"]["phase"].as_str().unwrap_or_default().to_owned();
     let applied = Instant::now();
     world.cluster.apply_ok(&["-f", &resources.to_string_lossy()]).unwrap();
@@ -976,19 +975,8 @@ fn argo_rollouts_promotes_a_healthy_canary_and_aborts_a_broken_one_and_no_user_b
             ),
         ],
     );
-    let (_rollout_watch, rollout) = world
-        .cluster
-        .record(&["rollout", "-n", NAMESPACE, "--field-selector=metadata.name=my-app"])
-        .unwrap();
-    let (_vs_watch, vs) = world
-        .cluster
-        .record(&[
-            "virtualservice",
-            "-n",
-            NAMESPACE,
-            "--field-selector=metadata.name=my-app",
-        ])
-        .unwrap();
+    let (_rollout_watch, rollout) = world.watch("rollout");
+    let (_vs_watch, vs) = world.watch("virtualservice");
     let phase = |r: &Value| r["status"]["phase"].as_str().unwrap_or_default().to_owned();
     let stable = |r: &Value| r["status"]["stableRS"].as_str().unwrap_or_default().to_owned();
     let applied = Instant::now();

@@ -136,17 +136,31 @@ impl Drop for Backend {
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let name = format!("backend-{}-conn", shared.version);
+    let stop = Arc::clone(&shared);
+    accept_connections(&listener, &stop.stop, &name, move |stream| serve(stream, &shared));
+}
+
+/// Accepts connections until `stop` is set (whoever sets it connects once to wake the blocking
+/// accept), each served by `serve` on a thread of its own named `name`. Connection threads stop
+/// on their own: at the peer's close, or within a read timeout once `stop` is set
+/// ([`serve_requests`]).
+pub fn accept_connections(
+    listener: &TcpListener,
+    stop: &AtomicBool,
+    name: &str,
+    serve: impl Fn(TcpStream) + Send + Sync + 'static,
+) {
+    let serve = Arc::new(serve);
     for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(stream) = stream else { continue };
-        let connection_shared = Arc::clone(&shared);
-        // Connection threads stop on their own: at the peer's close, or within
-        // a read timeout once `stop` is set.
+        let serve = Arc::clone(&serve);
         let _ = std::thread::Builder::new()
-            .name(format!("backend-{}-conn", shared.version))
-            .spawn(move || serve(stream, &connection_shared));
+            .name(name.to_owned())
+            .spawn(move || serve(stream));
     }
 }
 

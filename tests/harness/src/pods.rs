@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sticky_canary::local::backend::serve_requests;
+use sticky_canary::local::backend::{accept_connections, serve_requests};
 use sticky_canary::local::{io_error, LocalError};
 
 use crate::cluster::{add_pod_address, Cluster, Watch};
@@ -192,16 +192,10 @@ fn on_event(event: &Value, shared: &Shared) {
 }
 
 fn accept_loop(listener: TcpListener, address: Ipv4Addr, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else { continue };
-        let connection_shared = Arc::clone(&shared);
-        let _ = std::thread::Builder::new()
-            .name(format!("pod-{address}-conn"))
-            .spawn(move || serve(stream, address, &connection_shared));
-    }
+    let stop = Arc::clone(&shared);
+    accept_connections(&listener, &stop.stop, &format!("pod-{address}-conn"), move |stream| {
+        serve(stream, address, &shared);
+    });
 }
 
 /// The answer of the pod at `address` to one more request: (status, version, pod name).
