@@ -93,12 +93,17 @@ impl Crowd {
                 .send(&jar.apply(Request::get("/").host(HOST)))
                 .map_err(|e| format!("user {user}: {e}"))?;
             jar.store(&reply);
+            let mut pod = reply.header_str("x-served-pod");
+            if pod.is_empty() {
+                // Not a pod's answer: Envoy's own (its body says why).
+                pod = format!("envoy: {}", reply.body_text().chars().take(120).collect::<String>());
+            }
             job_seen.lock().map_err(|_| "poisoned")?.push(Seen {
                 user,
                 sent,
                 status: reply.status,
                 version: reply.header_str("x-served-version"),
-                pod: reply.header_str("x-served-pod"),
+                pod,
             });
             Ok(())
         });
@@ -369,6 +374,9 @@ struct RunReport {
     /// (seconds after the run's start, from -> to, users).
     moves: BTreeMap<(u64, String), usize>,
     users_moved: usize,
+    /// Answers no pod gave (Envoy's own), each at a change of Envoy's route; not in `errors`,
+    /// which counts the pods' 5xx.
+    without_pod: Vec<String>,
     /// Users who changed version more often than their plan does over the tool's weights (a
     /// bounce: v1, v2, v1 where the plan says v1, v2).
     bounced: Vec<String>,
@@ -413,13 +421,15 @@ impl RunReport {
             })
             .collect();
         eprintln!(
-            "{}: steps {:?}, verdict {} after {:.1}s; {} answers ({} errors), {} off the plan, {} bounced; {} users changed version: {}; after each weight the tool set: {}{}",
+            "{}: steps {:?}, verdict {} after {:.1}s; {} answers ({} 5xx from pods; {} of Envoy's own, at a route change: {:?}), {} off the plan, {} bounced; {} users changed version: {}; after each weight the tool set: {}{}",
             self.label,
             self.steps,
             self.verdict,
             self.took.as_secs_f64(),
             self.answers,
             self.errors,
+            self.without_pod.len(),
+            self.without_pod,
             self.off_plan.len(),
             self.bounced.len(),
             self.users_moved,
@@ -468,6 +478,7 @@ fn check_run(
         .filter(|s| s.sent >= run.start && s.sent < run.end)
         .collect();
     let mut off_plan = Vec::new();
+    let mut without_pod = Vec::new();
     let mut errors = 0;
     // Each user's version before the run: where a move starts from.
     let mut last: HashMap<usize, String> = HashMap::new();
@@ -478,11 +489,25 @@ fn check_run(
     let mut changes: HashMap<usize, usize> = HashMap::new();
     let mut last_move: Vec<Instant> = Vec::new();
     for s in &answers {
-        if s.status >= 500 {
+        if s.status >= 500 && !s.version.is_empty() {
             errors += 1;
         }
         if s.version.is_empty() {
-            off_plan.push(format!("user {}: status {} with no pod's answer", s.user, s.status));
+            // Envoy's own answer (no pod's): only where Envoy's route just changed, when the
+            // push can bring a cluster's endpoints before the route that stops using it.
+            let at_change = envoy.iter().any(|(at, _)| s.sent + LAG >= *at && s.sent <= *at + LAG);
+            let text = format!(
+                "user {} at +{:.1}s: status {}, {}",
+                s.user,
+                s.sent.duration_since(run.start).as_secs_f64(),
+                s.status,
+                s.pod
+            );
+            if at_change {
+                without_pod.push(text);
+            } else {
+                off_plan.push(format!("{text} (no route change within {LAG:?})"));
+            }
             continue;
         }
         let in_force = weights_in_force(envoy, s.sent);
@@ -626,6 +651,7 @@ fn check_run(
         answers: answers.len(),
         errors,
         off_plan,
+        without_pod,
         moves,
         users_moved: moved.len(),
         bounced,

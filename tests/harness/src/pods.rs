@@ -10,6 +10,7 @@
 //! keeps answering for [`GRACE`], its termination grace period, unless a new pod took the
 //! address.
 //!
+//! An address no pod holds (after the wait) answers `503` with `x-served-pod: none-at-ADDRESS`.
 //! A pod answers `200` with `x-served-version: VERSION` and `x-served-pod: NAME`, where
 //! VERSION is its first container's `VERSION` environment variable (the examples' Deployment
 //! sets it); with `ERROR_RATE=0.2` there, exactly one request in five (every fifth) is a `500`.
@@ -203,10 +204,12 @@ fn answer(shared: &Shared, address: Ipv4Addr) -> (u16, String, String) {
     let started = Instant::now();
     let mut pods = shared.lock();
     loop {
-        if let Some(pod) = pods.get_mut(&address) {
-            if pod.deleted.is_some_and(|at| at.elapsed() > GRACE) {
-                return (503, String::new(), String::new());
-            }
+        // A pod deleted longer ago than its grace period is gone: the address waits for the
+        // next pod KWOK gives it, as an address nobody holds.
+        if let Some(pod) = pods
+            .get_mut(&address)
+            .filter(|pod| pod.deleted.is_none_or(|at| at.elapsed() <= GRACE))
+        {
             // Every request whose count crosses a multiple of 1/error_rate fails: exactly the
             // rate, evenly spread.
             let n = pod.answered as f64;
@@ -217,7 +220,7 @@ fn answer(shared: &Shared, address: Ipv4Addr) -> (u16, String, String) {
         }
         let waited = started.elapsed();
         if waited >= UNKNOWN_WAIT || shared.stop.load(Ordering::SeqCst) {
-            return (503, String::new(), String::new());
+            return (503, String::new(), format!("none-at-{address}"));
         }
         pods = match shared.changed.wait_timeout(pods, UNKNOWN_WAIT - waited) {
             Ok((guard, _)) => guard,
@@ -280,8 +283,16 @@ mod tests {
         let statuses: Vec<u16> = (0..100).map(|_| answer(&shared, address).0).collect();
         assert_eq!(statuses.iter().filter(|s| **s == 500).count(), 20);
         assert_eq!(&statuses[..5], &[200, 200, 200, 200, 500]);
-        // An address no pod holds answers 503 once the wait is over (here at once: stopping).
+        // An address no pod holds answers 503 once the wait is over (here at once: stopping),
+        // and so does one whose pod is gone past its grace period.
         shared.stop.store(true, Ordering::SeqCst);
         assert_eq!(answer(&shared, kwok_address(9)).0, 503);
+        if let Some(pod) = shared.lock().get_mut(&address) {
+            pod.deleted = Instant::now().checked_sub(GRACE + Duration::from_secs(1));
+        }
+        assert_eq!(
+            answer(&shared, address),
+            (503, String::new(), format!("none-at-{address}"))
+        );
     }
 }
