@@ -14,11 +14,13 @@
 //!   then a broken one (v3, 20 % of its answers 500) whose analysis fails and that the tool
 //!   rolls back.
 //!
-//! Every answer a user got is checked against the plan: `sticky-canary assign --canary-weight
-//! W` for the weights the tool had set in the VirtualService (watched as it changed; an
-//! answer may follow any weight of the last [`LAG`], the time istiod and Envoy take to apply
-//! it). Nobody is off the plan; the runs' figures (steps, verdict, time, users moved and
-//! when, Flagger's promotion window) are printed for docs/progressive-delivery.md.
+//! Every answer a user got is checked against the plan: the version `sticky-canary assign
+//! --canary-weight W` gives the user, for a weight W Envoy itself routed with within [`LAG`]
+//! of the request (Envoy's route config, polled from its admin API). The tool's own weights
+//! (a watch on the VirtualService) give the run's steps, and no user may change version more
+//! often than those steps plan for them (no bounce). Nobody is off the plan; the runs' figures
+//! (steps, verdict, time, users moved and when, how long each weight took to reach Envoy,
+//! Flagger's promotion window) are printed for docs/progressive-delivery.md.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
