@@ -416,7 +416,8 @@ tool_tests! {
     argo_rollouts_keeps_every_user_on_the_planned_version_asm_1_31: ARGO, "asm-1-31";
 }
 
-/// The spec's examples render, and the patch matches only the app's hosts and route.
+/// The spec's examples render (with the tool's analysis templates, tests/render.rs), and the
+/// patch matches only the app's hosts and route.
 #[test]
 fn the_examples_render_the_gateway_the_filter_and_the_sticky_weights() {
     for (tool, route) in [(&FLAGGER, None), (&ARGO, Some("primary"))] {
@@ -432,6 +433,7 @@ fn the_examples_render_the_gateway_the_filter_and_the_sticky_weights() {
             names,
             [
                 "00-namespace.yaml",
+                "analysis.yaml",
                 "gateway.yaml",
                 "kustomization.yaml",
                 "monitoring",
