@@ -126,7 +126,7 @@ pub fn objects(app: &App, progressive: &Progressive) -> Vec<Yaml> {
                     "metrics" => vec![
                         metric(
                             "success-rate",
-                            &format!("result[0] >= {}", progressive.analysis.min_success / 100.0),
+                            &format!("result[0] >= {}", ratio_text(progressive.analysis.min_success)),
                             success_ratio(&cluster, interval),
                         ),
                         metric(
@@ -139,6 +139,14 @@ pub fn objects(app: &App, progressive: &Progressive) -> Vec<Yaml> {
             }]
         }
     }
+}
+
+/// A percentage as the ratio Argo compares with (`99.9` → `0.999`), without the float noise
+/// of a division (`0.9990000000000001`).
+fn ratio_text(percent: f64) -> String {
+    let text = format!("{:.8}", percent / 100.0);
+    let text = text.trim_end_matches('0');
+    text.strip_suffix('.').unwrap_or(text).to_owned()
 }
 
 /// The file's comment: what the templates read and what the gateway must keep for them.
@@ -175,6 +183,14 @@ pub fn note(app: &App, progressive: &Progressive) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentages_become_plain_ratios() {
+        assert_eq!(ratio_text(99.9), "0.999");
+        assert_eq!(ratio_text(99.0), "0.99");
+        assert_eq!(ratio_text(100.0), "1");
+        assert_eq!(ratio_text(12.5), "0.125");
+    }
 
     #[test]
     fn escapes_what_a_regex_would_read() {
