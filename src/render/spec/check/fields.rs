@@ -1,6 +1,46 @@
 //! The small field rules several sections share: names, ports, quantities, placeholders.
 
+use super::monitoring::duration_ms;
 use crate::render::spec::app::SpecErrors;
+
+/// A number setting, when given: into `slot` if it is finite, above `low` and at most `high`;
+/// otherwise an error at `path` saying it is not `what`.
+pub(super) fn bounded_number(
+    errors: &mut SpecErrors,
+    path: &str,
+    value: Option<f64>,
+    (low, high): (f64, f64),
+    what: &str,
+    slot: &mut f64,
+) {
+    if let Some(v) = value {
+        if v.is_finite() && v > low && v <= high {
+            *slot = v;
+        } else {
+            errors.add(path, format!("{v} is not {what}"));
+        }
+    }
+}
+
+/// A Prometheus rate window or interval, when given: into `slot` if it is a duration of at
+/// least 1s; otherwise an error at `path` with `examples` of one (`5m or 90s`).
+pub(super) fn window_duration(
+    errors: &mut SpecErrors,
+    path: &str,
+    value: Option<String>,
+    examples: &str,
+    slot: &mut String,
+) {
+    if let Some(text) = value {
+        match duration_ms(&text) {
+            Some(ms) if ms >= 1_000 => *slot = text,
+            _ => errors.add(
+                path,
+                format!("{text:?} is not a Prometheus duration of at least 1s (such as {examples})"),
+            ),
+        }
+    }
+}
 
 /// DNS-1035 label: a DNS-1123 label ([`policy_core::is_label`]) that starts with a letter, at
 /// most `max` bytes.

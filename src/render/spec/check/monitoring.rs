@@ -1,6 +1,7 @@
 //! `monitoring`: the window and thresholds of the rendered Prometheus rules, and the labels
 //! of the PrometheusRule object.
 
+use super::fields::{bounded_number, window_duration};
 use crate::render::spec::app::{Monitoring, SpecErrors};
 use crate::render::spec::raw::RawMonitoring;
 
@@ -63,15 +64,13 @@ fn is_label_value(value: &str) -> bool {
 pub(super) fn check(raw: Option<RawMonitoring>, errors: &mut SpecErrors, warnings: &mut Vec<String>) -> Monitoring {
     let mut monitoring = Monitoring::default();
     let Some(raw) = raw else { return monitoring };
-    if let Some(window) = raw.window {
-        match duration_ms(&window) {
-            Some(ms) if ms >= 1_000 => monitoring.window = window,
-            _ => errors.add(
-                "monitoring.window",
-                format!("{window:?} is not a Prometheus duration of at least 1s (such as 5m or 90s)"),
-            ),
-        }
-    }
+    window_duration(
+        errors,
+        "monitoring.window",
+        raw.window,
+        "5m or 90s",
+        &mut monitoring.window,
+    );
     if let Some(duration) = raw.for_duration {
         match duration_ms(&duration) {
             Some(_) => monitoring.for_duration = duration,
@@ -81,36 +80,27 @@ pub(super) fn check(raw: Option<RawMonitoring>, errors: &mut SpecErrors, warning
             ),
         }
     }
-    let mut number = |path: &str, value: Option<f64>, low: f64, high: f64, what: &str, slot: &mut f64| {
-        if let Some(v) = value {
-            if v.is_finite() && v > low && v <= high {
-                *slot = v;
-            } else {
-                errors.add(path, format!("{v} is not {what}"));
-            }
-        }
-    };
-    number(
+    bounded_number(
+        errors,
         "monitoring.share_tolerance",
         raw.share_tolerance,
-        0.0,
-        100.0,
+        (0.0, 100.0),
         "a number of percentage points above 0 and at most 100",
         &mut monitoring.share_tolerance,
     );
-    number(
+    bounded_number(
+        errors,
         "monitoring.error_margin",
         raw.error_margin,
-        0.0,
-        100.0,
+        (0.0, 100.0),
         "a number of percentage points above 0 and at most 100",
         &mut monitoring.error_margin,
     );
-    number(
+    bounded_number(
+        errors,
         "monitoring.min_rate",
         raw.min_rate,
-        0.0,
-        1e9,
+        (0.0, 1e9),
         "a rate in requests per second above 0",
         &mut monitoring.min_rate,
     );

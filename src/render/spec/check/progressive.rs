@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::monitoring::duration_ms;
+use super::fields::{bounded_number, window_duration};
 use crate::render::spec::app::{Analysis, Ingress, Progressive, SpecErrors, Tool, DEFAULT_POSITION_HEADER};
 use crate::render::spec::raw::{RawAnalysis, RawProgressive, RawSpec, RawVersion};
 
@@ -63,28 +63,24 @@ fn analysis(raw: Option<RawAnalysis>, errors: &mut SpecErrors) -> Analysis {
             ),
         }
     }
-    if let Some(interval) = raw.interval {
-        match duration_ms(&interval) {
-            Some(ms) if ms >= 1_000 => analysis.interval = interval,
-            _ => errors.add(
-                "progressive.analysis.interval",
-                format!("{interval:?} is not a Prometheus duration of at least 1s (such as 1m or 30s)"),
-            ),
-        }
-    }
+    window_duration(
+        errors,
+        "progressive.analysis.interval",
+        raw.interval,
+        "1m or 30s",
+        &mut analysis.interval,
+    );
     if let Some(limit) = raw.failure_limit {
         analysis.failure_limit = limit;
     }
-    if let Some(rate) = raw.min_success_rate {
-        if rate.is_finite() && rate > 0.0 && rate <= 100.0 {
-            analysis.min_success = rate;
-        } else {
-            errors.add(
-                "progressive.analysis.min_success_rate",
-                format!("{rate} is not a percentage above 0 and at most 100"),
-            );
-        }
-    }
+    bounded_number(
+        errors,
+        "progressive.analysis.min_success_rate",
+        raw.min_success_rate,
+        (0.0, 100.0),
+        "a percentage above 0 and at most 100",
+        &mut analysis.min_success,
+    );
     if let Some(ms) = raw.max_latency_ms {
         if ms > 0 {
             analysis.max_latency_ms = ms;
