@@ -175,10 +175,8 @@ impl Plan {
 
 /// The canary weight the tool set in the VirtualService, as it changed: (when seen, weight).
 fn weights(events: &Events, canary_host: &str) -> Vec<(Instant, u8)> {
-    let mut out: Vec<(Instant, u8)> = Vec::new();
-    for (at, event) in events.lock().unwrap().iter() {
-        let routes = event["object"]["spec"]["http"].as_array().cloned().unwrap_or_default();
-        let Some(route) = routes.first() else { continue };
+    changes(events, |vs| {
+        let route = vs["spec"]["http"].as_array()?.first()?.clone();
         let weight = route["route"]
             .as_array()
             .into_iter()
@@ -186,9 +184,17 @@ fn weights(events: &Events, canary_host: &str) -> Vec<(Instant, u8)> {
             .find(|d| d["destination"]["host"].as_str() == Some(canary_host))
             .and_then(|d| d["weight"].as_u64())
             .unwrap_or(0);
-        let weight = u8::try_from(weight).unwrap();
-        if out.last().is_none_or(|(_, w)| *w != weight) {
-            out.push((*at, weight));
+        Some(u8::try_from(weight).unwrap())
+    })
+}
+
+/// A value of the watched object (`None`: the event has none), as it changed: (when seen, value).
+fn changes<T: PartialEq>(events: &Events, value: impl Fn(&Value) -> Option<T>) -> Vec<(Instant, T)> {
+    let mut out: Vec<(Instant, T)> = Vec::new();
+    for (at, event) in events.lock().unwrap().iter() {
+        let Some(value) = value(&event["object"]) else { continue };
+        if out.last().is_none_or(|(_, v)| *v != value) {
+            out.push((*at, value));
         }
     }
     out
@@ -316,14 +322,7 @@ fn weights_in_force(timeline: &[(Instant, u8)], sent: Instant) -> Vec<u8> {
 
 /// A status value the tool wrote, as it changed: (when seen, value).
 fn status_timeline(events: &Events, field: impl Fn(&Value) -> String) -> Vec<(Instant, String)> {
-    let mut out: Vec<(Instant, String)> = Vec::new();
-    for (at, event) in events.lock().unwrap().iter() {
-        let value = field(&event["object"]);
-        if out.last().is_none_or(|(_, v)| *v != value) {
-            out.push((*at, value));
-        }
-    }
-    out
+    changes(events, |object| Some(field(object)))
 }
 
 /// Waits until the watched object's `field` is `want`; the tool's log on a timeout.

@@ -1014,7 +1014,7 @@ impl Gateway {
                 }
             }
         }
-        let admin: SocketAddr = (Ipv4Addr::LOCALHOST, ENVOY_ADMIN_PORT).into();
+        let admin = self.admin_addr();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline && http_get(admin, "/ready").is_some() {
             std::thread::sleep(Duration::from_millis(100));
@@ -1058,8 +1058,7 @@ impl Gateway {
 
     /// Envoy's admin API (loopback, as in the pod).
     pub fn admin(&self, path: &str) -> Result<String, LocalError> {
-        let admin: SocketAddr = (Ipv4Addr::LOCALHOST, ENVOY_ADMIN_PORT).into();
-        http_get(admin, path)
+        http_get(self.admin_addr(), path)
             .filter(|(s, _)| *s == 200)
             .map(|(_, body)| body)
             .ok_or_else(|| LocalError::Protocol(format!("Envoy admin {path}: no answer")))

@@ -13,6 +13,7 @@
 //! nothing else in the test's network namespace uses.
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use sticky_canary::local::LocalError;
@@ -100,13 +101,7 @@ pub fn start_flagger(cluster: &Cluster, prometheus: &str) -> Result<Controller, 
         // How often Flagger lists the Canaries; each Canary's analysis runs on its own
         // interval (at least 10 s, Flagger's minimum).
         .arg("-control-loop-interval=2s");
-    let mut process = Process::spawn("flagger", command, cluster.dir().join("flagger.log"))?;
-    // Flagger listens on all addresses; NODE_IP is one of the namespace's.
-    let health = (NODE_IP, FLAGGER_PORT).into();
-    wait_for("Flagger /healthz", &mut process, Duration::from_secs(60), || {
-        http_get(health, "/healthz").is_some_and(|(s, _)| s == 200)
-    })?;
-    Ok(Controller { process })
+    start_until_healthy(cluster, "flagger", command, FLAGGER_PORT)
 }
 
 /// Starts the Argo Rollouts controller (its CRDs installed: [`install_argo_crds`]), Istio
@@ -122,10 +117,19 @@ pub fn start_argo(cluster: &Cluster) -> Result<Controller, LocalError> {
         .arg("--loglevel=info")
         .arg("--logformat=text")
         .env("POD_NAMESPACE", "argo-rollouts");
-    let mut process = Process::spawn("argo-rollouts", command, cluster.dir().join("argo-rollouts.log"))?;
-    let health = (NODE_IP, ARGO_HEALTHZ_PORT).into();
-    wait_for("Argo Rollouts /healthz", &mut process, Duration::from_secs(60), || {
-        http_get(health, "/healthz").is_some_and(|(s, _)| s == 200)
-    })?;
+    start_until_healthy(cluster, "argo-rollouts", command, ARGO_HEALTHZ_PORT)
+}
+
+/// Starts a controller (its output in `NAME.log` of the cluster's directory) and waits up to
+/// 60 s for its `/healthz` on `port`: both listen on every address, NODE_IP among them.
+fn start_until_healthy(cluster: &Cluster, name: &str, command: Command, port: u16) -> Result<Controller, LocalError> {
+    let mut process = Process::spawn(name, command, cluster.dir().join(format!("{name}.log")))?;
+    let health = (NODE_IP, port).into();
+    wait_for(
+        &format!("{name} /healthz"),
+        &mut process,
+        Duration::from_secs(60),
+        || http_get(health, "/healthz").is_some_and(|(s, _)| s == 200),
+    )?;
     Ok(Controller { process })
 }

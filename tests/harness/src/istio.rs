@@ -339,18 +339,12 @@ pub fn progressive() -> Result<PathBuf, LocalError> {
 
 /// `tools/NAME` built from its `go.mod`, once per process and name.
 pub fn build_tool(name: &'static str) -> Result<PathBuf, LocalError> {
-    type Built = std::collections::BTreeMap<&'static str, Result<PathBuf, String>>;
-    static BUILT: Mutex<Built> = Mutex::new(Built::new());
-    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    built
-        .entry(name)
-        .or_insert_with(|| build_go_tool(name, &[]))
-        .clone()
-        .map_err(LocalError::Tool)
+    build_tool_package(name, ".")
 }
 
-/// The main package `package` of `tools/NAME`'s build list (a controller's release, e.g.
-/// `github.com/fluxcd/flagger/cmd/flagger` in `tools/flagger`), built once per process.
+/// The main package `package` of `tools/NAME`'s build list (`.` for the module's own, or a
+/// controller's release, e.g. `github.com/fluxcd/flagger/cmd/flagger` in `tools/flagger`),
+/// built once per process.
 pub fn build_tool_package(name: &'static str, package: &'static str) -> Result<PathBuf, LocalError> {
     type Built = std::collections::BTreeMap<(&'static str, &'static str), Result<PathBuf, String>>;
     static BUILT: Mutex<Built> = Mutex::new(Built::new());
