@@ -61,7 +61,7 @@ impl App {
 
 /// Whole seconds in a duration written as the spec writes them (`30m`, `2h`, `90s`), at least 1s.
 pub fn duration_seconds(text: &str) -> Option<u64> {
-    check::monitoring::duration_ms(text)
+    check::fields::duration_ms(text)
         .filter(|&ms| ms >= 1000)
         .map(|ms| ms / 1000)
 }

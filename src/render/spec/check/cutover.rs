@@ -5,7 +5,7 @@
 
 use serde_yaml_ng::Value as Yaml;
 
-use super::monitoring::duration_ms;
+use super::fields::duration_ms;
 use crate::render::spec::app::{Cutover, SpecErrors};
 use crate::render::spec::raw::RawCutover;
 

@@ -1,7 +1,39 @@
-//! The small field rules several sections share: names, ports, quantities, placeholders.
+//! The small field rules several sections share: names, ports, quantities, durations,
+//! placeholders.
 
-use super::monitoring::duration_ms;
 use crate::render::spec::app::SpecErrors;
+
+/// Milliseconds in a Prometheus duration (`90s`, `5m`, `1h30m`; units y w d h m s ms, each at
+/// most once, largest first, as Prometheus parses them), or `None` when it is not one or is 0.
+pub(crate) fn duration_ms(text: &str) -> Option<u64> {
+    const UNITS: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let mut rest = text;
+    let mut next_unit = 0;
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 12 {
+            return None;
+        }
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, after) = after.split_at(unit_len);
+        let position = UNITS.iter().skip(next_unit).position(|(u, _)| *u == unit)? + next_unit;
+        let factor = UNITS.get(position).map(|(_, f)| *f)?;
+        total = total.checked_add(number.parse::<u64>().ok()?.checked_mul(factor)?)?;
+        next_unit = position + 1;
+        rest = after;
+    }
+    (total > 0).then_some(total)
+}
 
 /// A number setting, when given: into `slot` if it is finite, above `low` and at most `high`;
 /// otherwise an error at `path` saying it is not `what`.
@@ -92,6 +124,30 @@ pub(super) fn is_placeholder_secret(secret: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_as_prometheus_parses_them() {
+        assert_eq!(duration_ms("5m"), Some(300_000));
+        assert_eq!(duration_ms("1h30m"), Some(5_400_000));
+        assert_eq!(duration_ms("15s"), Some(15_000));
+        assert_eq!(duration_ms("250ms"), Some(250));
+        assert_eq!(duration_ms("1w2d"), Some(9 * 86_400_000));
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5 m",
+            "30m1h",
+            "5m5m",
+            "-5m",
+            "0s",
+            "1.5m",
+            "5M",
+            "99999999999999999y",
+        ] {
+            assert_eq!(duration_ms(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn quantities() {

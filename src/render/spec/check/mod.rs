@@ -4,7 +4,7 @@
 
 mod cutover;
 mod dependents;
-mod fields;
+pub(crate) mod fields;
 mod identity;
 mod ingress;
 mod mirror;

@@ -1,41 +1,9 @@
 //! `monitoring`: the window and thresholds of the rendered Prometheus rules, and the labels
 //! of the PrometheusRule object.
 
-use super::fields::{bounded_number, window_duration};
+use super::fields::{bounded_number, duration_ms, window_duration};
 use crate::render::spec::app::{Monitoring, SpecErrors};
 use crate::render::spec::raw::RawMonitoring;
-
-/// Milliseconds in a Prometheus duration (`90s`, `5m`, `1h30m`; units y w d h m s ms, each at
-/// most once, largest first, as Prometheus parses them), or `None` when it is not one or is 0.
-pub(crate) fn duration_ms(text: &str) -> Option<u64> {
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    let mut rest = text;
-    let mut next_unit = 0;
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 12 {
-            return None;
-        }
-        let (number, after) = rest.split_at(digits);
-        let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let (unit, after) = after.split_at(unit_len);
-        let position = UNITS.iter().skip(next_unit).position(|(u, _)| *u == unit)? + next_unit;
-        let factor = UNITS.get(position).map(|(_, f)| *f)?;
-        total = total.checked_add(number.parse::<u64>().ok()?.checked_mul(factor)?)?;
-        next_unit = position + 1;
-        rest = after;
-    }
-    (total > 0).then_some(total)
-}
 
 /// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a name of 1 to 63
 /// letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit.
@@ -131,30 +99,6 @@ pub(super) fn check(raw: Option<RawMonitoring>, errors: &mut SpecErrors, warning
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_as_prometheus_parses_them() {
-        assert_eq!(duration_ms("5m"), Some(300_000));
-        assert_eq!(duration_ms("1h30m"), Some(5_400_000));
-        assert_eq!(duration_ms("15s"), Some(15_000));
-        assert_eq!(duration_ms("250ms"), Some(250));
-        assert_eq!(duration_ms("1w2d"), Some(9 * 86_400_000));
-        for bad in [
-            "",
-            "5",
-            "m",
-            "5 m",
-            "30m1h",
-            "5m5m",
-            "-5m",
-            "0s",
-            "1.5m",
-            "5M",
-            "99999999999999999y",
-        ] {
-            assert_eq!(duration_ms(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn label_keys_and_values_follow_kubernetes() {
