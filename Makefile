@@ -47,8 +47,8 @@ system:
 	scripts/check-rebuild.sh
 
 ## The cluster suite for every tested revision, not only the newest (`make test`): each older
-## revision's control plane is a Kubernetes build of its own (tools/cluster/go.asm-1-NN.mod), about
-## 10 minutes on 2 cores with an empty Go cache, which CI's time does not hold.
+## revision's control plane is a Kubernetes build of its own (tools/cluster/go.asm-1-NN.mod); with
+## asm-1-30's in it, a cold CI run took 93 minutes (docs/testing.md, "Where CI's time goes").
 cluster-all: setup
 	cd tools/cluster && go vet -modfile=go.asm-1-30.mod ./...
 	cargo test --features sticky-canary/system-tests --test cluster -- --include-ignored

@@ -788,8 +788,8 @@ fn asm_1_31_the_users_run_through_the_clusters_processes() {
     the_users_run("asm-1-31");
 }
 
-/// The older revision's control plane is a second Kubernetes build (v1.35.4, about 10 minutes
-/// of 2-core compile on an empty Go cache), so CI runs the newest revision only and
+/// The older revision's control plane is a second Kubernetes build (v1.35.4; with it a cold CI
+/// run took 93 minutes, docs/testing.md), so CI runs the newest revision only and
 /// `make cluster-all` runs this one too (docs/testing.md, "The cluster's processes").
 #[test]
 #[ignore = "asm-1-30's control plane is a second Kubernetes build: `make cluster-all` runs it"]

@@ -8,7 +8,7 @@ pub(crate) mod fields;
 mod identity;
 mod ingress;
 mod mirror;
-pub(crate) mod monitoring;
+mod monitoring;
 
 mod plugin;
 mod progressive;
