@@ -797,6 +797,9 @@ fn asm_1_30_the_users_run_through_the_clusters_processes() {
     the_users_run("asm-1-30");
 }
 
+/// Where the KWOK test puts the bare pods it creates before the app's.
+const BURST_NAMESPACE: &str = "kwok-burst";
+
 /// The pods of `namespace` as (name, version label, pod IP, Ready), from the API server.
 fn pods(cluster: &Cluster, namespace: &str) -> Vec<(String, String, String, bool)> {
     let text = cluster
@@ -853,6 +856,36 @@ fn asm_1_31_deployments_get_ready_pods_and_endpoints_without_a_kubelet() {
     let cluster = Cluster::start(revision).unwrap_or_else(|e| panic!("control plane: {e}"));
     let started = Instant::now();
     let _workloads = cluster.start_workloads().unwrap_or_else(|e| panic!("workloads: {e}"));
+    // KWOK's first pods, all at once: eight bare pods bound to the fake node in one apply. That
+    // is when KWOK's lazily created address pool can race (in one CI run two pods both got
+    // 10.244.1.0; tools/kwok/main.go now runs one stage worker). The race is rare, so this
+    // catches a return of it only sometimes; each pod must get its own address.
+    let burst: String = std::iter::once(format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {BURST_NAMESPACE}\n"
+    ))
+    .chain((0..8).map(|i| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: burst-{i}\n  namespace: {BURST_NAMESPACE}\n\
+             spec:\n  nodeName: {}\n  containers:\n  - name: c\n    image: burst\n",
+            cluster::FAKE_NODE
+        )
+    }))
+    .collect::<Vec<_>>()
+    .join("---\n");
+    cluster.apply_yaml("burst", &burst).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let burst = loop {
+        let now = pods(&cluster, BURST_NAMESPACE);
+        if now.len() == 8 && now.iter().all(|(_, _, ip, ready)| *ready && !ip.is_empty()) {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "burst pods not ready after 60 s: {now:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let mut addresses: Vec<&str> = burst.iter().map(|(_, _, ip, _)| ip.as_str()).collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 8, "KWOK gave eight pods shared addresses: {burst:?}");
     let applied = cluster.apply_dir(&rendered).unwrap();
     assert!(applied.ok, "kubectl apply -k rendered: {}", applied.output);
     // One pod per version (the HPA's minimum), Running and Ready, with an address from KWOK's range.
@@ -877,7 +910,15 @@ fn asm_1_31_deployments_get_ready_pods_and_endpoints_without_a_kubelet() {
     assert_eq!(versions, ["v1", "v2"]);
     for (_, _, ip, _) in &ready {
         assert!(ip.starts_with("10.244.1."), "{ip} is not from {}", cluster::POD_CIDR);
+        assert!(
+            !addresses.contains(&ip.as_str()),
+            "{ip} is a burst pod's address too: {burst:?}"
+        );
     }
+    assert_ne!(
+        ready[0].2, ready[1].2,
+        "both versions' pods have one address: {ready:?}"
+    );
     // The EndpointSlice controller lists exactly those addresses, ready, for the Service.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -25,6 +25,12 @@ func main() {
 		logger.Error("kwok: config flags", err)
 		os.Exit(1)
 	}
+	// One pod stage at a time. KWOK (v0.7.0, still in v0.8.0) creates a CIDR's address pool
+	// lazily in PodController.ipPool, a Load then a Store on a sync map: with its default of
+	// four parallel stage workers, the first two pods can each create a pool and both get the
+	// CIDR's first address (CI saw shop-v1 and shop-v2 both at 10.244.1.0). One worker
+	// serialises the allocation; the suite's few pods do not need more.
+	config.GetKwokConfiguration(ctx).Options.PodPlayStageParallelism = 1
 	command := cmd.NewCommand(ctx)
 	command.PersistentFlags().AddFlagSet(flags)
 	if err := command.ExecuteContext(ctx); err != nil {
