@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code: a failed step is a failed test
-//! The CLI as a platform engineer gets it: `cargo install --path .` into a scratch root, then
+//! The CLI as a platform engineer gets it: `cargo install --path .` (here `--debug`, see
+//! [`target_dir`]) into a scratch root, then
 //! `sticky-canary demo --quick` run from a directory outside the repository. Envoy comes from
 //! nowhere but the per-user cache, which the CLI fills itself (a fresh `XDG_CACHE_HOME`, no
 //! `$ENVOY`, no `envoy` on `PATH`), so the installed binary needs nothing from the source tree.
@@ -9,8 +10,11 @@ use std::process::Command;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The target dir this test was built in (`<target>/debug/deps/install-HASH`): `cargo install`
-/// builds there too, so the release build is shared with `cargo build --release`.
+/// The target dir this test was built in (`<target>/debug/deps/install-HASH`): `cargo install
+/// --debug` builds there too, so it reuses the dependencies `cargo test` compiled. A release
+/// install compiled every dependency again, 248 s of a cold CI run (docs/testing.md); the
+/// release profile differs from dev only in optimisation here (no `[profile.release]`), and the
+/// embedded module is built by build.rs in its own `wasm` profile either way.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.ancestors().nth(3).unwrap().to_path_buf()
@@ -29,7 +33,7 @@ fn path_without_envoy() -> String {
 fn the_installed_cli_runs_the_demo_from_anywhere_with_envoy_from_its_own_cache() {
     let root = tempfile::tempdir().unwrap();
     let install = Command::new(env!("CARGO"))
-        .args(["install", "--quiet", "--locked", "--path", REPO, "--root"])
+        .args(["install", "--quiet", "--locked", "--debug", "--path", REPO, "--root"])
         .arg(root.path())
         .arg("--target-dir")
         .arg(target_dir())
